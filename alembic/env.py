@@ -1,0 +1,67 @@
+"""Alembic environment: async engine, type comparison, and one migrator at a time."""
+
+from __future__ import annotations
+
+import asyncio
+
+from alembic import context
+from alembic.operations import MigrationScript
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
+
+import service.models  # noqa: F401  (registers every table on Base.metadata)
+from service.core.db import Base
+
+config = context.config
+target_metadata = Base.metadata
+
+# Any constant works; it only has to be the same for every process that migrates this database.
+MIGRATION_LOCK_ID = 0x636F6E73656E74  # "consent"
+
+
+def _skip_empty_autogenerate(
+    context: MigrationContext, revision: object, directives: list[MigrationScript]
+) -> None:
+    script = directives[0]
+    if config.cmd_opts is not None and getattr(config.cmd_opts, "autogenerate", False):
+        if script.upgrade_ops is not None and script.upgrade_ops.is_empty():
+            directives[:] = []
+
+
+def _run(connection: Connection) -> None:
+    # Two migrators (the compose `migrate` job and a developer, or two replicas) wait for each other.
+    connection.execute(text("SELECT pg_advisory_lock(:id)"), {"id": MIGRATION_LOCK_ID})
+    try:
+        context.configure(
+            connection=connection,
+            target_metadata=target_metadata,
+            compare_type=True,
+            process_revision_directives=_skip_empty_autogenerate,  # type: ignore[arg-type]
+            transaction_per_migration=True,
+        )
+        with context.begin_transaction():
+            context.run_migrations()
+        connection.commit()
+    finally:
+        connection.execute(text("SELECT pg_advisory_unlock(:id)"), {"id": MIGRATION_LOCK_ID})
+        connection.commit()
+
+
+async def _run_online() -> None:
+    engine = create_async_engine(config.get_main_option("sqlalchemy.url") or "", poolclass=NullPool)
+    try:
+        async with engine.connect() as connection:
+            await connection.run_sync(_run)
+    finally:
+        await engine.dispose()
+
+
+if context.is_offline_mode():
+    context.configure(url=config.get_main_option("sqlalchemy.url"), target_metadata=target_metadata)
+    with context.begin_transaction():
+        context.run_migrations()
+else:
+    asyncio.run(_run_online())

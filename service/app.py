@@ -1,0 +1,93 @@
+"""The FastAPI application: built by `create_app`, resources opened in its lifespan."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import structlog
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from service import __version__
+from service.core.config import Settings, ensure_dev_key, get_settings
+from service.core.db import create_engine, create_sessionmaker
+from service.core.embedded import resolve_database_url
+from service.core.errors import install_error_handlers
+from service.core.hashing import Hasher
+from service.core.logging import configure_logging
+from service.core.migrations import head_revision
+from service.core.observe import ObserveMiddleware
+from service.health.routes import router as health_router
+
+log = structlog.get_logger("service.app")
+
+DESCRIPTION = """\
+A self-hosted consent ledger. Cookie banners record every consent decision here and read the
+current consent schema; a privacy team answers data-subject requests (history, export, erasure).
+
+* **Banner API** — public, CORS-enabled, no key.
+* **DSR and admin API** — `Authorization: Bearer <key>` with scopes
+  (`dsr:read`, `dsr:erase`, `schemas:write`, `audit:read`).
+* Every error is an RFC 9457 `application/problem+json` document.
+* No raw IP address is ever stored or logged: only a keyed HMAC-SHA256 with its key id.
+"""
+
+TAGS = [
+    {"name": "operations", "description": "Health, readiness and metrics."},
+]
+
+
+def build_hasher(settings: Settings) -> Hasher:
+    key = settings.ip_hash_salt
+    if key is None:
+        # Settings refuse production without a key, so this is dev mode.
+        key, created = ensure_dev_key(settings)
+        if created:
+            log.warning(
+                "dev_ip_hash_key_generated",
+                path=str(settings.data_dir / "ip-hash.key"),
+                hint="set CONSENT_IP_HASH_SALT in production; keep the key outside the database",
+            )
+    return Hasher.from_secrets(key, settings.ip_hash_previous_salts)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    configure_logging(settings.log_level)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = create_engine(resolve_database_url(settings), pool_size=settings.db_pool_size)
+        app.state.settings = settings
+        app.state.engine = engine
+        app.state.sessionmaker = create_sessionmaker(engine)
+        app.state.hasher = build_hasher(settings)
+        app.state.migration_head = head_revision()
+        log.info("startup", env=settings.env.value, version=__version__)
+        try:
+            yield
+        finally:
+            await engine.dispose()
+            log.info("shutdown")
+
+    app = FastAPI(
+        title="Consent record service",
+        version=__version__,
+        description=DESCRIPTION,
+        openapi_tags=TAGS,
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.include_router(health_router)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Content-Type", "If-None-Match", "X-Request-ID"],
+            expose_headers=["ETag", "X-Request-ID"],
+            max_age=600,
+        )
+    app.add_middleware(ObserveMiddleware)
+    return app

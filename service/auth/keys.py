@@ -1,0 +1,127 @@
+"""API keys: create, list, revoke, and the dependency that checks them on each request."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+from service.auth.tables import ApiKeyRow
+from service.core.errors import BadRequest, Forbidden, NotFound, Unauthorized
+
+SECRET_PREFIX = "csk_"
+
+
+class Scope(StrEnum):
+    DSR_READ = "dsr:read"
+    DSR_ERASE = "dsr:erase"
+    SCHEMAS_WRITE = "schemas:write"
+    AUDIT_READ = "audit:read"
+
+
+@dataclass(frozen=True, slots=True)
+class CreatedKey:
+    id: str
+    name: str
+    scopes: list[str]
+    secret: str
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: the key id (recorded in audits) and what it may do."""
+
+    key_id: str
+    scopes: frozenset[str]
+
+
+def _digest(secret: str) -> str:
+    # The secret is 256 random bits, so a fast unsalted hash is enough to make the table useless
+    # to a thief; a slow password hash would only slow every request down.
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def parse_scopes(raw: str | list[str]) -> list[str]:
+    items = raw.split(",") if isinstance(raw, str) else raw
+    scopes = sorted({item.strip() for item in items if item.strip()})
+    known = {scope.value for scope in Scope}
+    unknown = [scope for scope in scopes if scope not in known]
+    if unknown:
+        raise BadRequest(
+            f"unknown scope(s): {', '.join(unknown)}; known scopes: {', '.join(sorted(known))}"
+        )
+    if not scopes:
+        raise BadRequest("a key needs at least one scope")
+    return scopes
+
+
+async def create_key(session: AsyncSession, *, name: str, scopes: list[str]) -> CreatedKey:
+    key_id = "key_" + secrets.token_hex(8)
+    secret = SECRET_PREFIX + secrets.token_urlsafe(32)
+    session.add(ApiKeyRow(id=key_id, name=name, scopes=scopes, secret_sha256=_digest(secret)))
+    await session.flush()
+    return CreatedKey(id=key_id, name=name, scopes=scopes, secret=secret)
+
+
+async def list_keys(session: AsyncSession) -> list[ApiKeyRow]:
+    result = await session.scalars(select(ApiKeyRow).order_by(ApiKeyRow.created_at))
+    return list(result)
+
+
+async def revoke_key(session: AsyncSession, key_id: str) -> datetime:
+    revoked_at = await session.scalar(
+        update(ApiKeyRow)
+        .where(ApiKeyRow.id == key_id)
+        .values(revoked_at=func.coalesce(ApiKeyRow.revoked_at, func.now()))
+        .returning(ApiKeyRow.revoked_at)
+    )
+    if revoked_at is None:
+        raise NotFound(f"no API key with id {key_id!r}")
+    return revoked_at
+
+
+async def authenticate(engine: AsyncEngine, secret: str) -> Principal | None:
+    """The key behind `secret` if it exists and is not revoked; records its use."""
+    async with engine.begin() as connection:
+        row = (
+            await connection.execute(
+                update(ApiKeyRow)
+                .where(ApiKeyRow.secret_sha256 == _digest(secret), ApiKeyRow.revoked_at.is_(None))
+                .values(last_used_at=func.now())
+                .returning(ApiKeyRow.id, ApiKeyRow.scopes)
+            )
+        ).one_or_none()
+    if row is None:
+        return None
+    return Principal(key_id=row.id, scopes=frozenset(row.scopes))
+
+
+_bearer = HTTPBearer(auto_error=False, description="An API key created with `consent-service keys create`.")
+
+
+def require_scope(scope: Scope) -> Callable[..., Awaitable[Principal]]:
+    """A dependency: 401 without a valid, unrevoked key; 403 when the key lacks `scope`."""
+
+    async def dependency(
+        request: Request,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    ) -> Principal:
+        if credentials is None:
+            raise Unauthorized("send an API key as 'Authorization: Bearer <key>'")
+        principal = await authenticate(request.app.state.engine, credentials.credentials)
+        if principal is None:
+            raise Unauthorized("the API key is unknown or has been revoked")
+        if scope.value not in principal.scopes:
+            raise Forbidden(f"this API key lacks the '{scope.value}' scope")
+        return principal
+
+    return dependency

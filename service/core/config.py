@@ -1,0 +1,139 @@
+"""Configuration: one settings class, read from `CONSENT_*` environment variables and `.env`."""
+
+from __future__ import annotations
+
+import ipaddress
+import secrets
+from enum import StrEnum
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Self
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+# Placeholders people copy from examples; a production key must not be one of them.
+_WEAK_KEYS = {"change-me", "changeme", "secret", "salt", "dev", "test", "password"}
+MIN_KEY_LENGTH = 32
+
+
+class Environment(StrEnum):
+    DEV = "dev"
+    PRODUCTION = "production"
+
+
+def _split_csv(value: object) -> object:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+IpNetworks = list[ipaddress.IPv4Network | ipaddress.IPv6Network]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="CONSENT_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+    )
+
+    env: Environment = Environment.DEV
+    database_url: SecretStr | None = Field(
+        default=None,
+        description="PostgreSQL URL (postgresql://user:pass@host:5432/db); unset → embedded server.",
+    )
+    data_dir: Path = Field(
+        default=Path(".consent-data"),
+        description="Folder of the embedded PostgreSQL server and the dev-mode hash key.",
+    )
+    ip_hash_salt: SecretStr | None = Field(
+        default=None, description="Current secret key of the keyed IP / user-id hash."
+    )
+    ip_hash_previous_salts: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated older keys, used only for DSR look-ups.",
+    )
+    trusted_proxies: Annotated[IpNetworks, NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated networks whose X-Forwarded-For / Forwarded is believed.",
+    )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated origins allowed to call the banner API.",
+    )
+    log_level: str = Field(default="INFO", description="Log level (DEBUG, INFO, WARNING, ERROR).")
+    db_pool_size: int = Field(default=10, ge=1, description="Connections per API process.")
+
+    @field_validator(
+        "ip_hash_previous_salts", "trusted_proxies", "cors_origins", mode="before"
+    )
+    @classmethod
+    def _csv(cls, value: object) -> object:
+        return _split_csv(value)
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _networks(cls, value: object) -> object:
+        if isinstance(value, list):
+            return [ipaddress.ip_network(str(item), strict=False) for item in value]
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError(f"unknown log level {value!r}")
+        return level
+
+    @model_validator(mode="after")
+    def _production_is_strict(self) -> Self:
+        if self.env is not Environment.PRODUCTION:
+            return self
+        if self.database_url is None:
+            raise ValueError("CONSENT_DATABASE_URL is required when CONSENT_ENV=production")
+        if not is_strong_key(self.ip_hash_salt):
+            raise ValueError(
+                f"CONSENT_IP_HASH_SALT must be a random secret of at least {MIN_KEY_LENGTH} "
+                "characters when CONSENT_ENV=production "
+                "(generate one with: python -c 'import secrets; print(secrets.token_urlsafe(48))')"
+            )
+        return self
+
+    @property
+    def is_dev(self) -> bool:
+        return self.env is Environment.DEV
+
+
+def is_strong_key(key: SecretStr | None) -> bool:
+    if key is None:
+        return False
+    value = key.get_secret_value()
+    return len(value) >= MIN_KEY_LENGTH and value.lower() not in _WEAK_KEYS
+
+
+def dev_key_path(settings: Settings) -> Path:
+    return settings.data_dir / "ip-hash.key"
+
+
+def ensure_dev_key(settings: Settings) -> tuple[SecretStr, bool]:
+    """The dev-mode IP-hash key: generated once and kept in the data folder.
+
+    Returns the key and whether it was just created. Only for dev mode: production refuses to start
+    without `CONSENT_IP_HASH_SALT`, because a key that lives beside the data protects nothing.
+    """
+    path = dev_key_path(settings)
+    if path.exists():
+        return SecretStr(path.read_text().strip()), False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(48)
+    path.touch(mode=0o600)
+    path.write_text(key + "\n")
+    return SecretStr(key), True
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

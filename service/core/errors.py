@@ -1,0 +1,214 @@
+"""Domain errors and their one rendering: RFC 9457 `application/problem+json`.
+
+Every error a client can see goes through `problem_response`, so the shape never varies and no stack
+trace ever leaves the process.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+PROBLEM_BASE = "https://consent-service.dev/problems/"
+
+log = structlog.get_logger("service.errors")
+
+
+class ConsentServiceError(Exception):
+    """Base of every error a client can cause; the subclass decides status and problem type."""
+
+    status = 500
+    slug = "internal-error"
+    title = "Internal server error"
+
+    def __init__(self, detail: str, *, extra: dict[str, Any] | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.extra = extra or {}
+
+
+class BadRequest(ConsentServiceError):
+    status, slug, title = 400, "bad-request", "Bad request"
+
+
+class Unauthorized(ConsentServiceError):
+    status, slug, title = 401, "unauthorized", "Missing or invalid API key"
+
+
+class Forbidden(ConsentServiceError):
+    status, slug, title = 403, "forbidden", "The API key lacks the required scope"
+
+
+class NotFound(ConsentServiceError):
+    status, slug, title = 404, "not-found", "Not found"
+
+
+class Conflict(ConsentServiceError):
+    status, slug, title = 409, "conflict", "Conflict"
+
+
+class PayloadTooLarge(ConsentServiceError):
+    status, slug, title = 413, "payload-too-large", "Request body too large"
+
+
+class UnsupportedMediaType(ConsentServiceError):
+    status, slug, title = 415, "unsupported-media-type", "Unsupported media type"
+
+
+class Unprocessable(ConsentServiceError):
+    status, slug, title = 422, "validation-error", "The request is invalid"
+
+
+class ServiceUnavailable(ConsentServiceError):
+    status, slug, title = 503, "unavailable", "Service unavailable"
+
+
+class InvalidParam(BaseModel):
+    """One invalid field: where it is (a JSON pointer into the request) and what is wrong."""
+
+    pointer: str = Field(examples=["/body/categories/analytics"])
+    detail: str
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details."""
+
+    type: str = Field(examples=[PROBLEM_BASE + "validation-error"])
+    title: str
+    status: int
+    detail: str
+    instance: str | None = Field(
+        default=None, description="The request id, as `urn:request:<id>`."
+    )
+    errors: list[InvalidParam] | None = None
+
+
+_STATUS_SLUGS = {
+    400: ("bad-request", "Bad request"),
+    401: ("unauthorized", "Missing or invalid API key"),
+    403: ("forbidden", "Forbidden"),
+    404: ("not-found", "Not found"),
+    405: ("method-not-allowed", "Method not allowed"),
+    406: ("not-acceptable", "Not acceptable"),
+    409: ("conflict", "Conflict"),
+    413: ("payload-too-large", "Request body too large"),
+    415: ("unsupported-media-type", "Unsupported media type"),
+    422: ("validation-error", "The request is invalid"),
+    429: ("too-many-requests", "Too many requests"),
+}
+
+
+def problem_response(
+    request: Request | None,
+    *,
+    status: int,
+    slug: str,
+    title: str,
+    detail: str,
+    extra: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    body: dict[str, Any] = {
+        "type": PROBLEM_BASE + slug,
+        "title": title,
+        "status": status,
+        "detail": detail,
+    }
+    request_id = structlog.contextvars.get_contextvars().get("request_id")
+    if request_id:
+        body["instance"] = f"urn:request:{request_id}"
+    body.update(extra or {})
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
+
+
+def _pointer(loc: tuple[int | str, ...]) -> str:
+    return "/" + "/".join(str(part).replace("~", "~0").replace("/", "~1") for part in loc)
+
+
+def validation_problem(request: Request | None, errors: list[dict[str, Any]]) -> JSONResponse:
+    invalid = [
+        {"pointer": _pointer(tuple(error.get("loc", ()))), "detail": str(error.get("msg", ""))}
+        for error in errors
+    ]
+    summary = "; ".join(f"{item['pointer']}: {item['detail']}" for item in invalid)
+    return problem_response(
+        request,
+        status=422,
+        slug="validation-error",
+        title="The request is invalid",
+        detail=summary or "The request is invalid",
+        extra={"errors": invalid},
+    )
+
+
+async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ConsentServiceError)
+    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+    return problem_response(
+        request,
+        status=exc.status,
+        slug=exc.slug,
+        title=exc.title,
+        detail=exc.detail,
+        extra=exc.extra,
+        headers=headers,
+    )
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    return validation_problem(request, list(exc.errors()))
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    slug, title = _STATUS_SLUGS.get(exc.status_code, ("http-error", "HTTP error"))
+    detail = exc.detail if isinstance(exc.detail, str) else title
+    if exc.status_code == 404 and detail == "Not Found":
+        detail = "No such resource"
+    return problem_response(
+        request,
+        status=exc.status_code,
+        slug=slug,
+        title=title,
+        detail=detail,
+        headers=dict(exc.headers) if exc.headers else None,
+    )
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    # Logged with its traceback for operators; the client gets the request id and nothing else.
+    log.error("unhandled_exception", exc_type=type(exc).__name__, exc_info=exc)
+    return problem_response(
+        request,
+        status=500,
+        slug="internal-error",
+        title="Internal server error",
+        detail="An unexpected error occurred; quote the request id when reporting it.",
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(ConsentServiceError, _domain_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected_error)
+
+
+# For OpenAPI: the error responses each route can give.
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    return {
+        status: {
+            "model": Problem,
+            "description": _STATUS_SLUGS.get(status, ("", "Error"))[1],
+            "content": {PROBLEM_MEDIA_TYPE: {}},
+        }
+        for status in statuses
+    }

@@ -1,0 +1,81 @@
+"""Liveness, readiness and metrics for operators and orchestrators."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import structlog
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    generate_latest,
+    multiprocess,
+)
+from pydantic import BaseModel
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from service.core.migrations import current_revision
+
+router = APIRouter(tags=["operations"])
+log = structlog.get_logger("service.health")
+
+READINESS_TIMEOUT_SECONDS = 2.0
+
+
+class Liveness(BaseModel):
+    status: str
+
+
+class Readiness(BaseModel):
+    status: str
+    database: str
+    migrations: str
+
+
+@router.get("/healthz", summary="The process is up", response_model=Liveness)
+async def healthz() -> Liveness:
+    return Liveness(status="ok")
+
+
+@router.get(
+    "/readyz",
+    summary="Ready to serve: database reachable and migrated to head",
+    response_model=Readiness,
+    responses={503: {"model": Readiness, "description": "Not ready"}},
+)
+async def readyz(request: Request) -> JSONResponse:
+    engine: AsyncEngine = request.app.state.engine
+    head: str | None = request.app.state.migration_head
+    try:
+        async with asyncio.timeout(READINESS_TIMEOUT_SECONDS), engine.connect() as connection:
+            revision = await current_revision(connection)
+    except Exception as exc:  # any failure to reach the database means "not ready"
+        log.warning("readiness_database_unreachable", error=type(exc).__name__)
+        body = Readiness(status="unavailable", database="unreachable", migrations="unknown")
+        return JSONResponse(body.model_dump(), status_code=503)
+    if revision != head:
+        body = Readiness(
+            status="unavailable", database="ok", migrations=f"at {revision}, head is {head}"
+        )
+        return JSONResponse(body.model_dump(), status_code=503)
+    return JSONResponse(Readiness(status="ok", database="ok", migrations="head").model_dump())
+
+
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text"}},
+)
+async def metrics() -> Response:
+    if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+        # Several worker processes: add up what each wrote to the shared folder.
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        data = generate_latest(registry)
+    else:
+        data = generate_latest()
+    return Response(data, media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+import httpx
+
+
+async def test_healthz(client: httpx.AsyncClient) -> None:
+    response = await client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+async def test_readyz_when_migrated(client: httpx.AsyncClient) -> None:
+    response = await client.get("/readyz")
+    assert response.status_code == 200
+    assert response.json()["migrations"] == "head"
+
+
+async def test_request_id_is_returned_and_accepted(client: httpx.AsyncClient) -> None:
+    generated = await client.get("/healthz")
+    assert len(generated.headers["x-request-id"]) == 32
+    supplied = await client.get("/healthz", headers={"X-Request-ID": "ticket-42.retry:1"})
+    assert supplied.headers["x-request-id"] == "ticket-42.retry:1"
+    # Something that could smuggle text into logs is replaced, not echoed.
+    hostile = await client.get("/healthz", headers={"X-Request-ID": "a\"b c"})
+    assert hostile.headers["x-request-id"] != "a\"b c"
+
+
+async def test_metrics_count_requests_by_route_template(client: httpx.AsyncClient) -> None:
+    await client.get("/healthz")
+    await client.get("/no/such/path/ff00")
+    body = (await client.get("/metrics")).text
+    assert 'consent_http_requests_total{method="GET",route="/healthz",status="200"}' in body
+    assert 'route="<unmatched>",status="404"' in body
+    assert "ff00" not in body
+    assert "consent_http_request_duration_seconds_bucket" in body
