@@ -26,20 +26,20 @@ def _skip_empty_autogenerate(
     context: MigrationContext, revision: object, directives: list[MigrationScript]
 ) -> None:
     script = directives[0]
-    if config.cmd_opts is not None and getattr(config.cmd_opts, "autogenerate", False):
-        if script.upgrade_ops is not None and script.upgrade_ops.is_empty():
-            directives[:] = []
+    autogenerate = config.cmd_opts is not None and getattr(config.cmd_opts, "autogenerate", False)
+    if autogenerate and script.upgrade_ops is not None and script.upgrade_ops.is_empty():
+        directives[:] = []
 
 
 def _run(connection: Connection) -> None:
-    # Two migrators (the compose `migrate` job and a developer, or two replicas) wait for each other.
+    # Two migrators (the compose `migrate` job and a developer, two replicas) wait for each other.
     connection.execute(text("SELECT pg_advisory_lock(:id)"), {"id": MIGRATION_LOCK_ID})
     try:
         context.configure(
             connection=connection,
             target_metadata=target_metadata,
             compare_type=True,
-            process_revision_directives=_skip_empty_autogenerate,  # type: ignore[arg-type]
+            process_revision_directives=_skip_empty_autogenerate,
             transaction_per_migration=True,
         )
         with context.begin_transaction():

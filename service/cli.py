@@ -7,7 +7,6 @@ import contextlib
 import json
 import os
 import signal
-
 import tempfile
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -93,7 +92,7 @@ def serve(
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
 ) -> None:
-    """Serve the API. Without CONSENT_DATABASE_URL, on an embedded PostgreSQL in CONSENT_DATA_DIR."""
+    """Serve the API; without CONSENT_DATABASE_URL, on an embedded PostgreSQL."""
     from service.core.logging import configure_logging
     from service.core.migrations import upgrade_to_head
 
@@ -138,7 +137,9 @@ class GracefulServer(uvicorn.Server):
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
-        handlers = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+        handlers = {
+            sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)
+        }
         try:
             yield
         finally:
@@ -220,7 +221,9 @@ def keys_list(
     for row in rows:
         state = f"revoked {row['revoked_at']}" if row["revoked_at"] else "active"
         used = row["last_used_at"] or "never"
-        typer.echo(f"{row['id']}  {row['name']}  {','.join(row['scopes'])}  {state}  last used {used}")
+        typer.echo(
+            f"{row['id']}  {row['name']}  {','.join(row['scopes'])}  {state}  last used {used}"
+        )
 
 
 @keys_app.command("revoke")
@@ -263,5 +266,3 @@ def openapi(
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(document)
     typer.echo(f"wrote {output}", err=True)
-
-

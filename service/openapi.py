@@ -10,5 +10,5 @@ from service.core.config import Settings
 
 def render_openapi() -> str:
     # Fixed settings: the document must not depend on the machine that renders it.
-    app = create_app(Settings(_env_file=None, cors_origins=[]))  # type: ignore[call-arg]
+    app = create_app(Settings(_env_file=None, cors_origins=[]))
     return json.dumps(app.openapi(), indent=2, sort_keys=False) + "\n"

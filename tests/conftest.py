@@ -8,6 +8,8 @@ tests can commit, run concurrently inside themselves and never see each other's 
 
 from __future__ import annotations
 
+import io
+import logging
 import os
 import tempfile
 import uuid
@@ -25,10 +27,11 @@ from service.app import create_app
 from service.core.config import Environment, Settings
 from service.core.db import sync_dsn
 from service.core.embedded import start_embedded, stop_embedded
+from service.core.logging import json_formatter
 from service.core.migrations import upgrade_to_head
 
 TEST_KEY = "test-key-0123456789-abcdefghijklmnopqrstuvwxyz"
-# A documentation address (RFC 5737) no test uses for anything else, so finding it anywhere is a leak.
+# A documentation address (RFC 5737) used for nothing else: finding it anywhere is a leak.
 CLIENT_IP = "203.0.113.77"
 
 
@@ -85,7 +88,7 @@ def make_settings(db_url: str, tmp_path: Path, **overrides: object) -> Settings:
         "log_level": "INFO",
     }
     values.update(overrides)
-    return Settings(_env_file=None, **values)  # type: ignore[call-arg, arg-type]
+    return Settings(_env_file=None, **values)  # type: ignore[arg-type]
 
 
 @pytest.fixture
@@ -113,3 +116,18 @@ async def db(db_url: str) -> AsyncIterator[asyncpg.Connection]:
     connection = await asyncpg.connect(db_url)
     yield connection
     await connection.close()
+
+
+@pytest.fixture
+def captured_logs(app: FastAPI) -> Iterator[io.StringIO]:
+    """Every log line the app writes during the test, formatted exactly as in production."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(json_formatter())
+    root = logging.getLogger()
+    root.addHandler(handler)
+    previous_level = root.level
+    root.setLevel(logging.DEBUG)
+    yield stream
+    root.setLevel(previous_level)
+    root.removeHandler(handler)

@@ -21,8 +21,8 @@ async def test_request_id_is_returned_and_accepted(client: httpx.AsyncClient) ->
     supplied = await client.get("/healthz", headers={"X-Request-ID": "ticket-42.retry:1"})
     assert supplied.headers["x-request-id"] == "ticket-42.retry:1"
     # Something that could smuggle text into logs is replaced, not echoed.
-    hostile = await client.get("/healthz", headers={"X-Request-ID": "a\"b c"})
-    assert hostile.headers["x-request-id"] != "a\"b c"
+    hostile = await client.get("/healthz", headers={"X-Request-ID": 'a"b c'})
+    assert hostile.headers["x-request-id"] != 'a"b c'
 
 
 async def test_metrics_count_requests_by_route_template(client: httpx.AsyncClient) -> None:

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from service.auth.tables import ApiKeyRow
 from service.core.errors import BadRequest, Forbidden, NotFound, Unauthorized
 
-SECRET_PREFIX = "csk_"
+SECRET_PREFIX = "csk_"  # noqa: S105 (a prefix, so leaked keys are recognisable)
 
 
 class Scope(StrEnum):
@@ -105,7 +105,9 @@ async def authenticate(engine: AsyncEngine, secret: str) -> Principal | None:
     return Principal(key_id=row.id, scopes=frozenset(row.scopes))
 
 
-_bearer = HTTPBearer(auto_error=False, description="An API key created with `consent-service keys create`.")
+_bearer = HTTPBearer(
+    auto_error=False, description="An API key created with `consent-service keys create`."
+)
 
 
 def require_scope(scope: Scope) -> Callable[..., Awaitable[Principal]]:

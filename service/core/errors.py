@@ -84,9 +84,7 @@ class Problem(BaseModel):
     title: str
     status: int
     detail: str
-    instance: str | None = Field(
-        default=None, description="The request id, as `urn:request:<id>`."
-    )
+    instance: str | None = Field(default=None, description="The request id, as `urn:request:<id>`.")
     errors: list[InvalidParam] | None = None
 
 
@@ -183,11 +181,14 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
-async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+def log_unexpected(exc: BaseException) -> None:
     # Logged with its traceback for operators; the client gets the request id and nothing else.
     log.error("unhandled_exception", exc_type=type(exc).__name__, exc_info=exc)
+
+
+def internal_error_response() -> JSONResponse:
     return problem_response(
-        request,
+        None,
         status=500,
         slug="internal-error",
         title="Internal server error",
@@ -199,7 +200,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ConsentServiceError, _domain_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_exception_handler(Exception, _unexpected_error)
 
 
 # For OpenAPI: the error responses each route can give.

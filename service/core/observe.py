@@ -7,6 +7,7 @@ identifier reaches a log or a metric label; the client address is never read her
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import time
 import uuid
@@ -14,6 +15,8 @@ import uuid
 import structlog
 from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.core.errors import internal_error_response, log_unexpected
 
 REQUESTS = Counter(
     "consent_http_requests_total",
@@ -47,15 +50,17 @@ class ObserveMiddleware:
             return
 
         supplied = _header(scope, b"x-request-id")
-        request_id = supplied if supplied and _REQUEST_ID.match(supplied) else uuid.uuid4().hex
+        request_id = supplied if supplied and _acceptable_id(supplied) else uuid.uuid4().hex
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=request_id)
         started = time.perf_counter()
         status = 500
+        response_started = False
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, response_started
             if message["type"] == "http.response.start":
+                response_started = True
                 status = message["status"]
                 headers = list(message.get("headers", []))
                 headers.append((b"x-request-id", request_id.encode()))
@@ -64,6 +69,13 @@ class ObserveMiddleware:
 
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception as exc:
+            # Rendered here rather than by Starlette's outermost handler, so even a 500 carries the
+            # request id header that lets an operator find the traceback in the logs.
+            log_unexpected(exc)
+            if response_started:
+                raise
+            await internal_error_response()(scope, receive, send_with_id)
         finally:
             elapsed = time.perf_counter() - started
             route = route_template(scope)
@@ -77,7 +89,18 @@ class ObserveMiddleware:
                 status=status,
                 duration_ms=round(elapsed * 1000, 2),
             )
-            structlog.contextvars.clear_contextvars()
+
+
+def _acceptable_id(value: str) -> bool:
+    """A caller's request id is kept when it is short, plain text and not an IP address (which a
+    proxy might copy into it: it would then be logged on every line)."""
+    if not _REQUEST_ID.match(value):
+        return False
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return True
+    return False
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

@@ -1,0 +1,47 @@
+"""Every error is RFC 9457 problem+json; nothing a client sends produces a stack trace."""
+
+from __future__ import annotations
+
+import httpx
+from fastapi import FastAPI
+
+PROBLEM = "application/problem+json"
+
+
+def assert_problem(response: httpx.Response, status: int) -> dict[str, object]:
+    assert response.status_code == status
+    assert response.headers["content-type"] == PROBLEM
+    body = response.json()
+    assert body["status"] == status
+    assert str(body["type"]).startswith("https://")
+    assert body["title"]
+    assert body["detail"]
+    assert body["instance"] == f"urn:request:{response.headers['x-request-id']}"
+    return dict(body)
+
+
+async def test_unknown_route_is_a_404_problem(client: httpx.AsyncClient) -> None:
+    assert_problem(await client.get("/v1/nothing-here"), 404)
+
+
+async def test_wrong_method_is_a_405_problem(client: httpx.AsyncClient) -> None:
+    response = await client.delete("/healthz")
+    assert_problem(response, 405)
+    assert "GET" in response.headers["allow"]
+
+
+async def test_an_unexpected_failure_is_a_500_problem_without_internals(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    @app.get("/boom-for-test")
+    async def boom() -> None:
+        raise RuntimeError("secret internal state /etc/passwd")
+
+    # As a real server does: the app's own 500 reaches the client instead of re-raising in the test.
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as raw:
+        response = await raw.get("/boom-for-test")
+    body = assert_problem(response, 500)
+    assert "secret" not in response.text
+    assert "Traceback" not in response.text
+    assert "request id" in str(body["detail"])
