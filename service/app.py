@@ -10,9 +10,11 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from service import __version__
+from service.consent_schema.routes import router as consent_schema_router
+from service.consent_schema.versions import SchemaCatalog
 from service.core.config import Settings, ensure_dev_key, get_settings
 from service.core.db import create_engine, create_sessionmaker
-from service.core.embedded import resolve_database_url
+from service.core.embedded import database_url
 from service.core.errors import install_error_handlers
 from service.core.hashing import Hasher
 from service.core.logging import configure_logging
@@ -34,6 +36,11 @@ current consent schema; a privacy team answers data-subject requests (history, e
 """
 
 TAGS = [
+    {
+        "name": "consent schema",
+        "description": "What the banner shows: categories, cookie inventory, policy, signals. "
+        "Immutable numbered versions; publishing needs the `schemas:write` scope.",
+    },
     {"name": "operations", "description": "Health, readiness and metrics."},
 ]
 
@@ -52,24 +59,33 @@ def build_hasher(settings: Settings) -> Hasher:
     return Hasher.from_secrets(key, settings.ip_hash_previous_salts)
 
 
+@asynccontextmanager
+async def _resources(app: FastAPI, settings: Settings, url: str) -> AsyncIterator[None]:
+    engine = create_engine(url, pool_size=settings.db_pool_size)
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.sessionmaker = create_sessionmaker(engine)
+    app.state.hasher = build_hasher(settings)
+    app.state.migration_head = head_revision()
+    app.state.catalog = SchemaCatalog()
+    log.info("startup", env=settings.env.value, version=__version__)
+    try:
+        yield
+    finally:
+        await engine.dispose()
+        log.info("shutdown")
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging(settings.log_level)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = create_engine(resolve_database_url(settings), pool_size=settings.db_pool_size)
-        app.state.settings = settings
-        app.state.engine = engine
-        app.state.sessionmaker = create_sessionmaker(engine)
-        app.state.hasher = build_hasher(settings)
-        app.state.migration_head = head_revision()
-        log.info("startup", env=settings.env.value, version=__version__)
-        try:
-            yield
-        finally:
-            await engine.dispose()
-            log.info("shutdown")
+        # Normally the URL is configured (`serve` sets it); an app built bare runs embedded.
+        with database_url(settings) as url:
+            async with _resources(app, settings, url):
+                yield
 
     app = FastAPI(
         title="Consent record service",
@@ -79,6 +95,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    app.include_router(consent_schema_router)
     app.include_router(health_router)
     if settings.cors_origins:
         app.add_middleware(

@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.core.config import Settings, ensure_dev_key
-from service.core.embedded import resolve_database_url, stop_embedded
+from service.core.embedded import database_url
 from service.core.errors import ConsentServiceError
 
 app = typer.Typer(
@@ -28,9 +28,15 @@ app = typer.Typer(
 )
 keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+schema_app = typer.Typer(help="Publish consent schema versions from files.", no_args_is_help=True)
+app.add_typer(schema_app, name="schema")
 
 T = TypeVar("T")
-OPENAPI_PATH = Path("openapi/openapi.json")
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+OPENAPI_PATH = PROJECT_ROOT / "openapi" / "openapi.json"
+EXAMPLE_SCHEMAS = PROJECT_ROOT / "examples" / "schemas"
+FILE_SCHEMA_PATH = EXAMPLE_SCHEMAS / "consent-schema.schema.json"
+CLI_ACTOR = "cli"
 APP_FACTORY = "service.app:create_app"
 
 
@@ -50,23 +56,11 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
-def _database_url(settings: Settings) -> str:
-    """The database to use; in dev mode it is migrated first, so every command just works."""
-    from service.core.migrations import upgrade_to_head
-
-    url = resolve_database_url(settings)
-    if settings.is_dev:
-        upgrade_to_head(url)
-    return url
-
-
 def _with_session(settings: Settings, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
     """Run `work` in one transaction: committed if it returns, rolled back if it raises."""
     from service.core.db import create_engine, create_sessionmaker
 
-    url = _database_url(settings)
-
-    async def run() -> T:
+    async def run(url: str) -> T:
         engine = create_engine(url, pool_size=1, application_name="consent-service-cli")
         try:
             async with create_sessionmaker(engine).begin() as session:
@@ -74,12 +68,15 @@ def _with_session(settings: Settings, work: Callable[[AsyncSession], Awaitable[T
         finally:
             await engine.dispose()
 
-    try:
-        return asyncio.run(run())
-    except ConsentServiceError as exc:
-        raise _fail(exc.detail) from None
-    finally:
-        stop_embedded()
+    from service.core.migrations import upgrade_to_head
+
+    with database_url(settings) as url:
+        if settings.is_dev:
+            upgrade_to_head(url)  # dev: every command just works on a new database
+        try:
+            return asyncio.run(run(url))
+        except ConsentServiceError as exc:
+            raise _fail(exc.detail) from None
 
 
 def _print_json(payload: dict[str, Any] | list[dict[str, Any]]) -> None:
@@ -94,20 +91,39 @@ def serve(
 ) -> None:
     """Serve the API; without CONSENT_DATABASE_URL, on an embedded PostgreSQL."""
     from service.core.logging import configure_logging
-    from service.core.migrations import upgrade_to_head
 
     settings = _settings()
     configure_logging(settings.log_level)
-    url = resolve_database_url(settings)
+    with database_url(settings) as url, _metrics_folder(workers):
+        _prepare_and_serve(settings, url, host=host, port=port, workers=workers)
+    typer.echo("stopped", err=True)
+
+
+@contextlib.contextmanager
+def _metrics_folder(workers: int) -> Iterator[None]:
+    """Several workers add up their metrics through files in one folder, removed at the end."""
+    if workers == 1 or "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+        yield
+        return
+    with tempfile.TemporaryDirectory(prefix="consent-metrics-") as folder:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder
+        try:
+            yield
+        finally:
+            del os.environ["PROMETHEUS_MULTIPROC_DIR"]
+
+
+def _prepare_and_serve(settings: Settings, url: str, *, host: str, port: int, workers: int) -> None:
+    from service.core.migrations import upgrade_to_head
+
     if settings.is_dev:
         # Production migrates as its own step (the compose `migrate` service); dev just works.
         upgrade_to_head(url)
         if settings.ip_hash_salt is None:
             ensure_dev_key(settings)  # once, before workers start, so they share one key
+        _publish_examples_if_empty(url)
     # Workers are fresh processes that read their settings from the environment.
     os.environ["CONSENT_DATABASE_URL"] = url
-    if workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="consent-metrics-")
     options: dict[str, Any] = {
         "host": host,
         "port": port,
@@ -120,15 +136,11 @@ def serve(
         "log_config": None,
         "timeout_graceful_shutdown": 10,
     }
-    try:
-        if workers == 1:
-            GracefulServer(uvicorn.Config(APP_FACTORY, **options)).run()
-        else:
-            with contextlib.suppress(KeyboardInterrupt):
-                uvicorn.run(APP_FACTORY, **options)
-    finally:
-        stop_embedded()
-    typer.echo("stopped", err=True)
+    if workers == 1:
+        GracefulServer(uvicorn.Config(APP_FACTORY, **options)).run()
+    else:
+        with contextlib.suppress(KeyboardInterrupt):
+            uvicorn.run(APP_FACTORY, **options)
 
 
 class GracefulServer(uvicorn.Server):
@@ -147,6 +159,34 @@ class GracefulServer(uvicorn.Server):
                 signal.signal(sig, handler)
 
 
+def _publish_examples_if_empty(url: str) -> None:
+    """Dev mode only: a newcomer's first start publishes the example schemas, so the README's
+    `curl` answers at once. Production never publishes anything by itself."""
+    from service.consent_schema.document import load_document_file
+    from service.consent_schema.versions import any_property_exists, publish
+    from service.core.db import create_engine, create_sessionmaker
+
+    files = sorted(EXAMPLE_SCHEMAS.glob("*.yaml"))
+
+    async def run() -> list[str]:
+        engine = create_engine(url, pool_size=1, application_name="consent-service-cli")
+        try:
+            async with create_sessionmaker(engine).begin() as session:
+                if await any_property_exists(session):
+                    return []
+                published = []
+                for path in files:
+                    document = load_document_file(path)
+                    await publish(session, document, material=True, published_by="dev-examples")
+                    published.append(document.property)
+                return published
+        finally:
+            await engine.dispose()
+
+    for name in asyncio.run(run()):
+        typer.echo(f"dev mode: published the example schema of {name!r}", err=True)
+
+
 @app.command()
 def migrate() -> None:
     """Migrate the database to the newest schema (idempotent; safe to run concurrently)."""
@@ -155,10 +195,8 @@ def migrate() -> None:
 
     settings = _settings()
     configure_logging(settings.log_level)
-    try:
-        upgrade_to_head(resolve_database_url(settings))
-    finally:
-        stop_embedded()
+    with database_url(settings) as url:
+        upgrade_to_head(url)
     typer.echo(f"database at revision {head_revision()}", err=True)
 
 
@@ -246,6 +284,53 @@ def keys_revoke(
         typer.echo(f"revoked {key_id} at {revoked_at}")
 
 
+@schema_app.command("publish")
+def schema_publish(
+    file: Annotated[Path, typer.Argument(help="A consent schema file (YAML or JSON).")],
+    property_name: Annotated[
+        str | None, typer.Option("--property", help="Publish under this property instead.")
+    ] = None,
+    material: Annotated[
+        bool,
+        typer.Option(
+            "--material/--non-material",
+            help="Material (default) re-prompts everyone; non-material is wording only.",
+        ),
+    ] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Publish FILE as the next version of its property (nothing if unchanged)."""
+    from service.consent_schema.document import load_document_file
+    from service.consent_schema.versions import PublishedVersion, publish
+
+    settings = _settings()
+    try:
+        document = load_document_file(file, property_override=property_name)
+    except ConsentServiceError as exc:
+        raise _fail(exc.detail) from None
+
+    async def work(session: AsyncSession) -> tuple[PublishedVersion, bool]:
+        return await publish(session, document, material=material, published_by=CLI_ACTOR)
+
+    version, created = _with_session(settings, work)
+    if as_json:
+        _print_json(
+            {
+                "property": version.property,
+                "version": version.version,
+                "created": created,
+                "material": version.material,
+                "last_material_version": version.last_material_version,
+                "content_hash": version.content_hash,
+            }
+        )
+    elif created:
+        kind = "material" if version.material else "non-material"
+        typer.echo(f"published {version.property} version {version.version} ({kind})")
+    else:
+        typer.echo(f"unchanged: {version.property} version {version.version} is current")
+
+
 @app.command()
 def openapi(
     check: Annotated[
@@ -253,16 +338,17 @@ def openapi(
     ] = False,
     output: Annotated[Path, typer.Option(help="Where the document lives.")] = OPENAPI_PATH,
 ) -> None:
-    """Write the OpenAPI document of the app (or check that the committed one is current)."""
-    from service.openapi import render_openapi
+    """Write the committed API documents: the OpenAPI document of the app and the JSON Schema of
+    consent schema files (or, with --check, fail if either is out of date)."""
+    from service.openapi import render_file_schema, render_openapi
 
-    document = render_openapi()
-    if check:
-        current = output.read_text() if output.exists() else ""
-        if current != document:
-            raise _fail(f"{output} is out of date; run: uv run consent-service openapi")
-        typer.echo(f"{output} is current", err=True)
-        return
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(document)
-    typer.echo(f"wrote {output}", err=True)
+    documents = {output: render_openapi(), FILE_SCHEMA_PATH: render_file_schema()}
+    for path, document in documents.items():
+        if check:
+            if (path.read_text() if path.exists() else "") != document:
+                raise _fail(f"{path} is out of date; run: uv run consent-service openapi")
+            typer.echo(f"{path} is current", err=True)
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(document)
+        typer.echo(f"wrote {path}", err=True)

@@ -1,5 +1,6 @@
 """Every table module, imported once so `Base.metadata` is complete (Alembic, tests)."""
 
 from service.auth import tables as auth_tables
+from service.consent_schema import tables as consent_schema_tables
 
-__all__ = ["auth_tables"]
+__all__ = ["auth_tables", "consent_schema_tables"]

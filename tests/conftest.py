@@ -26,7 +26,7 @@ from sqlalchemy.engine import make_url
 from service.app import create_app
 from service.core.config import Environment, Settings
 from service.core.db import sync_dsn
-from service.core.embedded import start_embedded, stop_embedded
+from service.core.embedded import EmbeddedPostgres
 from service.core.logging import json_formatter
 from service.core.migrations import upgrade_to_head
 
@@ -39,16 +39,41 @@ def database_url(server_url: str, name: str) -> str:
     return make_url(sync_dsn(server_url)).set(database=name).render_as_string(hide_password=False)
 
 
+SERVER_VERSION = pytest.StashKey[str]()
+
+
 @pytest.fixture(scope="session")
-def server_url() -> Iterator[str]:
+def server_url(request: pytest.FixtureRequest) -> Iterator[str]:
     configured = os.environ.get("CONSENT_TEST_DATABASE_URL")
     if configured:
+        _remember_version(request, configured, "CONSENT_TEST_DATABASE_URL")
         yield configured
         return
     with tempfile.TemporaryDirectory(prefix="consent-test-pg-") as folder:
-        url = start_embedded(Path(folder), delete_on_exit=True)
-        yield url
-        stop_embedded()
+        server = EmbeddedPostgres(Path(folder), delete_on_exit=True)
+        _remember_version(request, server.url, "embedded")
+        yield server.url
+        server.stop()
+
+
+def _remember_version(request: pytest.FixtureRequest, url: str, source: str) -> None:
+    import asyncio
+
+    async def version() -> str:
+        connection = await asyncpg.connect(sync_dsn(url))
+        try:
+            return str(await connection.fetchval("SHOW server_version"))
+        finally:
+            await connection.close()
+
+    request.config.stash[SERVER_VERSION] = f"PostgreSQL {asyncio.run(version())} ({source})"
+
+
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, config: pytest.Config
+) -> None:
+    if SERVER_VERSION in config.stash:
+        terminalreporter.write_line(f"tests ran against {config.stash[SERVER_VERSION]}")
 
 
 @pytest.fixture(scope="session")

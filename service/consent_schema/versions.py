@@ -1,0 +1,183 @@
+"""Publishing and reading consent schema versions.
+
+Numbers are 1, 2, 3 … per property with no gaps: a publish locks its property's row, so concurrent
+publishers queue instead of racing for a number. Versions never change once written, so readers
+cache them for the life of the process; only "which version is current" is looked up again.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select, text, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from service.consent_schema.document import (
+    ConsentSchemaDocument,
+    content_hash,
+    document_content,
+)
+from service.consent_schema.tables import PropertyRow, SchemaVersionRow
+from service.core.errors import NotFound
+
+CURRENT_POINTER_TTL_SECONDS = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class PublishedVersion:
+    property: str
+    version: int
+    material: bool
+    last_material_version: int
+    content_hash: str
+    published_at: datetime
+    content: dict[str, Any]
+
+    @classmethod
+    def from_row(cls, row: SchemaVersionRow) -> PublishedVersion:
+        return cls(
+            property=row.property,
+            version=row.version,
+            material=row.material,
+            last_material_version=row.last_material_version,
+            content_hash=row.content_sha256,
+            published_at=row.published_at,
+            content=row.content,
+        )
+
+    def etag(self) -> str:  # (a method: `property` is a field name here)
+        return f'"{self.version}-{self.content_hash[:32]}"'
+
+
+@dataclass(frozen=True, slots=True)
+class PropertyState:
+    name: str
+    current_version: int
+    last_material_version: int
+
+
+async def publish(
+    session: AsyncSession,
+    document: ConsentSchemaDocument,
+    *,
+    material: bool,
+    published_by: str,
+) -> tuple[PublishedVersion, bool]:
+    """Publish `document` as the next version of its property; the caller commits.
+
+    Returns the version and whether it is new. Content identical to the current version publishes
+    nothing. The first version of a property is always material: nobody has been asked yet.
+    """
+    content = document_content(document)
+    digest = content_hash(content)
+    await session.execute(
+        insert(PropertyRow)
+        .values(name=document.property, current_version=0, last_material_version=0)
+        .on_conflict_do_nothing(index_elements=[PropertyRow.name])
+    )
+    prop = (
+        await session.execute(
+            select(PropertyRow).where(PropertyRow.name == document.property).with_for_update()
+        )
+    ).scalar_one()
+    if prop.current_version:
+        current = await session.get_one(SchemaVersionRow, (prop.name, prop.current_version))
+        if current.content_sha256 == digest:
+            return PublishedVersion.from_row(current), False
+
+    version = prop.current_version + 1
+    material = material or version == 1
+    row = SchemaVersionRow(
+        property=prop.name,
+        version=version,
+        content=content,
+        content_sha256=digest,
+        material=material,
+        last_material_version=version if material else prop.last_material_version,
+        published_by=published_by,
+    )
+    session.add(row)
+    await session.flush()
+    await session.execute(
+        update(PropertyRow)
+        .where(PropertyRow.name == prop.name)
+        .values(
+            current_version=version,
+            last_material_version=row.last_material_version,
+            updated_at=func.now(),
+        )
+    )
+    await session.refresh(row, ["published_at"])
+    return PublishedVersion.from_row(row), True
+
+
+async def list_versions(session: AsyncSession, property_name: str) -> list[PublishedVersion]:
+    rows = (
+        await session.scalars(
+            select(SchemaVersionRow)
+            .where(SchemaVersionRow.property == property_name)
+            .order_by(SchemaVersionRow.version)
+        )
+    ).all()
+    if not rows:
+        raise NotFound(f"no property named {property_name!r}")
+    return [PublishedVersion.from_row(row) for row in rows]
+
+
+async def any_property_exists(session: AsyncSession) -> bool:
+    return bool(await session.scalar(text("SELECT EXISTS (SELECT 1 FROM consent_properties)")))
+
+
+class SchemaCatalog:
+    """Per-process cache of published versions (immutable, kept forever) and of each property's
+    current pointer (looked up again after a second, or at once after a local publish)."""
+
+    def __init__(self) -> None:
+        self._versions: dict[tuple[str, int], PublishedVersion] = {}
+        self._current: dict[str, tuple[float, PropertyState]] = {}
+
+    def forget_current(self, property_name: str) -> None:
+        self._current.pop(property_name, None)
+
+    async def state(
+        self, session: AsyncSession, property_name: str, *, fresh: bool = False
+    ) -> PropertyState:
+        cached = self._current.get(property_name)
+        now = time.monotonic()
+        if cached is not None and not fresh and now - cached[0] < CURRENT_POINTER_TTL_SECONDS:
+            return cached[1]
+        row = (
+            await session.execute(
+                select(PropertyRow.current_version, PropertyRow.last_material_version).where(
+                    PropertyRow.name == property_name, PropertyRow.current_version > 0
+                )
+            )
+        ).one_or_none()
+        if row is None:
+            raise NotFound(f"no property named {property_name!r}")
+        state = PropertyState(property_name, row.current_version, row.last_material_version)
+        self._current[property_name] = (now, state)
+        return state
+
+    async def version(
+        self, session: AsyncSession, property_name: str, number: int
+    ) -> PublishedVersion:
+        key = (property_name, number)
+        cached = self._versions.get(key)
+        if cached is not None:
+            return cached
+        row = await session.get(SchemaVersionRow, key)
+        if row is None:
+            await self.state(session, property_name)  # 404 names the property if that is unknown
+            raise NotFound(f"property {property_name!r} has no schema version {number}")
+        published = PublishedVersion.from_row(row)
+        self._versions[key] = published
+        return published
+
+    async def current(self, session: AsyncSession, property_name: str) -> PublishedVersion:
+        state = await self.state(session, property_name)
+        return await self.version(session, property_name, state.current_version)

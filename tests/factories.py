@@ -1,0 +1,44 @@
+"""Plain typed helpers that put real rows in a test's database."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from service.auth.keys import CreatedKey, create_key, revoke_key
+from service.consent_schema.document import ConsentSchemaDocument, load_document_file
+from service.consent_schema.versions import PublishedVersion, publish
+from service.core.db import create_engine, create_sessionmaker
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "schemas"
+
+
+async def api_key(db_url: str, *scopes: str, revoked: bool = False) -> CreatedKey:
+    engine = create_engine(db_url, pool_size=1)
+    try:
+        async with create_sessionmaker(engine).begin() as session:
+            key = await create_key(session, name="test", scopes=list(scopes))
+            if revoked:
+                await revoke_key(session, key.id)
+            return key
+    finally:
+        await engine.dispose()
+
+
+def example(name: str) -> ConsentSchemaDocument:
+    return load_document_file(EXAMPLES / f"{name}.yaml")
+
+
+async def published(
+    db_url: str, document: ConsentSchemaDocument, *, material: bool = True
+) -> PublishedVersion:
+    engine = create_engine(db_url, pool_size=1)
+    try:
+        async with create_sessionmaker(engine).begin() as session:
+            version, _ = await publish(session, document, material=material, published_by="test")
+            return version
+    finally:
+        await engine.dispose()
+
+
+def bearer(key: CreatedKey) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key.secret}"}

@@ -1,0 +1,165 @@
+"""The CLI against a real database: keys, publishing, dev-mode examples, readable failures."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import asyncpg
+import pytest
+from typer.testing import CliRunner
+
+from service.cli import _publish_examples_if_empty, app
+from tests.factories import EXAMPLES
+
+
+@pytest.fixture
+def cli_env(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    env = {
+        "CONSENT_DATABASE_URL": db_url,
+        "CONSENT_IP_HASH_SALT": "cli-test-key-0123456789-abcdefghijklmnop",
+        "CONSENT_DATA_DIR": str(tmp_path / "data"),
+        "CONSENT_ENV": "dev",
+    }
+    monkeypatch.chdir(tmp_path)  # no stray .env from the checkout
+    return env
+
+
+def fetchval(db_url: str, query: str) -> object:
+    async def go() -> object:
+        connection = await asyncpg.connect(db_url)
+        try:
+            return await connection.fetchval(query)
+        finally:
+            await connection.close()
+
+    return asyncio.run(go())
+
+
+def run(env: dict[str, str], *args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(app, list(args), env=env)
+    if result.exception and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_keys_create_list_revoke(cli_env: dict[str, str]) -> None:
+    code, out, _ = run(
+        cli_env, "keys", "create", "--name", "dsr-team", "--scopes", "dsr:read,audit:read", "--json"
+    )
+    assert code == 0
+    created = json.loads(out)
+    assert set(created) == {"id", "name", "scopes", "secret"}
+    assert created["scopes"] == ["audit:read", "dsr:read"]
+    assert created["secret"].startswith("csk_")
+
+    code, out, _ = run(cli_env, "keys", "list", "--json")
+    listed = json.loads(out)
+    assert [k["id"] for k in listed] == [created["id"]]
+    assert "secret" not in listed[0]
+    assert created["secret"] not in out
+
+    code, out, _ = run(cli_env, "keys", "revoke", created["id"], "--json")
+    assert code == 0
+    assert json.loads(out)["revoked_at"]
+    code, out, _ = run(cli_env, "keys", "list")
+    assert "revoked" in out
+
+
+def test_keys_create_rejects_unknown_scopes(cli_env: dict[str, str]) -> None:
+    code, _, err = run(cli_env, "keys", "create", "--name", "x", "--scopes", "dsr:read,admin")
+    assert code == 2
+    assert "unknown scope(s): admin" in err
+
+
+def test_revoking_an_unknown_key_fails(cli_env: dict[str, str]) -> None:
+    code, _, err = run(cli_env, "keys", "revoke", "key_nope")
+    assert code == 1
+    assert "no API key with id 'key_nope'" in err
+
+
+def test_schema_publish_then_unchanged_then_non_material(
+    cli_env: dict[str, str], tmp_path: Path, db_url: str
+) -> None:
+    source = EXAMPLES / "ailabrix.yaml"
+    code, out, _ = run(cli_env, "schema", "publish", str(source), "--json")
+    assert code == 0
+    assert json.loads(out) | {"content_hash": None} == {
+        "property": "ailabrix",
+        "version": 1,
+        "created": True,
+        "material": True,
+        "last_material_version": 1,
+        "content_hash": None,
+    }
+    code, out, _ = run(cli_env, "schema", "publish", str(source))
+    assert (code, out.strip()) == (0, "unchanged: ailabrix version 1 is current")
+
+    edited = tmp_path / "edited.yaml"
+    edited.write_text(
+        source.read_text().replace('label: "Strictly necessary"', 'label: "Essential"')
+    )
+    code, out, _ = run(cli_env, "schema", "publish", str(edited), "--non-material")
+    assert (code, out.strip()) == (0, "published ailabrix version 2 (non-material)")
+
+    code, out, _ = run(cli_env, "schema", "publish", str(edited), "--property", "ailabrix-staging")
+    assert (code, out.strip()) == (0, "published ailabrix-staging version 1 (material)")
+    assert fetchval(db_url, "SELECT published_by FROM consent_schema_versions LIMIT 1") == "cli"
+
+
+def test_a_broken_file_names_every_bad_field(cli_env: dict[str, str], tmp_path: Path) -> None:
+    broken = tmp_path / "broken.yaml"
+    text = (EXAMPLES / "itsailor.yaml").read_text()
+    text = text.replace("consent_ttl_days: 365", "consent_ttl_days: -1")
+    text = text.replace("party: first", "party: second", 1)
+    broken.write_text(text)
+    code, _, err = run(cli_env, "schema", "publish", str(broken))
+    assert code == 1
+    assert "consent_ttl_days: Input should be greater than or equal to 1" in err
+    assert "categories[0].cookies[0].party: Input should be 'first' or 'third'" in err
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("property: a\nproperty: b\n", "duplicate key 'property'"),
+        ("- just\n- a list\n", "expected a mapping"),
+        ("key: [unclosed\n", "not valid YAML"),
+    ],
+)
+def test_unreadable_files_fail_clearly(
+    cli_env: dict[str, str], tmp_path: Path, content: str, message: str
+) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(content)
+    code, _, err = run(cli_env, "schema", "publish", str(path))
+    assert code == 1
+    assert message in err
+
+
+async def test_dev_mode_publishes_the_examples_once_on_an_empty_database(
+    db_url: str, db: asyncpg.Connection
+) -> None:
+    await asyncio.to_thread(_publish_examples_if_empty, db_url)
+    rows = await db.fetch("SELECT property, version FROM consent_schema_versions ORDER BY 1")
+    assert [(r["property"], r["version"]) for r in rows] == [("ailabrix", 1), ("itsailor", 1)]
+    await asyncio.to_thread(_publish_examples_if_empty, db_url)
+    assert await db.fetchval("SELECT count(*) FROM consent_schema_versions") == 2
+
+
+def test_production_refuses_to_start_without_a_url_or_a_strong_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run({"CONSENT_ENV": "production"}, "migrate")
+    assert code == 2
+    assert "CONSENT_DATABASE_URL is required" in err
+    weak = {
+        "CONSENT_ENV": "production",
+        "CONSENT_DATABASE_URL": "postgresql://x@localhost/x",
+        "CONSENT_IP_HASH_SALT": "change-me",
+    }
+    code, _, err = run(weak, "serve")
+    assert code == 2
+    assert "CONSENT_IP_HASH_SALT must be a random secret" in err
