@@ -4,12 +4,18 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
 
 import structlog
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.utils import get_openapi
 
 from service import __version__
+from service.banner.events import ConsentEventIn
+from service.banner.routes import router as banner_router
+from service.banner.writer import EventWriter
 from service.consent_schema.routes import router as consent_schema_router
 from service.consent_schema.versions import SchemaCatalog
 from service.core.config import Settings, ensure_dev_key, get_settings
@@ -36,6 +42,10 @@ current consent schema; a privacy team answers data-subject requests (history, e
 """
 
 TAGS = [
+    {
+        "name": "banner",
+        "description": "Record consent events and read a subject's current state. Public, CORS.",
+    },
     {
         "name": "consent schema",
         "description": "What the banner shows: categories, cookie inventory, policy, signals. "
@@ -67,13 +77,44 @@ async def _resources(app: FastAPI, settings: Settings, url: str) -> AsyncIterato
     app.state.sessionmaker = create_sessionmaker(engine)
     app.state.hasher = build_hasher(settings)
     app.state.migration_head = head_revision()
-    app.state.catalog = SchemaCatalog()
+    app.state.catalog = SchemaCatalog(engine)
+    app.state.clock = utc_now
+    # The writer has a connection of its own, so a burst of requests can never starve it.
+    writer_engine = create_engine(url, pool_size=1, application_name="consent-service-writer")
+    writer = EventWriter(writer_engine)
+    app.state.writer = writer
+    writer.start()
     log.info("startup", env=settings.env.value, version=__version__)
     try:
         yield
     finally:
+        await writer.close()  # what was accepted is committed before the pool closes
+        await writer_engine.dispose()
         await engine.dispose()
         log.info("shutdown")
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's document plus the models of bodies the app parses itself (the event body comes
+    as JSON or text/plain, so it is read by hand and described here)."""
+    if app.openapi_schema is None:
+        document = get_openapi(
+            title=app.title,
+            version=app.version,
+            description=app.description,
+            routes=app.routes,
+            tags=app.openapi_tags,
+        )
+        schemas = document.setdefault("components", {}).setdefault("schemas", {})
+        extra = ConsentEventIn.model_json_schema(ref_template="#/components/schemas/{model}")
+        schemas.update(extra.pop("$defs", {}))
+        schemas["ConsentEventIn"] = extra
+        app.openapi_schema = document
+    return app.openapi_schema
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -95,6 +136,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    app.include_router(banner_router)
     app.include_router(consent_schema_router)
     app.include_router(health_router)
     if settings.cors_origins:

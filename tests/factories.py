@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from service.auth.keys import CreatedKey, create_key, revoke_key
 from service.consent_schema.document import ConsentSchemaDocument, load_document_file
@@ -42,3 +45,32 @@ async def published(
 
 def bearer(key: CreatedKey) -> dict[str, str]:
     return {"Authorization": f"Bearer {key.secret}"}
+
+
+def event(
+    event_type: str = "accept-all",
+    *,
+    subject_id: uuid.UUID | None = None,
+    schema_version: int = 1,
+    **fields: Any,
+) -> dict[str, Any]:
+    """A consent event body as a banner would send it."""
+    return {
+        "subject_id": str(subject_id or uuid.uuid4()),
+        "event_type": event_type,
+        "schema_version": schema_version,
+        **fields,
+    }
+
+
+class Clock:
+    """A clock the tests move by hand (install with `app.state.clock = clock`)."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self.now = start or datetime(2026, 1, 15, 9, 30, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        self.now += timedelta(**delta)

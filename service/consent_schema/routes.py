@@ -107,7 +107,7 @@ async def get_current_schema(
     catalog: Catalog,
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
-    version = await catalog.current(session, property)
+    version = await catalog.current(property)
     return _version_response(version, if_none_match, CURRENT_CACHE)
 
 
@@ -143,7 +143,7 @@ async def get_version(
     catalog: Catalog,
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
-    published = await catalog.version(session, property, version)
+    published = await catalog.version(property, version)
     return _version_response(published, if_none_match, IMMUTABLE_CACHE)
 
 

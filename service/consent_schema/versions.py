@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from service.consent_schema.document import (
     ConsentSchemaDocument,
@@ -38,7 +38,8 @@ class PublishedVersion:
     content: dict[str, Any]
 
     @classmethod
-    def from_row(cls, row: SchemaVersionRow) -> PublishedVersion:
+    def from_row(cls, row: Any) -> PublishedVersion:
+        """From a SchemaVersionRow or a result row with its columns."""
         return cls(
             property=row.property,
             version=row.version,
@@ -136,48 +137,55 @@ class SchemaCatalog:
     """Per-process cache of published versions (immutable, kept forever) and of each property's
     current pointer (looked up again after a second, or at once after a local publish)."""
 
-    def __init__(self) -> None:
+    def __init__(self, engine: AsyncEngine) -> None:
+        # Its own short connections: a request never holds one while it waits for something else.
+        self._engine = engine
         self._versions: dict[tuple[str, int], PublishedVersion] = {}
         self._current: dict[str, tuple[float, PropertyState]] = {}
 
     def forget_current(self, property_name: str) -> None:
         self._current.pop(property_name, None)
 
-    async def state(
-        self, session: AsyncSession, property_name: str, *, fresh: bool = False
-    ) -> PropertyState:
+    async def state(self, property_name: str, *, fresh: bool = False) -> PropertyState:
         cached = self._current.get(property_name)
         now = time.monotonic()
         if cached is not None and not fresh and now - cached[0] < CURRENT_POINTER_TTL_SECONDS:
             return cached[1]
-        row = (
-            await session.execute(
-                select(PropertyRow.current_version, PropertyRow.last_material_version).where(
-                    PropertyRow.name == property_name, PropertyRow.current_version > 0
+        async with self._engine.connect() as connection:
+            row = (
+                await connection.execute(
+                    select(PropertyRow.current_version, PropertyRow.last_material_version).where(
+                        PropertyRow.name == property_name, PropertyRow.current_version > 0
+                    )
                 )
-            )
-        ).one_or_none()
+            ).one_or_none()
         if row is None:
             raise NotFound(f"no property named {property_name!r}")
         state = PropertyState(property_name, row.current_version, row.last_material_version)
         self._current[property_name] = (now, state)
         return state
 
-    async def version(
-        self, session: AsyncSession, property_name: str, number: int
-    ) -> PublishedVersion:
+    async def version(self, property_name: str, number: int) -> PublishedVersion:
         key = (property_name, number)
         cached = self._versions.get(key)
         if cached is not None:
             return cached
-        row = await session.get(SchemaVersionRow, key)
+        async with self._engine.connect() as connection:
+            row = (
+                await connection.execute(
+                    select(SchemaVersionRow).where(
+                        SchemaVersionRow.property == property_name,
+                        SchemaVersionRow.version == number,
+                    )
+                )
+            ).one_or_none()
         if row is None:
-            await self.state(session, property_name)  # 404 names the property if that is unknown
+            await self.state(property_name)  # 404 names the property if that is unknown
             raise NotFound(f"property {property_name!r} has no schema version {number}")
         published = PublishedVersion.from_row(row)
         self._versions[key] = published
         return published
 
-    async def current(self, session: AsyncSession, property_name: str) -> PublishedVersion:
-        state = await self.state(session, property_name)
-        return await self.version(session, property_name, state.current_version)
+    async def current(self, property_name: str) -> PublishedVersion:
+        state = await self.state(property_name)
+        return await self.version(property_name, state.current_version)

@@ -130,12 +130,22 @@ def _pointer(loc: tuple[int | str, ...]) -> str:
     return "/" + "/".join(str(part).replace("~", "~0").replace("/", "~1") for part in loc)
 
 
-def validation_problem(request: Request | None, errors: list[dict[str, Any]]) -> JSONResponse:
+def validation_problem_detail(
+    errors: list[Any], prefix: tuple[str, ...] = ()
+) -> tuple[str, list[dict[str, str]]]:
+    """A one-line summary and the per-field list of pydantic errors, as JSON pointers."""
     invalid = [
-        {"pointer": _pointer(tuple(error.get("loc", ()))), "detail": str(error.get("msg", ""))}
+        {
+            "pointer": _pointer((*prefix, *tuple(error.get("loc", ())))),
+            "detail": str(error.get("msg", "")),
+        }
         for error in errors
     ]
-    summary = "; ".join(f"{item['pointer']}: {item['detail']}" for item in invalid)
+    return "; ".join(f"{item['pointer']}: {item['detail']}" for item in invalid), invalid
+
+
+def validation_problem(request: Request | None, errors: list[Any]) -> JSONResponse:
+    summary, invalid = validation_problem_detail(errors)
     return problem_response(
         request,
         status=422,

@@ -1,0 +1,227 @@
+"""The banner API: record consent events, answer a subject's current state."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Request, Response, status
+from pydantic import ValidationError
+from sqlalchemy import text
+
+from service.banner.client_ip import client_ip
+from service.banner.events import (
+    USER_AGENT_MAX,
+    ConsentEventIn,
+    ConsentRecord,
+    EventType,
+    Signal,
+    Signals,
+    apply_signals,
+    cap,
+    decision_status,
+    expiry,
+    record_from_row,
+    resolve_choices,
+)
+from service.banner.state import ConsentState, current_state
+from service.banner.writer import EventWriter, NewEvent
+from service.consent_schema.routes import Catalog, PropertyName
+from service.consent_schema.versions import PublishedVersion
+from service.core.db import Session
+from service.core.errors import (
+    Conflict,
+    PayloadTooLarge,
+    Unprocessable,
+    UnsupportedMediaType,
+    problem_responses,
+    validation_problem_detail,
+)
+from service.core.hashing import Hasher
+
+router = APIRouter(prefix="/v1/properties/{property}", tags=["banner"])
+
+MAX_BODY_BYTES = 32 * 1024
+ACCEPTED_MEDIA_TYPES = {"application/json", "text/plain"}
+
+
+async def read_event(request: Request) -> ConsentEventIn:
+    """The event body, as JSON or as the `text/plain` that `navigator.sendBeacon` sends."""
+    media_type = request.headers.get("content-type", "application/json").split(";")[0].strip()
+    if media_type.lower() not in ACCEPTED_MEDIA_TYPES:
+        raise UnsupportedMediaType(
+            f"send the event as application/json or text/plain, not {media_type[:100]!r}"
+        )
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise PayloadTooLarge(f"an event body is at most {MAX_BODY_BYTES} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            raise PayloadTooLarge(f"an event body is at most {MAX_BODY_BYTES} bytes")
+    try:
+        return ConsentEventIn.model_validate_json(bytes(body))
+    except ValidationError as exc:
+        detail, errors = validation_problem_detail(list(exc.errors()), prefix=("body",))
+        raise Unprocessable(detail, extra={"errors": errors}) from None
+
+
+def _optional(version: PublishedVersion) -> frozenset[str]:
+    return frozenset(c["key"] for c in version.content["categories"] if not c["required"])
+
+
+def _required(version: PublishedVersion) -> frozenset[str]:
+    return frozenset(c["key"] for c in version.content["categories"] if c["required"])
+
+
+def _record(event: NewEvent, version: PublishedVersion) -> ConsentRecord:
+    optional = _optional(version)
+    event_type = EventType(event.event_type)
+    return ConsentRecord(
+        event_id=event.event_id,
+        subject_id=event.subject_id,
+        property=event.property,
+        event_type=event_type,
+        schema_version=event.schema_version,
+        recorded_at=event.recorded_at,
+        choices=event.choices,
+        effective=event.effective,
+        signals=Signals(
+            gpc=event.gpc, dnt=event.dnt, applied=[Signal(s) for s in event.signals_applied]
+        ),
+        status=decision_status(event_type, event.effective, optional),
+        expires_at=expiry(event.recorded_at, version.content["consent_ttl_days"], event_type),
+    )
+
+
+EXISTING = text(
+    """
+    SELECT event_id, subject_id, property, event_type, schema_version, choices, effective,
+           gpc, dnt, signals_applied, recorded_at, request_hash
+    FROM consent_events WHERE event_id = :event_id
+    """
+)
+
+EVENT_BODY_SCHEMA: dict[str, Any] = {"$ref": "#/components/schemas/ConsentEventIn"}
+
+
+@router.post(
+    "/consent-events",
+    summary="Record one consent event",
+    status_code=status.HTTP_201_CREATED,
+    response_model=ConsentRecord,
+    responses={
+        200: {"model": ConsentRecord, "description": "A retry of a stored event: the original"},
+        **problem_responses(404, 409, 413, 415, 422, 503),
+    },
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "description": "The event, as JSON; also accepted as text/plain (sendBeacon).",
+            "content": {
+                "application/json": {"schema": EVENT_BODY_SCHEMA},
+                "text/plain": {"schema": EVENT_BODY_SCHEMA},
+            },
+        }
+    },
+)
+async def record_consent_event(
+    property: PropertyName, request: Request, session: Session, catalog: Catalog
+) -> Response:
+    event = await read_event(request)
+    state = await catalog.state(property)
+    if event.schema_version > state.current_version:
+        # The cached pointer may lag a publish made by another process: ask once more.
+        state = await catalog.state(property, fresh=True)
+        if event.schema_version > state.current_version:
+            raise Unprocessable(
+                f"schema_version {event.schema_version} is newer than the current version "
+                f"{state.current_version} of {property!r}",
+                extra={"errors": [{"pointer": "/body/schema_version", "detail": "not published"}]},
+            )
+    version = await catalog.version(property, event.schema_version)
+    optional = _optional(version)
+    choices = resolve_choices(event, required=_required(version), optional=optional)
+
+    headers = request.headers
+    gpc = headers.get("sec-gpc", "").strip() == "1" or event.gpc is True
+    dnt = headers.get("dnt", "").strip() == "1"
+    honoured = version.content["signals"]
+    applied = [
+        s.value
+        for s, present in ((Signal.GPC, gpc), (Signal.DNT, dnt))
+        if present and honoured[s.value]
+    ]
+
+    settings = request.app.state.settings
+    hasher: Hasher = request.app.state.hasher
+    peer = request.client.host if request.client else None
+    address = client_ip(peer, headers, settings.trusted_proxies)
+    now: datetime = request.app.state.clock()
+    new = NewEvent(
+        event_id=event.event_id or uuid.uuid4(),
+        property=property,
+        subject_id=event.subject_id,
+        event_type=event.event_type.value,
+        schema_version=event.schema_version,
+        choices=choices,
+        effective=apply_signals(choices, optional=optional, applied=[Signal(s) for s in applied]),
+        gpc=gpc,
+        dnt=dnt,
+        signals_applied=applied,
+        ip_hash=hasher.ip(str(address)) if address is not None else None,
+        user_hash=hasher.user(event.user_id) if event.user_id is not None else None,
+        hash_key_id=hasher.current.key_id,
+        user_agent=cap(headers.get("user-agent"), USER_AGENT_MAX),
+        page_url=event.page_url,
+        tcf_string=event.tcf_string,
+        gpp_string=event.gpp_string,
+        request_hash=event.request_hash(property),
+        recorded_at=now,
+    )
+    writer: EventWriter = request.app.state.writer
+    if await writer.write(new):
+        return Response(
+            _record(new, version).model_dump_json(),
+            status_code=status.HTTP_201_CREATED,
+            media_type="application/json",
+        )
+    return await _replay(session, catalog, new)
+
+
+async def _replay(session: Session, catalog: Catalog, new: NewEvent) -> Response:
+    """The same event_id again: the original record for a retry, 409 for a different event."""
+    existing = (await session.execute(EXISTING, {"event_id": new.event_id})).one()
+    if existing.request_hash != new.request_hash:
+        raise Conflict(
+            f"event_id {new.event_id} is already recorded with a different body; "
+            "use a new event_id for a new event"
+        )
+    version = await catalog.version(existing.property, existing.schema_version)
+    record = record_from_row(
+        existing, optional=_optional(version), ttl_days=version.content["consent_ttl_days"]
+    )
+    return Response(record.model_dump_json(), media_type="application/json")
+
+
+@router.get(
+    "/consents/{subject_id}",
+    summary="A subject's current consent state",
+    response_model=ConsentState,
+    responses=problem_responses(404, 422),
+)
+async def get_consent_state(
+    property: PropertyName,
+    subject_id: Annotated[uuid.UUID, Path(description="The id the banner keeps in its cookie.")],
+    request: Request,
+    session: Session,
+    catalog: Catalog,
+) -> Response:
+    state = await current_state(session, catalog, property, subject_id, request.app.state.clock())
+    return Response(
+        state.model_dump_json(),
+        media_type="application/json",
+        headers={"Cache-Control": "no-store"},
+    )

@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    ForeignKeyConstraint,
+    Identity,
+    Index,
+    Integer,
+    String,
+    Text,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.orm import Mapped, mapped_column
+
+from service.core.db import Base
+
+EVENT_TYPES = ("accept-all", "reject-all", "save-selection", "withdraw", "re-prompt")
+
+
+class ConsentEventRow(Base):
+    """One consent event: append-only evidence.
+
+    The database refuses UPDATE and DELETE except inside the erasure path (a transaction that sets
+    `consent.erasure`), and even there an UPDATE may only clear identifying columns.
+    """
+
+    __tablename__ = "consent_events"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["property", "schema_version"],
+            ["consent_schema_versions.property", "consent_schema_versions.version"],
+        ),
+        CheckConstraint(
+            "event_type IN ('accept-all', 'reject-all', 'save-selection', 'withdraw', 're-prompt')",
+            name="known_event_type",
+        ),
+        Index("ix_consent_events_subject", "subject_id", "seq"),
+        Index(
+            "ix_consent_events_ip_hash",
+            "ip_hash",
+            "seq",
+            postgresql_where=text("ip_hash IS NOT NULL"),
+        ),
+        Index(
+            "ix_consent_events_user_hash",
+            "user_hash",
+            "seq",
+            postgresql_where=text("user_hash IS NOT NULL"),
+        ),
+    )
+
+    # Insertion order: the stable key of DSR pagination.
+    seq: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    event_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), unique=True)
+    property: Mapped[str] = mapped_column(Text)
+    # NULL only after an anonymising erasure.
+    subject_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    event_type: Mapped[str] = mapped_column(Text)
+    schema_version: Mapped[int] = mapped_column(Integer)
+    choices: Mapped[dict[str, bool]] = mapped_column(JSONB)
+    effective: Mapped[dict[str, bool]] = mapped_column(JSONB)
+    gpc: Mapped[bool] = mapped_column(Boolean)
+    dnt: Mapped[bool] = mapped_column(Boolean)
+    signals_applied: Mapped[list[str]] = mapped_column(JSONB)
+    ip_hash: Mapped[str | None] = mapped_column(String(64))
+    user_hash: Mapped[str | None] = mapped_column(String(64))
+    hash_key_id: Mapped[str | None] = mapped_column(String(32))
+    user_agent: Mapped[str | None] = mapped_column(Text)
+    page_url: Mapped[str | None] = mapped_column(Text)
+    tcf_string: Mapped[str | None] = mapped_column(Text)
+    gpp_string: Mapped[str | None] = mapped_column(Text)
+    # SHA-256 of the canonical request, to tell a retry from a different event reusing an id
+    # (cleared by anonymisation: it is derived from the identifiers).
+    request_hash: Mapped[str | None] = mapped_column(String(64))
+    recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    anonymised_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    def __repr__(self) -> str:  # never print identifiers
+        return f"<ConsentEventRow {self.event_id} {self.event_type}>"
