@@ -237,7 +237,9 @@ async def test_concurrent_retries_of_one_event_store_it_once(
 ) -> None:
     body = event("accept-all", event_id=str(uuid.uuid4()))
     responses = await asyncio.gather(*(client.post(ITSAILOR, json=body) for _ in range(10)))
-    assert sorted(r.status_code for r in responses) == [200] * 9 + [201], [r.text for r in responses]
+    assert sorted(r.status_code for r in responses) == [200] * 9 + [201], [
+        r.text for r in responses
+    ]
     assert len({r.json()["recorded_at"] for r in responses}) == 1
     assert await db.fetchval("SELECT count(*) FROM consent_events") == 1
 

@@ -1,0 +1,174 @@
+"""GET /v1/properties/{property}/consents/{subject_id}: state from the latest decision."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from service.consent_schema.document import ConsentSchemaDocument
+from tests.factories import Clock, event, example, published
+
+EVENTS = "/v1/properties/itsailor/consent-events"
+
+
+@pytest.fixture
+async def clock(app: FastAPI, db_url: str) -> Clock:
+    await published(db_url, example("itsailor"))
+    clock = Clock()
+    app.state.clock = clock
+    return clock
+
+
+async def state(client: httpx.AsyncClient, subject: uuid.UUID) -> dict[str, object]:
+    response = await client.get(f"/v1/properties/itsailor/consents/{subject}")
+    assert response.status_code == 200
+    assert response.headers["cache-control"] == "no-store"
+    return dict(response.json())
+
+
+async def decide(
+    client: httpx.AsyncClient, subject: uuid.UUID, event_type: str, **fields: Any
+) -> None:
+    response = await client.post(EVENTS, json=event(event_type, subject_id=subject, **fields))
+    assert response.status_code == 201, response.text
+
+
+async def bump(db_url: str, *, material: bool, label: str) -> None:
+    data = example("itsailor").model_dump(mode="json")
+    data["categories"][0]["label"] = label
+    await published(db_url, ConsentSchemaDocument.model_validate(data), material=material)
+
+
+@pytest.mark.usefixtures("clock")
+async def test_no_decision(client: httpx.AsyncClient) -> None:
+    subject = uuid.uuid4()
+    current = await state(client, subject)
+    assert current["status"] == "none"
+    assert current["needs_reprompt"] is True
+    assert current["reprompt_reasons"] == ["no-decision"]
+    assert current["effective"] == {
+        "necessary": True,
+        "functional": False,
+        "analytics": False,
+        "marketing": False,
+    }
+    assert (current["schema_version"], current["decided_at"], current["expires_at"]) == (
+        None,
+        None,
+        None,
+    )
+
+
+async def test_given_then_expired_after_the_ttl(client: httpx.AsyncClient, clock: Clock) -> None:
+    subject = uuid.uuid4()
+    decided_at = clock.now
+    await decide(client, subject, "accept-all")
+    clock.advance(days=364, hours=23)
+    current = await state(client, subject)
+    assert current["status"] == "given"
+    assert current["needs_reprompt"] is False
+    assert current["decided_at"] == decided_at.isoformat().replace("+00:00", "Z")
+    assert current["expires_at"] == (decided_at + timedelta(days=365)).isoformat().replace(
+        "+00:00", "Z"
+    )
+    assert current["effective"] == {
+        "necessary": True,
+        "functional": True,
+        "analytics": True,
+        "marketing": True,
+    }
+
+    clock.advance(hours=1)
+    expired = await state(client, subject)
+    assert expired["status"] == "expired"
+    assert expired["reprompt_reasons"] == ["expired"]
+    assert expired["effective"] == {
+        "necessary": True,
+        "functional": False,
+        "analytics": False,
+        "marketing": False,
+    }
+    assert expired["schema_version"] == 1
+
+
+async def test_schema_change_only_after_a_material_publish(
+    client: httpx.AsyncClient, clock: Clock, db_url: str, app: FastAPI
+) -> None:
+    subject = uuid.uuid4()
+    await decide(client, subject, "save-selection", categories={"analytics": True})
+    await bump(db_url, material=False, label="Essential")
+    app.state.catalog.forget_current("itsailor")  # published by another process
+    wording = await state(client, subject)
+    assert (wording["current_version"], wording["last_material_version"]) == (2, 1)
+    assert wording["status"] == "partially-given"
+    assert wording["needs_reprompt"] is False
+
+    await bump(db_url, material=True, label="Needed")
+    app.state.catalog.forget_current("itsailor")
+    changed = await state(client, subject)
+    assert (changed["current_version"], changed["last_material_version"]) == (3, 3)
+    assert changed["needs_reprompt"] is True
+    assert changed["reprompt_reasons"] == ["schema-changed"]
+    assert changed["schema_version"] == 1
+
+    await decide(client, subject, "accept-all", schema_version=3)
+    settled = await state(client, subject)
+    assert (settled["status"], settled["needs_reprompt"], settled["schema_version"]) == (
+        "given",
+        False,
+        3,
+    )
+
+
+@pytest.mark.usefixtures("clock")
+async def test_withdraw_and_re_prompt(client: httpx.AsyncClient) -> None:
+    subject = uuid.uuid4()
+    await decide(client, subject, "accept-all")
+    await decide(client, subject, "withdraw")
+    withdrawn = await state(client, subject)
+    assert withdrawn["status"] == "withdrawn"
+    assert withdrawn["effective"] == {
+        "necessary": True,
+        "functional": False,
+        "analytics": False,
+        "marketing": False,
+    }
+    await decide(client, subject, "re-prompt")
+    assert (await state(client, subject))[
+        "status"
+    ] == "withdrawn"  # showing the banner decides nothing
+
+
+@pytest.mark.usefixtures("clock")
+async def test_gpc_makes_the_state_refused(client: httpx.AsyncClient) -> None:
+    subject = uuid.uuid4()
+    response = await client.post(
+        EVENTS, json=event("accept-all", subject_id=subject), headers={"Sec-GPC": "1"}
+    )
+    assert response.status_code == 201
+    current = await state(client, subject)
+    assert current["status"] == "refused"
+    assert current["effective"] == {
+        "necessary": True,
+        "functional": False,
+        "analytics": False,
+        "marketing": False,
+    }
+
+
+@pytest.mark.usefixtures("clock")
+async def test_state_is_per_property_and_validates_ids(
+    client: httpx.AsyncClient, db_url: str
+) -> None:
+    await published(db_url, example("ailabrix"))
+    subject = uuid.uuid4()
+    await decide(client, subject, "accept-all")
+    other = (await client.get(f"/v1/properties/ailabrix/consents/{subject}")).json()
+    assert other["status"] == "none"
+    assert (await client.get("/v1/properties/itsailor/consents/not-a-uuid")).status_code == 422
+    assert (await client.get(f"/v1/properties/nosuch/consents/{subject}")).status_code == 404

@@ -1,0 +1,77 @@
+"""The event store itself: append-only in the database, and the migrations match the models."""
+
+from __future__ import annotations
+
+import asyncpg
+import httpx
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy.ext.asyncio import create_async_engine
+
+import service.models  # noqa: F401  (every table on Base.metadata)
+from service.core.db import Base, async_url
+from tests.factories import event, example, published
+
+
+@pytest.fixture
+async def one_event(client: httpx.AsyncClient, db_url: str) -> str:
+    await published(db_url, example("itsailor"))
+    response = await client.post(
+        "/v1/properties/itsailor/consent-events",
+        json=event("accept-all", user_id="u-1", page_url="https://itsailor.io/a"),
+        headers={"User-Agent": "ua"},
+    )
+    return str(response.json()["event_id"])
+
+
+@pytest.mark.usefixtures("one_event")
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE consent_events SET effective = '{}'::jsonb",
+        "UPDATE consent_events SET ip_hash = NULL",
+        "DELETE FROM consent_events",
+        "TRUNCATE consent_events",
+    ],
+)
+async def test_events_cannot_be_changed_or_removed(db: asyncpg.Connection, statement: str) -> None:
+    with pytest.raises(asyncpg.exceptions.InsufficientPrivilegeError):
+        await db.execute(statement)
+    assert await db.fetchval("SELECT count(*) FROM consent_events WHERE ip_hash IS NOT NULL") == 1
+
+
+@pytest.mark.usefixtures("one_event")
+async def test_the_erasure_path_may_only_clear_identifying_columns(db: asyncpg.Connection) -> None:
+    async with db.transaction():
+        await db.execute("SET LOCAL consent.erasure = 'on'")
+        with pytest.raises(asyncpg.exceptions.InsufficientPrivilegeError, match="only clear"):
+            async with db.transaction():  # a savepoint
+                await db.execute(
+                    "UPDATE consent_events SET effective = '{}'::jsonb, subject_id = NULL"
+                )
+        await db.execute(
+            "UPDATE consent_events SET subject_id = NULL, ip_hash = NULL, user_hash = NULL,"
+            " hash_key_id = NULL, user_agent = NULL, page_url = NULL, tcf_string = NULL,"
+            " gpp_string = NULL, request_hash = NULL, anonymised_at = now()"
+        )
+    assert await db.fetchval("SELECT count(*) FROM consent_events WHERE subject_id IS NULL") == 1
+    async with db.transaction():
+        await db.execute("SET LOCAL consent.erasure = 'on'")
+        await db.execute("DELETE FROM consent_events")
+    assert await db.fetchval("SELECT count(*) FROM consent_events") == 0
+
+
+async def test_migrations_match_the_models(db_url: str) -> None:
+    """Alembic made the tables; autogenerate against them finds nothing left to migrate."""
+    engine = create_async_engine(async_url(db_url))
+    try:
+        async with engine.connect() as connection:
+            differences = await connection.run_sync(
+                lambda sync: compare_metadata(
+                    MigrationContext.configure(sync, opts={"compare_type": True}), Base.metadata
+                )
+            )
+    finally:
+        await engine.dispose()
+    assert differences == []
