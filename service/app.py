@@ -18,7 +18,7 @@ from service.banner.routes import router as banner_router
 from service.banner.writer import EventWriter
 from service.consent_schema.routes import router as consent_schema_router
 from service.consent_schema.versions import SchemaCatalog
-from service.core.config import Settings, ensure_dev_key, get_settings
+from service.core.config import Settings, dev_key_path, ensure_dev_key, get_settings
 from service.core.db import create_engine, create_sessionmaker
 from service.core.embedded import database_url
 from service.core.errors import install_error_handlers
@@ -63,7 +63,7 @@ def build_hasher(settings: Settings) -> Hasher:
         if created:
             log.warning(
                 "dev_ip_hash_key_generated",
-                path=str(settings.data_dir / "ip-hash.key"),
+                path=str(dev_key_path(settings)),
                 hint="set CONSENT_IP_HASH_SALT in production; keep the key outside the database",
             )
     return Hasher.from_secrets(key, settings.ip_hash_previous_salts)

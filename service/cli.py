@@ -12,12 +12,13 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
+import structlog
 import typer
 import uvicorn
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.core.config import Settings, ensure_dev_key
+from service.core.config import Settings, dev_key_path, ensure_dev_key
 from service.core.embedded import database_url
 from service.core.errors import ConsentServiceError
 
@@ -32,6 +33,7 @@ schema_app = typer.Typer(help="Publish consent schema versions from files.", no_
 app.add_typer(schema_app, name="schema")
 
 T = TypeVar("T")
+log = structlog.get_logger("service.cli")
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 OPENAPI_PATH = PROJECT_ROOT / "openapi" / "openapi.json"
 EXAMPLE_SCHEMAS = PROJECT_ROOT / "examples" / "schemas"
@@ -96,7 +98,7 @@ def serve(
     configure_logging(settings.log_level)
     with database_url(settings) as url, _metrics_folder(workers):
         _prepare_and_serve(settings, url, host=host, port=port, workers=workers)
-    typer.echo("stopped", err=True)
+    log.info("stopped")
 
 
 @contextlib.contextmanager
@@ -120,7 +122,14 @@ def _prepare_and_serve(settings: Settings, url: str, *, host: str, port: int, wo
         # Production migrates as its own step (the compose `migrate` service); dev just works.
         upgrade_to_head(url)
         if settings.ip_hash_salt is None:
-            ensure_dev_key(settings)  # once, before workers start, so they share one key
+            # Once, before workers start, so they share one key.
+            _, created = ensure_dev_key(settings)
+            if created:
+                log.warning(
+                    "dev_ip_hash_key_generated",
+                    path=str(dev_key_path(settings)),
+                    hint="set CONSENT_IP_HASH_SALT in production; keep it outside the database",
+                )
         _publish_examples_if_empty(url)
     # Workers are fresh processes that read their settings from the environment.
     os.environ["CONSENT_DATABASE_URL"] = url
@@ -184,7 +193,7 @@ def _publish_examples_if_empty(url: str) -> None:
             await engine.dispose()
 
     for name in asyncio.run(run()):
-        typer.echo(f"dev mode: published the example schema of {name!r}", err=True)
+        log.info("dev_example_schema_published", property=name)
 
 
 @app.command()

@@ -11,10 +11,10 @@ import hashlib
 import json
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError, field_validator
 
 from service.core.errors import Unprocessable
 
@@ -56,14 +56,15 @@ class Category(_Strict):
     required: bool = Field(description="Strictly necessary: always on, cannot be refused.")
     cookies: list[CookieEntry]
 
-    @model_validator(mode="after")
-    def _unique_cookie_names(self) -> Self:
+    @field_validator("cookies")
+    @classmethod
+    def _unique_cookie_names(cls, cookies: list[CookieEntry]) -> list[CookieEntry]:
         seen: set[str] = set()
-        for index, cookie in enumerate(self.cookies):
+        for index, cookie in enumerate(cookies):
             if cookie.name in seen:
                 raise ValueError(f"cookies[{index}].name {cookie.name!r} is listed twice")
             seen.add(cookie.name)
-        return self
+        return cookies
 
 
 class Signals(_Strict):
@@ -84,14 +85,15 @@ class ConsentSchemaDocument(_Strict):
     signals: Signals
     categories: list[Category] = Field(min_length=1)
 
-    @model_validator(mode="after")
-    def _unique_category_keys(self) -> Self:
+    @field_validator("categories")
+    @classmethod
+    def _unique_category_keys(cls, categories: list[Category]) -> list[Category]:
         seen: set[str] = set()
-        for index, category in enumerate(self.categories):
+        for index, category in enumerate(categories):
             if category.key in seen:
                 raise ValueError(f"categories[{index}].key {category.key!r} is defined twice")
             seen.add(category.key)
-        return self
+        return categories
 
     # (`property` is a field here, so these are plain methods.)
     def required_keys(self) -> frozenset[str]:

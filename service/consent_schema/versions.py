@@ -7,6 +7,7 @@ cache them for the life of the process; only "which version is current" is looke
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from service.consent_schema.document import (
     ConsentSchemaDocument,
+    canonical_json,
     content_hash,
     document_content,
 )
@@ -47,7 +49,9 @@ class PublishedVersion:
             last_material_version=row.last_material_version,
             content_hash=row.content_sha256,
             published_at=row.published_at,
-            content=row.content,
+            # Canonical key order, whether the content was just written or read back from JSONB
+            # (which orders keys its own way): the same version always reads the same.
+            content=json.loads(canonical_json(row.content)),
         )
 
     def etag(self) -> str:  # (a method: `property` is a field name here)
