@@ -26,6 +26,7 @@ from service.core.hashing import Hasher
 from service.core.logging import configure_logging
 from service.core.migrations import head_revision
 from service.core.observe import ObserveMiddleware
+from service.dsr.routes import router as dsr_router
 from service.health.routes import router as health_router
 
 log = structlog.get_logger("service.app")
@@ -50,6 +51,11 @@ TAGS = [
         "name": "consent schema",
         "description": "What the banner shows: categories, cookie inventory, policy, signals. "
         "Immutable numbered versions; publishing needs the `schemas:write` scope.",
+    },
+    {
+        "name": "data-subject requests",
+        "description": "Find, export and erase a person's consent history by subject id, IP "
+        "address or account id; every action is audited. Identifiers travel in request bodies.",
     },
     {"name": "operations", "description": "Health, readiness and metrics."},
 ]
@@ -139,6 +145,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     app.include_router(banner_router)
     app.include_router(consent_schema_router)
+    app.include_router(dsr_router)
     app.include_router(health_router)
     if settings.cors_origins:
         app.add_middleware(

@@ -3,5 +3,6 @@
 from service.auth import tables as auth_tables
 from service.banner import tables as banner_tables
 from service.consent_schema import tables as consent_schema_tables
+from service.dsr import tables as dsr_tables
 
-__all__ = ["auth_tables", "banner_tables", "consent_schema_tables"]
+__all__ = ["auth_tables", "banner_tables", "consent_schema_tables", "dsr_tables"]

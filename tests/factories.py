@@ -74,3 +74,41 @@ class Clock:
 
     def advance(self, **delta: float) -> None:
         self.now += timedelta(**delta)
+
+
+async def bulk_events(
+    db_url: str,
+    *,
+    count: int,
+    property_name: str,
+    schema_version: int = 1,
+    subject_id: uuid.UUID | None = None,
+    ip_hash: str | None = None,
+    hash_key_id: str | None = None,
+) -> None:
+    """Real rows, fast: COPY straight into consent_events (for volume tests)."""
+    import asyncpg
+
+    recorded = datetime(2026, 1, 1, tzinfo=UTC)
+    rows = [
+        (
+            uuid.uuid4(), property_name, subject_id or uuid.uuid4(), "accept-all", schema_version,
+            '{"necessary": true}', '{"necessary": true}', False, False, "[]", ip_hash, None,
+            hash_key_id, "bulk", None, None, None, "0" * 64, recorded + timedelta(seconds=i),
+        )
+        for i in range(count)
+    ]  # fmt: skip
+    connection = await asyncpg.connect(db_url)
+    try:
+        await connection.copy_records_to_table(
+            "consent_events",
+            records=rows,
+            columns=[
+                "event_id", "property", "subject_id", "event_type", "schema_version", "choices",
+                "effective", "gpc", "dnt", "signals_applied", "ip_hash", "user_hash",
+                "hash_key_id", "user_agent", "page_url", "tcf_string", "gpp_string",
+                "request_hash", "recorded_at",
+            ],
+        )  # fmt: skip
+    finally:
+        await connection.close()

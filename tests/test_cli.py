@@ -10,7 +10,8 @@ import asyncpg
 import pytest
 from typer.testing import CliRunner
 
-from service.cli import _publish_examples_if_empty, app
+from service.cli import app
+from service.consent_schema.cli import publish_examples_if_empty
 from tests.factories import EXAMPLES
 
 
@@ -141,10 +142,10 @@ def test_unreadable_files_fail_clearly(
 async def test_dev_mode_publishes_the_examples_once_on_an_empty_database(
     db_url: str, db: asyncpg.Connection
 ) -> None:
-    await asyncio.to_thread(_publish_examples_if_empty, db_url)
+    await asyncio.to_thread(publish_examples_if_empty, db_url)
     rows = await db.fetch("SELECT property, version FROM consent_schema_versions ORDER BY 1")
     assert [(r["property"], r["version"]) for r in rows] == [("ailabrix", 1), ("itsailor", 1)]
-    await asyncio.to_thread(_publish_examples_if_empty, db_url)
+    await asyncio.to_thread(publish_examples_if_empty, db_url)
     assert await db.fetchval("SELECT count(*) FROM consent_schema_versions") == 2
 
 
@@ -163,3 +164,66 @@ def test_production_refuses_to_start_without_a_url_or_a_strong_key(
     code, _, err = run(weak, "serve")
     assert code == 2
     assert "CONSENT_IP_HASH_SALT must be a random secret" in err
+
+
+def test_dsr_commands_find_export_and_erase_with_audit(
+    cli_env: dict[str, str], tmp_path: Path, db_url: str
+) -> None:
+    subject = "0b9f6f7e-1c2d-4e5f-8a9b-0c1d2e3f4a5b"
+    code, _, _ = run(cli_env, "schema", "publish", str(EXAMPLES / "itsailor.yaml"))
+    assert code == 0
+    rows = ", ".join(
+        f"('{uuid_text}', 'itsailor', '{subject}', 'accept-all', 1, '{{}}', '{{}}', false, false,"
+        f" '[]', now())"
+        for uuid_text in (
+            "11111111-1111-4111-8111-111111111111",
+            "22222222-2222-4222-8222-222222222222",
+        )
+    )
+    fetchval(
+        db_url,
+        "INSERT INTO consent_events (event_id, property, subject_id, event_type, schema_version,"
+        f" choices, effective, gpc, dnt, signals_applied, recorded_at) VALUES {rows} RETURNING 1",
+    )
+
+    code, out, err = run(cli_env, "dsr", "history", "--subject-id", subject)
+    assert code == 0
+    assert [json.loads(line)["event_type"] for line in out.splitlines()] == ["accept-all"] * 2
+    assert "2 event(s)" in err
+
+    target = tmp_path / "export.json"
+    code, _, err = run(cli_env, "dsr", "export", "--subject-id", subject, "-o", str(target))
+    assert code == 0
+    export = json.loads(target.read_text())
+    assert export["event_count"] == 2
+    assert [v["version"] for v in export["schema_versions"]] == [1]
+
+    code, out, _ = run(
+        cli_env, "dsr", "erase", "--subject-id", subject, "--reference", "T-9", "--json"
+    )
+    assert code == 0
+    assert json.loads(out)["deleted"] == 2
+    code, out, _ = run(cli_env, "dsr", "erase", "--subject-id", subject, "--json")
+    assert json.loads(out)["deleted"] == 0
+    assert fetchval(db_url, "SELECT count(*) FROM dsr_audit WHERE actor = 'cli'") == 4
+    assert (
+        fetchval(db_url, f"SELECT count(*) FROM dsr_audit WHERE identifier_hash LIKE '%{subject}%'")
+        == 0
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["dsr", "history"], "name exactly one identifier"),
+        (["dsr", "history", "--ip", "1.2.3.4", "--user-id", "x"], "got ip, user_id"),
+        (["dsr", "erase", "--ip", "999.1.1.1"], "ip: Value error, not an IPv4 or IPv6 address"),
+        (["dsr", "erase", "--user-id", "x", "--mode", "shred"], "mode:"),
+    ],
+)
+def test_dsr_commands_reject_bad_options(
+    cli_env: dict[str, str], args: list[str], message: str
+) -> None:
+    code, _, err = run(cli_env, *args)
+    assert code == 2
+    assert message in err

@@ -1,0 +1,97 @@
+"""`consent-service keys`: create, list and revoke API keys."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from service.core.cli_support import fail, load_settings, print_json, with_session
+from service.core.errors import ConsentServiceError
+
+keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Option(help="Who or what uses the key, e.g. 'dsr-team'.")],
+    scopes: Annotated[
+        str, typer.Option(help="Comma-separated: dsr:read, dsr:erase, schemas:write, audit:read.")
+    ],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Create an API key. Its secret is printed once and cannot be shown again."""
+    from service.auth.keys import CreatedKey, create_key, parse_scopes
+
+    settings = load_settings()
+    try:
+        scope_list = parse_scopes(scopes)
+    except ConsentServiceError as exc:
+        raise fail(exc.detail, 2) from None
+
+    async def work(session: AsyncSession) -> CreatedKey:
+        return await create_key(session, name=name, scopes=scope_list)
+
+    key = with_session(settings, work)
+    if as_json:
+        print_json({"id": key.id, "name": key.name, "scopes": key.scopes, "secret": key.secret})
+        return
+    typer.echo(f"created {key.id} ({key.name}) with scopes {', '.join(key.scopes)}")
+    typer.echo(f"secret (shown once, store it now): {key.secret}")
+
+
+@keys_app.command("list")
+def keys_list(
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array.")] = False,
+) -> None:
+    """List API keys (never their secrets)."""
+    from service.auth.keys import list_keys
+
+    settings = load_settings()
+
+    async def work(session: AsyncSession) -> list[dict[str, Any]]:
+        return [
+            {
+                "id": row.id,
+                "name": row.name,
+                "scopes": row.scopes,
+                "created_at": row.created_at.isoformat(),
+                "last_used_at": row.last_used_at.isoformat() if row.last_used_at else None,
+                "revoked_at": row.revoked_at.isoformat() if row.revoked_at else None,
+            }
+            for row in await list_keys(session)
+        ]
+
+    rows = with_session(settings, work)
+    if as_json:
+        print_json(rows)
+        return
+    if not rows:
+        typer.echo("no API keys")
+    for row in rows:
+        state = f"revoked {row['revoked_at']}" if row["revoked_at"] else "active"
+        used = row["last_used_at"] or "never"
+        typer.echo(
+            f"{row['id']}  {row['name']}  {','.join(row['scopes'])}  {state}  last used {used}"
+        )
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key_id: Annotated[str, typer.Argument(metavar="ID", help="The key id, e.g. key_0123abcd...")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Revoke an API key: every later request with it gets 401. Revoking twice is harmless."""
+    from service.auth.keys import revoke_key
+
+    settings = load_settings()
+
+    async def work(session: AsyncSession) -> str:
+        return (await revoke_key(session, key_id)).isoformat()
+
+    revoked_at = with_session(settings, work)
+    if as_json:
+        print_json({"id": key_id, "revoked_at": revoked_at})
+    else:
+        typer.echo(f"revoked {key_id} at {revoked_at}")

@@ -1,0 +1,93 @@
+"""`consent-service schema`: publish consent schema versions from files."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated
+
+import structlog
+import typer
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from service.core.cli_support import CLI_ACTOR, fail, load_settings, print_json, with_session
+from service.core.errors import ConsentServiceError
+
+schema_app = typer.Typer(help="Publish consent schema versions from files.", no_args_is_help=True)
+log = structlog.get_logger("service.cli")
+EXAMPLE_SCHEMAS = Path(__file__).resolve().parents[2] / "examples" / "schemas"
+
+
+@schema_app.command("publish")
+def schema_publish(
+    file: Annotated[Path, typer.Argument(help="A consent schema file (YAML or JSON).")],
+    property_name: Annotated[
+        str | None, typer.Option("--property", help="Publish under this property instead.")
+    ] = None,
+    material: Annotated[
+        bool,
+        typer.Option(
+            "--material/--non-material",
+            help="Material (default) re-prompts everyone; non-material is wording only.",
+        ),
+    ] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Publish FILE as the next version of its property (nothing if unchanged)."""
+    from service.consent_schema.document import load_document_file
+    from service.consent_schema.versions import PublishedVersion, publish
+
+    settings = load_settings()
+    try:
+        document = load_document_file(file, property_override=property_name)
+    except ConsentServiceError as exc:
+        raise fail(exc.detail) from None
+
+    async def work(session: AsyncSession) -> tuple[PublishedVersion, bool]:
+        return await publish(session, document, material=material, published_by=CLI_ACTOR)
+
+    version, created = with_session(settings, work)
+    if as_json:
+        print_json(
+            {
+                "property": version.property,
+                "version": version.version,
+                "created": created,
+                "material": version.material,
+                "last_material_version": version.last_material_version,
+                "content_hash": version.content_hash,
+            }
+        )
+    elif created:
+        kind = "material" if version.material else "non-material"
+        typer.echo(f"published {version.property} version {version.version} ({kind})")
+    else:
+        typer.echo(f"unchanged: {version.property} version {version.version} is current")
+
+
+def publish_examples_if_empty(url: str) -> None:
+    """Dev mode only: a newcomer's first start publishes the example schemas, so the README's
+    `curl` answers at once. Production never publishes anything by itself."""
+    from service.consent_schema.document import load_document_file
+    from service.consent_schema.versions import any_property_exists, publish
+    from service.core.db import create_engine, create_sessionmaker
+
+    files = sorted(EXAMPLE_SCHEMAS.glob("*.yaml"))
+
+    async def run() -> list[str]:
+        engine = create_engine(url, pool_size=1, application_name="consent-service-cli")
+        try:
+            async with create_sessionmaker(engine).begin() as session:
+                if await any_property_exists(session):
+                    return []
+                published = []
+                for path in files:
+                    document = load_document_file(path)
+                    await publish(session, document, material=True, published_by="dev-examples")
+                    published.append(document.property)
+                return published
+        finally:
+            await engine.dispose()
+
+    for name in asyncio.run(run()):
+        log.info("dev_example_schema_published", property=name)

@@ -1,0 +1,188 @@
+"""`consent-service dsr`: the DSR API's look-ups, exports and erasures from a terminal, with the
+same rules and the same audit (actor `cli`)."""
+
+from __future__ import annotations
+
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+from service.core.cli_support import (
+    CLI_ACTOR,
+    cli_hasher,
+    load_settings,
+    parse_options,
+    print_json,
+    with_engine,
+    with_session,
+)
+
+dsr_app = typer.Typer(
+    help="Data-subject requests: history, export, erasure (audited, actor 'cli').",
+    no_args_is_help=True,
+)
+
+
+SubjectOption = Annotated[
+    str | None, typer.Option("--subject-id", help="The id in the person's consent cookie.")
+]
+IpOption = Annotated[str | None, typer.Option("--ip", help="An IP address (any key matches).")]
+UserOption = Annotated[str | None, typer.Option("--user-id", help="An account id.")]
+PropertyOption = Annotated[str | None, typer.Option("--property", help="Only this property.")]
+SinceOption = Annotated[str | None, typer.Option(help="From this time on (RFC 3339).")]
+UntilOption = Annotated[str | None, typer.Option(help="Before this time (RFC 3339).")]
+
+
+@dsr_app.command("history")
+def dsr_history(
+    subject_id: SubjectOption = None,
+    ip: IpOption = None,
+    user_id: UserOption = None,
+    property_name: PropertyOption = None,
+    since: SinceOption = None,
+    until: UntilOption = None,
+) -> None:
+    """Print every matching event, oldest first, one JSON record per line."""
+    from service.consent_schema.versions import SchemaCatalog
+    from service.core.db import create_sessionmaker
+    from service.dsr.models import DsrAction, DsrQuery
+    from service.dsr.service import history_page, record_audit
+
+    settings = load_settings()
+    query = parse_options(
+        DsrQuery, subject_id=subject_id, ip=ip, user_id=user_id,
+        property=property_name, since=since, until=until,
+    )  # fmt: skip
+    hasher = cli_hasher(settings)
+
+    async def work(engine: AsyncEngine) -> int:
+        catalog = SchemaCatalog(engine)
+        async with create_sessionmaker(engine).begin() as session:
+            cursor: str | None = None
+            total = 0
+            while True:
+                items, cursor = await history_page(
+                    session, catalog, hasher, query, limit=1000, cursor=cursor
+                )
+                for item in items:
+                    typer.echo(item.model_dump_json())
+                total += len(items)
+                if cursor is None:
+                    break
+            await record_audit(
+                session, action=DsrAction.HISTORY, actor=CLI_ACTOR, query=query, hasher=hasher,
+                matched=total,
+            )  # fmt: skip
+        return total
+
+    total = with_engine(settings, work)
+    typer.echo(f"{total} event(s)", err=True)
+
+
+@dsr_app.command("export")
+def dsr_export(
+    subject_id: SubjectOption = None,
+    ip: IpOption = None,
+    user_id: UserOption = None,
+    property_name: PropertyOption = None,
+    since: SinceOption = None,
+    until: UntilOption = None,
+    export_format: Annotated[str, typer.Option("--format", help="json or csv.")] = "json",
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="Write here instead of stdout.")
+    ] = None,
+) -> None:
+    """Export the complete history (JSON evidence or CSV), with a progress bar for files."""
+    from service.consent_schema.versions import SchemaCatalog
+    from service.core.db import create_sessionmaker
+    from service.dsr.export import stream_export
+    from service.dsr.models import ExportRequest
+    from service.dsr.service import plan_export
+
+    settings = load_settings()
+    request = parse_options(
+        ExportRequest, subject_id=subject_id, ip=ip, user_id=user_id, property=property_name,
+        since=since, until=until, format=export_format,
+    )  # fmt: skip
+    hasher = cli_hasher(settings)
+
+    async def work(engine: AsyncEngine) -> int:
+        async with create_sessionmaker(engine).begin() as session:
+            plan = await plan_export(session, hasher, request, actor=CLI_ACTOR)
+        sink = output.open("wb") if output else sys.stdout.buffer
+        show = output is not None
+        try:
+            with typer.progressbar(
+                length=plan.count, label="exporting", file=sys.stderr, hidden=not show
+            ) as bar:
+                async for data in stream_export(
+                    engine, SchemaCatalog(engine), hasher, plan,
+                    export_format=request.format, exported_at=datetime.now(UTC),
+                    request_id=None, progress=bar.update,
+                ):  # fmt: skip
+                    sink.write(data)
+        finally:
+            if output:
+                sink.close()
+        return plan.count
+
+    count = with_engine(settings, work)
+    where = f" to {output}" if output else ""
+    typer.echo(f"exported {count} event(s){where}", err=True)
+
+
+@dsr_app.command("erase")
+def dsr_erase(
+    subject_id: SubjectOption = None,
+    ip: IpOption = None,
+    user_id: UserOption = None,
+    property_name: PropertyOption = None,
+    since: SinceOption = None,
+    until: UntilOption = None,
+    mode: Annotated[str, typer.Option(help="delete (default) or anonymise.")] = "delete",
+    reference: Annotated[str | None, typer.Option(help="The DSR ticket.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Erase everything matching (delete, or anonymise: keep rows, clear identifying columns)."""
+    from sqlalchemy import func, select
+
+    from service.banner.tables import ConsentEventRow
+    from service.dsr.models import ErasureRequest
+    from service.dsr.service import erase, match
+
+    settings = load_settings()
+    request = parse_options(
+        ErasureRequest, subject_id=subject_id, ip=ip, user_id=user_id, property=property_name,
+        since=since, until=until, mode=mode, reference=reference,
+    )  # fmt: skip
+    hasher = cli_hasher(settings)
+
+    async def work(session: AsyncSession) -> tuple[str, int]:
+        total = await session.scalar(
+            select(func.count()).select_from(ConsentEventRow).where(*match(request, hasher))
+        )
+        with typer.progressbar(
+            length=total or 0, label="erasing", file=sys.stderr, hidden=as_json
+        ) as bar:
+            erasure_id, touched = await erase(
+                session, hasher, request, mode=request.mode, actor=CLI_ACTOR,
+                reference=request.reference, chunk_size=5000, progress=bar.update,
+            )  # fmt: skip
+        return str(erasure_id), touched
+
+    erasure_id, touched = with_session(settings, work)
+    result = {
+        "erasure_id": erasure_id,
+        "mode": request.mode.value,
+        "matched": touched,
+        "deleted": touched if request.mode.value == "delete" else 0,
+        "anonymised": touched if request.mode.value == "anonymise" else 0,
+    }
+    if as_json:
+        print_json(result)
+    else:
+        typer.echo(f"erasure {erasure_id}: {request.mode.value} {touched} event(s)")

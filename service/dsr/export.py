@@ -1,0 +1,164 @@
+"""Streaming exports: JSON (portable, self-contained evidence) and CSV (one row per event).
+
+Events are read in chunks and written as they come, so a history of any length never sits whole in
+memory. The JSON closes with every schema version the events refer to, content and hash included,
+so it proves on its own what the person was shown (EDPB 05/2020 ¶108): anyone can recompute each
+`content_hash` as the SHA-256 of the canonical JSON of `content`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from service import __version__
+from service.consent_schema.versions import SchemaCatalog
+from service.core.hashing import Hasher
+from service.dsr.models import ExportFormat, identifier_of
+from service.dsr.service import ExportPlan, export_chunks, searched_hashes, to_record
+
+CHUNK = 1000
+
+CSV_COLUMNS = (
+    "event_id", "recorded_at", "property", "subject_id", "event_type", "schema_version",
+    "schema_content_hash", "status", "expires_at", "choices", "effective", "gpc", "dnt",
+    "signals_applied", "ip_hash", "user_hash", "hash_key_id", "user_agent", "page_url",
+    "tcf_string", "gpp_string", "anonymised_at",
+)  # fmt: skip
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+async def _event_dicts(
+    engine: AsyncEngine,
+    catalog: SchemaCatalog,
+    hasher: Hasher,
+    plan: ExportPlan,
+    versions: dict[tuple[str, int], str],
+) -> AsyncIterator[list[dict[str, Any]]]:
+    after = 0
+    async with engine.connect() as connection:
+        while True:
+            rows = (await connection.execute(export_chunks(plan, hasher, after, CHUNK))).all()
+            if not rows:
+                return
+            chunk = []
+            for row in rows:
+                version = await catalog.version(row.property, row.schema_version)
+                versions[(row.property, row.schema_version)] = version.content_hash
+                item = to_record(row, version).model_dump(mode="json")
+                item.update(
+                    schema_content_hash=version.content_hash,
+                    ip_hash=row.ip_hash,
+                    user_hash=row.user_hash,
+                    hash_key_id=row.hash_key_id,
+                    user_agent=row.user_agent,
+                    page_url=row.page_url,
+                    tcf_string=row.tcf_string,
+                    gpp_string=row.gpp_string,
+                    anonymised_at=_iso(row.anonymised_at),
+                )
+                chunk.append(item)
+            yield chunk
+            after = rows[-1].seq
+
+
+async def stream_export(
+    engine: AsyncEngine,
+    catalog: SchemaCatalog,
+    hasher: Hasher,
+    plan: ExportPlan,
+    *,
+    export_format: ExportFormat,
+    exported_at: datetime,
+    request_id: str | None,
+    progress: Callable[[int], None] | None = None,
+) -> AsyncIterator[bytes]:
+    versions: dict[tuple[str, int], str] = {}
+    events = _event_dicts(engine, catalog, hasher, plan, versions)
+    if export_format is ExportFormat.CSV:
+        async for data in _csv(events, progress):
+            yield data
+        return
+    kind, value = identifier_of(plan.query)
+    header = {
+        "format": "consent-service/dsr-export",
+        "format_version": 1,
+        "service_version": __version__,
+        "export_id": str(plan.audit_id),
+        "exported_at": exported_at.isoformat(),
+        "request_id": request_id,
+        "query": {
+            "identifier_type": kind.value,
+            # A subject id is the person's own pseudonym, shown as is; an IP or account id only as
+            # the keyed hashes it was searched by (one per configured key).
+            "subject_id": value if kind.value == "subject_id" else None,
+            "searched_hashes": [
+                {"key_id": key_id, "hash": digest}
+                for key_id, digest in searched_hashes(plan.query, hasher)
+            ],
+            "property": plan.query.property,
+            "since": _iso(plan.query.since),
+            "until": _iso(plan.query.until),
+        },
+        "event_count": plan.count,
+    }
+    opening = json.dumps(header)[:-1]
+    yield (opening + ', "events": [').encode()
+    first = True
+    async for batch in events:
+        parts = []
+        for item in batch:
+            parts.append(("\n" if first else ",\n") + json.dumps(item))
+            first = False
+        yield "".join(parts).encode()
+        if progress is not None:
+            progress(len(batch))
+    yield b'\n], "schema_versions": ['
+    for index, (property_name, number) in enumerate(sorted(versions)):
+        version = await catalog.version(property_name, number)
+        entry = {
+            "property": version.property,
+            "version": version.version,
+            "material": version.material,
+            "last_material_version": version.last_material_version,
+            "published_at": version.published_at.isoformat(),
+            "content_hash": version.content_hash,
+            "content": version.content,
+        }
+        yield (("\n" if index == 0 else ",\n") + json.dumps(entry)).encode()
+    yield b"\n]}\n"
+
+
+async def _csv(
+    events: AsyncIterator[list[dict[str, Any]]], progress: Callable[[int], None] | None
+) -> AsyncIterator[bytes]:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    yield buffer.getvalue().encode()
+    async for chunk in events:
+        buffer.seek(0)
+        buffer.truncate()
+        for item in chunk:
+            writer.writerow(
+                {
+                    **item,
+                    "choices": json.dumps(item["choices"], sort_keys=True),
+                    "effective": json.dumps(item["effective"], sort_keys=True),
+                    "signals_applied": " ".join(item["signals"]["applied"]),
+                    "gpc": item["signals"]["gpc"],
+                    "dnt": item["signals"]["dnt"],
+                }
+            )
+        yield buffer.getvalue().encode()
+        if progress is not None:
+            progress(len(chunk))

@@ -1,0 +1,155 @@
+"""Request and response bodies of the DSR API. Identifiers travel in bodies, never in URLs."""
+
+from __future__ import annotations
+
+import ipaddress
+import uuid
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Self
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+
+from service.banner.events import ConsentRecord
+from service.consent_schema.document import PROPERTY_PATTERN
+
+
+class IdentifierType(StrEnum):
+    SUBJECT_ID = "subject_id"
+    IP = "ip"
+    USER_ID = "user_id"
+
+
+class DsrAction(StrEnum):
+    HISTORY = "history"
+    EXPORT = "export"
+    ERASURE = "erasure"
+
+
+class ExportFormat(StrEnum):
+    JSON = "json"
+    CSV = "csv"
+
+
+class ErasureMode(StrEnum):
+    DELETE = "delete"
+    ANONYMISE = "anonymise"
+
+
+class DsrQuery(BaseModel):
+    """Exactly one identifier, optionally narrowed by property and time (`since` ≤ t < `until`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    subject_id: uuid.UUID | None = Field(
+        default=None, description="The id in the person's consent cookie."
+    )
+    ip: str | None = Field(
+        default=None,
+        max_length=64,
+        description="An IP address; matched under every configured hash key, current and previous.",
+    )
+    user_id: Annotated[str, StringConstraints(min_length=1, max_length=256)] | None = Field(
+        default=None, description="An account id, as the banner sent it."
+    )
+    property: Annotated[str, StringConstraints(pattern=PROPERTY_PATTERN)] | None = None
+    since: AwareDatetime | None = None
+    until: AwareDatetime | None = None
+
+    @field_validator("ip")
+    @classmethod
+    def _valid_ip(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            ipaddress.ip_address(value.strip())
+        except ValueError:
+            raise ValueError("not an IPv4 or IPv6 address") from None
+        return value.strip()
+
+    @model_validator(mode="after")
+    def _exactly_one_identifier(self) -> Self:
+        given = [kind for kind in IdentifierType if getattr(self, kind.value) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "name exactly one identifier: subject_id, ip or user_id"
+                + (f" (got {', '.join(given)})" if given else "")
+            )
+        if self.since is not None and self.until is not None and self.since >= self.until:
+            raise ValueError("since must be before until")
+        return self
+
+
+def identifier_of(query: DsrQuery) -> tuple[IdentifierType, str]:
+    """The one identifier a query names, and its kind. (Not properties of the model: it has a
+    field called `property`.)"""
+    for kind in IdentifierType:
+        value = getattr(query, kind.value)
+        if value is not None:
+            return kind, str(value)
+    raise AssertionError("validated to name exactly one identifier")
+
+
+class HistoryRequest(DsrQuery):
+    limit: int = Field(default=100, ge=1, le=1000)
+    cursor: str | None = Field(
+        default=None, max_length=200, description="`next_cursor` of the previous page."
+    )
+
+
+class HistoryPage(BaseModel):
+    items: list[ConsentRecord]
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` for the next page; null at the end."
+    )
+
+
+class ExportRequest(DsrQuery):
+    format: ExportFormat = ExportFormat.JSON
+
+
+class ErasureRequest(DsrQuery):
+    mode: ErasureMode = ErasureMode.DELETE
+    reference: Annotated[str, StringConstraints(max_length=200)] | None = Field(
+        default=None, description="The DSR ticket this erasure answers."
+    )
+
+
+class ErasureResult(BaseModel):
+    erasure_id: uuid.UUID
+    mode: ErasureMode
+    matched: int
+    deleted: int
+    anonymised: int
+
+
+class AuditEntry(BaseModel):
+    id: uuid.UUID
+    action: DsrAction
+    actor: str = Field(description="The API key id, or `cli`.")
+    identifier_type: IdentifierType
+    identifier_hash: str = Field(description="Keyed hash of the identifier (never the identifier).")
+    hash_key_id: str
+    property: str | None
+    since: datetime | None
+    until: datetime | None
+    mode: ErasureMode | None
+    reference: str | None
+    matched: int
+    deleted: int
+    anonymised: int
+    request_id: str | None
+    created_at: datetime
+
+
+class AuditPage(BaseModel):
+    items: list[AuditEntry]
+    next_cursor: str | None

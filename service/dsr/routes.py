@@ -1,0 +1,154 @@
+"""The DSR API: look up, export and erase a person's consent history; read the audit trail."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import structlog
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import StreamingResponse
+
+from service.auth.keys import Principal, Scope, require_scope
+from service.consent_schema.routes import Catalog
+from service.core.db import Session
+from service.core.errors import problem_responses
+from service.core.hashing import Hasher
+from service.dsr.export import stream_export
+from service.dsr.models import (
+    AuditEntry,
+    AuditPage,
+    DsrAction,
+    ErasureRequest,
+    ErasureResult,
+    ExportFormat,
+    ExportRequest,
+    HistoryPage,
+    HistoryRequest,
+)
+from service.dsr.service import audit_page, erase, history_page, plan_export, record_audit
+
+router = APIRouter(prefix="/v1/dsr", tags=["data-subject requests"])
+
+Reader = Annotated[Principal, Depends(require_scope(Scope.DSR_READ))]
+Eraser = Annotated[Principal, Depends(require_scope(Scope.DSR_ERASE))]
+Auditor = Annotated[Principal, Depends(require_scope(Scope.AUDIT_READ))]
+AUTH_ERRORS = (401, 403, 422)
+
+
+def _hasher(request: Request) -> Hasher:
+    hasher: Hasher = request.app.state.hasher
+    return hasher
+
+
+@router.post(
+    "/history",
+    summary="Look up a person's consent events",
+    response_model=HistoryPage,
+    responses=problem_responses(*AUTH_ERRORS),
+)
+async def dsr_history(
+    body: HistoryRequest, request: Request, session: Session, catalog: Catalog, principal: Reader
+) -> HistoryPage:
+    hasher = _hasher(request)
+    items, next_cursor = await history_page(
+        session, catalog, hasher, body, limit=body.limit, cursor=body.cursor
+    )
+    await record_audit(
+        session,
+        action=DsrAction.HISTORY,
+        actor=principal.key_id,
+        query=body,
+        hasher=hasher,
+        matched=len(items),
+    )
+    await session.commit()
+    return HistoryPage(items=items, next_cursor=next_cursor)
+
+
+@router.post(
+    "/exports",
+    summary="Export a person's complete history (JSON evidence or CSV), streamed",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": "The export",
+            "content": {"application/json": {}, "text/csv": {}},
+        },
+        **problem_responses(*AUTH_ERRORS),
+    },
+)
+async def dsr_export(
+    body: ExportRequest, request: Request, session: Session, catalog: Catalog, principal: Reader
+) -> StreamingResponse:
+    hasher = _hasher(request)
+    plan = await plan_export(session, hasher, body, actor=principal.key_id)
+    await session.commit()  # audited before a byte is sent
+    extension, media_type = (
+        ("csv", "text/csv; charset=utf-8")
+        if body.format is ExportFormat.CSV
+        else ("json", "application/json")
+    )
+    stream = stream_export(
+        request.app.state.engine,
+        catalog,
+        hasher,
+        plan,
+        export_format=body.format,
+        exported_at=request.app.state.clock(),
+        request_id=structlog.contextvars.get_contextvars().get("request_id"),
+    )
+    return StreamingResponse(
+        stream,
+        media_type=media_type,
+        headers={
+            "Content-Disposition": f'attachment; filename="dsr-export-{plan.audit_id}.{extension}"',
+            "Cache-Control": "no-store",
+            "X-Event-Count": str(plan.count),
+        },
+    )
+
+
+@router.post(
+    "/erasures",
+    summary="Erase (delete or anonymise) everything matching one identifier",
+    response_model=ErasureResult,
+    responses=problem_responses(*AUTH_ERRORS),
+)
+async def dsr_erase(
+    body: ErasureRequest, request: Request, session: Session, principal: Eraser
+) -> ErasureResult:
+    erasure_id, touched = await erase(
+        session,
+        _hasher(request),
+        body,
+        mode=body.mode,
+        actor=principal.key_id,
+        reference=body.reference,
+    )
+    await session.commit()
+    return ErasureResult(
+        erasure_id=erasure_id,
+        mode=body.mode,
+        matched=touched,
+        deleted=touched if body.mode.value == "delete" else 0,
+        anonymised=touched if body.mode.value == "anonymise" else 0,
+    )
+
+
+@router.get(
+    "/audit",
+    summary="The audit trail of DSR actions, newest first",
+    response_model=AuditPage,
+    responses=problem_responses(*AUTH_ERRORS),
+)
+async def dsr_audit(
+    session: Session,
+    principal: Auditor,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> AuditPage:
+    rows, next_cursor = await audit_page(session, limit=limit, cursor=cursor)
+    return AuditPage(
+        items=[AuditEntry.model_validate(row, from_attributes=True) for row in rows],
+        next_cursor=next_cursor,
+    )

@@ -1,0 +1,345 @@
+"""Data-subject requests: find, export and erase a person's consent history, auditing each.
+
+A person is found by exactly one identifier. An IP or account id is hashed under every configured
+key, current and previous, because records keep the hash of the key that was current when they
+were made. Every action writes an audit row in the same transaction as its effect, keyed by a hash
+of the identifier under a label of its own (never the identifier, never an event's stored hash).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import structlog
+from sqlalchemy import ColumnElement, Select, delete, func, insert, select, text, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from service.banner.events import ConsentRecord, record_from_row
+from service.banner.tables import ConsentEventRow as Event
+from service.consent_schema.document import canonical_json
+from service.consent_schema.versions import PublishedVersion, SchemaCatalog
+from service.core.errors import Unprocessable
+from service.core.hashing import Hasher, normalise_ip
+from service.dsr.models import DsrAction, DsrQuery, ErasureMode, IdentifierType, identifier_of
+from service.dsr.tables import DsrAuditRow
+
+CLI_ACTOR = "cli"
+
+# What a record shows (the banner's record), plus the evidence columns an export adds.
+RECORD_COLUMNS = (
+    Event.seq,
+    Event.event_id,
+    Event.subject_id,
+    Event.property,
+    Event.event_type,
+    Event.schema_version,
+    Event.choices,
+    Event.effective,
+    Event.gpc,
+    Event.dnt,
+    Event.signals_applied,
+    Event.recorded_at,
+)
+EVIDENCE_COLUMNS = (
+    Event.ip_hash,
+    Event.user_hash,
+    Event.hash_key_id,
+    Event.user_agent,
+    Event.page_url,
+    Event.tcf_string,
+    Event.gpp_string,
+    Event.anonymised_at,
+)
+IDENTIFYING_COLUMNS = {
+    "subject_id": None,
+    "ip_hash": None,
+    "user_hash": None,
+    "hash_key_id": None,
+    "user_agent": None,
+    "page_url": None,
+    "tcf_string": None,
+    "gpp_string": None,
+    "request_hash": None,
+}
+
+
+def searched_hashes(query: DsrQuery, hasher: Hasher) -> list[tuple[str, str]]:
+    """(key id, hash) pairs an IP or account id is stored as; empty for a subject id."""
+    kind, value = identifier_of(query)
+    if kind is IdentifierType.IP:
+        return hasher.ip_candidates(value)
+    if kind is IdentifierType.USER_ID:
+        return hasher.user_candidates(value)
+    return []
+
+
+def match(query: DsrQuery, hasher: Hasher) -> list[ColumnElement[bool]]:
+    hashes = [digest for _, digest in searched_hashes(query, hasher)]
+    kind, _ = identifier_of(query)
+    conditions: list[ColumnElement[bool]] = [
+        Event.subject_id == query.subject_id
+        if kind is IdentifierType.SUBJECT_ID
+        else (Event.ip_hash if kind is IdentifierType.IP else Event.user_hash).in_(hashes)
+    ]
+    if query.property is not None:
+        conditions.append(Event.property == query.property)
+    if query.since is not None:
+        conditions.append(Event.recorded_at >= query.since)
+    if query.until is not None:
+        conditions.append(Event.recorded_at < query.until)
+    return conditions
+
+
+def audit_hash(query: DsrQuery, hasher: Hasher) -> str:
+    kind, value = identifier_of(query)
+    if kind is IdentifierType.IP:
+        value = normalise_ip(value)
+    return hasher.current.digest(f"audit-{kind.value}", value)
+
+
+async def record_audit(
+    session: AsyncSession,
+    *,
+    action: DsrAction,
+    actor: str,
+    query: DsrQuery,
+    hasher: Hasher,
+    matched: int,
+    deleted: int = 0,
+    anonymised: int = 0,
+    mode: ErasureMode | None = None,
+    reference: str | None = None,
+    audit_id: uuid.UUID | None = None,
+) -> uuid.UUID:
+    audit_id = audit_id or uuid.uuid4()
+    await session.execute(
+        insert(DsrAuditRow).values(
+            id=audit_id,
+            action=action.value,
+            actor=actor,
+            identifier_type=identifier_of(query)[0].value,
+            identifier_hash=audit_hash(query, hasher),
+            hash_key_id=hasher.current.key_id,
+            property=query.property,
+            since=query.since,
+            until=query.until,
+            mode=mode.value if mode else None,
+            reference=reference,
+            matched=matched,
+            deleted=deleted,
+            anonymised=anonymised,
+            request_id=structlog.contextvars.get_contextvars().get("request_id"),
+        )
+    )
+    return audit_id
+
+
+# --- history -------------------------------------------------------------------------------------
+
+
+def _query_signature(query: DsrQuery, hasher: Hasher) -> str:
+    scope = query.model_dump(
+        mode="json", include={"subject_id", "ip", "user_id", "property", "since", "until"}
+    )
+    return hasher.current.digest("cursor", canonical_json(scope).decode())[:16]
+
+
+def encode_cursor(after_seq: int, signature: str) -> str:
+    return base64.urlsafe_b64encode(f"{after_seq}.{signature}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, signature: str) -> int:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        seq_text, cursor_signature = raw.split(".", 1)
+        after = int(seq_text)
+    except (ValueError, UnicodeDecodeError, binascii.Error):
+        raise _bad_cursor("is not a cursor this service issued") from None
+    if cursor_signature != signature or after < 0:
+        raise _bad_cursor("belongs to a different query")
+    return after
+
+
+def _bad_cursor(why: str) -> Unprocessable:
+    return Unprocessable(
+        f"cursor {why}", extra={"errors": [{"pointer": "/body/cursor", "detail": why}]}
+    )
+
+
+async def records(rows: Sequence[Any], catalog: SchemaCatalog) -> list[ConsentRecord]:
+    result = []
+    for row in rows:
+        version = await catalog.version(row.property, row.schema_version)
+        result.append(to_record(row, version))
+    return result
+
+
+def to_record(row: Any, version: PublishedVersion) -> ConsentRecord:
+    optional = frozenset(c["key"] for c in version.content["categories"] if not c["required"])
+    return record_from_row(row, optional=optional, ttl_days=version.content["consent_ttl_days"])
+
+
+async def history_page(
+    session: AsyncSession,
+    catalog: SchemaCatalog,
+    hasher: Hasher,
+    query: DsrQuery,
+    *,
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[ConsentRecord], str | None]:
+    """One page in insertion order. Keyset on the insertion sequence: a page never repeats or
+    skips an event that existed when the look-up began, whatever is inserted meanwhile."""
+    signature = _query_signature(query, hasher)
+    after = decode_cursor(cursor, signature) if cursor else 0
+    rows = (
+        await session.execute(
+            select(*RECORD_COLUMNS)
+            .where(*match(query, hasher), Event.seq > after)
+            .order_by(Event.seq)
+            .limit(limit + 1)
+        )
+    ).all()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    next_cursor = encode_cursor(rows[-1].seq, signature) if more else None
+    return await records(rows, catalog), next_cursor
+
+
+# --- export --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ExportPlan:
+    """What an export will contain: the events matching now, up to `last_seq`."""
+
+    query: DsrQuery
+    count: int
+    last_seq: int
+    audit_id: uuid.UUID
+
+
+async def plan_export(
+    session: AsyncSession, hasher: Hasher, query: DsrQuery, *, actor: str
+) -> ExportPlan:
+    """Count what will be exported and audit it (the caller commits before streaming)."""
+    count, last_seq = (
+        await session.execute(
+            select(func.count(), func.coalesce(func.max(Event.seq), 0)).where(*match(query, hasher))
+        )
+    ).one()
+    audit_id = await record_audit(
+        session, action=DsrAction.EXPORT, actor=actor, query=query, hasher=hasher, matched=count
+    )
+    return ExportPlan(query=query, count=count, last_seq=last_seq, audit_id=audit_id)
+
+
+def export_chunks(plan: ExportPlan, hasher: Hasher, after: int, size: int) -> Select[Any]:
+    return (
+        select(*RECORD_COLUMNS, *EVIDENCE_COLUMNS)
+        .where(*match(plan.query, hasher), Event.seq > after, Event.seq <= plan.last_seq)
+        .order_by(Event.seq)
+        .limit(size)
+    )
+
+
+# --- erasure -------------------------------------------------------------------------------------
+
+
+async def erase(
+    session: AsyncSession,
+    hasher: Hasher,
+    query: DsrQuery,
+    *,
+    mode: ErasureMode,
+    actor: str,
+    reference: str | None,
+    chunk_size: int | None = None,
+    progress: Any = None,
+) -> tuple[uuid.UUID, int]:
+    """Delete, or clear every identifying column of, the matching events; audit it. Returns the
+    erasure id and how many events it touched. The caller commits (effect and audit together).
+
+    Anonymised rows keep their category choices, types, versions and times for statistics; what
+    could point back at a person (subject id, IP and account hashes, user agent, page URL, IAB
+    strings, the request hash derived from them) is cleared. Repeating an erasure matches nothing.
+    """
+    # The database refuses to change events outside a transaction marked as the erasure path.
+    await session.execute(text("SET LOCAL consent.erasure = 'on'"))
+    conditions = match(query, hasher)
+    touched = 0
+    while True:
+        target = select(Event.seq).where(*conditions)
+        if chunk_size is not None:
+            target = target.order_by(Event.seq).limit(chunk_size)
+        if mode is ErasureMode.DELETE:
+            statement: Any = delete(Event).where(Event.seq.in_(target.scalar_subquery()))
+        else:
+            statement = (
+                update(Event)
+                .where(Event.seq.in_(target.scalar_subquery()))
+                .values(**IDENTIFYING_COLUMNS, anonymised_at=func.now())
+            )
+        count = (await session.execute(statement)).rowcount  # type: ignore[attr-defined]
+        touched += count
+        if progress is not None:
+            progress(count)
+        if chunk_size is None or count < chunk_size:
+            break
+    erasure_id = await record_audit(
+        session,
+        action=DsrAction.ERASURE,
+        actor=actor,
+        query=query,
+        hasher=hasher,
+        matched=touched,
+        deleted=touched if mode is ErasureMode.DELETE else 0,
+        anonymised=touched if mode is ErasureMode.ANONYMISE else 0,
+        mode=mode,
+        reference=reference,
+    )
+    return erasure_id, touched
+
+
+# --- audit trail ---------------------------------------------------------------------------------
+
+
+async def audit_page(
+    session: AsyncSession, *, limit: int, cursor: str | None
+) -> tuple[list[DsrAuditRow], str | None]:
+    """Newest first, keyset on the audit sequence."""
+    before = _decode_audit_cursor(cursor) if cursor else None
+    statement = select(DsrAuditRow).order_by(DsrAuditRow.seq.desc()).limit(limit + 1)
+    if before is not None:
+        statement = statement.where(DsrAuditRow.seq < before)
+    rows = list((await session.scalars(statement)).all())
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return rows, (_encode_audit_cursor(rows[-1].seq) if more else None)
+
+
+def _encode_audit_cursor(seq: int) -> str:
+    return base64.urlsafe_b64encode(f"audit.{seq}".encode()).decode().rstrip("=")
+
+
+def _decode_audit_cursor(cursor: str) -> int:
+    try:
+        label, seq = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode().split(".")
+        if label != "audit":
+            raise ValueError
+        return int(seq)
+    except (ValueError, UnicodeDecodeError, binascii.Error):
+        raise Unprocessable(
+            "cursor is not an audit cursor this service issued",
+            extra={"errors": [{"pointer": "/query/cursor", "detail": "invalid cursor"}]},
+        ) from None
+
+
+def utc(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None

@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import BigInteger, DateTime, Identity, Integer, String, Text, func
+from sqlalchemy.dialects.postgresql import UUID
+from sqlalchemy.orm import Mapped, mapped_column
+
+from service.core.db import Base
+
+
+class DsrAuditRow(Base):
+    """One data-subject-request action (look-up, export, erasure): who, when, on what kind of
+    identifier and with what result. The identifier itself is kept only as a keyed hash, under a
+    label of its own, so an audit row never matches (or reveals) an event's stored hash."""
+
+    __tablename__ = "dsr_audit"
+
+    seq: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), unique=True)
+    action: Mapped[str] = mapped_column(Text)
+    actor: Mapped[str] = mapped_column(Text)
+    identifier_type: Mapped[str] = mapped_column(Text)
+    identifier_hash: Mapped[str] = mapped_column(String(64))
+    hash_key_id: Mapped[str] = mapped_column(String(32))
+    property: Mapped[str | None] = mapped_column(Text)
+    since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    mode: Mapped[str | None] = mapped_column(Text)
+    reference: Mapped[str | None] = mapped_column(Text)
+    matched: Mapped[int] = mapped_column(Integer)
+    deleted: Mapped[int] = mapped_column(Integer)
+    anonymised: Mapped[int] = mapped_column(Integer)
+    request_id: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
