@@ -7,7 +7,6 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-import structlog
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
@@ -19,17 +18,18 @@ from service.banner.writer import EventWriter
 from service.consent_schema.routes import router as consent_schema_router
 from service.consent_schema.versions import SchemaCatalog
 from service.core.config import Settings, dev_key_path, ensure_dev_key, get_settings
-from service.core.db import create_engine, create_sessionmaker
+from service.core.db import create_engine, create_sessionmaker, sync_dsn
 from service.core.embedded import database_url
 from service.core.errors import install_error_handlers
 from service.core.hashing import Hasher
-from service.core.logging import configure_logging
+from service.core.hot_routes import install_hot_routes
+from service.core.logging import configure_logging, get_logger
 from service.core.migrations import head_revision
 from service.core.observe import ObserveMiddleware
 from service.dsr.routes import router as dsr_router
 from service.health.routes import router as health_router
 
-log = structlog.get_logger("service.app")
+log = get_logger("service.app")
 
 DESCRIPTION = """\
 A self-hosted consent ledger. Cookie banners record every consent decision here and read the
@@ -85,9 +85,7 @@ async def _resources(app: FastAPI, settings: Settings, url: str) -> AsyncIterato
     app.state.migration_head = head_revision()
     app.state.catalog = SchemaCatalog(engine)
     app.state.clock = utc_now
-    # The writer has a connection of its own, so a burst of requests can never starve it.
-    writer_engine = create_engine(url, pool_size=1, application_name="consent-service-writer")
-    writer = EventWriter(writer_engine)
+    writer = EventWriter(sync_dsn(url))
     app.state.writer = writer
     writer.start()
     log.info("startup", env=settings.env.value, version=__version__)
@@ -95,7 +93,6 @@ async def _resources(app: FastAPI, settings: Settings, url: str) -> AsyncIterato
         yield
     finally:
         await writer.close()  # what was accepted is committed before the pool closes
-        await writer_engine.dispose()
         await engine.dispose()
         log.info("shutdown")
 
@@ -140,12 +137,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=DESCRIPTION,
         openapi_tags=TAGS,
         lifespan=lifespan,
+        # Metrics are Prometheus (/metrics); FastAPI's own OpenTelemetry hooks would only add
+        # per-request work.
+        telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     install_error_handlers(app)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     app.include_router(banner_router)
     app.include_router(consent_schema_router)
     app.include_router(dsr_router)
+    install_hot_routes(app, banner_router, consent_schema_router)
     app.include_router(health_router)
     if settings.cors_origins:
         app.add_middleware(

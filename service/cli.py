@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
-import structlog
 import typer
 import uvicorn
 
@@ -19,6 +18,7 @@ from service.consent_schema.cli import EXAMPLE_SCHEMAS, publish_examples_if_empt
 from service.core.cli_support import fail, load_settings
 from service.core.config import Settings, dev_key_path, ensure_dev_key
 from service.core.embedded import database_url
+from service.core.logging import get_logger
 from service.dsr.cli import dsr_app
 
 app = typer.Typer(
@@ -30,7 +30,7 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(schema_app, name="schema")
 app.add_typer(dsr_app, name="dsr")
 
-log = structlog.get_logger("service.cli")
+log = get_logger("service.cli")
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 OPENAPI_PATH = PROJECT_ROOT / "openapi" / "openapi.json"
 FILE_SCHEMA_PATH = EXAMPLE_SCHEMAS / "consent-schema.schema.json"

@@ -9,7 +9,6 @@ tests can commit, run concurrently inside themselves and never see each other's 
 from __future__ import annotations
 
 import io
-import logging
 import os
 import tempfile
 import uuid
@@ -27,7 +26,7 @@ from service.app import create_app
 from service.core.config import Environment, Settings
 from service.core.db import sync_dsn
 from service.core.embedded import EmbeddedPostgres
-from service.core.logging import json_formatter
+from service.core.logging import configure_logging
 from service.core.migrations import upgrade_to_head
 
 TEST_KEY = "test-key-0123456789-abcdefghijklmnopqrstuvwxyz"
@@ -147,12 +146,6 @@ async def db(db_url: str) -> AsyncIterator[asyncpg.Connection]:
 def captured_logs(app: FastAPI) -> Iterator[io.StringIO]:
     """Every log line the app writes during the test, formatted exactly as in production."""
     stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(json_formatter())
-    root = logging.getLogger()
-    root.addHandler(handler)
-    previous_level = root.level
-    root.setLevel(logging.DEBUG)
+    configure_logging("DEBUG", stream)
     yield stream
-    root.setLevel(previous_level)
-    root.removeHandler(handler)
+    configure_logging("INFO")

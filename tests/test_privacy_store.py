@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from service.app import create_app
+from service.core.logging import configure_logging
 from tests.conftest import make_settings
 from tests.factories import event, example, published
 
@@ -89,21 +90,11 @@ async def test_no_ip_or_account_id_in_the_database_or_logs(
 @pytest.fixture
 def captured_logs_factory() -> Iterator[Callable[[], io.StringIO]]:
     """Capture the log lines of an app built inside the test (its own logging setup runs first)."""
-    import logging
-
-    from service.core.logging import json_formatter
-
-    handlers: list[logging.Handler] = []
 
     def start() -> io.StringIO:
         stream = io.StringIO()
-        handler = logging.StreamHandler(stream)
-        handler.setFormatter(json_formatter())
-        logging.getLogger().addHandler(handler)
-        logging.getLogger().setLevel(logging.DEBUG)
-        handlers.append(handler)
+        configure_logging("DEBUG", stream)
         return stream
 
     yield start
-    for handler in handlers:
-        logging.getLogger().removeHandler(handler)
+    configure_logging("INFO")

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Request, Response, status
 from pydantic import ValidationError
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.banner.client_ip import client_ip
 from service.banner.events import (
@@ -27,9 +28,8 @@ from service.banner.events import (
 )
 from service.banner.state import ConsentState, current_state
 from service.banner.writer import EventWriter, NewEvent
-from service.consent_schema.routes import Catalog, PropertyName
-from service.consent_schema.versions import PublishedVersion
-from service.core.db import Session
+from service.consent_schema.routes import PropertyName
+from service.consent_schema.versions import PublishedVersion, SchemaCatalog
 from service.core.errors import (
     Conflict,
     PayloadTooLarge,
@@ -39,6 +39,7 @@ from service.core.errors import (
     validation_problem_detail,
 )
 from service.core.hashing import Hasher
+from service.core.hot_routes import hot
 
 router = APIRouter(prefix="/v1/properties/{property}", tags=["banner"])
 
@@ -79,7 +80,8 @@ def _required(version: PublishedVersion) -> frozenset[str]:
 def _record(event: NewEvent, version: PublishedVersion) -> ConsentRecord:
     optional = _optional(version)
     event_type = EventType(event.event_type)
-    return ConsentRecord(
+    # Built from values this code just computed: constructed, not validated again.
+    return ConsentRecord.model_construct(
         event_id=event.event_id,
         subject_id=event.subject_id,
         property=event.property,
@@ -88,7 +90,7 @@ def _record(event: NewEvent, version: PublishedVersion) -> ConsentRecord:
         recorded_at=event.recorded_at,
         choices=event.choices,
         effective=event.effective,
-        signals=Signals(
+        signals=Signals.model_construct(
             gpc=event.gpc, dnt=event.dnt, applied=[Signal(s) for s in event.signals_applied]
         ),
         status=decision_status(event_type, event.effective, optional),
@@ -127,9 +129,11 @@ EVENT_BODY_SCHEMA: dict[str, Any] = {"$ref": "#/components/schemas/ConsentEventI
         }
     },
 )
-async def record_consent_event(
-    property: PropertyName, request: Request, session: Session, catalog: Catalog
-) -> Response:
+@hot
+async def record_consent_event(property: PropertyName, request: Request) -> Response:
+    # The hot path: no database session (the catalog is cached, the writer has its own
+    # connection), no dependency beyond the path parameter.
+    catalog: SchemaCatalog = request.app.state.catalog
     event = await read_event(request)
     state = await catalog.state(property)
     if event.schema_version > state.current_version:
@@ -188,12 +192,13 @@ async def record_consent_event(
             status_code=status.HTTP_201_CREATED,
             media_type="application/json",
         )
-    return await _replay(session, catalog, new)
+    return await _replay(request.app.state.engine, catalog, new)
 
 
-async def _replay(session: Session, catalog: Catalog, new: NewEvent) -> Response:
+async def _replay(engine: AsyncEngine, catalog: SchemaCatalog, new: NewEvent) -> Response:
     """The same event_id again: the original record for a retry, 409 for a different event."""
-    existing = (await session.execute(EXISTING, {"event_id": new.event_id})).one()
+    async with engine.connect() as connection:
+        existing = (await connection.execute(EXISTING, {"event_id": new.event_id})).one()
     if existing.request_hash != new.request_hash:
         raise Conflict(
             f"event_id {new.event_id} is already recorded with a different body; "
@@ -212,14 +217,19 @@ async def _replay(session: Session, catalog: Catalog, new: NewEvent) -> Response
     response_model=ConsentState,
     responses=problem_responses(404, 422),
 )
+@hot
 async def get_consent_state(
     property: PropertyName,
     subject_id: Annotated[uuid.UUID, Path(description="The id the banner keeps in its cookie.")],
     request: Request,
-    session: Session,
-    catalog: Catalog,
 ) -> Response:
-    state = await current_state(session, catalog, property, subject_id, request.app.state.clock())
+    state = await current_state(
+        request.app.state.engine,
+        request.app.state.catalog,
+        property,
+        subject_id,
+        request.app.state.clock(),
+    )
     return Response(
         state.model_dump_json(),
         media_type="application/json",

@@ -8,7 +8,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, Field
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.banner.events import ConsentStatus, EventType, decision_status, expiry
 from service.consent_schema.versions import PropertyState, PublishedVersion, SchemaCatalog
@@ -53,7 +53,7 @@ def _required_only(version: PublishedVersion) -> dict[str, bool]:
 
 
 async def current_state(
-    session: AsyncSession,
+    engine: AsyncEngine,
     catalog: SchemaCatalog,
     property_name: str,
     subject_id: uuid.UUID,
@@ -61,11 +61,12 @@ async def current_state(
 ) -> ConsentState:
     prop: PropertyState = await catalog.state(property_name)
     current = await catalog.version(property_name, prop.current_version)
-    latest = (
-        await session.execute(
-            LATEST_DECISION, {"subject_id": subject_id, "property": property_name}
-        )
-    ).one_or_none()
+    async with engine.connect() as connection:
+        latest = (
+            await connection.execute(
+                LATEST_DECISION, {"subject_id": subject_id, "property": property_name}
+            )
+        ).one_or_none()
     if latest is None:
         return ConsentState(
             property=property_name,

@@ -10,7 +10,6 @@ cannot fail its neighbours; a database outage fails every waiting request (503),
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import uuid
 from dataclasses import dataclass, field
@@ -18,10 +17,10 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
-import structlog
-from sqlalchemy.ext.asyncio import AsyncEngine
 
-log = structlog.get_logger("service.banner.writer")
+from service.core.logging import get_logger
+
+log = get_logger("service.banner.writer")
 
 MAX_BATCH = 500
 
@@ -113,8 +112,12 @@ class WriterClosed(RuntimeError):
 
 
 class EventWriter:
-    def __init__(self, engine: AsyncEngine, *, max_batch: int = MAX_BATCH) -> None:
-        self._engine = engine
+    """Owns one database connection of its own (asyncpg, no pool, no ORM: this is the hot path),
+    so a burst of requests can never starve it of a connection."""
+
+    def __init__(self, dsn: str, *, max_batch: int = MAX_BATCH) -> None:
+        self._dsn = dsn
+        self._connection: asyncpg.Connection | None = None
         self._max_batch = max_batch
         self._queue: list[NewEvent] = []
         self._wakeup = asyncio.Event()
@@ -130,6 +133,9 @@ class EventWriter:
         self._wakeup.set()
         if self._task is not None:
             await self._task
+        if self._connection is not None:
+            await self._connection.close()
+            self._connection = None
 
     async def write(self, event: NewEvent) -> bool:
         """Insert and commit `event`; True if new, False if its event_id was already stored."""
@@ -137,7 +143,7 @@ class EventWriter:
             raise WriterClosed("the service is shutting down")
         self._queue.append(event)
         self._wakeup.set()
-        return await asyncio.shield(event.done)
+        return await event.done
 
     async def _run(self) -> None:
         while True:
@@ -169,11 +175,22 @@ class EventWriter:
 
     async def _insert(self, batch: list[NewEvent]) -> set[uuid.UUID]:
         columns = list(zip(*(event.values() for event in batch), strict=True))
-        async with self._engine.connect() as connection:
-            raw = await connection.get_raw_connection()
-            driver: Any = raw.driver_connection
-            async with driver.transaction():
-                rows = await driver.fetch(INSERT_SQL, *columns)
+        connection = self._connection
+        if connection is None or connection.is_closed():
+            connection = self._connection = await asyncpg.connect(
+                self._dsn,
+                server_settings={"application_name": "consent-service-writer"},
+                command_timeout=30,
+                timeout=5,
+            )
+        try:
+            async with connection.transaction():
+                rows = await connection.fetch(INSERT_SQL, *columns)
+        except (OSError, asyncpg.exceptions.InterfaceError, asyncpg.PostgresConnectionError):
+            # The connection is gone (restart, failover): the next batch opens a new one.
+            self._connection = None
+            connection.terminate()
+            raise
         return {row["event_id"] for row in rows}
 
 
@@ -185,19 +202,9 @@ def _row_error(exc: BaseException) -> bool:
 
 
 def _settle(event: NewEvent, *, inserted: bool = False, exc: BaseException | None = None) -> None:
-    if event.done.done():
+    if event.done.done():  # its request went away; the row is committed (or not) regardless
         return
     if exc is not None:
         event.done.set_exception(exc)
     else:
         event.done.set_result(inserted)
-
-
-@contextlib.asynccontextmanager
-async def running_writer(engine: AsyncEngine) -> Any:
-    writer = EventWriter(engine)
-    writer.start()
-    try:
-        yield writer
-    finally:
-        await writer.close()

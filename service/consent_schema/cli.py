@@ -6,15 +6,15 @@ import asyncio
 from pathlib import Path
 from typing import Annotated
 
-import structlog
 import typer
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.core.cli_support import CLI_ACTOR, fail, load_settings, print_json, with_session
 from service.core.errors import ConsentServiceError
+from service.core.logging import get_logger
 
 schema_app = typer.Typer(help="Publish consent schema versions from files.", no_args_is_help=True)
-log = structlog.get_logger("service.cli")
+log = get_logger("service.cli")
 EXAMPLE_SCHEMAS = Path(__file__).resolve().parents[2] / "examples" / "schemas"
 
 

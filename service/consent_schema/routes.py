@@ -14,6 +14,7 @@ from service.consent_schema.document import PROPERTY_PATTERN, ConsentSchemaDocum
 from service.consent_schema.versions import PublishedVersion, SchemaCatalog, list_versions, publish
 from service.core.db import Session
 from service.core.errors import Unprocessable, problem_responses
+from service.core.hot_routes import hot
 
 router = APIRouter(prefix="/v1/properties/{property}/schema", tags=["consent schema"])
 
@@ -67,7 +68,7 @@ class PublishRequest(BaseModel):
     content: ConsentSchemaDocument
 
 
-def get_catalog(request: Request) -> SchemaCatalog:
+async def get_catalog(request: Request) -> SchemaCatalog:  # async: no thread hop per request
     catalog: SchemaCatalog = request.app.state.catalog
     return catalog
 
@@ -101,12 +102,13 @@ def _version_response(
     response_model=SchemaVersionOut,
     responses={304: {"description": "Not modified (If-None-Match)"}, **problem_responses(404, 422)},
 )
+@hot
 async def get_current_schema(
     property: PropertyName,
-    session: Session,
-    catalog: Catalog,
+    request: Request,
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
+    catalog: SchemaCatalog = request.app.state.catalog
     version = await catalog.current(property)
     return _version_response(version, if_none_match, CURRENT_CACHE)
 
@@ -136,13 +138,14 @@ async def get_versions(
     response_model=SchemaVersionOut,
     responses={304: {"description": "Not modified (If-None-Match)"}, **problem_responses(404, 422)},
 )
+@hot
 async def get_version(
     property: PropertyName,
     version: Annotated[int, Path(ge=1, le=2_147_483_647)],
-    session: Session,
-    catalog: Catalog,
+    request: Request,
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
+    catalog: SchemaCatalog = request.app.state.catalog
     published = await catalog.version(property, version)
     return _version_response(published, if_none_match, IMMUTABLE_CACHE)
 

@@ -47,8 +47,11 @@ def async_url(url: str) -> URL:
 
 
 def sync_dsn(url: str) -> str:
-    """The same URL as plain `postgresql://`, for asyncpg.connect and psql."""
-    return async_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    """The same URL as plain `postgresql://` (libpq's query names kept), for asyncpg.connect."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() not in {"postgresql", "postgres"}:
+        raise ValueError(f"not a PostgreSQL URL: {parsed.render_as_string(hide_password=True)}")
+    return parsed.set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 def create_engine(

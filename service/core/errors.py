@@ -15,10 +15,12 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from service.core.logging import get_logger
+
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 PROBLEM_BASE = "https://consent-service.dev/problems/"
 
-log = structlog.get_logger("service.errors")
+log = get_logger("service.errors")
 
 
 class ConsentServiceError(Exception):

@@ -17,6 +17,7 @@ from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.core.errors import internal_error_response, log_unexpected
+from service.core.logging import get_logger
 
 REQUESTS = Counter(
     "consent_http_requests_total",
@@ -31,7 +32,7 @@ LATENCY = Histogram(
 )
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-access_log = structlog.get_logger("service.access")
+access_log = get_logger("service.access")
 
 
 def route_template(scope: Scope) -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 
-import structlog
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import (
@@ -17,10 +16,11 @@ from prometheus_client import (
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from service.core.logging import get_logger
 from service.core.migrations import current_revision
 
 router = APIRouter(tags=["operations"])
-log = structlog.get_logger("service.health")
+log = get_logger("service.health")
 
 READINESS_TIMEOUT_SECONDS = 2.0
 

@@ -1,0 +1,318 @@
+"""The benchmark: ingest against a control, then read latencies on a large event table.
+
+    uv run python bench/run.py                       # 1 and 2 workers, 64 connections, 20 s each
+    uv run python bench/run.py --workers 2 --duration 30 --sizes 1M,10M
+
+It needs `wrk` (Debian package `wrk`; installed with apt-get when missing and running as root) and
+a PostgreSQL: `--database-url` (a server you name; the bench creates and drops its own database
+on it) or, by default, an embedded PostgreSQL in a temporary folder. Everything it starts runs on
+127.0.0.1 and stops when it ends. Numbers are printed as a table and written as JSON to
+bench/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "bench"
+RESULTS = BENCH / "results"
+KEY = "bench-key-0123456789-abcdefghijklmnopqrstuvwxyz-ABCDEF"
+EVENTS_PATH = "/v1/properties/itsailor/consent-events"
+
+
+# --- tools --------------------------------------------------------------------------------------
+
+
+def ensure_wrk() -> str:
+    found = shutil.which("wrk")
+    if found:
+        return found
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        print("wrk not found: installing the Debian package 'wrk' ...", flush=True)
+        quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.STDOUT}
+        if subprocess.run(["apt-get", "install", "-y", "wrk"], check=False, **quiet).returncode:
+            subprocess.run(["apt-get", "update"], check=True, **quiet)
+            subprocess.run(["apt-get", "install", "-y", "wrk"], check=True, **quiet)
+        found = shutil.which("wrk")
+    if not found:
+        sys.exit("this benchmark needs wrk (Debian/Ubuntu: apt-get install wrk; macOS: brew install wrk)")
+    return found
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def dsn(url: str, database: str | None = None) -> str:
+    from sqlalchemy.engine import make_url
+
+    from service.core.db import sync_dsn
+
+    parsed = make_url(sync_dsn(url))
+    if database:
+        parsed = parsed.set(database=database)
+    return parsed.render_as_string(hide_password=False)
+
+
+@contextlib.contextmanager
+def database(server_url: str | None, keep: bool) -> Iterator[str]:
+    """A fresh database for this run, on the given server or on an embedded one."""
+    from service.core.embedded import EmbeddedPostgres
+
+    folder = None
+    embedded = None
+    if server_url is None:
+        folder = tempfile.mkdtemp(prefix="consent-bench-pg-")
+        embedded = EmbeddedPostgres(Path(folder), delete_on_exit=not keep)
+        server_url = embedded.url
+    name = f"consent_bench_{int(time.time())}"
+    asyncio.run(_admin(server_url, f'CREATE DATABASE "{name}"'))
+    try:
+        yield dsn(server_url, name)
+    finally:
+        if not keep:
+            asyncio.run(_admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        if embedded is not None:
+            embedded.stop()
+
+
+async def _admin(url: str, statement: str) -> None:
+    connection = await asyncpg.connect(dsn(url))
+    try:
+        await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+def service_env(db_url: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONSENT_")}
+    env.update(
+        CONSENT_ENV="production",
+        CONSENT_DATABASE_URL=db_url,
+        CONSENT_IP_HASH_SALT=KEY,
+        CONSENT_TRUSTED_PROXIES="127.0.0.1/32",
+        CONSENT_LOG_LEVEL="INFO",
+    )
+    return env
+
+
+def cli(env: dict[str, str], *args: str) -> str:
+    return subprocess.run(
+        [sys.executable, "-m", "service", *args], env=env, cwd=ROOT, check=True,
+        capture_output=True, text=True,
+    ).stdout  # fmt: skip
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen[bytes]
+    port: int
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def worker_pids(self) -> list[int]:
+        import psutil
+
+        parent = psutil.Process(self.process.pid)
+        children = parent.children(recursive=True)
+        # One worker: the serving process is the parent itself (python -m service serve).
+        workers = [c for c in children if "python" in c.name().lower()] or [parent]
+        return [p.pid for p in workers]
+
+    def rss_mb(self) -> list[float]:
+        import psutil
+
+        return [round(psutil.Process(pid).memory_info().rss / 2**20, 1) for pid in self.worker_pids()]
+
+
+@contextlib.contextmanager
+def running(command: list[str], env: dict[str, str], port: int, ready_path: str, log: Path) -> Iterator[Server]:
+    with log.open("wb") as sink:
+        process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
+    server = Server(process, port)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(server.base + ready_path, timeout=2) as answer:
+                    if answer.status == 200:
+                        break
+            except OSError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{command[:4]} did not become ready; see {log}")
+            time.sleep(0.2)
+        yield server
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def wrk(binary: str, url: str, *, script: Path, connections: int, duration: int, threads: int, env_extra: dict[str, str]) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as folder:
+        summary_file = Path(folder) / "summary.json"
+        env = {**os.environ, **env_extra, "BENCH_SUMMARY_FILE": str(summary_file)}
+        subprocess.run(
+            [binary, f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--timeout", "10s", "-s", str(script), url],
+            env=env, check=True, stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        summary: dict[str, Any] = json.loads(summary_file.read_text())
+    seconds = summary["duration_us"] / 1e6
+    summary["rps"] = round(summary["requests"] / seconds, 1)
+    summary["errors"] = sum(summary[k] for k in ("connect_errors", "read_errors", "write_errors", "timeouts", "non2xx"))
+    for p in ("p50", "p95", "p99"):
+        summary[f"{p}_ms"] = round(summary[f"{p}_us"] / 1000, 2)
+    return summary
+
+
+# --- ingest -------------------------------------------------------------------------------------
+
+
+async def stored_ids(db_url: str) -> set[str]:
+    connection = await asyncpg.connect(db_url)
+    try:
+        return {str(r[0]) for r in await connection.fetch("SELECT event_id FROM consent_events")}
+    finally:
+        await connection.close()
+
+
+async def reset_events(db_url: str) -> None:
+    """Empty the event table between runs (the bench's own database: TRUNCATE is refused by the
+    append-only trigger, so the trigger is bypassed for this session only)."""
+    connection = await asyncpg.connect(db_url)
+    try:
+        await connection.execute("SET session_replication_role = replica")
+        await connection.execute("DELETE FROM consent_events")
+        await connection.execute("VACUUM consent_events")
+    finally:
+        await connection.close()
+
+
+def ingest(args: argparse.Namespace, wrk_bin: str, db_url: str, workers: int, log_dir: Path) -> dict[str, Any]:
+    env = service_env(db_url)
+    threads = min(2, args.connections)
+    results: dict[str, Any] = {"workers": workers}
+
+    port = free_port()
+    control = [sys.executable, "-m", "uvicorn", "bench.control_app:app", "--host", "127.0.0.1", "--port", str(port),
+               "--workers", str(workers), "--no-access-log", "--no-server-header", "--no-proxy-headers", "--log-level", "warning"]  # fmt: skip
+    with running(control, env, port, "/docs", log_dir / f"control-{workers}w.log") as server:
+        wrk(wrk_bin, server.base + EVENTS_PATH, script=BENCH / "ingest.lua", connections=args.connections, duration=3, threads=threads, env_extra={})
+        results["control"] = wrk(wrk_bin, server.base + EVENTS_PATH, script=BENCH / "ingest.lua", connections=args.connections, duration=args.duration, threads=threads, env_extra={})
+        results["control"]["rss_mb"] = server.rss_mb()
+
+    asyncio.run(reset_events(db_url))
+    port = free_port()
+    serve = [sys.executable, "-m", "service", "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
+    with running(serve, env, port, "/readyz", log_dir / f"service-{workers}w.log") as server:
+        wrk(wrk_bin, server.base + EVENTS_PATH, script=BENCH / "ingest.lua", connections=args.connections, duration=3, threads=threads, env_extra={})  # warm-up
+        time.sleep(2)  # let the warm-up's last requests (wrk stops without reading them) finish
+        asyncio.run(reset_events(db_url))
+        profilers = []
+        if args.profile:
+            # Sampled while the measured run goes: where the time goes, as collapsed stacks.
+            for pid in server.worker_pids():
+                out = log_dir / f"service-{workers}w-{pid}.profile.txt"
+                profilers.append(subprocess.Popen(
+                    ["py-spy", "record", "--pid", str(pid), "--duration", str(args.duration), "--rate", "250",
+                     "--format", "raw", "--nonblocking", "-o", str(out)],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                ))  # fmt: skip
+                print(f"  profiling worker {pid} into {out}")
+        with tempfile.TemporaryDirectory() as folder:
+            acked_file = Path(folder) / "acked.txt"
+            run = wrk(wrk_bin, server.base + EVENTS_PATH, script=BENCH / "ingest.lua", connections=args.connections, duration=args.duration, threads=threads, env_extra={"BENCH_ACKED_FILE": str(acked_file)})
+            acked = set(acked_file.read_text().split())
+        for profiler in profilers:
+            profiler.wait(30)
+        run["rss_mb"] = server.rss_mb()
+    stored = asyncio.run(stored_ids(db_url))
+    run["acknowledged"] = len(acked)
+    run["stored"] = len(stored)
+    run["lost"] = len(acked - stored)
+    run["unacknowledged_stored"] = len(stored - acked)
+    run["ratio_to_control"] = round(run["rps"] / results["control"]["rps"], 3)
+    results["service"] = run
+    return results
+
+
+def print_ingest(result: dict[str, Any]) -> None:
+    c, s = result["control"], result["service"]
+    print(f"\ningest, {result['workers']} worker(s)")
+    print(f"  {'':10} {'req/s':>9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'errors':>7} {'RSS MB/worker':>14}")
+    for name, r in (("control", c), ("service", s)):
+        print(f"  {name:10} {r['rps']:>9} {r['p50_ms']:>8} {r['p95_ms']:>8} {r['p99_ms']:>8} {r['errors']:>7} {str(r['rss_mb']):>14}")
+    print(f"  ratio to control: {s['ratio_to_control']}")
+    print(f"  acknowledged {s['acknowledged']}, stored {s['stored']}, lost {s['lost']}, stored but not acknowledged {s['unacknowledged_stored']}")
+
+
+# --- main ---------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--database-url", help="PostgreSQL server to use (default: embedded)")
+    parser.add_argument("--workers", default="1,2", help="comma-separated worker counts (default 1,2)")
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--duration", type=int, default=20, help="seconds per measured run")
+    parser.add_argument("--sizes", default="", help="event-table sizes for read latencies, e.g. 1M,10M")
+    parser.add_argument("--keep", action="store_true", help="keep the bench database")
+    parser.add_argument("--profile", action="store_true", help="run the service under py-spy")
+    args = parser.parse_args()
+
+    wrk_bin = ensure_wrk()
+    RESULTS.mkdir(exist_ok=True)
+    log_dir = Path(tempfile.mkdtemp(prefix="consent-bench-logs-"))
+    machine = {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}
+    print(f"machine: {machine}; server logs in {log_dir}")
+    report: dict[str, Any] = {"machine": machine, "args": vars(args), "ingest": [], "reads": []}
+    with database(args.database_url, args.keep) as db_url:
+        env = service_env(db_url)
+        cli(env, "migrate")
+        cli(env, "schema", "publish", "examples/schemas/itsailor.yaml")
+        for workers in [int(w) for w in args.workers.split(",") if w]:
+            result = ingest(args, wrk_bin, db_url, workers, log_dir)
+            print_ingest(result)
+            report["ingest"].append(result)
+        if args.sizes:
+            from bench.reads import read_latencies
+
+            report["reads"] = read_latencies(args, wrk_bin, db_url, log_dir)
+    out = RESULTS / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.write_text(json.dumps(report, indent=2))
+    print(f"\nwritten to {out}")
+
+
+if __name__ == "__main__":
+    main()
