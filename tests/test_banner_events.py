@@ -15,6 +15,7 @@ import pytest
 from fastapi import FastAPI
 
 from service.app import create_app
+from service.banner.events import ConsentRecord
 from service.core.hashing import Hasher
 from tests.conftest import CLIENT_IP, make_settings
 from tests.factories import Clock, api_key, bearer, event, example, published
@@ -64,6 +65,8 @@ async def test_accept_all_returns_and_stores_the_record(
     assert record["schema_version"] == 1
     assert record["recorded_at"] == iso(clock.now)
     assert record["expires_at"] == iso(clock.now + timedelta(days=365))
+    # The hot path writes this JSON by hand: it must be exactly the documented ConsentRecord.
+    assert ConsentRecord.model_validate(record).model_dump(mode="json") == record
     assert set(record) == {
         "event_id", "subject_id", "property", "event_type", "schema_version", "recorded_at",
         "choices", "effective", "signals", "status", "expires_at",

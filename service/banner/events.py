@@ -12,7 +12,6 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
-from service.consent_schema.document import canonical_json
 from service.core.errors import Unprocessable
 
 USER_AGENT_MAX = 512
@@ -89,9 +88,18 @@ class ConsentEventIn(BaseModel):
         # Credentials, query and fragment are dropped: they routinely carry personal data.
         return f"{parts.scheme}://{host}{port}{parts.path or '/'}"
 
+    @field_validator("categories")
+    @classmethod
+    def _sorted(cls, value: dict[str, bool] | None) -> dict[str, bool] | None:
+        # One order for one meaning: a retry may list the same choices in another order.
+        return dict(sorted(value.items())) if value else value
+
     def request_hash(self, property_name: str) -> str:
-        body = self.model_dump(mode="json", exclude_none=True, exclude={"event_id"})
-        return hashlib.sha256(canonical_json({"property": property_name, **body})).hexdigest()
+        """SHA-256 of what the event says (its id aside), to tell a retry from a different event
+        reusing an id. Fields serialise in declaration order and categories sorted, so equal
+        requests hash equally however their JSON was laid out."""
+        body = self.model_dump_json(exclude_none=True, exclude={"event_id"})
+        return hashlib.sha256(f"{property_name}\x00{body}".encode()).hexdigest()
 
 
 class Signals(BaseModel):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import datetime
 from typing import Annotated, Any
@@ -18,7 +19,6 @@ from service.banner.events import (
     ConsentRecord,
     EventType,
     Signal,
-    Signals,
     apply_signals,
     cap,
     decision_status,
@@ -69,33 +69,33 @@ async def read_event(request: Request) -> ConsentEventIn:
         raise Unprocessable(detail, extra={"errors": errors}) from None
 
 
-def _optional(version: PublishedVersion) -> frozenset[str]:
-    return frozenset(c["key"] for c in version.content["categories"] if not c["required"])
+def _iso(value: datetime) -> str:
+    return value.isoformat().replace("+00:00", "Z")
 
 
-def _required(version: PublishedVersion) -> frozenset[str]:
-    return frozenset(c["key"] for c in version.content["categories"] if c["required"])
-
-
-def _record(event: NewEvent, version: PublishedVersion) -> ConsentRecord:
-    optional = _optional(version)
+def record_json(event: NewEvent, version: PublishedVersion) -> bytes:
+    """The ConsentRecord of a just-stored event, serialised straight from the values this code
+    computed (the hot path: no model to build and validate again). Same fields and formats as
+    ConsentRecord; a test compares the two."""
     event_type = EventType(event.event_type)
-    # Built from values this code just computed: constructed, not validated again.
-    return ConsentRecord.model_construct(
-        event_id=event.event_id,
-        subject_id=event.subject_id,
-        property=event.property,
-        event_type=event_type,
-        schema_version=event.schema_version,
-        recorded_at=event.recorded_at,
-        choices=event.choices,
-        effective=event.effective,
-        signals=Signals.model_construct(
-            gpc=event.gpc, dnt=event.dnt, applied=[Signal(s) for s in event.signals_applied]
-        ),
-        status=decision_status(event_type, event.effective, optional),
-        expires_at=expiry(event.recorded_at, version.content["consent_ttl_days"], event_type),
-    )
+    status = decision_status(event_type, event.effective, version.optional)
+    expires_at = expiry(event.recorded_at, version.ttl_days, event_type)
+    return json.dumps(
+        {
+            "event_id": str(event.event_id),
+            "subject_id": str(event.subject_id),
+            "property": event.property,
+            "event_type": event.event_type,
+            "schema_version": event.schema_version,
+            "recorded_at": _iso(event.recorded_at),
+            "choices": event.choices,
+            "effective": event.effective,
+            "signals": {"gpc": event.gpc, "dnt": event.dnt, "applied": event.signals_applied},
+            "status": status.value if status else None,
+            "expires_at": _iso(expires_at) if expires_at else None,
+        },
+        separators=(",", ":"),
+    ).encode()
 
 
 EXISTING = text(
@@ -146,13 +146,13 @@ async def record_consent_event(property: PropertyName, request: Request) -> Resp
                 extra={"errors": [{"pointer": "/body/schema_version", "detail": "not published"}]},
             )
     version = await catalog.version(property, event.schema_version)
-    optional = _optional(version)
-    choices = resolve_choices(event, required=_required(version), optional=optional)
+    optional = version.optional
+    choices = resolve_choices(event, required=version.required, optional=optional)
 
     headers = request.headers
     gpc = headers.get("sec-gpc", "").strip() == "1" or event.gpc is True
     dnt = headers.get("dnt", "").strip() == "1"
-    honoured = version.content["signals"]
+    honoured = version.honours
     applied = [
         s.value
         for s, present in ((Signal.GPC, gpc), (Signal.DNT, dnt))
@@ -175,7 +175,7 @@ async def record_consent_event(property: PropertyName, request: Request) -> Resp
         gpc=gpc,
         dnt=dnt,
         signals_applied=applied,
-        ip_hash=hasher.ip(str(address)) if address is not None else None,
+        ip_hash=hasher.ip_normalised(str(address)) if address is not None else None,
         user_hash=hasher.user(event.user_id) if event.user_id is not None else None,
         hash_key_id=hasher.current.key_id,
         user_agent=cap(headers.get("user-agent"), USER_AGENT_MAX),
@@ -188,7 +188,7 @@ async def record_consent_event(property: PropertyName, request: Request) -> Resp
     writer: EventWriter = request.app.state.writer
     if await writer.write(new):
         return Response(
-            _record(new, version).model_dump_json(),
+            record_json(new, version),
             status_code=status.HTTP_201_CREATED,
             media_type="application/json",
         )
@@ -205,9 +205,7 @@ async def _replay(engine: AsyncEngine, catalog: SchemaCatalog, new: NewEvent) ->
             "use a new event_id for a new event"
         )
     version = await catalog.version(existing.property, existing.schema_version)
-    record = record_from_row(
-        existing, optional=_optional(version), ttl_days=version.content["consent_ttl_days"]
-    )
+    record = record_from_row(existing, optional=version.optional, ttl_days=version.ttl_days)
     return Response(record.model_dump_json(), media_type="application/json")
 
 

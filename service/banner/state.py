@@ -82,10 +82,9 @@ async def current_state(
             reprompt_reasons=[RepromptReason.NO_DECISION],
         )
     decided_on = await catalog.version(property_name, latest.schema_version)
-    optional = frozenset(c["key"] for c in decided_on.content["categories"] if not c["required"])
     event_type = EventType(latest.event_type)
-    expires_at = expiry(latest.recorded_at, decided_on.content["consent_ttl_days"], event_type)
-    status = decision_status(event_type, latest.effective, optional)
+    expires_at = expiry(latest.recorded_at, decided_on.ttl_days, event_type)
+    status = decision_status(event_type, latest.effective, decided_on.optional)
     assert status is not None  # re-prompts are not decisions
     effective: dict[str, bool] = latest.effective
     reasons: list[RepromptReason] = []

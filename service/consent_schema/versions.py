@@ -38,10 +38,16 @@ class PublishedVersion:
     content_hash: str
     published_at: datetime
     content: dict[str, Any]
+    # Derived once from the content, for the hot path.
+    required: frozenset[str]
+    optional: frozenset[str]
+    ttl_days: int
+    honours: dict[str, bool]
 
     @classmethod
     def from_row(cls, row: Any) -> PublishedVersion:
         """From a SchemaVersionRow or a result row with its columns."""
+        categories = row.content["categories"]
         return cls(
             property=row.property,
             version=row.version,
@@ -52,6 +58,10 @@ class PublishedVersion:
             # Canonical key order, whether the content was just written or read back from JSONB
             # (which orders keys its own way): the same version always reads the same.
             content=json.loads(canonical_json(row.content)),
+            required=frozenset(c["key"] for c in categories if c["required"]),
+            optional=frozenset(c["key"] for c in categories if not c["required"]),
+            ttl_days=row.content["consent_ttl_days"],
+            honours=dict(row.content["signals"]),
         )
 
     def etag(self) -> str:  # (a method: `property` is a field name here)

@@ -52,6 +52,10 @@ class Hasher:
     def ip(self, address: str) -> str:
         return self.current.digest("ip", normalise_ip(address))
 
+    def ip_normalised(self, address: str) -> str:
+        """`ip` for an address already in canonical form (as `client_ip` returns it)."""
+        return self.current.digest("ip", address)
+
     def user(self, user_id: str) -> str:
         return self.current.digest("user", user_id)
 

@@ -181,8 +181,7 @@ async def records(rows: Sequence[Any], catalog: SchemaCatalog) -> list[ConsentRe
 
 
 def to_record(row: Any, version: PublishedVersion) -> ConsentRecord:
-    optional = frozenset(c["key"] for c in version.content["categories"] if not c["required"])
-    return record_from_row(row, optional=optional, ttl_days=version.content["consent_ttl_days"])
+    return record_from_row(row, optional=version.optional, ttl_days=version.ttl_days)
 
 
 async def history_page(
