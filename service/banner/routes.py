@@ -55,15 +55,19 @@ async def read_event(request: Request) -> ConsentEventIn:
             f"send the event as application/json or text/plain, not {media_type[:100]!r}"
         )
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise PayloadTooLarge(f"an event body is at most {MAX_BODY_BYTES} bytes")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_BODY_BYTES:
+    if declared.isdigit():
+        if int(declared) > MAX_BODY_BYTES:
             raise PayloadTooLarge(f"an event body is at most {MAX_BODY_BYTES} bytes")
+        body = await request.body()  # the server stops at the declared length
+    else:  # chunked: count as it streams
+        received = bytearray()
+        async for chunk in request.stream():
+            received += chunk
+            if len(received) > MAX_BODY_BYTES:
+                raise PayloadTooLarge(f"an event body is at most {MAX_BODY_BYTES} bytes")
+        body = bytes(received)
     try:
-        return ConsentEventIn.model_validate_json(bytes(body))
+        return ConsentEventIn.model_validate_json(body)
     except ValidationError as exc:
         detail, errors = validation_problem_detail(list(exc.errors()), prefix=("body",))
         raise Unprocessable(detail, extra={"errors": errors}) from None
