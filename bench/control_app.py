@@ -14,7 +14,9 @@ from fastapi import FastAPI, Request, Response
 from service.banner.events import ConsentEventIn
 from service.consent_schema.document import load_document_file
 
-app = FastAPI(telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False})
+app = FastAPI(
+    telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False}
+)
 
 
 @app.post("/v1/properties/{property}/consent-events", status_code=201)
@@ -29,10 +31,16 @@ async def record(property: str, request: Request) -> Response:
 
 
 # The same document the service serves, so both answers weigh the same.
-_DOCUMENT = load_document_file(Path(__file__).resolve().parents[1] / "examples/schemas/itsailor.yaml")
-SCHEMA_BODY = json.dumps({"property": "itsailor", "version": 1, "content": _DOCUMENT.model_dump(mode="json")}).encode()
+_DOCUMENT = load_document_file(
+    Path(__file__).resolve().parents[1] / "examples/schemas/itsailor.yaml"
+)
+SCHEMA_BODY = json.dumps(
+    {"property": "itsailor", "version": 1, "content": _DOCUMENT.model_dump(mode="json")}
+).encode()
 
 
 @app.get("/v1/properties/{property}/schema")
 async def schema(property: str) -> Response:
-    return Response(SCHEMA_BODY, media_type="application/json", headers={"Cache-Control": "public, max-age=60"})
+    return Response(
+        SCHEMA_BODY, media_type="application/json", headers={"Cache-Control": "public, max-age=60"}
+    )

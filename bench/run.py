@@ -21,13 +21,11 @@ import platform
 import shutil
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,7 +55,9 @@ def ensure_wrk() -> str:
             subprocess.run(["apt-get", "install", "-y", "wrk"], check=True, **quiet)
         found = shutil.which("wrk")
     if not found:
-        sys.exit("this benchmark needs wrk (Debian/Ubuntu: apt-get install wrk; macOS: brew install wrk)")
+        sys.exit(
+            "this benchmark needs wrk (Debian/Ubuntu: apt-get install wrk; macOS: brew install wrk)"
+        )
     return found
 
 
@@ -142,19 +142,34 @@ class Server:
         parent = psutil.Process(self.process.pid)
         children = parent.children(recursive=True)
         # One worker: the serving process is the parent itself (python -m service serve).
-        workers = [c for c in children if "python" in c.name().lower()] or [parent]
+        workers = [
+            c
+            for c in children
+            if "python" in c.name().lower() and "resource_tracker" not in " ".join(c.cmdline())
+        ] or [parent]
         return [p.pid for p in workers]
 
     def rss_mb(self) -> list[float]:
         import psutil
 
-        return [round(psutil.Process(pid).memory_info().rss / 2**20, 1) for pid in self.worker_pids()]
+        return [
+            round(psutil.Process(pid).memory_info().rss / 2**20, 1) for pid in self.worker_pids()
+        ]
 
 
 @contextlib.contextmanager
-def running(command: list[str], env: dict[str, str], port: int, ready_path: str, log: Path) -> Iterator[Server]:
+def running(
+    command: list[str], env: dict[str, str], port: int, ready_path: str, log: Path
+) -> Iterator[Server]:
     with log.open("wb") as sink:
-        process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            command,
+            env=env,
+            cwd=ROOT,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     server = Server(process, port)
     try:
         deadline = time.monotonic() + 60
@@ -179,7 +194,16 @@ def running(command: list[str], env: dict[str, str], port: int, ready_path: str,
             process.wait()
 
 
-def wrk(binary: str, url: str, *, script: Path, connections: int, duration: int, threads: int, env_extra: dict[str, str]) -> dict[str, Any]:
+def wrk(
+    binary: str,
+    url: str,
+    *,
+    script: Path,
+    connections: int,
+    duration: int,
+    threads: int,
+    env_extra: dict[str, str],
+) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as folder:
         summary_file = Path(folder) / "summary.json"
         env = {**os.environ, **env_extra, "BENCH_SUMMARY_FILE": str(summary_file)}
@@ -190,7 +214,9 @@ def wrk(binary: str, url: str, *, script: Path, connections: int, duration: int,
         summary: dict[str, Any] = json.loads(summary_file.read_text())
     seconds = summary["duration_us"] / 1e6
     summary["rps"] = round(summary["requests"] / seconds, 1)
-    summary["errors"] = sum(summary[k] for k in ("connect_errors", "read_errors", "write_errors", "timeouts", "non2xx"))
+    summary["errors"] = sum(
+        summary[k] for k in ("connect_errors", "read_errors", "write_errors", "timeouts", "non2xx")
+    )
     for p in ("p50", "p95", "p99"):
         summary[f"{p}_ms"] = round(summary[f"{p}_us"] / 1000, 2)
     return summary
@@ -219,7 +245,9 @@ async def reset_events(db_url: str) -> None:
         await connection.close()
 
 
-def ingest(args: argparse.Namespace, wrk_bin: str, db_url: str, workers: int, log_dir: Path) -> dict[str, Any]:
+def ingest(
+    args: argparse.Namespace, wrk_bin: str, db_url: str, workers: int, log_dir: Path
+) -> dict[str, Any]:
     env = service_env(db_url)
     threads = min(2, args.connections)
     results: dict[str, Any] = {"workers": workers}
@@ -228,15 +256,50 @@ def ingest(args: argparse.Namespace, wrk_bin: str, db_url: str, workers: int, lo
     control = [sys.executable, "-m", "uvicorn", "bench.control_app:app", "--host", "127.0.0.1", "--port", str(port),
                "--workers", str(workers), "--no-access-log", "--no-server-header", "--no-proxy-headers", "--log-level", "warning"]  # fmt: skip
     with running(control, env, port, "/docs", log_dir / f"control-{workers}w.log") as server:
-        wrk(wrk_bin, server.base + EVENTS_PATH, script=BENCH / "ingest.lua", connections=args.connections, duration=3, threads=threads, env_extra={})
-        results["control"] = wrk(wrk_bin, server.base + EVENTS_PATH, script=BENCH / "ingest.lua", connections=args.connections, duration=args.duration, threads=threads, env_extra={})
+        wrk(
+            wrk_bin,
+            server.base + EVENTS_PATH,
+            script=BENCH / "ingest.lua",
+            connections=args.connections,
+            duration=3,
+            threads=threads,
+            env_extra={},
+        )
+        results["control"] = wrk(
+            wrk_bin,
+            server.base + EVENTS_PATH,
+            script=BENCH / "ingest.lua",
+            connections=args.connections,
+            duration=args.duration,
+            threads=threads,
+            env_extra={},
+        )
         results["control"]["rss_mb"] = server.rss_mb()
 
     asyncio.run(reset_events(db_url))
     port = free_port()
-    serve = [sys.executable, "-m", "service", "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
+    serve = [
+        sys.executable,
+        "-m",
+        "service",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+    ]
     with running(serve, env, port, "/readyz", log_dir / f"service-{workers}w.log") as server:
-        wrk(wrk_bin, server.base + EVENTS_PATH, script=BENCH / "ingest.lua", connections=args.connections, duration=3, threads=threads, env_extra={})  # warm-up
+        wrk(
+            wrk_bin,
+            server.base + EVENTS_PATH,
+            script=BENCH / "ingest.lua",
+            connections=args.connections,
+            duration=3,
+            threads=threads,
+            env_extra={},
+        )  # warm-up
         time.sleep(2)  # let the warm-up's last requests (wrk stops without reading them) finish
         asyncio.run(reset_events(db_url))
         profilers = []
@@ -252,7 +315,15 @@ def ingest(args: argparse.Namespace, wrk_bin: str, db_url: str, workers: int, lo
                 print(f"  profiling worker {pid} into {out}")
         with tempfile.TemporaryDirectory() as folder:
             acked_file = Path(folder) / "acked.txt"
-            run = wrk(wrk_bin, server.base + EVENTS_PATH, script=BENCH / "ingest.lua", connections=args.connections, duration=args.duration, threads=threads, env_extra={"BENCH_ACKED_FILE": str(acked_file)})
+            run = wrk(
+                wrk_bin,
+                server.base + EVENTS_PATH,
+                script=BENCH / "ingest.lua",
+                connections=args.connections,
+                duration=args.duration,
+                threads=threads,
+                env_extra={"BENCH_ACKED_FILE": str(acked_file)},
+            )
             acked = set(acked_file.read_text().split())
         for profiler in profilers:
             profiler.wait(30)
@@ -270,31 +341,53 @@ def ingest(args: argparse.Namespace, wrk_bin: str, db_url: str, workers: int, lo
 def print_ingest(result: dict[str, Any]) -> None:
     c, s = result["control"], result["service"]
     print(f"\ningest, {result['workers']} worker(s)")
-    print(f"  {'':10} {'req/s':>9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'errors':>7} {'RSS MB/worker':>14}")
+    print(
+        f"  {'':10} {'req/s':>9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'errors':>7} {'RSS MB/worker':>14}"
+    )
     for name, r in (("control", c), ("service", s)):
-        print(f"  {name:10} {r['rps']:>9} {r['p50_ms']:>8} {r['p95_ms']:>8} {r['p99_ms']:>8} {r['errors']:>7} {str(r['rss_mb']):>14}")
+        print(
+            f"  {name:10} {r['rps']:>9} {r['p50_ms']:>8} {r['p95_ms']:>8} {r['p99_ms']:>8} {r['errors']:>7} {r['rss_mb']!s:>14}"
+        )
     print(f"  ratio to control: {s['ratio_to_control']}")
-    print(f"  acknowledged {s['acknowledged']}, stored {s['stored']}, lost {s['lost']}, stored but not acknowledged {s['unacknowledged_stored']}")
+    print(
+        f"  acknowledged {s['acknowledged']}, stored {s['stored']}, lost {s['lost']}, stored but not acknowledged {s['unacknowledged_stored']}"
+    )
 
 
 # --- main ---------------------------------------------------------------------------------------
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--database-url", help="PostgreSQL server to use (default: embedded)")
-    parser.add_argument("--workers", default="1,2", help="comma-separated worker counts (default 1,2)")
+    parser.add_argument(
+        "--workers", default="1,2", help="comma-separated worker counts (default 1,2)"
+    )
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--duration", type=int, default=20, help="seconds per measured run")
-    parser.add_argument("--sizes", default="", help="event-table sizes for read latencies, e.g. 1M,10M")
+    parser.add_argument(
+        "--sizes", default="", help="event-table sizes for read latencies, e.g. 1M,10M"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the bench database")
-    parser.add_argument("--profile", action="store_true", help="run the service under py-spy")
+    parser.add_argument("--profile", action="store_true", help="sample the service with py-spy")
+    parser.add_argument(
+        "--read-connections", default="1,8", help="connection counts for look-ups (default 1,8)"
+    )
+    parser.add_argument(
+        "--read-duration", type=int, default=10, help="seconds per read measurement"
+    )
     args = parser.parse_args()
 
     wrk_bin = ensure_wrk()
     RESULTS.mkdir(exist_ok=True)
     log_dir = Path(tempfile.mkdtemp(prefix="consent-bench-logs-"))
-    machine = {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}
+    machine = {
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+    }
     print(f"machine: {machine}; server logs in {log_dir}")
     report: dict[str, Any] = {"machine": machine, "args": vars(args), "ingest": [], "reads": []}
     with database(args.database_url, args.keep) as db_url:

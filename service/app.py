@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
@@ -86,11 +87,19 @@ async def _resources(app: FastAPI, settings: Settings, url: str) -> AsyncIterato
     app.state.migration_head = head_revision()
     app.state.catalog = SchemaCatalog(engine)
     app.state.clock = utc_now
+    # The banner endpoints read through plain asyncpg (no ORM on the hot path).
+    app.state.pool = await asyncpg.create_pool(
+        sync_dsn(url),
+        min_size=1,
+        max_size=settings.db_pool_size,
+        command_timeout=30,
+        server_settings={"application_name": "consent-service"},
+    )
     writer = EventWriter(sync_dsn(url))
     app.state.writer = writer
     writer.start()
-    # Everything loaded so far (FastAPI, SQLAlchemy, pydantic models) lives as long as the process:
-    # out of the collector's way, so its full collections stay short (they showed as latency spikes).
+    # What is loaded by now (FastAPI, SQLAlchemy, pydantic models) lives as long as the process:
+    # out of the collector's way, its full collections stay short (they showed as latency spikes).
     gc.collect()
     gc.freeze()
     log.info("startup", env=settings.env.value, version=__version__)
@@ -98,6 +107,7 @@ async def _resources(app: FastAPI, settings: Settings, url: str) -> AsyncIterato
         yield
     finally:
         await writer.close()  # what was accepted is committed before the pool closes
+        await app.state.pool.close()
         await engine.dispose()
         log.info("shutdown")
 

@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from service.app import create_app
+from service.consent_schema.routes import SchemaVersionOut
 from service.consent_schema.document import ConsentSchemaDocument, canonical_json, content_hash
 from tests.conftest import make_settings
 from tests.factories import api_key, bearer, example, published
@@ -72,6 +73,8 @@ async def test_examples_publish_and_list_every_policy_cookie(
     assert body["version"] == 1
     assert body["material"] is True
     assert body["last_material_version"] == 1
+    # The body is serialised by hand once per version: it must be the documented model.
+    assert SchemaVersionOut.model_validate(body).model_dump(mode="json") == body
     content = body["content"]
     listed = {c["key"]: {cookie["name"] for cookie in c["cookies"]} for c in content["categories"]}
     assert listed == POLICY_COOKIES[name]

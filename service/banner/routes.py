@@ -226,7 +226,7 @@ async def get_consent_state(
     request: Request,
 ) -> Response:
     state = await current_state(
-        request.app.state.engine,
+        request.app.state.pool,
         request.app.state.catalog,
         property,
         subject_id,

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import datetime
 from enum import StrEnum
 
+import asyncpg
 from pydantic import BaseModel, Field
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.banner.events import ConsentStatus, EventType, decision_status, expiry
 from service.consent_schema.versions import PropertyState, PublishedVersion, SchemaCatalog
@@ -37,15 +37,13 @@ class ConsentState(BaseModel):
     reprompt_reasons: list[RepromptReason]
 
 
-LATEST_DECISION = text(
-    """
-    SELECT event_type, schema_version, effective, recorded_at
+LATEST_DECISION = """
+    SELECT event_type, schema_version, effective::text AS effective, recorded_at
     FROM consent_events
-    WHERE subject_id = :subject_id AND property = :property AND event_type <> 're-prompt'
+    WHERE subject_id = $1 AND property = $2 AND event_type <> 're-prompt'
     ORDER BY seq DESC
     LIMIT 1
-    """
-)
+"""
 
 
 def _required_only(version: PublishedVersion) -> dict[str, bool]:
@@ -53,7 +51,7 @@ def _required_only(version: PublishedVersion) -> dict[str, bool]:
 
 
 async def current_state(
-    engine: AsyncEngine,
+    pool: asyncpg.Pool,
     catalog: SchemaCatalog,
     property_name: str,
     subject_id: uuid.UUID,
@@ -61,12 +59,7 @@ async def current_state(
 ) -> ConsentState:
     prop: PropertyState = await catalog.state(property_name)
     current = await catalog.version(property_name, prop.current_version)
-    async with engine.connect() as connection:
-        latest = (
-            await connection.execute(
-                LATEST_DECISION, {"subject_id": subject_id, "property": property_name}
-            )
-        ).one_or_none()
+    latest = await pool.fetchrow(LATEST_DECISION, subject_id, property_name)
     if latest is None:
         return ConsentState(
             property=property_name,
@@ -81,28 +74,29 @@ async def current_state(
             needs_reprompt=True,
             reprompt_reasons=[RepromptReason.NO_DECISION],
         )
-    decided_on = await catalog.version(property_name, latest.schema_version)
-    event_type = EventType(latest.event_type)
-    expires_at = expiry(latest.recorded_at, decided_on.ttl_days, event_type)
-    status = decision_status(event_type, latest.effective, decided_on.optional)
+    decided_on = await catalog.version(property_name, latest["schema_version"])
+    event_type = EventType(latest["event_type"])
+    expires_at = expiry(latest["recorded_at"], decided_on.ttl_days, event_type)
+    decided: dict[str, bool] = json.loads(latest["effective"])
+    status = decision_status(event_type, decided, decided_on.optional)
     assert status is not None  # re-prompts are not decisions
-    effective: dict[str, bool] = latest.effective
+    effective = decided
     reasons: list[RepromptReason] = []
     if expires_at is not None and now >= expires_at:
         status = ConsentStatus.EXPIRED
         effective = _required_only(current)
         reasons.append(RepromptReason.EXPIRED)
-    if latest.schema_version < prop.last_material_version:
+    if latest["schema_version"] < prop.last_material_version:
         reasons.append(RepromptReason.SCHEMA_CHANGED)
     return ConsentState(
         property=property_name,
         subject_id=subject_id,
         status=status,
         effective=effective,
-        schema_version=latest.schema_version,
+        schema_version=latest["schema_version"],
         current_version=prop.current_version,
         last_material_version=prop.last_material_version,
-        decided_at=latest.recorded_at,
+        decided_at=latest["recorded_at"],
         expires_at=expires_at,
         needs_reprompt=bool(reasons),
         reprompt_reasons=reasons,

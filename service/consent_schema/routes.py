@@ -6,7 +6,6 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Path, Request, Response, status
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from service.auth.keys import Principal, Scope, require_scope
@@ -76,10 +75,6 @@ async def get_catalog(request: Request) -> SchemaCatalog:  # async: no thread ho
 Catalog = Annotated[SchemaCatalog, Depends(get_catalog)]
 
 
-def _version_body(version: PublishedVersion) -> dict[str, object]:
-    return {**SchemaVersionSummary.of(version).model_dump(mode="json"), "content": version.content}
-
-
 def _matches(if_none_match: str | None, etag: str) -> bool:
     if not if_none_match:
         return False
@@ -93,7 +88,7 @@ def _version_response(
     headers = {"ETag": version.etag(), "Cache-Control": cache_control}
     if _matches(if_none_match, version.etag()):
         return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
-    return JSONResponse(_version_body(version), headers=headers)
+    return Response(version.body, media_type="application/json", headers=headers)
 
 
 @router.get(
@@ -178,8 +173,9 @@ async def publish_version(
     await session.commit()
     catalog.forget_current(property)
     location = f"/v1/properties/{property}/schema/versions/{published.version}"
-    return JSONResponse(
-        _version_body(published),
+    return Response(
+        published.body,
         status_code=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
+        media_type="application/json",
         headers={"Location": location, "ETag": published.etag()},
     )

@@ -43,11 +43,22 @@ class PublishedVersion:
     optional: frozenset[str]
     ttl_days: int
     honours: dict[str, bool]
+    # The response body of this version, serialised once: versions never change.
+    body: bytes
 
     @classmethod
     def from_row(cls, row: Any) -> PublishedVersion:
         """From a SchemaVersionRow or a result row with its columns."""
         categories = row.content["categories"]
+        content = json.loads(canonical_json(row.content))
+        summary = {
+            "property": row.property,
+            "version": row.version,
+            "material": row.material,
+            "published_at": row.published_at.isoformat().replace("+00:00", "Z"),
+            "content_hash": row.content_sha256,
+            "last_material_version": row.last_material_version,
+        }
         return cls(
             property=row.property,
             version=row.version,
@@ -57,7 +68,8 @@ class PublishedVersion:
             published_at=row.published_at,
             # Canonical key order, whether the content was just written or read back from JSONB
             # (which orders keys its own way): the same version always reads the same.
-            content=json.loads(canonical_json(row.content)),
+            content=content,
+            body=json.dumps({**summary, "content": content}, separators=(",", ":")).encode(),
             required=frozenset(c["key"] for c in categories if c["required"]),
             optional=frozenset(c["key"] for c in categories if not c["required"]),
             ttl_days=row.content["consent_ttl_days"],

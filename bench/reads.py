@@ -1,0 +1,215 @@
+"""Read latencies on a large event table: state look-up, DSR history, erasure, schema GET, and
+ingest again, at each requested table size (e.g. 1M, 10M rows, filled server-side)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import random
+import statistics
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from bench.run import BENCH, EVENTS_PATH, cli, free_port, running, service_env, wrk
+
+EVENTS_PER_SUBJECT = 5
+LOAD_CHUNK = 1_000_000
+
+LOAD_SQL = """
+INSERT INTO consent_events (event_id, property, subject_id, event_type, schema_version, choices,
+    effective, gpc, dnt, signals_applied, ip_hash, user_hash, hash_key_id, user_agent, page_url,
+    request_hash, recorded_at)
+SELECT gen_random_uuid(), 'itsailor', md5('subject-' || (i / $3))::uuid,
+    (ARRAY['accept-all', 'reject-all', 'save-selection', 'withdraw', 're-prompt'])[1 + i % 5], 1,
+    '{"necessary": true, "functional": false, "analytics": true, "marketing": false}',
+    '{"necessary": true, "functional": false, "analytics": true, "marketing": false}',
+    i % 10 = 0, false, '[]', md5('ip-' || (i % 3000000)) || md5('ip2-' || (i % 3000000)),
+    CASE WHEN i % 5 = 0 THEN md5('user-' || (i / 10)) || md5('user2-' || (i / 10)) END,
+    'bench', 'Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0',
+    'https://itsailor.io/pricing', md5(i::text) || md5(i::text),
+    now() - make_interval(secs => i)
+FROM generate_series($1::bigint, $2::bigint) AS i
+"""
+
+
+def parse_size(text: str) -> int:
+    text = text.strip().upper()
+    factor = {"K": 1_000, "M": 1_000_000}.get(text[-1], 1)
+    return int(float(text.rstrip("KM")) * factor)
+
+
+def subject_id(number: int) -> str:
+    return str(uuid.UUID(hashlib.md5(f"subject-{number}".encode()).hexdigest()))
+
+
+async def fill(db_url: str, target: int) -> tuple[int, float]:
+    """Add generated events until the table holds `target` rows (server-side, in 1M chunks)."""
+    connection = await asyncpg.connect(db_url, command_timeout=3600)
+    try:
+        have = await connection.fetchval("SELECT count(*) FROM consent_events")
+        start = time.perf_counter()
+        generated = await connection.fetchval(
+            "SELECT coalesce(max(seq), 0) FROM consent_events WHERE user_agent = 'bench'"
+        )
+        next_i = int(generated) + 1 if generated else 0
+        while have < target:
+            chunk = min(LOAD_CHUNK, target - have)
+            await connection.execute(LOAD_SQL, next_i, next_i + chunk - 1, EVENTS_PER_SUBJECT)
+            next_i += chunk
+            have += chunk
+            print(f"  loaded {have:,} rows ({time.perf_counter() - start:.0f} s)", flush=True)
+        await connection.execute("VACUUM ANALYZE consent_events")
+        return have, time.perf_counter() - start
+    finally:
+        await connection.close()
+
+
+def erasure_times(base: str, key: str, subjects: list[str]) -> list[float]:
+    times = []
+    for subject in subjects:
+        request = urllib.request.Request(
+            base + "/v1/dsr/erasures",
+            data=json.dumps({"subject_id": subject}).encode(),
+            headers={"Content-Type": "application/json", "Authorization": f"Bearer {key}"},
+        )
+        started = time.perf_counter()
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            json.loads(answer.read())
+        times.append((time.perf_counter() - started) * 1000)
+    return times
+
+
+def read_latencies(
+    args: argparse.Namespace, wrk_bin: str, db_url: str, log_dir: Path
+) -> list[dict[str, Any]]:
+    env = service_env(db_url)
+    key = json.loads(
+        cli(env, "keys", "create", "--name", "bench", "--scopes", "dsr:read,dsr:erase", "--json")
+    )["secret"]
+    results = []
+    for size_text in args.sizes.split(","):
+        size = parse_size(size_text)
+        print(f"\nfilling the event table to {size:,} rows ...", flush=True)
+        rows, seconds = asyncio.run(fill(db_url, size))
+        population = max(1, (rows - 200_000) // EVENTS_PER_SUBJECT)
+        picks = random.sample(range(population), k=min(2000, population))
+        result: dict[str, Any] = {"rows": rows, "load_seconds": round(seconds, 1)}
+        with tempfile.TemporaryDirectory() as folder:
+            subjects_file = Path(folder) / "subjects.txt"
+            subjects_file.write_text("\n".join(subject_id(n) for n in picks[100:]) + "\n")
+            port = free_port()
+            serve = [
+                sys.executable,
+                "-m",
+                "service",
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                "1",
+            ]
+            with running(serve, env, port, "/readyz", log_dir / f"reads-{rows}.log") as server:
+                common = {"BENCH_SUBJECTS": str(subjects_file), "BENCH_KEY": key}
+                for name, mode in (("state", "state"), ("dsr_history", "history")):
+                    wrk(
+                        wrk_bin,
+                        server.base,
+                        script=BENCH / "lookup.lua",
+                        connections=args.read_connections,
+                        duration=args.read_duration,
+                        threads=1,
+                        env_extra={**common, "BENCH_MODE": mode},
+                    )
+                    result[name] = wrk(
+                        wrk_bin,
+                        server.base,
+                        script=BENCH / "lookup.lua",
+                        connections=args.read_connections,
+                        duration=args.read_duration,
+                        threads=1,
+                        env_extra={**common, "BENCH_MODE": mode},
+                    )
+                times = erasure_times(server.base, key, [subject_id(n) for n in picks[:100]])
+                result["erasure_ms"] = {
+                    "p50": round(statistics.median(times), 2),
+                    "p95": round(sorted(times)[int(len(times) * 0.95) - 1], 2),
+                    "max": round(max(times), 2),
+                }
+                with urllib.request.urlopen(
+                    server.base + "/v1/properties/itsailor/schema"
+                ) as answer:
+                    etag = answer.headers["ETag"]
+                for name, tag in (("schema_get", ""), ("schema_get_etag", etag)):
+                    result[name] = wrk(
+                        wrk_bin,
+                        server.base,
+                        script=BENCH / "schema.lua",
+                        connections=args.connections,
+                        duration=args.read_duration,
+                        threads=2,
+                        env_extra={"BENCH_ETAG": tag},
+                    )
+                result["ingest"] = wrk(
+                    wrk_bin,
+                    server.base + EVENTS_PATH,
+                    script=BENCH / "ingest.lua",
+                    connections=args.connections,
+                    duration=args.duration,
+                    threads=2,
+                    env_extra={},
+                )
+                result["rss_mb"] = server.rss_mb()
+        print_reads(result)
+        results.append(result)
+    port = free_port()
+    control = [sys.executable, "-m", "uvicorn", "bench.control_app:app", "--host", "127.0.0.1", "--port", str(port),
+               "--workers", "1", "--no-access-log", "--no-server-header", "--no-proxy-headers", "--log-level", "warning"]  # fmt: skip
+    with running(control, env, port, "/docs", log_dir / "control-schema.log") as server:
+        control_schema = wrk(
+            wrk_bin,
+            server.base,
+            script=BENCH / "schema.lua",
+            connections=args.connections,
+            duration=args.read_duration,
+            threads=2,
+            env_extra={"BENCH_ETAG": ""},
+        )
+    print(
+        f"\nschema GET control (same body, bare FastAPI): {control_schema['rps']} req/s, p99 {control_schema['p99_ms']} ms"
+    )
+    for result in results:
+        result["schema_get_control"] = control_schema
+        result["schema_ratio_to_control"] = round(
+            result["schema_get"]["rps"] / control_schema["rps"], 3
+        )
+        print(
+            f"  {result['rows']:,} rows: schema GET ratio to control {result['schema_ratio_to_control']}"
+        )
+    return results
+
+
+def print_reads(r: dict[str, Any]) -> None:
+    print(f"\nreads with {r['rows']:,} events stored (1 worker; loaded in {r['load_seconds']} s)")
+    print(f"  {'':18} {'req/s':>9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'errors':>7}")
+    names = [k for k in r if k.startswith(("state_", "dsr_history_"))]
+    for name in [*names, "schema_get", "schema_get_etag", "ingest"]:
+        x = r[name]
+        print(
+            f"  {name:18} {x['rps']:>9} {x['p50_ms']:>8} {x['p95_ms']:>8} {x['p99_ms']:>8} {x['errors']:>7}"
+        )
+    e = r["erasure_ms"]
+    print(
+        f"  erasure of one subject (5 events), sequential: p50 {e['p50']} ms, p95 {e['p95']} ms, max {e['max']} ms"
+    )
+    print(f"  RSS per worker after the run: {r['rss_mb']} MB")
