@@ -51,24 +51,24 @@ def subject_id(number: int) -> str:
     return str(uuid.UUID(hashlib.md5(f"subject-{number}".encode()).hexdigest()))
 
 
-async def fill(db_url: str, target: int) -> tuple[int, float]:
-    """Add generated events until the table holds `target` rows (server-side, in 1M chunks)."""
+async def fill(db_url: str, target: int) -> tuple[int, int, float]:
+    """Add generated events until the table holds `target` rows (server-side, in 1M chunks).
+    Returns the rows in the table, how many of them were generated, and the seconds it took."""
     connection = await asyncpg.connect(db_url, command_timeout=3600)
     try:
         have = await connection.fetchval("SELECT count(*) FROM consent_events")
-        start = time.perf_counter()
         generated = await connection.fetchval(
-            "SELECT coalesce(max(seq), 0) FROM consent_events WHERE user_agent = 'bench'"
+            "SELECT count(*) FROM consent_events WHERE hash_key_id = 'bench'"
         )
-        next_i = int(generated) + 1 if generated else 0
+        start = time.perf_counter()
         while have < target:
             chunk = min(LOAD_CHUNK, target - have)
-            await connection.execute(LOAD_SQL, next_i, next_i + chunk - 1, EVENTS_PER_SUBJECT)
-            next_i += chunk
+            await connection.execute(LOAD_SQL, generated, generated + chunk - 1, EVENTS_PER_SUBJECT)
+            generated += chunk
             have += chunk
             print(f"  loaded {have:,} rows ({time.perf_counter() - start:.0f} s)", flush=True)
         await connection.execute("VACUUM ANALYZE consent_events")
-        return have, time.perf_counter() - start
+        return have, generated, time.perf_counter() - start
     finally:
         await connection.close()
 
@@ -99,8 +99,8 @@ def read_latencies(
     for size_text in args.sizes.split(","):
         size = parse_size(size_text)
         print(f"\nfilling the event table to {size:,} rows ...", flush=True)
-        rows, seconds = asyncio.run(fill(db_url, size))
-        population = max(1, (rows - 200_000) // EVENTS_PER_SUBJECT)
+        rows, generated, seconds = asyncio.run(fill(db_url, size))
+        population = generated // EVENTS_PER_SUBJECT
         picks = random.sample(range(population), k=min(2000, population))
         result: dict[str, Any] = {"rows": rows, "load_seconds": round(seconds, 1)}
         with tempfile.TemporaryDirectory() as folder:
@@ -121,25 +121,17 @@ def read_latencies(
             ]
             with running(serve, env, port, "/readyz", log_dir / f"reads-{rows}.log") as server:
                 common = {"BENCH_SUBJECTS": str(subjects_file), "BENCH_KEY": key}
-                for name, mode in (("state", "state"), ("dsr_history", "history")):
-                    wrk(
-                        wrk_bin,
-                        server.base,
-                        script=BENCH / "lookup.lua",
-                        connections=args.read_connections,
-                        duration=args.read_duration,
-                        threads=1,
-                        env_extra={**common, "BENCH_MODE": mode},
-                    )
-                    result[name] = wrk(
-                        wrk_bin,
-                        server.base,
-                        script=BENCH / "lookup.lua",
-                        connections=args.read_connections,
-                        duration=args.read_duration,
-                        threads=1,
-                        env_extra={**common, "BENCH_MODE": mode},
-                    )
+                for connections in (int(c) for c in args.read_connections.split(",")):
+                    for name, mode in (("state", "state"), ("dsr_history", "history")):
+                        options: dict[str, Any] = {
+                            "script": BENCH / "lookup.lua",
+                            "connections": connections,
+                            "duration": args.read_duration,
+                            "threads": 1,
+                            "env_extra": {**common, "BENCH_MODE": mode},
+                        }
+                        wrk(wrk_bin, server.base, **{**options, "duration": 2})  # warm-up
+                        result[f"{name}_c{connections}"] = wrk(wrk_bin, server.base, **options)
                 times = erasure_times(server.base, key, [subject_id(n) for n in picks[:100]])
                 result["erasure_ms"] = {
                     "p50": round(statistics.median(times), 2),
