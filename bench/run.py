@@ -1,7 +1,7 @@
 """The benchmark: ingest against a control, then read latencies on a large event table.
 
-    uv run python bench/run.py                       # 1 and 2 workers, 64 connections, 20 s each
-    uv run python bench/run.py --workers 2 --duration 30 --sizes 1M,10M
+    uv run python bench/run.py                  # ingest at 1 and 2 workers, then reads at 1M and 10M
+    uv run python bench/run.py --sizes ''       # ingest only (about 3 minutes)
 
 It needs `wrk` (Debian package `wrk`; installed with apt-get when missing and running as root) and
 a PostgreSQL: `--database-url` (a server you name; the bench creates and drops its own database
@@ -368,7 +368,9 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--duration", type=int, default=20, help="seconds per measured run")
     parser.add_argument(
-        "--sizes", default="", help="event-table sizes for read latencies, e.g. 1M,10M"
+        "--sizes",
+        default="1M,10M",
+        help="event-table sizes for the read measurements (default 1M,10M; '' skips them)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the bench database")
     parser.add_argument("--profile", action="store_true", help="sample the service with py-spy")

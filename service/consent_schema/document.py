@@ -11,7 +11,7 @@ import hashlib
 import json
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError, field_validator
@@ -20,6 +20,17 @@ from service.core.errors import Unprocessable
 
 PROPERTY_PATTERN = r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$"
 CATEGORY_KEY_PATTERN = r"^[a-z][a-z0-9_-]{0,63}$"
+T = TypeVar("T")
+
+
+def _unique(items: list[T], field: str, attribute: str) -> list[T]:
+    seen: set[str] = set()
+    for index, item in enumerate(items):
+        value = getattr(item, attribute)
+        if value in seen:
+            raise ValueError(f"{field}[{index}].{attribute} {value!r} appears twice")
+        seen.add(value)
+    return items
 
 
 class Party(StrEnum):
@@ -59,12 +70,7 @@ class Category(_Strict):
     @field_validator("cookies")
     @classmethod
     def _unique_cookie_names(cls, cookies: list[CookieEntry]) -> list[CookieEntry]:
-        seen: set[str] = set()
-        for index, cookie in enumerate(cookies):
-            if cookie.name in seen:
-                raise ValueError(f"cookies[{index}].name {cookie.name!r} is listed twice")
-            seen.add(cookie.name)
-        return cookies
+        return _unique(cookies, "cookies", "name")
 
 
 class Signals(_Strict):
@@ -88,12 +94,7 @@ class ConsentSchemaDocument(_Strict):
     @field_validator("categories")
     @classmethod
     def _unique_category_keys(cls, categories: list[Category]) -> list[Category]:
-        seen: set[str] = set()
-        for index, category in enumerate(categories):
-            if category.key in seen:
-                raise ValueError(f"categories[{index}].key {category.key!r} is defined twice")
-            seen.add(category.key)
-        return categories
+        return _unique(categories, "categories", "key")
 
     # (`property` is a field here, so these are plain methods.)
     def required_keys(self) -> frozenset[str]:

@@ -151,7 +151,7 @@ def dsr_erase(
     from sqlalchemy import func, select
 
     from service.banner.tables import ConsentEventRow
-    from service.dsr.models import ErasureRequest
+    from service.dsr.models import ErasureRequest, ErasureResult
     from service.dsr.service import erase, match
 
     settings = load_settings()
@@ -161,28 +161,20 @@ def dsr_erase(
     )  # fmt: skip
     hasher = cli_hasher(settings)
 
-    async def work(session: AsyncSession) -> tuple[str, int]:
+    async def work(session: AsyncSession) -> ErasureResult:
         total = await session.scalar(
             select(func.count()).select_from(ConsentEventRow).where(*match(request, hasher))
         )
         with typer.progressbar(
             length=total or 0, label="erasing", file=sys.stderr, hidden=as_json
         ) as bar:
-            erasure_id, touched = await erase(
+            return await erase(
                 session, hasher, request, mode=request.mode, actor=CLI_ACTOR,
                 reference=request.reference, chunk_size=5000, progress=bar.update,
             )  # fmt: skip
-        return str(erasure_id), touched
 
-    erasure_id, touched = with_session(settings, work)
-    result = {
-        "erasure_id": erasure_id,
-        "mode": request.mode.value,
-        "matched": touched,
-        "deleted": touched if request.mode.value == "delete" else 0,
-        "anonymised": touched if request.mode.value == "anonymise" else 0,
-    }
+    result = with_session(settings, work)
     if as_json:
-        print_json(result)
+        print_json(result.model_dump(mode="json"))
     else:
-        typer.echo(f"erasure {erasure_id}: {request.mode.value} {touched} event(s)")
+        typer.echo(f"erasure {result.erasure_id}: {result.mode.value} {result.matched} event(s)")

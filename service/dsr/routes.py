@@ -117,7 +117,7 @@ async def dsr_export(
 async def dsr_erase(
     body: ErasureRequest, request: Request, session: Session, principal: Eraser
 ) -> ErasureResult:
-    erasure_id, touched = await erase(
+    result = await erase(
         session,
         _hasher(request),
         body,
@@ -126,13 +126,7 @@ async def dsr_erase(
         reference=body.reference,
     )
     await session.commit()
-    return ErasureResult(
-        erasure_id=erasure_id,
-        mode=body.mode,
-        matched=touched,
-        deleted=touched if body.mode.value == "delete" else 0,
-        anonymised=touched if body.mode.value == "anonymise" else 0,
-    )
+    return result
 
 
 @router.get(

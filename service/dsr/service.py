@@ -26,7 +26,14 @@ from service.consent_schema.document import canonical_json
 from service.consent_schema.versions import PublishedVersion, SchemaCatalog
 from service.core.errors import Unprocessable
 from service.core.hashing import Hasher, normalise_ip
-from service.dsr.models import DsrAction, DsrQuery, ErasureMode, IdentifierType, identifier_of
+from service.dsr.models import (
+    DsrAction,
+    DsrQuery,
+    ErasureMode,
+    ErasureResult,
+    IdentifierType,
+    identifier_of,
+)
 from service.dsr.tables import DsrAuditRow
 
 CLI_ACTOR = "cli"
@@ -261,9 +268,9 @@ async def erase(
     reference: str | None,
     chunk_size: int | None = None,
     progress: Any = None,
-) -> tuple[uuid.UUID, int]:
-    """Delete, or clear every identifying column of, the matching events; audit it. Returns the
-    erasure id and how many events it touched. The caller commits (effect and audit together).
+) -> ErasureResult:
+    """Delete, or clear every identifying column of, the matching events; audit it (the audit
+    row's id is the erasure id). The caller commits: effect and audit land together.
 
     Anonymised rows keep their category choices, types, versions and times for statistics; what
     could point back at a person (subject id, IP and account hashes, user agent, page URL, IAB
@@ -291,19 +298,27 @@ async def erase(
             progress(count)
         if chunk_size is None or count < chunk_size:
             break
-    erasure_id = await record_audit(
+    result = ErasureResult(
+        erasure_id=uuid.uuid4(),
+        mode=mode,
+        matched=touched,
+        deleted=touched if mode is ErasureMode.DELETE else 0,
+        anonymised=touched if mode is ErasureMode.ANONYMISE else 0,
+    )
+    await record_audit(
         session,
         action=DsrAction.ERASURE,
         actor=actor,
         query=query,
         hasher=hasher,
-        matched=touched,
-        deleted=touched if mode is ErasureMode.DELETE else 0,
-        anonymised=touched if mode is ErasureMode.ANONYMISE else 0,
+        matched=result.matched,
+        deleted=result.deleted,
+        anonymised=result.anonymised,
         mode=mode,
         reference=reference,
+        audit_id=result.erasure_id,
     )
-    return erasure_id, touched
+    return result
 
 
 # --- audit trail ---------------------------------------------------------------------------------
