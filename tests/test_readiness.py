@@ -61,3 +61,42 @@ async def test_readyz_is_503_when_migrations_are_behind(
     response = await client.get("/readyz")
     assert response.status_code == 503
     assert "older" in response.json()["migrations"]
+
+
+async def test_requests_get_503_while_the_database_is_unreachable(
+    db_url: str, tmp_path: Path
+) -> None:
+    """Not a 500: the client did nothing wrong, nothing was stored, and a retry may succeed."""
+    from tests.factories import event, example, published
+
+    await published(db_url, example("itsailor"))
+    proxy = _proxy_for(db_url)
+    await proxy.start()
+    via_proxy = (
+        make_url(db_url)
+        .set(host="127.0.0.1", port=proxy.port, query={})
+        .render_as_string(hide_password=False)
+    )
+    app = create_app(make_settings(via_proxy, tmp_path))
+    transport = httpx.ASGITransport(app=app, client=(CLIENT_IP, 1))
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://t") as client,
+    ):
+        subject = event()["subject_id"]
+        assert (
+            await client.post("/v1/properties/itsailor/consent-events", json=event())
+        ).status_code == 201
+        await proxy.cut()
+        for response in (
+            await client.post("/v1/properties/itsailor/consent-events", json=event()),
+            await client.get(f"/v1/properties/itsailor/consents/{subject}"),
+        ):
+            assert response.status_code == 503, response.text
+            assert response.headers["content-type"] == "application/problem+json"
+            assert response.headers["retry-after"] == "5"
+        await proxy.restore()
+        assert (
+            await client.post("/v1/properties/itsailor/consent-events", json=event())
+        ).status_code == 201
+    await proxy.cut()

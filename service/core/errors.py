@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import asyncpg
+import sqlalchemy.exc
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -172,6 +174,33 @@ async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+# The database is unreachable, restarting or refusing connections: nothing the client did, and
+# nothing was stored; a retry later may succeed.
+DATABASE_UNAVAILABLE: tuple[type[Exception], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.OperatorInterventionError,
+    sqlalchemy.exc.OperationalError,
+    sqlalchemy.exc.InterfaceError,
+    sqlalchemy.exc.TimeoutError,
+)
+
+
+async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    log.warning("database_unavailable", exc_type=type(exc).__name__)
+    return problem_response(
+        request,
+        status=503,
+        slug="unavailable",
+        title="Service unavailable",
+        detail="the database cannot be reached; nothing was stored, retry later",
+        headers={"Retry-After": "5"},
+    )
+
+
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     return validation_problem(request, list(exc.errors()))
@@ -212,6 +241,8 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ConsentServiceError, _domain_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    for kind in DATABASE_UNAVAILABLE:
+        app.add_exception_handler(kind, _database_unavailable)
 
 
 # For OpenAPI: the error responses each route can give.
