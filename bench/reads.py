@@ -9,7 +9,6 @@ import hashlib
 import json
 import random
 import statistics
-import sys
 import tempfile
 import time
 import urllib.request
@@ -19,7 +18,17 @@ from typing import Any
 
 import asyncpg
 
-from bench.run import BENCH, EVENTS_PATH, cli, free_port, running, service_env, wrk
+from bench.run import (
+    BENCH,
+    EVENTS_PATH,
+    cli,
+    control_command,
+    free_port,
+    running,
+    serve_command,
+    service_env,
+    wrk,
+)
 
 EVENTS_PER_SUBJECT = 5
 LOAD_CHUNK = 1_000_000
@@ -107,18 +116,7 @@ def read_latencies(
             subjects_file = Path(folder) / "subjects.txt"
             subjects_file.write_text("\n".join(subject_id(n) for n in picks[100:]) + "\n")
             port = free_port()
-            serve = [
-                sys.executable,
-                "-m",
-                "service",
-                "serve",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--workers",
-                "1",
-            ]
+            serve = serve_command(port, 1)
             with running(serve, env, port, "/readyz", log_dir / f"reads-{rows}.log") as server:
                 common = {"BENCH_SUBJECTS": str(subjects_file), "BENCH_KEY": key}
                 for connections in (int(c) for c in args.read_connections.split(",")):
@@ -165,8 +163,7 @@ def read_latencies(
         print_reads(result)
         results.append(result)
     port = free_port()
-    control = [sys.executable, "-m", "uvicorn", "bench.control_app:app", "--host", "127.0.0.1", "--port", str(port),
-               "--workers", "1", "--no-access-log", "--no-server-header", "--no-proxy-headers", "--log-level", "warning"]  # fmt: skip
+    control = control_command(port, 1)
     with running(control, env, port, "/docs", log_dir / "control-schema.log") as server:
         control_schema = wrk(
             wrk_bin,

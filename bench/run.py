@@ -222,6 +222,27 @@ def wrk(
     return summary
 
 
+def serve_command(port: int, workers: int) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "service",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+    ]
+
+
+def control_command(port: int, workers: int) -> list[str]:
+    """The control on the same server (uvicorn), loop, HTTP parser and workers as the service."""
+    return [sys.executable, "-m", "uvicorn", "bench.control_app:app", "--host", "127.0.0.1", "--port", str(port),
+            "--workers", str(workers), "--no-access-log", "--no-server-header", "--no-proxy-headers", "--log-level", "warning"]  # fmt: skip
+
+
 # --- ingest -------------------------------------------------------------------------------------
 
 
@@ -253,43 +274,23 @@ def ingest(
     results: dict[str, Any] = {"workers": workers}
 
     port = free_port()
-    control = [sys.executable, "-m", "uvicorn", "bench.control_app:app", "--host", "127.0.0.1", "--port", str(port),
-               "--workers", str(workers), "--no-access-log", "--no-server-header", "--no-proxy-headers", "--log-level", "warning"]  # fmt: skip
+    control = control_command(port, workers)
     with running(control, env, port, "/docs", log_dir / f"control-{workers}w.log") as server:
-        wrk(
-            wrk_bin,
-            server.base + EVENTS_PATH,
-            script=BENCH / "ingest.lua",
-            connections=args.connections,
-            duration=3,
-            threads=threads,
-            env_extra={},
-        )
+        options: dict[str, Any] = {
+            "script": BENCH / "ingest.lua",
+            "connections": args.connections,
+            "threads": threads,
+            "env_extra": {},
+        }
+        wrk(wrk_bin, server.base + EVENTS_PATH, duration=3, **options)  # warm-up
         results["control"] = wrk(
-            wrk_bin,
-            server.base + EVENTS_PATH,
-            script=BENCH / "ingest.lua",
-            connections=args.connections,
-            duration=args.duration,
-            threads=threads,
-            env_extra={},
+            wrk_bin, server.base + EVENTS_PATH, duration=args.duration, **options
         )
         results["control"]["rss_mb"] = server.rss_mb()
 
     asyncio.run(reset_events(db_url))
     port = free_port()
-    serve = [
-        sys.executable,
-        "-m",
-        "service",
-        "serve",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        str(workers),
-    ]
+    serve = serve_command(port, workers)
     with running(serve, env, port, "/readyz", log_dir / f"service-{workers}w.log") as server:
         wrk(
             wrk_bin,
