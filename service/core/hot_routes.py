@@ -19,11 +19,12 @@ from fastapi.params import Header, Path
 from fastapi.routing import APIRoute, APIRouter
 from pydantic import TypeAdapter, ValidationError
 from starlette.routing import Match, Route
-from starlette.types import Scope
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.core.errors import Unprocessable, validation_problem_detail
 
 Endpoint = Callable[..., Awaitable[Response]]
+ExceptionHandlers = dict[Any, Callable[[Request, Any], Response | Awaitable[Response]]]
 
 
 def hot(endpoint: Endpoint) -> Endpoint:
@@ -74,8 +75,47 @@ class HotRoute(Route):
         return match, child_scope
 
 
+class HotPathMiddleware:
+    """Serves the hot routes from inside the middleware stack, ahead of the router and of
+    Starlette's per-request exception and routing layers (about a third of a consent event's
+    CPU). It sits inside the observing and CORS middleware, so request ids, logs, metrics and
+    CORS apply as to any route; errors go to the app's own exception handlers. Anything else,
+    including a hot path with another method (405), goes on to the app."""
+
+    def __init__(self, app: ASGIApp, routes: list[HotRoute], handlers: ExceptionHandlers) -> None:
+        self.app = app
+        self.routes = routes
+        self.handlers = handlers
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            for route in self.routes:
+                match, child_scope = route.matches(scope)
+                if match is Match.FULL:
+                    scope.update(child_scope)
+                    request = Request(scope, receive, send)
+                    try:
+                        response = await route.endpoint(request)
+                    except Exception as exc:
+                        handler = self._handler(exc)
+                        if handler is None:
+                            raise
+                        answer = handler(request, exc)
+                        response = await answer if inspect.isawaitable(answer) else answer
+                    await response(scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
+
+    def _handler(self, exc: Exception) -> Any:
+        for kind in type(exc).__mro__:
+            if kind in self.handlers:
+                return self.handlers[kind]
+        return None
+
+
 def install_hot_routes(app: FastAPI, *routers: APIRouter) -> None:
-    """Put the hot routes of `routers` (included in `app` without a further prefix) first."""
+    """Serve the hot routes of `routers` (included in `app` without a further prefix) through
+    HotPathMiddleware. Call before adding the middleware that must wrap them (CORS, observing)."""
     hot_routes = [
         HotRoute(
             route.path, _starlette_endpoint(route.endpoint), methods=sorted(route.methods or ())
@@ -84,4 +124,4 @@ def install_hot_routes(app: FastAPI, *routers: APIRouter) -> None:
         for route in router.routes
         if isinstance(route, APIRoute) and getattr(route.endpoint, "__hot__", False)
     ]
-    app.router.routes[:0] = hot_routes
+    app.add_middleware(HotPathMiddleware, routes=hot_routes, handlers=app.exception_handlers)
