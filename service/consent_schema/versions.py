@@ -7,6 +7,7 @@ cache them for the life of the process; only "which version is current" is looke
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from service.consent_schema.tables import PropertyRow, SchemaVersionRow
 from service.core.errors import NotFound
 
 CURRENT_POINTER_TTL_SECONDS = 1.0
+MAX_CACHED_POINTERS = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,22 +163,72 @@ async def any_property_exists(session: AsyncSession) -> bool:
 
 class SchemaCatalog:
     """Per-process cache of published versions (immutable, kept forever) and of each property's
-    current pointer (looked up again after a second, or at once after a local publish)."""
+    current pointer (looked up again after a second, or at once after a local publish).
+
+    A pointer look-up is single-flight: when the cached pointer lapses under load, the requests
+    that find it stale share one query instead of each running its own. An unknown property is
+    remembered for the same second, so requests for names that do not exist cannot turn into a
+    query each."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         # Its own short connections: a request never holds one while it waits for something else.
         self._engine = engine
         self._versions: dict[tuple[str, int], PublishedVersion] = {}
-        self._current: dict[str, tuple[float, PropertyState]] = {}
+        self._current: dict[str, tuple[float, PropertyState | None]] = {}
+        self._lookups: dict[str, tuple[float, asyncio.Task[PropertyState | None]]] = {}
 
     def forget_current(self, property_name: str) -> None:
         self._current.pop(property_name, None)
+        self._lookups.pop(property_name, None)
 
     async def state(self, property_name: str, *, fresh: bool = False) -> PropertyState:
-        cached = self._current.get(property_name)
+        """The property's current pointer; `fresh` asks for one read after this call began."""
         now = time.monotonic()
+        cached = self._current.get(property_name)
         if cached is not None and not fresh and now - cached[0] < CURRENT_POINTER_TTL_SECONDS:
-            return cached[1]
+            state = cached[1]
+        else:
+            state = await self._look_up(property_name, not_before=now if fresh else 0.0)
+        if state is None:
+            raise NotFound(f"no property named {property_name!r}")
+        return state
+
+    async def _look_up(self, property_name: str, *, not_before: float) -> PropertyState | None:
+        running = self._lookups.get(property_name)
+        if running is None or running[0] < not_before:
+            started = time.monotonic()
+            task = asyncio.create_task(self._read_state(property_name))
+            running = (started, task)
+            self._lookups[property_name] = running
+            task.add_done_callback(lambda done: self._finished(property_name, running, done))
+        # Shielded: a waiter that goes away (client gone) does not cancel the others' look-up.
+        return await asyncio.shield(running[1])
+
+    def _finished(
+        self,
+        property_name: str,
+        running: tuple[float, asyncio.Task[PropertyState | None]],
+        task: asyncio.Task[PropertyState | None],
+    ) -> None:
+        if self._lookups.get(property_name) is not running:
+            # Forgotten by a local publish (or overtaken by a fresher look-up): its answer may
+            # predate what is current, so it is not cached.
+            if not task.cancelled():
+                task.exception()  # retrieved: every waiter may have gone
+            return
+        del self._lookups[property_name]
+        if task.cancelled() or task.exception() is not None:
+            return
+        if len(self._current) >= MAX_CACHED_POINTERS:
+            # Names that do not exist are remembered too, so a client inventing them cannot
+            # grow this without bound: lapsed entries go first, then all of them.
+            lapsed = time.monotonic() - CURRENT_POINTER_TTL_SECONDS
+            self._current = {k: v for k, v in self._current.items() if v[0] >= lapsed}
+            if len(self._current) >= MAX_CACHED_POINTERS:
+                self._current.clear()
+        self._current[property_name] = (running[0], task.result())
+
+    async def _read_state(self, property_name: str) -> PropertyState | None:
         async with self._engine.connect() as connection:
             row = (
                 await connection.execute(
@@ -186,10 +238,8 @@ class SchemaCatalog:
                 )
             ).one_or_none()
         if row is None:
-            raise NotFound(f"no property named {property_name!r}")
-        state = PropertyState(property_name, row.current_version, row.last_material_version)
-        self._current[property_name] = (now, state)
-        return state
+            return None
+        return PropertyState(property_name, row.current_version, row.last_material_version)
 
     async def version(self, property_name: str, number: int) -> PublishedVersion:
         key = (property_name, number)
