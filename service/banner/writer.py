@@ -10,13 +10,12 @@ cannot fail its neighbours; a database outage fails every waiting request (503),
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 import asyncpg
+import orjson
 
 from service.core.logging import get_logger
 
@@ -24,41 +23,25 @@ log = get_logger("service.banner.writer")
 
 MAX_BATCH = 500
 
-_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("event_id", "uuid"),
-    ("property", "text"),
-    ("subject_id", "uuid"),
-    ("event_type", "text"),
-    ("schema_version", "int4"),
-    ("choices", "jsonb"),
-    ("effective", "jsonb"),
-    ("gpc", "bool"),
-    ("dnt", "bool"),
-    ("signals_applied", "jsonb"),
-    ("ip_hash", "text"),
-    ("user_hash", "text"),
-    ("hash_key_id", "text"),
-    ("user_agent", "text"),
-    ("page_url", "text"),
-    ("tcf_string", "text"),
-    ("gpp_string", "text"),
-    ("request_hash", "text"),
-    ("recorded_at", "timestamptz"),
+# The batch travels as one JSON array of row objects: serialising it (orjson, in C) costs a few
+# microseconds a row where encoding one typed array per column cost about thirty, and the
+# statement is the same for any batch size, so it is prepared once per connection. A single
+# statement is atomic on its own: no BEGIN/COMMIT round trips around it.
+_NAMES = (
+    "event_id, property, subject_id, event_type, schema_version, choices, effective, gpc, dnt, "
+    "signals_applied, ip_hash, user_hash, hash_key_id, user_agent, page_url, tcf_string, "
+    "gpp_string, request_hash, recorded_at"
 )
-
-# One array parameter per column: the statement is the same for any batch size, so it is prepared
-# once per connection. (Built from the constant column list above, never from input.)
-_NAMES = ", ".join(name for name, _ in _COLUMNS)
-_ARRAYS = ", ".join(f"${i}::{kind}[]" for i, (_, kind) in enumerate(_COLUMNS, 1))
 INSERT_SQL = (
-    f"INSERT INTO consent_events ({_NAMES}) SELECT * FROM unnest({_ARRAYS}) "  # noqa: S608
+    f"INSERT INTO consent_events ({_NAMES}) "  # noqa: S608 (a constant column list)
+    f"SELECT {_NAMES} FROM jsonb_populate_recordset(NULL::consent_events, $1::jsonb) "
     "ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
 )
 
 
 @dataclass(slots=True)
 class NewEvent:
-    """A row of consent_events, in insert order; JSON columns already serialised."""
+    """A row of consent_events, as the batch's JSON carries it (field names are column names)."""
 
     event_id: uuid.UUID
     property: str
@@ -79,32 +62,17 @@ class NewEvent:
     gpp_string: str | None
     request_hash: str
     recorded_at: datetime
-    done: asyncio.Future[bool] = field(
-        default_factory=lambda: asyncio.get_running_loop().create_future()
-    )
 
-    def values(self) -> tuple[Any, ...]:
-        return (
-            self.event_id,
-            self.property,
-            self.subject_id,
-            self.event_type,
-            self.schema_version,
-            json.dumps(self.choices),
-            json.dumps(self.effective),
-            self.gpc,
-            self.dnt,
-            json.dumps(self.signals_applied),
-            self.ip_hash,
-            self.user_hash,
-            self.hash_key_id,
-            self.user_agent,
-            self.page_url,
-            self.tcf_string,
-            self.gpp_string,
-            self.request_hash,
-            self.recorded_at,
-        )
+
+def batch_json(batch: list[NewEvent]) -> str:
+    """The rows of `batch` as one JSON array (orjson writes a dataclass as an object)."""
+    return orjson.dumps(batch).decode()
+
+
+@dataclass(slots=True)
+class _Pending:
+    event: NewEvent
+    done: asyncio.Future[bool]
 
 
 class WriterClosed(RuntimeError):
@@ -119,7 +87,7 @@ class EventWriter:
         self._dsn = dsn
         self._connection: asyncpg.Connection | None = None
         self._max_batch = max_batch
-        self._queue: list[NewEvent] = []
+        self._queue: list[_Pending] = []
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
@@ -141,9 +109,10 @@ class EventWriter:
         """Insert and commit `event`; True if new, False if its event_id was already stored."""
         if self._closing:
             raise WriterClosed("the service is shutting down")
-        self._queue.append(event)
+        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Pending(event, done))
         self._wakeup.set()
-        return await event.done
+        return await done
 
     async def _run(self) -> None:
         while True:
@@ -156,25 +125,26 @@ class EventWriter:
             if self._closing:
                 return
 
-    async def _flush(self, batch: list[NewEvent]) -> None:
+    async def _flush(self, batch: list[_Pending]) -> None:
         try:
-            inserted = await self._insert(batch)
+            inserted = await self._insert([pending.event for pending in batch])
         except Exception as exc:
             log.warning("event_batch_failed", size=len(batch), error=type(exc).__name__)
             if len(batch) > 1 and _row_error(exc):
-                for event in batch:  # find the row at fault; the others still land
-                    await self._flush([event])
+                for pending in batch:  # find the row at fault; the others still land
+                    await self._flush([pending])
             else:
-                for event in batch:
-                    _settle(event, exc=exc)
+                for pending in batch:
+                    _settle(pending.done, exc=exc)
             return
-        for event in batch:
+        for pending in batch:
             # The same event_id twice in one batch is stored once: the first is the new one.
-            _settle(event, inserted=event.event_id in inserted)
-            inserted.discard(event.event_id)
+            event_id = pending.event.event_id
+            _settle(pending.done, inserted=event_id in inserted)
+            inserted.discard(event_id)
 
     async def _insert(self, batch: list[NewEvent]) -> set[uuid.UUID]:
-        columns = list(zip(*(event.values() for event in batch), strict=True))
+        document = batch_json(batch)
         connection = self._connection
         if connection is None or connection.is_closed():
             connection = self._connection = await asyncpg.connect(
@@ -184,8 +154,7 @@ class EventWriter:
                 timeout=5,
             )
         try:
-            async with connection.transaction():
-                rows = await connection.fetch(INSERT_SQL, *columns)
+            rows = await connection.fetch(INSERT_SQL, document)
         except (OSError, asyncpg.exceptions.InterfaceError, asyncpg.PostgresConnectionError):
             # The connection is gone (restart, failover): the next batch opens a new one.
             self._connection = None
@@ -201,10 +170,12 @@ def _row_error(exc: BaseException) -> bool:
     )
 
 
-def _settle(event: NewEvent, *, inserted: bool = False, exc: BaseException | None = None) -> None:
-    if event.done.done():  # its request went away; the row is committed (or not) regardless
+def _settle(
+    done: asyncio.Future[bool], *, inserted: bool = False, exc: BaseException | None = None
+) -> None:
+    if done.done():  # its request went away; the row is committed (or not) regardless
         return
     if exc is not None:
-        event.done.set_exception(exc)
+        done.set_exception(exc)
     else:
-        event.done.set_result(inserted)
+        done.set_result(inserted)
