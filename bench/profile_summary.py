@@ -18,6 +18,8 @@ def main(paths: list[str]) -> None:
         with open(path) as profile:
             for line in profile:
                 stack, _, count = line.rstrip().rpartition(" ")
+                if not count.isdigit():  # py-spy ends some files with a blank line
+                    continue
                 samples = int(count)
                 frames = stack.split(";")
                 total += samples

@@ -120,6 +120,30 @@ def service_env(db_url: str) -> dict[str, str]:
     return env
 
 
+def database_cpu_seconds() -> float:
+    """CPU time used so far by every PostgreSQL process on this machine (the bench's server and
+    any other, idle one)."""
+    import psutil
+
+    total = 0.0
+    for process in psutil.process_iter(["name", "cpu_times"]):
+        if process.info["name"] in {"postgres", "postmaster"} and process.info["cpu_times"]:
+            total += sum(process.info["cpu_times"][:2])
+    return total
+
+
+def cpu_per_request(
+    run: dict[str, Any], server: Server, before: tuple[float, float]
+) -> dict[str, float]:
+    """CPU microseconds per answered request, by the server's workers, PostgreSQL and wrk."""
+    requests = max(run["requests"], 1)
+    return {
+        "service": round((server.cpu_seconds() - before[0]) * 1e6 / requests, 1),
+        "database": round((database_cpu_seconds() - before[1]) * 1e6 / requests, 1),
+        "wrk": round(run["wrk_cpu_s"] * 1e6 / requests, 1),
+    }
+
+
 def cli(env: dict[str, str], *args: str) -> str:
     return subprocess.run(
         [sys.executable, "-m", "service", *args], env=env, cwd=ROOT, check=True,
@@ -148,6 +172,12 @@ class Server:
             if "python" in c.name().lower() and "resource_tracker" not in " ".join(c.cmdline())
         ] or [parent]
         return [p.pid for p in workers]
+
+    def cpu_seconds(self) -> float:
+        """CPU time used so far by the serving processes."""
+        import psutil
+
+        return sum(sum(psutil.Process(pid).cpu_times()[:2]) for pid in self.worker_pids())
 
     def rss_mb(self) -> list[float]:
         import psutil
@@ -207,11 +237,16 @@ def wrk(
     with tempfile.TemporaryDirectory() as folder:
         summary_file = Path(folder) / "summary.json"
         env = {**os.environ, **env_extra, "BENCH_SUMMARY_FILE": str(summary_file)}
-        subprocess.run(
+        process = subprocess.Popen(
             [binary, f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--timeout", "10s", "-s", str(script), url],
-            env=env, check=True, stdout=subprocess.DEVNULL,
+            env=env, stdout=subprocess.DEVNULL,
         )  # fmt: skip
+        _, status, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
+        if process.returncode:
+            raise subprocess.CalledProcessError(process.returncode, binary)
         summary: dict[str, Any] = json.loads(summary_file.read_text())
+    summary["wrk_cpu_s"] = usage.ru_utime + usage.ru_stime
     seconds = summary["duration_us"] / 1e6
     summary["rps"] = round(summary["requests"] / seconds, 1)
     summary["errors"] = sum(
@@ -283,10 +318,11 @@ def ingest(
             "env_extra": {},
         }
         wrk(wrk_bin, server.base + EVENTS_PATH, duration=3, **options)  # warm-up
-        results["control"] = wrk(
-            wrk_bin, server.base + EVENTS_PATH, duration=args.duration, **options
-        )
-        results["control"]["rss_mb"] = server.rss_mb()
+        before = (server.cpu_seconds(), database_cpu_seconds())
+        control_run = wrk(wrk_bin, server.base + EVENTS_PATH, duration=args.duration, **options)
+        control_run["cpu_us_per_request"] = cpu_per_request(control_run, server, before)
+        control_run["rss_mb"] = server.rss_mb()
+        results["control"] = control_run
 
     asyncio.run(reset_events(db_url))
     port = free_port()
@@ -314,6 +350,7 @@ def ingest(
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 ))  # fmt: skip
                 print(f"  profiling worker {pid} into {out}")
+        before = (server.cpu_seconds(), database_cpu_seconds())
         with tempfile.TemporaryDirectory() as folder:
             acked_file = Path(folder) / "acked.txt"
             run = wrk(
@@ -326,6 +363,7 @@ def ingest(
                 env_extra={"BENCH_ACKED_FILE": str(acked_file)},
             )
             acked = set(acked_file.read_text().split())
+        run["cpu_us_per_request"] = cpu_per_request(run, server, before)
         for profiler in profilers:
             profiler.wait(30)
         run["rss_mb"] = server.rss_mb()
@@ -350,6 +388,11 @@ def print_ingest(result: dict[str, Any]) -> None:
             f"  {name:10} {r['rps']:>9} {r['p50_ms']:>8} {r['p95_ms']:>8} {r['p99_ms']:>8} {r['errors']:>7} {r['rss_mb']!s:>14}"
         )
     print(f"  ratio to control: {s['ratio_to_control']}")
+    for name, r in (("control", c), ("service", s)):
+        cpu = r["cpu_us_per_request"]
+        print(
+            f"  CPU µs per request, {name}: server {cpu['service']}, PostgreSQL {cpu['database']}, wrk {cpu['wrk']}"
+        )
     print(
         f"  acknowledged {s['acknowledged']}, stored {s['stored']}, lost {s['lost']}, stored but not acknowledged {s['unacknowledged_stored']}"
     )
