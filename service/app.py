@@ -12,6 +12,7 @@ import asyncpg
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
+from starlette.types import ASGIApp
 
 from service import __version__
 from service.banner.events import ConsentEventIn
@@ -24,7 +25,7 @@ from service.core.db import create_engine, create_sessionmaker, sync_dsn
 from service.core.embedded import database_url
 from service.core.errors import install_error_handlers
 from service.core.hashing import Hasher
-from service.core.hot_routes import install_hot_routes
+from service.core.hot_routes import HotPathApp, install_hot_routes
 from service.core.logging import configure_logging, get_logger
 from service.core.migrations import head_revision
 from service.core.observe import ObserveMiddleware
@@ -146,7 +147,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             async with _resources(app, settings, url):
                 yield
 
-    app = FastAPI(
+    app = HotPathApp(
         title="Consent record service",
         version=__version__,
         description=DESCRIPTION,
@@ -161,16 +162,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(banner_router)
     app.include_router(consent_schema_router)
     app.include_router(dsr_router)
-    install_hot_routes(app, banner_router, consent_schema_router)
     app.include_router(health_router)
-    if settings.cors_origins:
-        app.add_middleware(
-            CORSMiddleware,
-            allow_origins=settings.cors_origins,
-            allow_methods=["GET", "POST"],
-            allow_headers=["Content-Type", "If-None-Match", "X-Request-ID"],
-            expose_headers=["ETag", "X-Request-ID"],
-            max_age=600,
-        )
+    cors: dict[str, Any] | None = (
+        {
+            "allow_origins": settings.cors_origins,
+            "allow_methods": ["GET", "POST"],
+            "allow_headers": ["Content-Type", "If-None-Match", "X-Request-ID"],
+            "expose_headers": ["ETag", "X-Request-ID"],
+            "max_age": 600,
+        }
+        if settings.cors_origins
+        else None
+    )
+    if cors is not None:
+        app.add_middleware(CORSMiddleware, **cors)
     app.add_middleware(ObserveMiddleware)
+
+    def wrap(inner: ASGIApp) -> ASGIApp:
+        """The same middleware, in the same order, for the hot routes' own stack."""
+        return ObserveMiddleware(CORSMiddleware(inner, **cors) if cors is not None else inner)
+
+    install_hot_routes(app, banner_router, consent_schema_router, wrap=wrap)
     return app

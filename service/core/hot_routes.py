@@ -1,11 +1,12 @@
-"""Hot routes: served by Starlette directly, documented by FastAPI.
+"""Hot routes: served ahead of the framework's per-request machinery, documented by FastAPI.
 
 The banner endpoints run on every page view of every site, and FastAPI's per-request machinery
-(dependency solving, nested router matching, response-model handling) costs more than their own
-work. An endpoint marked `@hot` keeps its FastAPI route for OpenAPI and /docs, and is also
-registered first in the app's routes as a plain Starlette route that calls the same function. Its
-parameters are limited to what this module can fill in: the `Request`, path parameters (validated
-with their declared type and constraints, a failure being the same 422 problem) and headers.
+(middleware layers, dependency solving, nested router matching, response-model handling) costs
+more than their own work. An endpoint marked `@hot` keeps its FastAPI route for OpenAPI and
+/docs, and `HotPathApp` serves it directly as a plain Starlette route that calls the same
+function. Its parameters are limited to what this module can fill in: the `Request`, path
+parameters (validated with their declared type and constraints, a failure being the same 422
+problem) and headers.
 """
 
 from __future__ import annotations
@@ -75,36 +76,24 @@ class HotRoute(Route):
         return match, child_scope
 
 
-class HotPathMiddleware:
-    """Serves the hot routes from inside the middleware stack, ahead of the router and of
-    Starlette's per-request exception and routing layers (about a third of a consent event's
-    CPU). It sits inside the observing and CORS middleware, so request ids, logs, metrics and
-    CORS apply as to any route; errors go to the app's own exception handlers. Anything else,
-    including a hot path with another method (405), goes on to the app."""
+class HotEndpoints:
+    """The innermost app of the hot stack: calls the matched hot route's endpoint, and sends an
+    exception it raises to the app's own exception handlers (the same problem documents)."""
 
-    def __init__(self, app: ASGIApp, routes: list[HotRoute], handlers: ExceptionHandlers) -> None:
-        self.app = app
-        self.routes = routes
+    def __init__(self, handlers: ExceptionHandlers) -> None:
         self.handlers = handlers
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            for route in self.routes:
-                match, child_scope = route.matches(scope)
-                if match is Match.FULL:
-                    scope.update(child_scope)
-                    request = Request(scope, receive, send)
-                    try:
-                        response = await route.endpoint(request)
-                    except Exception as exc:
-                        handler = self._handler(exc)
-                        if handler is None:
-                            raise
-                        answer = handler(request, exc)
-                        response = await answer if inspect.isawaitable(answer) else answer
-                    await response(scope, receive, send)
-                    return
-        await self.app(scope, receive, send)
+        request = Request(scope, receive, send)
+        try:
+            response = await scope["route"].endpoint(request)
+        except Exception as exc:
+            handler = self._handler(exc)
+            if handler is None:
+                raise
+            answer = handler(request, exc)
+            response = await answer if inspect.isawaitable(answer) else answer
+        await response(scope, receive, send)
 
     def _handler(self, exc: Exception) -> Any:
         for kind in type(exc).__mro__:
@@ -113,15 +102,43 @@ class HotPathMiddleware:
         return None
 
 
-def install_hot_routes(app: FastAPI, *routers: APIRouter) -> None:
+class HotPathApp(FastAPI):
+    """A FastAPI app that serves its hot routes ahead of its own middleware stack and router.
+
+    Starlette's error layer, FastAPI's telemetry and body-limit layers, the exception layer and
+    the router cost more CPU per request than a consent event's own work. A request for a hot
+    route goes instead through a stack of its own, built by `install_hot_routes` from the same
+    observing and CORS middleware the app has (request ids, logs, metrics and CORS apply alike)
+    around `HotEndpoints`. Anything else, including a hot path with another method (405), goes
+    to the app as usual."""
+
+    hot_routes: tuple[HotRoute, ...] = ()
+    hot_stack: ASGIApp | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and self.hot_stack is not None:
+            for route in self.hot_routes:
+                match, child_scope = route.matches(scope)
+                if match is Match.FULL:
+                    scope.update(child_scope)
+                    scope["app"] = self
+                    await self.hot_stack(scope, receive, send)
+                    return
+        await super().__call__(scope, receive, send)
+
+
+def install_hot_routes(
+    app: HotPathApp, *routers: APIRouter, wrap: Callable[[ASGIApp], ASGIApp]
+) -> None:
     """Serve the hot routes of `routers` (included in `app` without a further prefix) through
-    HotPathMiddleware. Call before adding the middleware that must wrap them (CORS, observing)."""
-    hot_routes = [
+    `wrap(HotEndpoints)`: `wrap` adds the middleware a hot request must pass, as the app adds
+    them for the others."""
+    app.hot_routes = tuple(
         HotRoute(
             route.path, _starlette_endpoint(route.endpoint), methods=sorted(route.methods or ())
         )
         for router in routers
         for route in router.routes
         if isinstance(route, APIRoute) and getattr(route.endpoint, "__hot__", False)
-    ]
-    app.add_middleware(HotPathMiddleware, routes=hot_routes, handlers=app.exception_handlers)
+    )
+    app.hot_stack = wrap(HotEndpoints(app.exception_handlers))
