@@ -15,6 +15,7 @@ from fastapi.openapi.utils import get_openapi
 from starlette.types import ASGIApp
 
 from service import __version__
+from service.banner.client_ip import ClientAddress
 from service.banner.events import ConsentEventIn
 from service.banner.routes import router as banner_router
 from service.banner.writer import EventWriter
@@ -85,6 +86,7 @@ async def _resources(app: FastAPI, settings: Settings, url: str) -> AsyncIterato
     app.state.engine = engine
     app.state.sessionmaker = create_sessionmaker(engine)
     app.state.hasher = build_hasher(settings)
+    app.state.client_address = ClientAddress(settings.trusted_proxies)
     app.state.migration_head = head_revision()
     app.state.catalog = SchemaCatalog(engine)
     app.state.clock = utc_now

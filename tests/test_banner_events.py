@@ -177,7 +177,12 @@ def _client_for(app: FastAPI, peer: str) -> httpx.AsyncClient:
     )
 
 
-async def _ip_hash(app: FastAPI, db: asyncpg.Connection, peer: str, headers: dict[str, str]) -> str:
+async def _ip_hash(
+    app: FastAPI,
+    db: asyncpg.Connection,
+    peer: str,
+    headers: dict[str, str] | list[tuple[str, str]],
+) -> str:
     async with _client_for(app, peer) as client:
         response = await client.post(ITSAILOR, json=event(), headers=headers)
         assert response.status_code == 201
@@ -199,6 +204,9 @@ async def test_forwarded_headers_only_from_trusted_proxies(
         assert await _ip_hash(app, db, "10.0.0.5", chain) == hasher.ip("192.0.2.44")
         forwarded = {"Forwarded": 'for=192.0.2.60;proto=https, for="[2001:db8::7]:443"'}
         assert await _ip_hash(app, db, "10.0.0.5", forwarded) == hasher.ip("2001:db8::7")
+        # Several lines of the header are one list, in order: the last line's address is nearest.
+        lines = [("X-Forwarded-For", "198.51.100.1"), ("X-Forwarded-For", "192.0.2.45, 10.0.0.9")]
+        assert await _ip_hash(app, db, "10.0.0.5", lines) == hasher.ip("192.0.2.45")
         # No header: the proxy itself is all we know.
         assert await _ip_hash(app, db, "10.0.0.5", {}) == hasher.ip("10.0.0.5")
 

@@ -3,64 +3,77 @@
 The socket peer is the client unless the peer is a configured trusted proxy; then the proxy's
 `X-Forwarded-For` (or RFC 7239 `Forwarded`) is read from the right, skipping further trusted
 proxies, and the first address not ours is the client. Headers from anyone else are ignored:
-a browser can write any `X-Forwarded-For` it likes.
+a browser can write any `X-Forwarded-For` it likes. Several lines of one header count as one
+comma-separated list, in order (RFC 9110 §5.3).
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable
 
 from service.core.config import IpNetworks
-
-IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+from service.core.hashing import canonical_ip
 
 _FORWARDED_FOR = re.compile(r'for=(?:"([^"]*)"|([^;,\s]*))', re.IGNORECASE)
 
 
-def parse_ip(value: str) -> IpAddress | None:
+def parse_ip(value: str) -> str | None:
+    """The canonical text of a forwarded address, which may carry a port (`v4:port`,
+    `[v6]:port`) or brackets; None when it is not an address (e.g. RFC 7239 `unknown`)."""
     value = value.strip()
     if value.startswith("["):  # [v6]:port or [v6]
         value = value[1 : value.find("]")] if "]" in value else value
     elif value.count(":") == 1:  # v4:port
         value = value.split(":", 1)[0]
-    try:
-        address = ipaddress.ip_address(value)
-    except ValueError:
-        return None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    return address
+    return canonical_ip(value)
 
 
-def _trusted(address: IpAddress, proxies: IpNetworks) -> bool:
-    return any(address.version == network.version and address in network for network in proxies)
-
-
-def _forwarded_chain(headers: Mapping[str, str]) -> list[str]:
-    forwarded = headers.get("forwarded")
+def _forwarded_chain(headers: Iterable[tuple[bytes, bytes]]) -> list[str]:
+    forwarded: list[str] = []
+    xff: list[str] = []
+    for name, value in headers:
+        if name == b"forwarded":
+            forwarded.append(value.decode("latin-1"))
+        elif name == b"x-forwarded-for":
+            xff.append(value.decode("latin-1"))
     if forwarded:
-        return [quoted or bare for quoted, bare in _FORWARDED_FOR.findall(forwarded)]
-    xff = headers.get("x-forwarded-for")
-    if xff:
-        return [part for part in xff.split(",") if part.strip()]
-    return []
+        return [quoted or bare for quoted, bare in _FORWARDED_FOR.findall(",".join(forwarded))]
+    return [part for part in ",".join(xff).split(",") if part.strip()]
 
 
-def client_ip(
-    peer: str | None, headers: Mapping[str, str], proxies: IpNetworks
-) -> IpAddress | None:
-    """The client address, normalised (IPv4-mapped IPv6 becomes IPv4); None when unknown."""
-    address = parse_ip(peer) if peer else None
-    if address is None or not proxies or not _trusted(address, proxies):
-        return address
-    for hop in reversed(_forwarded_chain(headers)):
-        candidate = parse_ip(hop)
-        if candidate is None:
-            # "unknown" or an obfuscated identifier (RFC 7239): the client cannot be known.
-            return None
-        address = candidate
-        if not _trusted(address, proxies):
+class ClientAddress:
+    """Finds the client address of a request, given the trusted proxies (built once per app)."""
+
+    MAX_REMEMBERED = 4096
+
+    def __init__(self, proxies: IpNetworks) -> None:
+        self._proxies = tuple(proxies)
+        self._trusted: dict[str, bool] = {}
+
+    def __call__(self, peer: str | None, headers: Iterable[tuple[bytes, bytes]]) -> str | None:
+        """The client address in canonical text (see `canonical_ip`); None when unknown.
+        `headers` are the raw ASGI header pairs (lower-case names)."""
+        address = parse_ip(peer) if peer else None
+        if address is None or not self._proxies or not self.trusted(address):
             return address
-    return address
+        for hop in reversed(_forwarded_chain(headers)):
+            candidate = parse_ip(hop)
+            if candidate is None:
+                # "unknown" or an obfuscated identifier (RFC 7239): the client cannot be known.
+                return None
+            address = candidate
+            if not self.trusted(address):
+                return address
+        return address
+
+    def trusted(self, address: str) -> bool:
+        known = self._trusted.get(address)
+        if known is None:
+            ip = ipaddress.ip_address(address)
+            known = any(ip.version == net.version and ip in net for net in self._proxies)
+            # Remembered for the few addresses proxies have; not for every client in the world.
+            if len(self._trusted) < self.MAX_REMEMBERED:
+                self._trusted[address] = known
+        return known

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import uuid
-from datetime import datetime
 from typing import Annotated, Any
 
+import orjson
 from fastapi import APIRouter, Path, Request, Response, status
 from pydantic import ValidationError
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from service.banner.client_ip import client_ip
 from service.banner.events import (
     USER_AGENT_MAX,
     ConsentEventIn,
@@ -47,14 +45,15 @@ MAX_BODY_BYTES = 32 * 1024
 ACCEPTED_MEDIA_TYPES = {"application/json", "text/plain"}
 
 
-async def read_event(request: Request) -> ConsentEventIn:
+async def read_event(request: Request, headers: dict[bytes, bytes]) -> ConsentEventIn:
     """The event body, as JSON or as the `text/plain` that `navigator.sendBeacon` sends."""
-    media_type = request.headers.get("content-type", "application/json").split(";")[0].strip()
+    content_type = headers.get(b"content-type", b"application/json").decode("latin-1")
+    media_type = content_type.split(";")[0].strip()
     if media_type.lower() not in ACCEPTED_MEDIA_TYPES:
         raise UnsupportedMediaType(
             f"send the event as application/json or text/plain, not {media_type[:100]!r}"
         )
-    declared = request.headers.get("content-length", "")
+    declared = headers.get(b"content-length", b"")
     if declared.isdigit():
         if int(declared) > MAX_BODY_BYTES:
             raise PayloadTooLarge(f"an event body is at most {MAX_BODY_BYTES} bytes")
@@ -73,33 +72,28 @@ async def read_event(request: Request) -> ConsentEventIn:
         raise Unprocessable(detail, extra={"errors": errors}) from None
 
 
-def _iso(value: datetime) -> str:
-    return value.isoformat().replace("+00:00", "Z")
-
-
 def record_json(event: NewEvent, version: PublishedVersion) -> bytes:
     """The ConsentRecord of a just-stored event, serialised straight from the values this code
     computed (the hot path: no model to build and validate again). Same fields and formats as
     ConsentRecord; a test compares the two."""
     event_type = EventType(event.event_type)
     status = decision_status(event_type, event.effective, version.optional)
-    expires_at = expiry(event.recorded_at, version.ttl_days, event_type)
-    return json.dumps(
+    return orjson.dumps(
         {
-            "event_id": str(event.event_id),
-            "subject_id": str(event.subject_id),
+            "event_id": event.event_id,
+            "subject_id": event.subject_id,
             "property": event.property,
             "event_type": event.event_type,
             "schema_version": event.schema_version,
-            "recorded_at": _iso(event.recorded_at),
+            "recorded_at": event.recorded_at,
             "choices": event.choices,
             "effective": event.effective,
             "signals": {"gpc": event.gpc, "dnt": event.dnt, "applied": event.signals_applied},
             "status": status.value if status else None,
-            "expires_at": _iso(expires_at) if expires_at else None,
+            "expires_at": expiry(event.recorded_at, version.ttl_days, event_type),
         },
-        separators=(",", ":"),
-    ).encode()
+        option=orjson.OPT_UTC_Z,
+    )
 
 
 EXISTING = text(
@@ -137,37 +131,35 @@ EVENT_BODY_SCHEMA: dict[str, Any] = {"$ref": "#/components/schemas/ConsentEventI
 async def record_consent_event(property: PropertyName, request: Request) -> Response:
     # The hot path: no database session (the catalog is cached, the writer has its own
     # connection), no dependency beyond the path parameter.
-    catalog: SchemaCatalog = request.app.state.catalog
-    event = await read_event(request)
-    state = await catalog.state(property)
-    if event.schema_version > state.current_version:
+    state = request.app.state
+    catalog: SchemaCatalog = state.catalog
+    headers = dict(request.scope["headers"])  # one pass; the names are lower-case bytes
+    event = await read_event(request, headers)
+    current = await catalog.state(property)
+    if event.schema_version > current.current_version:
         # The cached pointer may lag a publish made by another process: ask once more.
-        state = await catalog.state(property, fresh=True)
-        if event.schema_version > state.current_version:
+        current = await catalog.state(property, fresh=True)
+        if event.schema_version > current.current_version:
             raise Unprocessable(
                 f"schema_version {event.schema_version} is newer than the current version "
-                f"{state.current_version} of {property!r}",
+                f"{current.current_version} of {property!r}",
                 extra={"errors": [{"pointer": "/body/schema_version", "detail": "not published"}]},
             )
     version = await catalog.version(property, event.schema_version)
     optional = version.optional
     choices = resolve_choices(event, required=version.required, optional=optional)
 
-    headers = request.headers
-    gpc = headers.get("sec-gpc", "").strip() == "1" or event.gpc is True
-    dnt = headers.get("dnt", "").strip() == "1"
+    gpc = headers.get(b"sec-gpc", b"").strip() == b"1" or event.gpc is True
+    dnt = headers.get(b"dnt", b"").strip() == b"1"
     honoured = version.honours
     applied = [
-        s.value
-        for s, present in ((Signal.GPC, gpc), (Signal.DNT, dnt))
-        if present and honoured[s.value]
+        s for s, present in ((Signal.GPC, gpc), (Signal.DNT, dnt)) if present and honoured[s.value]
     ]
 
-    settings = request.app.state.settings
-    hasher: Hasher = request.app.state.hasher
-    peer = request.client.host if request.client else None
-    address = client_ip(peer, headers, settings.trusted_proxies)
-    now: datetime = request.app.state.clock()
+    hasher: Hasher = state.hasher
+    client = request.scope.get("client")
+    address = state.client_address(client[0] if client else None, request.scope["headers"])
+    user_agent = headers.get(b"user-agent")
     new = NewEvent(
         event_id=event.event_id or uuid.uuid4(),
         property=property,
@@ -175,28 +167,30 @@ async def record_consent_event(property: PropertyName, request: Request) -> Resp
         event_type=event.event_type.value,
         schema_version=event.schema_version,
         choices=choices,
-        effective=apply_signals(choices, optional=optional, applied=[Signal(s) for s in applied]),
+        effective=apply_signals(choices, optional=optional, applied=applied),
         gpc=gpc,
         dnt=dnt,
-        signals_applied=applied,
-        ip_hash=hasher.ip_normalised(str(address)) if address is not None else None,
+        signals_applied=[s.value for s in applied],
+        ip_hash=hasher.ip_normalised(address) if address is not None else None,
         user_hash=hasher.user(event.user_id) if event.user_id is not None else None,
         hash_key_id=hasher.current.key_id,
-        user_agent=cap(headers.get("user-agent"), USER_AGENT_MAX),
+        user_agent=(
+            cap(user_agent.decode("latin-1"), USER_AGENT_MAX) if user_agent is not None else None
+        ),
         page_url=event.page_url,
         tcf_string=event.tcf_string,
         gpp_string=event.gpp_string,
         request_hash=event.request_hash(property),
-        recorded_at=now,
+        recorded_at=state.clock(),
     )
-    writer: EventWriter = request.app.state.writer
+    writer: EventWriter = state.writer
     if await writer.write(new):
         return Response(
             record_json(new, version),
             status_code=status.HTTP_201_CREATED,
             media_type="application/json",
         )
-    return await _replay(request.app.state.engine, catalog, new)
+    return await _replay(state.engine, catalog, new)
 
 
 async def _replay(engine: AsyncEngine, catalog: SchemaCatalog, new: NewEvent) -> Response:

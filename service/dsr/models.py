@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import uuid
 from datetime import datetime
 from enum import StrEnum
@@ -20,6 +19,7 @@ from pydantic import (
 
 from service.banner.events import ConsentRecord
 from service.consent_schema.document import PROPERTY_PATTERN
+from service.core.hashing import canonical_ip
 
 
 class IdentifierType(StrEnum):
@@ -69,10 +69,8 @@ class DsrQuery(BaseModel):
     def _valid_ip(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        try:
-            ipaddress.ip_address(value.strip())
-        except ValueError:
-            raise ValueError("not an IPv4 or IPv6 address") from None
+        if canonical_ip(value) is None:
+            raise ValueError("not an IPv4 or IPv6 address")
         return value.strip()
 
     @model_validator(mode="after")

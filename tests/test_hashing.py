@@ -1,0 +1,60 @@
+"""The canonical text of an IP address, which every IP hash is taken of: the fast C-library
+version must agree with Python's `ipaddress` on every address, or a DSR look-up by IP would miss
+the events stored for it."""
+
+from __future__ import annotations
+
+import ipaddress
+import random
+
+import pytest
+from pydantic import SecretStr
+
+from service.core.hashing import Hasher, canonical_ip, normalise_ip
+
+
+def reference(text: str) -> str | None:
+    try:
+        ip = ipaddress.ip_address(text.strip())
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.scope_id:
+            return None
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+    return str(ip)
+
+
+EDGES = [
+    "1.2.3.4", " 10.0.0.1 ", "255.255.255.255", "0.0.0.0", "01.2.3.4", "256.1.1.1", "1.2.3",
+    "::", "::1", "::1.2.3.4", "::ffff:1.2.3.4", "::FFFF:102:304", "::ffff:0:1.2.3.4",
+    "64:ff9b::1.2.3.4", "2001:DB8::1", "2001:db8:0:0:1:0:0:1", "2001:db8::", "1::",
+    "fe80::1%eth0", "", "abc", "1.2.3.4\x00", "ü::1", "1:2:3:4:5:6:7:8:9",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("text", EDGES)
+def test_edge_cases_match_ipaddress(text: str) -> None:
+    assert canonical_ip(text) == reference(text)
+
+
+def test_random_addresses_match_ipaddress() -> None:
+    rng = random.Random(20261126)
+    for _ in range(20_000):
+        if rng.random() < 0.3:
+            text = ".".join(str(rng.randint(0, 255)) for _ in range(4))
+        else:
+            # Many zero and 0xffff words: the compression and mapped/compatible forms.
+            words = [rng.choice([0, 0, 0, 0xFFFF, rng.randint(0, 0xFFFF)]) for _ in range(8)]
+            text = ":".join(f"{word:x}" for word in words)
+        assert canonical_ip(text) == reference(text), text
+
+
+def test_one_address_one_hash_whatever_its_spelling() -> None:
+    hasher = Hasher.from_secrets(SecretStr("k" * 40), [])
+    spellings = ["2001:DB8:0:0:0:0:0:7", "2001:db8::7", " 2001:0db8::0007 "]
+    assert len({hasher.ip(s) for s in spellings}) == 1
+    assert hasher.ip("::ffff:192.0.2.1") == hasher.ip("192.0.2.1")
+    with pytest.raises(ValueError, match="not an IPv4 or IPv6 address"):
+        normalise_ip("192.0.2.300")
