@@ -1,6 +1,11 @@
 from __future__ import annotations
 
+import io
+import json
+
 import httpx
+
+from service.core.logging import configure_logging
 
 
 async def test_healthz(client: httpx.AsyncClient) -> None:
@@ -33,3 +38,31 @@ async def test_metrics_count_requests_by_route_template(client: httpx.AsyncClien
     assert 'route="<unmatched>",status="404"' in body
     assert "ff00" not in body
     assert "consent_http_request_duration_seconds_bucket" in body
+
+
+async def test_access_log_lines_are_json_and_follow_the_level(client: httpx.AsyncClient) -> None:
+    stream = io.StringIO()
+    try:
+        configure_logging("INFO", stream)
+        await client.get("/healthz", headers={"X-Request-ID": "trace-me"})
+        lines = [json.loads(text) for text in stream.getvalue().splitlines()]
+        (line,) = [line for line in lines if line["logger"] == "service.access"]
+        assert line.pop("timestamp").endswith("Z")
+        assert line.pop("duration_ms") >= 0
+        assert line == {
+            "event": "request",
+            "level": "info",
+            "logger": "service.access",
+            "request_id": "trace-me",
+            "method": "GET",
+            "route": "/healthz",
+            "status": 200,
+        }
+
+        stream.seek(0)
+        stream.truncate()
+        configure_logging("WARNING", stream)
+        await client.get("/healthz")
+        assert "service.access" not in stream.getvalue()
+    finally:
+        configure_logging("INFO")

@@ -26,7 +26,7 @@ async def test_client_ips_never_reach_the_logs(
     await client.get("/healthz", headers={**headers, "X-Request-ID": FORWARDED_IP})
 
     logs = captured_logs.getvalue()
-    assert '"route": "/healthz"' in logs  # the access log did run and was captured
+    assert '"route":"/healthz"' in logs  # the access log did run and was captured
     for address in (CLIENT_IP, FORWARDED_IP, FORWARDED_V6, "cafe:77"):
         assert address not in logs
 

