@@ -10,16 +10,29 @@ cannot fail its neighbours; a database outage fails every waiting request (503),
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
 import orjson
+from prometheus_client import Histogram
 
 from service.core.logging import get_logger
 
 log = get_logger("service.banner.writer")
+
+BATCH_ROWS = Histogram(
+    "consent_event_batch_rows",
+    "Events per group commit.",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 500),
+)
+BATCH_SECONDS = Histogram(
+    "consent_event_batch_seconds",
+    "Time to insert and commit one batch of events.",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+)
 
 MAX_BATCH = 500
 
@@ -126,6 +139,7 @@ class EventWriter:
                 return
 
     async def _flush(self, batch: list[_Pending]) -> None:
+        started = time.perf_counter()
         try:
             inserted = await self._insert([pending.event for pending in batch])
         except Exception as exc:
@@ -137,6 +151,8 @@ class EventWriter:
                 for pending in batch:
                     _settle(pending.done, exc=exc)
             return
+        BATCH_SECONDS.observe(time.perf_counter() - started)
+        BATCH_ROWS.observe(len(batch))
         for pending in batch:
             # The same event_id twice in one batch is stored once: the first is the new one.
             event_id = pending.event.event_id
