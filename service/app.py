@@ -29,7 +29,7 @@ from service.core.hashing import Hasher
 from service.core.hot_routes import HotPathApp, install_hot_routes
 from service.core.logging import configure_logging, get_logger
 from service.core.migrations import head_revision
-from service.core.observe import ObserveMiddleware
+from service.core.observe import REQUEST_METRICS, ObserveMiddleware
 from service.dsr.routes import router as dsr_router
 from service.health.routes import router as health_router
 
@@ -112,6 +112,7 @@ async def _resources(app: FastAPI, settings: Settings, url: str) -> AsyncIterato
         await writer.close()  # what was accepted is committed before the pool closes
         await app.state.pool.close()
         await engine.dispose()
+        REQUEST_METRICS.flush()
         log.info("shutdown")
 
 

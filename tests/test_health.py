@@ -66,3 +66,28 @@ async def test_access_log_lines_are_json_and_follow_the_level(client: httpx.Asyn
         assert "service.access" not in stream.getvalue()
     finally:
         configure_logging("INFO")
+
+
+def _sample(body: str, series: str) -> float:
+    for line in body.splitlines():
+        if line.startswith(series + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+async def test_metrics_count_every_request_once(client: httpx.AsyncClient) -> None:
+    route = 'method="GET",route="/healthz"'
+    series = (
+        f'consent_http_requests_total{{{route},status="200"}}',
+        f"consent_http_request_duration_seconds_count{{{route}}}",
+        f'consent_http_request_duration_seconds_bucket{{le="+Inf",{route}}}',
+    )
+    before = (await client.get("/metrics")).text
+    for _ in range(7):
+        await client.get("/healthz")
+    after = (await client.get("/metrics")).text
+    for name in series:
+        assert _sample(after, name) - _sample(before, name) == 7, name
+    assert _sample(after, f"consent_http_request_duration_seconds_sum{{{route}}}") > _sample(
+        before, f"consent_http_request_duration_seconds_sum{{{route}}}"
+    )

@@ -9,8 +9,8 @@ comma-separated list, in order (RFC 9110 §5.3).
 
 from __future__ import annotations
 
-import ipaddress
 import re
+import socket
 from collections.abc import Iterable
 
 from service.core.config import IpNetworks
@@ -50,6 +50,14 @@ class ClientAddress:
 
     def __init__(self, proxies: IpNetworks) -> None:
         self._proxies = tuple(proxies)
+        self._networks = tuple(
+            (
+                socket.AF_INET if net.version == 4 else socket.AF_INET6,
+                int(net.network_address),
+                int(net.netmask),
+            )
+            for net in proxies
+        )
         self._trusted: dict[str, bool] = {}
 
     def __call__(self, peer: str | None, headers: Iterable[tuple[bytes, bytes]]) -> str | None:
@@ -69,10 +77,14 @@ class ClientAddress:
         return address
 
     def trusted(self, address: str) -> bool:
+        """Whether `address` (canonical text) is in a trusted network."""
         known = self._trusted.get(address)
         if known is None:
-            ip = ipaddress.ip_address(address)
-            known = any(ip.version == net.version and ip in net for net in self._proxies)
+            family = socket.AF_INET6 if ":" in address else socket.AF_INET
+            value = int.from_bytes(socket.inet_pton(family, address), "big")
+            known = any(
+                kind == family and value & mask == network for kind, network, mask in self._networks
+            )
             # Remembered for the few addresses proxies have; not for every client in the world.
             if len(self._trusted) < self.MAX_REMEMBERED:
                 self._trusted[address] = known

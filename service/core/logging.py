@@ -8,6 +8,7 @@ which tests can point at a buffer.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 from collections.abc import MutableMapping
@@ -21,15 +22,37 @@ _LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}
 
 
 class _Sink:
-    """Where log lines go: stdout, or whatever `configure_logging` was last given."""
+    """Where log lines go: stdout, or whatever `configure_logging` was last given.
+
+    Lines are flushed as they are written, except access-log lines: those are flushed at most
+    FLUSH_DELAY later, by the next line that is not one, or when the buffer fills (a write per
+    request was a system call per request). A process that dies loses at most that much of its
+    access log, never an error line."""
+
+    FLUSH_DELAY = 0.25
 
     def __init__(self) -> None:
         self.target: TextIO = sys.stdout
+        self._pending_on: asyncio.AbstractEventLoop | None = None
 
     def write(self, text: str) -> int:
         return self.target.write(text)
 
     def flush(self) -> None:
+        self.target.flush()
+
+    def flush_soon(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.target.flush()
+            return
+        if self._pending_on is not loop:  # none pending, or pending on a loop now gone
+            self._pending_on = loop
+            loop.call_later(self.FLUSH_DELAY, self._flush_pending)
+
+    def _flush_pending(self) -> None:
+        self._pending_on = None
         self.target.flush()
 
 
@@ -95,7 +118,7 @@ class AccessLog:
             "duration_ms": duration_ms,
         }
         SINK.write(orjson.dumps(line, option=_LINE).decode())
-        SINK.flush()
+        SINK.flush_soon()
 
 
 _LINE = orjson.OPT_UTC_Z | orjson.OPT_APPEND_NEWLINE

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.core.logging import get_logger
 from service.core.migrations import current_revision
+from service.core.observe import REQUEST_METRICS
 
 router = APIRouter(tags=["operations"])
 log = get_logger("service.health")
@@ -71,6 +72,7 @@ async def readyz(request: Request) -> JSONResponse:
     responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text"}},
 )
 async def metrics() -> Response:
+    REQUEST_METRICS.flush()  # this process's latest requests, not only those already flushed
     if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
         # Several worker processes: add up what each wrote to the shared folder.
         registry = CollectorRegistry()
