@@ -10,6 +10,8 @@ from fastapi import APIRouter, Path, Request, Response, status
 from pydantic import ValidationError
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.requests import ClientDisconnect
+from starlette.types import Receive
 
 from service.banner.events import (
     USER_AGENT_MAX,
@@ -54,22 +56,32 @@ async def read_event(request: Request, headers: dict[bytes, bytes]) -> ConsentEv
             f"send the event as application/json or text/plain, not {media_type[:100]!r}"
         )
     declared = headers.get(b"content-length", b"")
-    if declared.isdigit():
-        if int(declared) > MAX_BODY_BYTES:
-            raise PayloadTooLarge(f"an event body is at most {MAX_BODY_BYTES} bytes")
-        body = await request.body()  # the server stops at the declared length
-    else:  # chunked: count as it streams
-        received = bytearray()
-        async for chunk in request.stream():
-            received += chunk
-            if len(received) > MAX_BODY_BYTES:
-                raise PayloadTooLarge(f"an event body is at most {MAX_BODY_BYTES} bytes")
-        body = bytes(received)
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise PayloadTooLarge(f"an event body is at most {MAX_BODY_BYTES} bytes")
+    body = await read_body(request.receive)
     try:
         return ConsentEventIn.model_validate_json(body)
     except ValidationError as exc:
         detail, errors = validation_problem_detail(list(exc.errors()), prefix=("body",))
         raise Unprocessable(detail, extra={"errors": errors}) from None
+
+
+async def read_body(receive: Receive) -> bytes:
+    """The body, read straight from the ASGI messages (the server stops at a declared length;
+    a chunked body is counted as it streams)."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            raise ClientDisconnect
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise PayloadTooLarge(f"an event body is at most {MAX_BODY_BYTES} bytes")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def record_json(event: NewEvent, version: PublishedVersion) -> bytes:

@@ -19,6 +19,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.params import Header, Path
 from fastapi.routing import APIRoute, APIRouter
 from pydantic import TypeAdapter, ValidationError
+from starlette.requests import ClientDisconnect
 from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -87,6 +88,8 @@ class HotEndpoints:
         request = Request(scope, receive, send)
         try:
             response = await scope["route"].endpoint(request)
+        except ClientDisconnect:
+            return  # gone before its request was read: nobody to answer
         except Exception as exc:
             handler = self._handler(exc)
             if handler is None:
