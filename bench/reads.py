@@ -201,4 +201,4 @@ def print_reads(r: dict[str, Any]) -> None:
     print(
         f"  erasure of one subject (5 events), sequential: p50 {e['p50']} ms, p95 {e['p95']} ms, max {e['max']} ms"
     )
-    print(f"  RSS per worker after the run: {r['rss_mb']} MB")
+    print(f"  peak RSS per worker: {r['rss_mb']} MB")
