@@ -84,6 +84,8 @@ class ConsentEventIn(BaseModel):
         if parts.scheme not in {"http", "https"} or not parts.netloc:
             raise ValueError("must be an absolute http(s) URL")
         host = parts.hostname or ""
+        if ":" in host:  # an IPv6 literal keeps its brackets
+            host = f"[{host}]"
         port = f":{parts.port}" if parts.port else ""
         # Credentials, query and fragment are dropped: they routinely carry personal data.
         return f"{parts.scheme}://{host}{port}{parts.path or '/'}"

@@ -1,0 +1,32 @@
+"""The event body's own rules, without a server: what is kept of a page URL."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from service.banner.events import ConsentEventIn
+
+
+def page_url_kept(url: str) -> str | None:
+    event = ConsentEventIn.model_validate(
+        {"subject_id": str(uuid.uuid4()), "event_type": "accept-all", "schema_version": 1,
+         "page_url": url}
+    )  # fmt: skip
+    return event.page_url
+
+
+@pytest.mark.parametrize(
+    ("url", "kept"),
+    [
+        ("https://itsailor.io/pricing?utm=x&email=a@b.c#top", "https://itsailor.io/pricing"),
+        ("https://user:secret@Shop.Example/cart", "https://shop.example/cart"),
+        ("http://example.com", "http://example.com/"),
+        ("http://example.com:8080/a/b;c", "http://example.com:8080/a/b;c"),
+        ("http://[2001:db8::1]:8443/x?y=1", "http://[2001:db8::1]:8443/x"),
+        ("https://[::1]/", "https://[::1]/"),
+    ],
+)
+def test_page_url_keeps_origin_and_path_only(url: str, kept: str) -> None:
+    assert page_url_kept(url) == kept
