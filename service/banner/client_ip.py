@@ -49,7 +49,6 @@ class ClientAddress:
     MAX_REMEMBERED = 4096
 
     def __init__(self, proxies: IpNetworks) -> None:
-        self._proxies = tuple(proxies)
         self._networks = tuple(
             (
                 socket.AF_INET if net.version == 4 else socket.AF_INET6,
@@ -64,7 +63,7 @@ class ClientAddress:
         """The client address in canonical text (see `canonical_ip`); None when unknown.
         `headers` are the raw ASGI header pairs (lower-case names)."""
         address = parse_ip(peer) if peer else None
-        if address is None or not self._proxies or not self.trusted(address):
+        if address is None or not self._networks or not self.trusted(address):
             return address
         for hop in reversed(_forwarded_chain(headers)):
             candidate = parse_ip(hop)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
@@ -19,6 +19,30 @@ import orjson
 import structlog
 
 _LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}
+
+
+class Deferred:
+    """Runs `action` once, `delay` seconds after the first `soon()` since it last ran (at once
+    when no event loop is running): many calls a second, one piece of work."""
+
+    def __init__(self, action: Callable[[], None], delay: float) -> None:
+        self._action = action
+        self._delay = delay
+        self._scheduled_on: asyncio.AbstractEventLoop | None = None
+
+    def soon(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._action()
+            return
+        if self._scheduled_on is not loop:  # none pending, or pending on a loop now gone
+            self._scheduled_on = loop
+            loop.call_later(self._delay, self._run)
+
+    def _run(self) -> None:
+        self._scheduled_on = None
+        self._action()
 
 
 class _Sink:
@@ -33,26 +57,12 @@ class _Sink:
 
     def __init__(self) -> None:
         self.target: TextIO = sys.stdout
-        self._pending_on: asyncio.AbstractEventLoop | None = None
+        self.flush_soon = Deferred(self.flush, self.FLUSH_DELAY).soon
 
     def write(self, text: str) -> int:
         return self.target.write(text)
 
     def flush(self) -> None:
-        self.target.flush()
-
-    def flush_soon(self) -> None:
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            self.target.flush()
-            return
-        if self._pending_on is not loop:  # none pending, or pending on a loop now gone
-            self._pending_on = loop
-            loop.call_later(self.FLUSH_DELAY, self._flush_pending)
-
-    def _flush_pending(self) -> None:
-        self._pending_on = None
         self.target.flush()
 
 

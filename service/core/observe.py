@@ -7,7 +7,6 @@ identifier reaches a log or a metric label; the client address is never read her
 
 from __future__ import annotations
 
-import asyncio
 import bisect
 import ipaddress
 import os
@@ -19,7 +18,7 @@ from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.core.errors import internal_error_response, log_unexpected
-from service.core.logging import ACCESS_LOG
+from service.core.logging import ACCESS_LOG, Deferred
 
 REQUESTS = Counter(
     "consent_http_requests_total",
@@ -48,7 +47,7 @@ class RequestMetrics:
         # Per (method, route): how many fell in each bucket (the last is +Inf), and their sum.
         self._buckets: dict[tuple[str, str], list[int]] = {}
         self._sums: dict[tuple[str, str], float] = {}
-        self._scheduled_on: asyncio.AbstractEventLoop | None = None
+        self._flush_soon = Deferred(self.flush, self.FLUSH_DELAY).soon
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         key = (method, route, status)
@@ -76,20 +75,6 @@ class RequestMetrics:
                 if count:
                     child._buckets[index].inc(count)
             child._sum.inc(sums[(method, route)])
-
-    def _flush_soon(self) -> None:
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            self.flush()
-            return
-        if self._scheduled_on is not loop:
-            self._scheduled_on = loop
-            loop.call_later(self.FLUSH_DELAY, self._scheduled_flush)
-
-    def _scheduled_flush(self) -> None:
-        self._scheduled_on = None
-        self.flush()
 
 
 REQUEST_METRICS = RequestMetrics()
