@@ -12,7 +12,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
-import service.models  # noqa: F401  (registers every table on Base.metadata)
+import service.tables  # noqa: F401  (registers every table on Base.metadata)
 from service.core.db import Base
 
 config = context.config

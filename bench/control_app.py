@@ -11,7 +11,7 @@ from pathlib import Path
 
 from fastapi import FastAPI, Request, Response
 
-from service.banner.events import ConsentEventIn
+from service.banner.bodies import ConsentEventIn
 from service.consent_schema.document import load_document_file
 
 app = FastAPI(

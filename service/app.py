@@ -6,32 +6,28 @@ import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from typing import Any
 
-import asyncpg
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.openapi.utils import get_openapi
-from starlette.types import ASGIApp
 
 from service import __version__
-from service.banner.client_ip import ClientAddress
-from service.banner.events import ConsentEventIn
 from service.banner.routes import router as banner_router
-from service.banner.writer import EventWriter
 from service.consent_schema.routes import router as consent_schema_router
-from service.consent_schema.versions import SchemaCatalog
-from service.core.config import Settings, dev_key_path, ensure_dev_key, get_settings
+from service.consent_schema.service import SchemaCatalog
+from service.core.client_address import ClientAddress
+from service.core.config import Settings, get_settings
 from service.core.db import create_engine, create_sessionmaker, sync_dsn
 from service.core.embedded import database_url
 from service.core.errors import install_error_handlers
-from service.core.hashing import Hasher
-from service.core.hot_routes import HotPathApp, install_hot_routes
+from service.core.hashing import hasher_from_settings
 from service.core.logging import configure_logging, get_logger
 from service.core.migrations import head_revision
 from service.core.observe import REQUEST_METRICS, ObserveMiddleware
+from service.core.pipeline import ConsentAPI
 from service.dsr.routes import router as dsr_router
 from service.health.routes import router as health_router
+from service.ledger.writer import EventWriter
+from service.state import State, install
 
 log = get_logger("service.app")
 
@@ -65,41 +61,24 @@ TAGS = [
 ]
 
 
-def build_hasher(settings: Settings) -> Hasher:
-    key = settings.ip_hash_salt
-    if key is None:
-        # Settings refuse production without a key, so this is dev mode.
-        key, created = ensure_dev_key(settings)
-        if created:
-            log.warning(
-                "dev_ip_hash_key_generated",
-                path=str(dev_key_path(settings)),
-                hint="set CONSENT_IP_HASH_SALT in production; keep the key outside the database",
-            )
-    return Hasher.from_secrets(key, settings.ip_hash_previous_salts)
-
-
 @asynccontextmanager
 async def _resources(app: FastAPI, settings: Settings, url: str) -> AsyncIterator[None]:
     engine = create_engine(url, pool_size=settings.db_pool_size)
-    app.state.settings = settings
-    app.state.engine = engine
-    app.state.sessionmaker = create_sessionmaker(engine)
-    app.state.hasher = build_hasher(settings)
-    app.state.client_address = ClientAddress(settings.trusted_proxies)
-    app.state.migration_head = head_revision()
-    app.state.catalog = SchemaCatalog(engine)
-    app.state.clock = utc_now
-    # The banner endpoints read through plain asyncpg (no ORM on the hot path).
-    app.state.pool = await asyncpg.create_pool(
-        sync_dsn(url),
-        min_size=1,
-        max_size=settings.db_pool_size,
-        command_timeout=30,
-        server_settings={"application_name": "consent-service"},
-    )
     writer = EventWriter(sync_dsn(url))
-    app.state.writer = writer
+    install(
+        app,
+        State(
+            settings=settings,
+            engine=engine,
+            sessionmaker=create_sessionmaker(engine),
+            catalog=SchemaCatalog(engine),
+            writer=writer,
+            hasher=hasher_from_settings(settings),
+            client_address=ClientAddress(settings.trusted_proxies),
+            clock=utc_now,
+            migration_head=head_revision(),
+        ),
+    )
     writer.start()
     # What is loaded by now (FastAPI, SQLAlchemy, pydantic models) lives as long as the process:
     # out of the collector's way, its full collections stay short (they showed as latency spikes).
@@ -110,7 +89,6 @@ async def _resources(app: FastAPI, settings: Settings, url: str) -> AsyncIterato
         yield
     finally:
         await writer.close()  # what was accepted is committed before the pool closes
-        await app.state.pool.close()
         await engine.dispose()
         REQUEST_METRICS.flush()
         log.info("shutdown")
@@ -118,25 +96,6 @@ async def _resources(app: FastAPI, settings: Settings, url: str) -> AsyncIterato
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-def _openapi(app: FastAPI) -> dict[str, Any]:
-    """FastAPI's document plus the models of bodies the app parses itself (the event body comes
-    as JSON or text/plain, so it is read by hand and described here)."""
-    if app.openapi_schema is None:
-        document = get_openapi(
-            title=app.title,
-            version=app.version,
-            description=app.description,
-            routes=app.routes,
-            tags=app.openapi_tags,
-        )
-        schemas = document.setdefault("components", {}).setdefault("schemas", {})
-        extra = ConsentEventIn.model_json_schema(ref_template="#/components/schemas/{model}")
-        schemas.update(extra.pop("$defs", {}))
-        schemas["ConsentEventIn"] = extra
-        app.openapi_schema = document
-    return app.openapi_schema
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -150,40 +109,35 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             async with _resources(app, settings, url):
                 yield
 
-    app = HotPathApp(
+    app = ConsentAPI(
         title="Consent record service",
         version=__version__,
         description=DESCRIPTION,
         openapi_tags=TAGS,
         lifespan=lifespan,
+        # One component per model, named after it (no -Input/-Output pairs).
+        separate_input_output_schemas=False,
         # Metrics are Prometheus (/metrics); FastAPI's own OpenTelemetry hooks would only add
         # per-request work.
         telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
+    install(app, None)  # until the lifespan has made the collaborators
     install_error_handlers(app)
-    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     app.include_router(banner_router)
     app.include_router(consent_schema_router)
     app.include_router(dsr_router)
     app.include_router(health_router)
-    cors: dict[str, Any] | None = (
-        {
-            "allow_origins": settings.cors_origins,
-            "allow_methods": ["GET", "POST"],
-            "allow_headers": ["Content-Type", "If-None-Match", "X-Request-ID"],
-            "expose_headers": ["ETag", "X-Request-ID"],
-            "max_age": 600,
-        }
-        if settings.cors_origins
-        else None
-    )
-    if cors is not None:
-        app.add_middleware(CORSMiddleware, **cors)
+    # The one middleware stack, innermost first; hot routes pass the same (core/pipeline.py).
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Content-Type", "If-None-Match", "X-Request-ID"],
+            expose_headers=["ETag", "X-Request-ID"],
+            max_age=600,
+        )
     app.add_middleware(ObserveMiddleware)
-
-    def wrap(inner: ASGIApp) -> ASGIApp:
-        """The same middleware, in the same order, for the hot routes' own stack."""
-        return ObserveMiddleware(CORSMiddleware(inner, **cors) if cors is not None else inner)
-
-    install_hot_routes(app, banner_router, consent_schema_router, wrap=wrap)
+    # Built now, so a route the fast dispatch cannot serve fails here, at startup.
+    app.middleware_stack = app.build_middleware_stack()
     return app

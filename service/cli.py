@@ -16,8 +16,9 @@ import uvicorn
 from service.auth.cli import keys_app
 from service.consent_schema.cli import EXAMPLE_SCHEMAS, publish_examples_if_empty, schema_app
 from service.core.cli_support import fail, load_settings
-from service.core.config import Settings, dev_key_path, ensure_dev_key
+from service.core.config import Settings
 from service.core.embedded import database_url
+from service.core.hashing import hasher_from_settings
 from service.core.logging import get_logger
 from service.dsr.cli import dsr_app
 
@@ -73,15 +74,8 @@ def _prepare_and_serve(settings: Settings, url: str, *, host: str, port: int, wo
     if settings.is_dev:
         # Production migrates as its own step (the compose `migrate` service); dev just works.
         upgrade_to_head(url)
-        if settings.ip_hash_salt is None:
-            # Once, before workers start, so they share one key.
-            _, created = ensure_dev_key(settings)
-            if created:
-                log.warning(
-                    "dev_ip_hash_key_generated",
-                    path=str(dev_key_path(settings)),
-                    hint="set CONSENT_IP_HASH_SALT in production; keep it outside the database",
-                )
+        # The dev key, made once before workers start, so they share it.
+        hasher_from_settings(settings)
         publish_examples_if_empty(url)
     # Workers are fresh processes that read their settings from the environment.
     os.environ["CONSENT_DATABASE_URL"] = url

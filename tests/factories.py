@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from service.auth.keys import CreatedKey, create_key, revoke_key
+from service.auth.service import CreatedKey, create_key, revoke_key
 from service.consent_schema.document import ConsentSchemaDocument, load_document_file
-from service.consent_schema.versions import PublishedVersion, publish
+from service.consent_schema.service import PublishedVersion, publish
 from service.core.db import create_engine, create_sessionmaker
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "schemas"
@@ -64,7 +64,7 @@ def event(
 
 
 class Clock:
-    """A clock the tests move by hand (install with `app.state.clock = clock`)."""
+    """A clock the tests move by hand (install with `services(app).clock = clock`)."""
 
     def __init__(self, start: datetime | None = None) -> None:
         self.now = start or datetime(2026, 1, 15, 9, 30, tzinfo=UTC)

@@ -22,7 +22,7 @@ def keys_create(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Create an API key. Its secret is printed once and cannot be shown again."""
-    from service.auth.keys import CreatedKey, create_key, parse_scopes
+    from service.auth.service import CreatedKey, create_key, parse_scopes
 
     settings = load_settings()
     try:
@@ -46,7 +46,7 @@ def keys_list(
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array.")] = False,
 ) -> None:
     """List API keys (never their secrets)."""
-    from service.auth.keys import list_keys
+    from service.auth.service import list_keys
 
     settings = load_settings()
 
@@ -83,7 +83,7 @@ def keys_revoke(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Revoke an API key: every later request with it gets 401. Revoking twice is harmless."""
-    from service.auth.keys import revoke_key
+    from service.auth.service import revoke_key
 
     settings = load_settings()
 

@@ -35,7 +35,7 @@ def schema_publish(
 ) -> None:
     """Publish FILE as the next version of its property (nothing if unchanged)."""
     from service.consent_schema.document import load_document_file
-    from service.consent_schema.versions import PublishedVersion, publish
+    from service.consent_schema.service import PublishedVersion, publish
 
     settings = load_settings()
     try:
@@ -69,7 +69,7 @@ def publish_examples_if_empty(url: str) -> None:
     """Dev mode only: a newcomer's first start publishes the example schemas, so the README's
     `curl` answers at once. Production never publishes anything by itself."""
     from service.consent_schema.document import load_document_file
-    from service.consent_schema.versions import any_property_exists, publish
+    from service.consent_schema.service import any_property_exists, publish
     from service.core.db import create_engine, create_sessionmaker
 
     files = sorted(EXAMPLE_SCHEMAS.glob("*.yaml"))

@@ -73,7 +73,7 @@ class Category(_Strict):
         return _unique(cookies, "cookies", "name")
 
 
-class Signals(_Strict):
+class HonouredSignals(_Strict):
     """Which browser privacy signals this policy honours (turns optional categories off)."""
 
     gpc: bool = Field(description="Global Privacy Control (Sec-GPC: 1).")
@@ -88,7 +88,7 @@ class ConsentSchemaDocument(_Strict):
     consent_ttl_days: int = Field(
         ge=1, le=3650, description="How long a decision stays valid before the banner asks again."
     )
-    signals: Signals
+    signals: HonouredSignals
     categories: list[Category] = Field(min_length=1)
 
     @field_validator("categories")

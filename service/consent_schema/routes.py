@@ -2,77 +2,27 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Path, Request, Response, status
-from pydantic import BaseModel, Field
+from fastapi import APIRouter, Header, Path, Response, status
 
-from service.auth.keys import Principal, Scope, require_scope
-from service.consent_schema.document import PROPERTY_PATTERN, ConsentSchemaDocument
-from service.consent_schema.versions import PublishedVersion, SchemaCatalog, list_versions, publish
-from service.core.db import Session
+from service.auth.dependencies import SchemaWriter
+from service.consent_schema.bodies import (
+    PropertyName,
+    PublishRequest,
+    SchemaVersionList,
+    SchemaVersionOut,
+    SchemaVersionSummary,
+)
+from service.consent_schema.service import PublishedVersion, list_versions, publish
 from service.core.errors import Unprocessable, problem_responses
-from service.core.hot_routes import hot
+from service.core.pipeline import hot
+from service.state import Catalog, Session
 
 router = APIRouter(prefix="/v1/properties/{property}/schema", tags=["consent schema"])
 
 CURRENT_CACHE = "public, max-age=60"
 IMMUTABLE_CACHE = "public, max-age=31536000, immutable"
-
-PropertyName = Annotated[
-    str, Path(pattern=PROPERTY_PATTERN, description="The property (site or app), e.g. `itsailor`.")
-]
-
-
-class SchemaVersionSummary(BaseModel):
-    property: str
-    version: int = Field(description="1, 2, 3 … per property.")
-    material: bool = Field(description="Whether this version required asking everyone again.")
-    published_at: datetime
-    content_hash: str = Field(description="SHA-256 (hex) of the canonical JSON of `content`.")
-    last_material_version: int = Field(
-        description="The newest material version up to this one: a banner holding a decision "
-        "made on an older version must ask again."
-    )
-
-    @classmethod
-    def of(cls, version: PublishedVersion) -> SchemaVersionSummary:
-        return cls(
-            property=version.property,
-            version=version.version,
-            material=version.material,
-            published_at=version.published_at,
-            content_hash=version.content_hash,
-            last_material_version=version.last_material_version,
-        )
-
-
-class SchemaVersionOut(SchemaVersionSummary):
-    content: ConsentSchemaDocument
-
-
-class SchemaVersionList(BaseModel):
-    property: str
-    current_version: int
-    last_material_version: int
-    items: list[SchemaVersionSummary]
-
-
-class PublishRequest(BaseModel):
-    material: bool = Field(
-        default=True,
-        description="Material (the default) re-prompts everyone; non-material is wording only.",
-    )
-    content: ConsentSchemaDocument
-
-
-async def get_catalog(request: Request) -> SchemaCatalog:  # async: no thread hop per request
-    catalog: SchemaCatalog = request.app.state.catalog
-    return catalog
-
-
-Catalog = Annotated[SchemaCatalog, Depends(get_catalog)]
 
 
 def _matches(if_none_match: str | None, etag: str) -> bool:
@@ -100,10 +50,9 @@ def _version_response(
 @hot
 async def get_current_schema(
     property: PropertyName,
-    request: Request,
+    catalog: Catalog,
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
-    catalog: SchemaCatalog = request.app.state.catalog
     version = await catalog.current(property)
     return _version_response(version, if_none_match, CURRENT_CACHE)
 
@@ -123,7 +72,7 @@ async def get_versions(
         property=property,
         current_version=versions[-1].version,
         last_material_version=versions[-1].last_material_version,
-        items=[SchemaVersionSummary.of(version) for version in versions],
+        items=[SchemaVersionSummary.model_validate(version.summary()) for version in versions],
     )
 
 
@@ -137,10 +86,9 @@ async def get_versions(
 async def get_version(
     property: PropertyName,
     version: Annotated[int, Path(ge=1, le=2_147_483_647)],
-    request: Request,
+    catalog: Catalog,
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
-    catalog: SchemaCatalog = request.app.state.catalog
     published = await catalog.version(property, version)
     return _version_response(published, if_none_match, IMMUTABLE_CACHE)
 
@@ -160,7 +108,7 @@ async def publish_version(
     body: PublishRequest,
     session: Session,
     catalog: Catalog,
-    principal: Annotated[Principal, Depends(require_scope(Scope.SCHEMAS_WRITE))],
+    principal: SchemaWriter,
 ) -> Response:
     if body.content.property != property:
         raise Unprocessable(

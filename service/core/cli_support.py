@@ -14,7 +14,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from service.core.config import Settings
 from service.core.embedded import database_url
 from service.core.errors import ConsentServiceError
-from service.core.hashing import Hasher
 
 T = TypeVar("T")
 Q = TypeVar("Q", bound=BaseModel)
@@ -83,9 +82,3 @@ def parse_options(model: type[Q], **fields: Any) -> Q:
             where = ".".join(str(part) for part in error["loc"]) or "options"
             typer.echo(f"error: {where.replace('_', '-')}: {error['msg']}", err=True)
         raise typer.Exit(2) from None
-
-
-def cli_hasher(settings: Settings) -> Hasher:
-    from service.app import build_hasher
-
-    return build_hasher(settings)

@@ -1,11 +1,7 @@
-"""Database: the async engine, the table metadata and the per-request session."""
+"""Database: the async engine (one pool per process) and the table metadata."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Annotated
-
-from fastapi import Depends, Request
 from sqlalchemy import MetaData
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import (
@@ -57,10 +53,11 @@ def sync_dsn(url: str) -> str:
 def create_engine(
     url: str, *, pool_size: int = 10, application_name: str = "consent-service"
 ) -> AsyncEngine:
+    """At most `pool_size` connections: a request that finds them all busy waits for one."""
     return create_async_engine(
         async_url(url),
         pool_size=pool_size,
-        max_overflow=pool_size,
+        max_overflow=0,
         pool_pre_ping=True,
         pool_recycle=1800,
         connect_args={
@@ -73,14 +70,3 @@ def create_engine(
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
-
-
-async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    """One session per request. The route that writes owns the commit, so a 2xx is only ever sent
-    after its transaction is durable; anything left uncommitted is rolled back on close."""
-    sessionmaker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
-    async with sessionmaker() as session:
-        yield session
-
-
-Session = Annotated[AsyncSession, Depends(get_session)]

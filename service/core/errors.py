@@ -6,7 +6,7 @@ trace ever leaves the process.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import sqlalchemy.exc
@@ -14,7 +14,7 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.core.logging import get_logger
@@ -23,6 +23,7 @@ PROBLEM_MEDIA_TYPE = "application/problem+json"
 PROBLEM_BASE = "https://consent-service.dev/problems/"
 
 log = get_logger("service.errors")
+M = TypeVar("M", bound=BaseModel)
 
 
 class ConsentServiceError(Exception):
@@ -108,7 +109,6 @@ _STATUS_SLUGS = {
 
 
 def problem_response(
-    request: Request | None,
     *,
     status: int,
     slug: str,
@@ -148,10 +148,18 @@ def validation_problem_detail(
     return "; ".join(f"{item['pointer']}: {item['detail']}" for item in invalid), invalid
 
 
-def validation_problem(request: Request | None, errors: list[Any]) -> JSONResponse:
+def parse_body(model: type[M], body: bytes) -> M:
+    """`body` (JSON) as `model`, or the 422 problem naming each invalid field."""
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as exc:
+        detail, errors = validation_problem_detail(list(exc.errors()), prefix=("body",))
+        raise Unprocessable(detail, extra={"errors": errors}) from None
+
+
+def validation_problem(errors: list[Any]) -> JSONResponse:
     summary, invalid = validation_problem_detail(errors)
     return problem_response(
-        request,
         status=422,
         slug="validation-error",
         title="The request is invalid",
@@ -164,7 +172,6 @@ async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ConsentServiceError)
     headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
     return problem_response(
-        request,
         status=exc.status,
         slug=exc.slug,
         title=exc.title,
@@ -192,7 +199,6 @@ DATABASE_UNAVAILABLE: tuple[type[Exception], ...] = (
 async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
     log.warning("database_unavailable", exc_type=type(exc).__name__)
     return problem_response(
-        request,
         status=503,
         slug="unavailable",
         title="Service unavailable",
@@ -203,7 +209,7 @@ async def _database_unavailable(request: Request, exc: Exception) -> JSONRespons
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    return validation_problem(request, list(exc.errors()))
+    return validation_problem(list(exc.errors()))
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
@@ -213,7 +219,6 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     if exc.status_code == 404 and detail == "Not Found":
         detail = "No such resource"
     return problem_response(
-        request,
         status=exc.status_code,
         slug=slug,
         title=title,
@@ -229,7 +234,6 @@ def log_unexpected(exc: BaseException) -> None:
 
 def internal_error_response() -> JSONResponse:
     return problem_response(
-        None,
         status=500,
         slug="internal-error",
         title="Internal server error",

@@ -16,6 +16,11 @@ from dataclasses import dataclass
 
 from pydantic import SecretStr
 
+from service.core.config import Settings, dev_key_path, ensure_dev_key
+from service.core.logging import get_logger
+
+log = get_logger("service.hashing")
+
 
 @functools.lru_cache(maxsize=16)
 def _keyed_state(secret: bytes) -> hmac.HMAC:
@@ -66,7 +71,7 @@ class Hasher:
         return self.current.digest("ip", normalise_ip(address))
 
     def ip_normalised(self, address: str) -> str:
-        """`ip` for an address already in canonical form (as `client_ip` returns it)."""
+        """`ip` for an address already in canonical form (as `ClientAddress` returns it)."""
         return self.current.digest("ip", address)
 
     def user(self, user_id: str) -> str:
@@ -79,6 +84,21 @@ class Hasher:
 
     def user_candidates(self, user_id: str) -> list[tuple[str, str]]:
         return [(key.key_id, key.digest("user", user_id)) for key in self.all_keys]
+
+
+def hasher_from_settings(settings: Settings) -> Hasher:
+    """The configured keys; in dev mode without one, the key generated once in the data folder
+    (settings refuse production without a key)."""
+    key = settings.ip_hash_salt
+    if key is None:
+        key, created = ensure_dev_key(settings)
+        if created:
+            log.warning(
+                "dev_ip_hash_key_generated",
+                path=str(dev_key_path(settings)),
+                hint="set CONSENT_IP_HASH_SALT in production; keep the key outside the database",
+            )
+    return Hasher.from_secrets(key, settings.ip_hash_previous_salts)
 
 
 def normalise_ip(address: str) -> str:

@@ -12,33 +12,39 @@ import ipaddress
 import os
 import re
 import time
+from collections.abc import Iterable
 
 import structlog
-from prometheus_client import Counter, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, generate_latest, multiprocess
+from prometheus_client.core import HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.core.errors import internal_error_response, log_unexpected
 from service.core.logging import ACCESS_LOG, Deferred
 
 REQUESTS = Counter(
-    "consent_http_requests_total",
+    "consent_http_requests",
     "HTTP requests by method, route template and status.",
     ["method", "route", "status"],
 )
+LATENCY_NAME = "consent_http_request_duration_seconds"
+LATENCY_HELP = "HTTP request latency by method and route template."
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
-LATENCY = Histogram(
-    "consent_http_request_duration_seconds",
-    "HTTP request latency by method and route template.",
-    ["method", "route"],
-    buckets=LATENCY_BUCKETS,
+# The latency histogram is kept as two counters, added to once per flush (a histogram can only be
+# observed one request at a time), and shown as the histogram it is by `exposition`.
+_LATENCY_BUCKET = Counter(
+    "consent_internal_latency_bucket", "Requests per latency bucket", ["method", "route", "le"]
 )
+_LATENCY_SUM = Counter("consent_internal_latency_sum", "Latency sum", ["method", "route"])
+_BOUNDS = [*(str(bound) for bound in LATENCY_BUCKETS), "+Inf"]
 
 
 class RequestMetrics:
     """Request counts and latencies, gathered in this process and added to the Prometheus
     values at most FLUSH_DELAY later (and whenever /metrics is read). With several workers each
-    Prometheus update is a locked write to a shared file, three a request (~10 µs); here a
-    request costs a few dictionary updates, and a flush a few writes per route."""
+    Prometheus update is a locked write to a shared file (~3 µs); here a request costs a few
+    dictionary updates, and a flush a few writes per route."""
 
     FLUSH_DELAY = 0.5
 
@@ -68,13 +74,54 @@ class RequestMetrics:
         for (method, route, status), count in counts.items():
             REQUESTS.labels(method, route, str(status)).inc(count)
         for (method, route), per_bucket in buckets.items():
-            child = LATENCY.labels(method, route)
-            # Histogram.observe does just this, one observation at a time (its buckets are
-            # stored per bucket, not cumulative).
-            for index, count in enumerate(per_bucket):
+            for bound, count in zip(_BOUNDS, per_bucket, strict=True):
                 if count:
-                    child._buckets[index].inc(count)
-            child._sum.inc(sums[(method, route)])
+                    _LATENCY_BUCKET.labels(method, route, bound).inc(count)
+            _LATENCY_SUM.labels(method, route).inc(sums[(method, route)])
+
+
+class _LatencyHistogram(Collector):
+    """Everything `source` collects, with the two latency counters shown as one histogram."""
+
+    def __init__(self, source: Collector) -> None:
+        self._source = source
+
+    def collect(self) -> Iterable[Metric]:
+        counts: dict[tuple[str, str], dict[str, float]] = {}
+        sums: dict[tuple[str, str], float] = {}
+        for metric in self._source.collect():
+            if metric.name == "consent_internal_latency_bucket":
+                for sample in metric.samples:
+                    if sample.name.endswith("_total"):
+                        series = (sample.labels["method"], sample.labels["route"])
+                        counts.setdefault(series, {})[sample.labels["le"]] = sample.value
+            elif metric.name == "consent_internal_latency_sum":
+                for sample in metric.samples:
+                    if sample.name.endswith("_total"):
+                        sums[(sample.labels["method"], sample.labels["route"])] = sample.value
+            else:
+                yield metric
+        histogram = HistogramMetricFamily(LATENCY_NAME, LATENCY_HELP, labels=["method", "route"])
+        for series, per_bound in sorted(counts.items()):
+            cumulative, buckets = 0.0, []
+            for bound in _BOUNDS:
+                cumulative += per_bound.get(bound, 0.0)
+                buckets.append((bound, cumulative))
+            histogram.add_metric(list(series), buckets, sum_value=sums.get(series, 0.0))
+        yield histogram
+
+
+def exposition() -> bytes:
+    """The Prometheus text of this process, or, with several workers, of all of them (each
+    writes to files in PROMETHEUS_MULTIPROC_DIR)."""
+    REQUEST_METRICS.flush()  # this process's latest requests, not only those already flushed
+    source: Collector = REGISTRY
+    if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+        source = CollectorRegistry()
+        multiprocess.MultiProcessCollector(source)  # type: ignore[no-untyped-call]
+    registry = CollectorRegistry()
+    registry.register(_LatencyHistogram(source))
+    return generate_latest(registry)
 
 
 REQUEST_METRICS = RequestMetrics()

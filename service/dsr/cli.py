@@ -13,13 +13,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from service.core.cli_support import (
     CLI_ACTOR,
-    cli_hasher,
     load_settings,
     parse_options,
     print_json,
     with_engine,
     with_session,
 )
+from service.core.hashing import hasher_from_settings
 
 dsr_app = typer.Typer(
     help="Data-subject requests: history, export, erasure (audited, actor 'cli').",
@@ -47,9 +47,9 @@ def dsr_history(
     until: UntilOption = None,
 ) -> None:
     """Print every matching event, oldest first, one JSON record per line."""
-    from service.consent_schema.versions import SchemaCatalog
+    from service.consent_schema.service import SchemaCatalog
     from service.core.db import create_sessionmaker
-    from service.dsr.models import DsrAction, DsrQuery
+    from service.dsr.bodies import DsrAction, DsrQuery
     from service.dsr.service import history_page, record_audit
 
     settings = load_settings()
@@ -57,7 +57,7 @@ def dsr_history(
         DsrQuery, subject_id=subject_id, ip=ip, user_id=user_id,
         property=property_name, since=since, until=until,
     )  # fmt: skip
-    hasher = cli_hasher(settings)
+    hasher = hasher_from_settings(settings)
 
     async def work(engine: AsyncEngine) -> int:
         catalog = SchemaCatalog(engine)
@@ -97,10 +97,10 @@ def dsr_export(
     ] = None,
 ) -> None:
     """Export the complete history (JSON evidence or CSV), with a progress bar for files."""
-    from service.consent_schema.versions import SchemaCatalog
+    from service.consent_schema.service import SchemaCatalog
     from service.core.db import create_sessionmaker
+    from service.dsr.bodies import ExportRequest
     from service.dsr.export import stream_export
-    from service.dsr.models import ExportRequest
     from service.dsr.service import plan_export
 
     settings = load_settings()
@@ -108,7 +108,7 @@ def dsr_export(
         ExportRequest, subject_id=subject_id, ip=ip, user_id=user_id, property=property_name,
         since=since, until=until, format=export_format,
     )  # fmt: skip
-    hasher = cli_hasher(settings)
+    hasher = hasher_from_settings(settings)
 
     async def work(engine: AsyncEngine) -> int:
         async with create_sessionmaker(engine).begin() as session:
@@ -150,16 +150,16 @@ def dsr_erase(
     """Erase everything matching (delete, or anonymise: keep rows, clear identifying columns)."""
     from sqlalchemy import func, select
 
-    from service.banner.tables import ConsentEventRow
-    from service.dsr.models import ErasureRequest, ErasureResult
+    from service.dsr.bodies import ErasureRequest, ErasureResult
     from service.dsr.service import erase, match
+    from service.ledger.tables import ConsentEventRow
 
     settings = load_settings()
     request = parse_options(
         ErasureRequest, subject_id=subject_id, ip=ip, user_id=user_id, property=property_name,
         since=since, until=until, mode=mode, reference=reference,
     )  # fmt: skip
-    hasher = cli_hasher(settings)
+    hasher = hasher_from_settings(settings)
 
     async def work(session: AsyncSession) -> ErasureResult:
         total = await session.scalar(

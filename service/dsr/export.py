@@ -18,19 +18,23 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service import __version__
-from service.consent_schema.versions import SchemaCatalog
+from service.consent_schema.service import SchemaCatalog
 from service.core.hashing import Hasher
-from service.dsr.models import ExportFormat, identifier_of
-from service.dsr.service import ExportPlan, export_chunks, searched_hashes, to_record
+from service.dsr.bodies import ExportFormat, identifier_of
+from service.dsr.service import ExportPlan, export_chunks, searched_hashes
+from service.ledger.bodies import ConsentRecord
+from service.ledger.event import EXPORT_EVIDENCE_COLUMNS, record
 
 CHUNK = 1000
 
-CSV_COLUMNS = (
+# A CSV row is the record, flattened, in an order for people (what and when first), then the
+# evidence columns of the ledger's definition; a test checks it covers exactly the record.
+CSV_RECORD_COLUMNS = (
     "event_id", "recorded_at", "property", "subject_id", "event_type", "schema_version",
     "schema_content_hash", "status", "expires_at", "choices", "effective", "gpc", "dnt",
-    "signals_applied", "ip_hash", "user_hash", "hash_key_id", "user_agent", "page_url",
-    "tcf_string", "gpp_string", "anonymised_at",
+    "signals_applied",
 )  # fmt: skip
+CSV_COLUMNS = (*CSV_RECORD_COLUMNS, *EXPORT_EVIDENCE_COLUMNS)
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -54,18 +58,12 @@ async def _event_dicts(
             for row in rows:
                 version = await catalog.version(row.property, row.schema_version)
                 versions[(row.property, row.schema_version)] = version.content_hash
-                item = to_record(row, version).model_dump(mode="json")
-                item.update(
-                    schema_content_hash=version.content_hash,
-                    ip_hash=row.ip_hash,
-                    user_hash=row.user_hash,
-                    hash_key_id=row.hash_key_id,
-                    user_agent=row.user_agent,
-                    page_url=row.page_url,
-                    tcf_string=row.tcf_string,
-                    gpp_string=row.gpp_string,
-                    anonymised_at=_iso(row.anonymised_at),
-                )
+                stored = record(row, optional=version.optional, ttl_days=version.ttl_days)
+                item = ConsentRecord.model_validate(stored).model_dump(mode="json")
+                item["schema_content_hash"] = version.content_hash
+                for name in EXPORT_EVIDENCE_COLUMNS:
+                    value = getattr(row, name)
+                    item[name] = _iso(value) if isinstance(value, datetime) else value
                 chunk.append(item)
             yield chunk
             after = rows[-1].seq
@@ -125,15 +123,7 @@ async def stream_export(
     yield b'\n], "schema_versions": ['
     for index, (property_name, number) in enumerate(sorted(versions)):
         version = await catalog.version(property_name, number)
-        entry = {
-            "property": version.property,
-            "version": version.version,
-            "material": version.material,
-            "last_material_version": version.last_material_version,
-            "published_at": version.published_at.isoformat(),
-            "content_hash": version.content_hash,
-            "content": version.content,
-        }
+        entry = {**version.summary(), "content": version.content}
         yield (("\n" if index == 0 else ",\n") + json.dumps(entry)).encode()
     yield b"\n]}\n"
 

@@ -5,16 +5,12 @@ from __future__ import annotations
 from typing import Annotated
 
 import structlog
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 
-from service.auth.keys import Principal, Scope, require_scope
-from service.consent_schema.routes import Catalog
-from service.core.db import Session
+from service.auth.dependencies import Auditor, DsrEraser, DsrReader
 from service.core.errors import problem_responses
-from service.core.hashing import Hasher
-from service.dsr.export import stream_export
-from service.dsr.models import (
+from service.dsr.bodies import (
     AuditEntry,
     AuditPage,
     DsrAction,
@@ -25,19 +21,13 @@ from service.dsr.models import (
     HistoryPage,
     HistoryRequest,
 )
+from service.dsr.export import stream_export
 from service.dsr.service import audit_page, erase, history_page, plan_export, record_audit
+from service.state import Catalog, Clock, Engine, Hashing, Session
 
 router = APIRouter(prefix="/v1/dsr", tags=["data-subject requests"])
 
-Reader = Annotated[Principal, Depends(require_scope(Scope.DSR_READ))]
-Eraser = Annotated[Principal, Depends(require_scope(Scope.DSR_ERASE))]
-Auditor = Annotated[Principal, Depends(require_scope(Scope.AUDIT_READ))]
 AUTH_ERRORS = (401, 403, 422)
-
-
-def _hasher(request: Request) -> Hasher:
-    hasher: Hasher = request.app.state.hasher
-    return hasher
 
 
 @router.post(
@@ -47,9 +37,12 @@ def _hasher(request: Request) -> Hasher:
     responses=problem_responses(*AUTH_ERRORS),
 )
 async def dsr_history(
-    body: HistoryRequest, request: Request, session: Session, catalog: Catalog, principal: Reader
+    body: HistoryRequest,
+    session: Session,
+    catalog: Catalog,
+    hasher: Hashing,
+    principal: DsrReader,
 ) -> HistoryPage:
-    hasher = _hasher(request)
     items, next_cursor = await history_page(
         session, catalog, hasher, body, limit=body.limit, cursor=body.cursor
     )
@@ -78,9 +71,14 @@ async def dsr_history(
     },
 )
 async def dsr_export(
-    body: ExportRequest, request: Request, session: Session, catalog: Catalog, principal: Reader
+    body: ExportRequest,
+    session: Session,
+    engine: Engine,
+    catalog: Catalog,
+    hasher: Hashing,
+    clock: Clock,
+    principal: DsrReader,
 ) -> StreamingResponse:
-    hasher = _hasher(request)
     plan = await plan_export(session, hasher, body, actor=principal.key_id)
     await session.commit()  # audited before a byte is sent
     extension, media_type = (
@@ -89,12 +87,12 @@ async def dsr_export(
         else ("json", "application/json")
     )
     stream = stream_export(
-        request.app.state.engine,
+        engine,
         catalog,
         hasher,
         plan,
         export_format=body.format,
-        exported_at=request.app.state.clock(),
+        exported_at=clock(),
         request_id=structlog.contextvars.get_contextvars().get("request_id"),
     )
     return StreamingResponse(
@@ -115,11 +113,11 @@ async def dsr_export(
     responses=problem_responses(*AUTH_ERRORS),
 )
 async def dsr_erase(
-    body: ErasureRequest, request: Request, session: Session, principal: Eraser
+    body: ErasureRequest, session: Session, hasher: Hashing, principal: DsrEraser
 ) -> ErasureResult:
     result = await erase(
         session,
-        _hasher(request),
+        hasher,
         body,
         mode=body.mode,
         actor=principal.key_id,

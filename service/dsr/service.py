@@ -13,20 +13,17 @@ import binascii
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import structlog
 from sqlalchemy import ColumnElement, Select, delete, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.banner.events import ConsentRecord, record_from_row
-from service.banner.tables import ConsentEventRow as Event
 from service.consent_schema.document import canonical_json
-from service.consent_schema.versions import PublishedVersion, SchemaCatalog
+from service.consent_schema.service import SchemaCatalog
 from service.core.errors import Unprocessable
 from service.core.hashing import Hasher, normalise_ip
-from service.dsr.models import (
+from service.dsr.bodies import (
     DsrAction,
     DsrQuery,
     ErasureMode,
@@ -35,45 +32,20 @@ from service.dsr.models import (
     identifier_of,
 )
 from service.dsr.tables import DsrAuditRow
-
-CLI_ACTOR = "cli"
-
-# What a record shows (the banner's record), plus the evidence columns an export adds.
-RECORD_COLUMNS = (
-    Event.seq,
-    Event.event_id,
-    Event.subject_id,
-    Event.property,
-    Event.event_type,
-    Event.schema_version,
-    Event.choices,
-    Event.effective,
-    Event.gpc,
-    Event.dnt,
-    Event.signals_applied,
-    Event.recorded_at,
+from service.ledger.bodies import ConsentRecord
+from service.ledger.event import (
+    EXPORT_EVIDENCE_COLUMNS,
+    IDENTIFYING_COLUMNS,
+    RECORD_COLUMNS,
+    record,
 )
-EVIDENCE_COLUMNS = (
-    Event.ip_hash,
-    Event.user_hash,
-    Event.hash_key_id,
-    Event.user_agent,
-    Event.page_url,
-    Event.tcf_string,
-    Event.gpp_string,
-    Event.anonymised_at,
-)
-IDENTIFYING_COLUMNS = {
-    "subject_id": None,
-    "ip_hash": None,
-    "user_hash": None,
-    "hash_key_id": None,
-    "user_agent": None,
-    "page_url": None,
-    "tcf_string": None,
-    "gpp_string": None,
-    "request_hash": None,
-}
+from service.ledger.tables import ConsentEventRow as Event
+from service.ledger.tables import event_columns
+
+# What a record shows (with the insertion sequence, the key of pagination), and what an export
+# adds to it; both named once, in the ledger's definition of an event.
+RECORD_SELECT = event_columns("seq", *RECORD_COLUMNS)
+EXPORT_SELECT = (*RECORD_SELECT, *event_columns(*EXPORT_EVIDENCE_COLUMNS))
 
 
 def searched_hashes(query: DsrQuery, hasher: Hasher) -> list[tuple[str, str]]:
@@ -183,12 +155,9 @@ async def records(rows: Sequence[Any], catalog: SchemaCatalog) -> list[ConsentRe
     result = []
     for row in rows:
         version = await catalog.version(row.property, row.schema_version)
-        result.append(to_record(row, version))
+        stored = record(row, optional=version.optional, ttl_days=version.ttl_days)
+        result.append(ConsentRecord.model_validate(stored))
     return result
-
-
-def to_record(row: Any, version: PublishedVersion) -> ConsentRecord:
-    return record_from_row(row, optional=version.optional, ttl_days=version.ttl_days)
 
 
 async def history_page(
@@ -206,7 +175,7 @@ async def history_page(
     after = decode_cursor(cursor, signature) if cursor else 0
     rows = (
         await session.execute(
-            select(*RECORD_COLUMNS)
+            select(*RECORD_SELECT)
             .where(*match(query, hasher), Event.seq > after)
             .order_by(Event.seq)
             .limit(limit + 1)
@@ -248,7 +217,7 @@ async def plan_export(
 
 def export_chunks(plan: ExportPlan, hasher: Hasher, after: int, size: int) -> Select[Any]:
     return (
-        select(*RECORD_COLUMNS, *EVIDENCE_COLUMNS)
+        select(*EXPORT_SELECT)
         .where(*match(plan.query, hasher), Event.seq > after, Event.seq <= plan.last_seq)
         .order_by(Event.seq)
         .limit(size)
@@ -290,7 +259,7 @@ async def erase(
             statement = (
                 update(Event)
                 .where(Event.seq.in_(target.scalar_subquery()))
-                .values(**IDENTIFYING_COLUMNS, anonymised_at=func.now())
+                .values({**dict.fromkeys(IDENTIFYING_COLUMNS), "anonymised_at": func.now()})
             )
         count = (await session.execute(statement)).rowcount  # type: ignore[attr-defined]
         touched += count
@@ -353,7 +322,3 @@ def _decode_audit_cursor(cursor: str) -> int:
             "cursor is not an audit cursor this service issued",
             extra={"errors": [{"pointer": "/query/cursor", "detail": "invalid cursor"}]},
         ) from None
-
-
-def utc(value: datetime | None) -> str | None:
-    return value.isoformat() if value else None

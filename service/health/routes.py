@@ -3,22 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import os
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    generate_latest,
-    multiprocess,
-)
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.core.logging import get_logger
 from service.core.migrations import current_revision
-from service.core.observe import REQUEST_METRICS
+from service.core.observe import exposition
+from service.state import Engine, MigrationHead
 
 router = APIRouter(tags=["operations"])
 log = get_logger("service.health")
@@ -47,9 +41,7 @@ async def healthz() -> Liveness:
     response_model=Readiness,
     responses={503: {"model": Readiness, "description": "Not ready"}},
 )
-async def readyz(request: Request) -> JSONResponse:
-    engine: AsyncEngine = request.app.state.engine
-    head: str | None = request.app.state.migration_head
+async def readyz(engine: Engine, head: MigrationHead) -> JSONResponse:
     try:
         async with asyncio.timeout(READINESS_TIMEOUT_SECONDS), engine.connect() as connection:
             revision = await current_revision(connection)
@@ -72,12 +64,4 @@ async def readyz(request: Request) -> JSONResponse:
     responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text"}},
 )
 async def metrics() -> Response:
-    REQUEST_METRICS.flush()  # this process's latest requests, not only those already flushed
-    if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
-        # Several worker processes: add up what each wrote to the shared folder.
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-        data = generate_latest(registry)
-    else:
-        data = generate_latest()
-    return Response(data, media_type=CONTENT_TYPE_LATEST)
+    return Response(exposition(), media_type=CONTENT_TYPE_LATEST)

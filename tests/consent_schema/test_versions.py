@@ -12,8 +12,8 @@ import httpx
 import pytest
 
 from service.app import create_app
+from service.consent_schema.bodies import SchemaVersionOut
 from service.consent_schema.document import ConsentSchemaDocument, canonical_json, content_hash
-from service.consent_schema.routes import SchemaVersionOut
 from tests.conftest import make_settings
 from tests.factories import api_key, bearer, example, published
 

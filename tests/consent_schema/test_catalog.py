@@ -11,9 +11,9 @@ import pytest
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from service.consent_schema import versions
+from service.consent_schema import service as versions
 from service.consent_schema.document import ConsentSchemaDocument
-from service.consent_schema.versions import SchemaCatalog
+from service.consent_schema.service import SchemaCatalog
 from service.core.db import create_engine
 from service.core.errors import NotFound
 from tests.factories import example, published

@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from service.banner.events import ConsentEventIn
+from service.banner.bodies import ConsentEventIn
 
 
 def page_url_kept(url: str) -> str | None:

@@ -10,6 +10,7 @@ import asyncpg
 import httpx
 from fastapi import FastAPI
 
+from service.state import of as services
 from tests.conftest import CLIENT_IP
 from tests.factories import Clock, api_key, bearer, event, example, published
 
@@ -24,7 +25,7 @@ async def test_itsailor_accept_withdraw_material_bump_reprompt_select(
     timestamp"."""
     await published(db_url, example("itsailor"))
     clock = Clock()
-    app.state.clock = clock
+    services(app).clock = clock
     subject = uuid.uuid4()
     events = "/v1/properties/itsailor/consent-events"
     headers = {"User-Agent": UA}
@@ -92,8 +93,8 @@ async def test_itsailor_accept_withdraw_material_bump_reprompt_select(
     }  # fmt: skip
     for row in rows:
         assert row["user_agent"] == UA
-        assert row["ip_hash"] == app.state.hasher.ip(CLIENT_IP)
-        assert row["hash_key_id"] == app.state.hasher.current.key_id
+        assert row["ip_hash"] == services(app).hasher.ip(CLIENT_IP)
+        assert row["hash_key_id"] == services(app).hasher.current.key_id
     assert [r["recorded_at"] for r in rows] == sorted(r["recorded_at"] for r in rows)
 
 
@@ -105,7 +106,7 @@ async def test_ailabrix_with_gpc_keeps_analytics_off(
     any previous click." DNT is not honoured; the choice is kept 6 months."""
     await published(db_url, example("ailabrix"))
     clock = Clock()
-    app.state.clock = clock
+    services(app).clock = clock
     subject = uuid.uuid4()
     events = "/v1/properties/ailabrix/consent-events"
 

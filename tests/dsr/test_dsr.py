@@ -19,9 +19,10 @@ from pydantic import SecretStr
 
 from service.app import create_app
 from service.consent_schema.document import ConsentSchemaDocument, canonical_json, content_hash
+from service.state import of as services
 from tests.conftest import CLIENT_IP, TEST_KEY, make_settings
 from tests.factories import api_key, bearer, bulk_events, event, example, published
-from tests.test_privacy_store import pg_dump
+from tests.core.test_privacy_store import pg_dump
 
 EVENTS = "/v1/properties/itsailor/consent-events"
 ALL_SCOPES = ("dsr:read", "dsr:erase", "audit:read", "schemas:write")
@@ -121,7 +122,7 @@ async def test_history_narrowed_by_property_and_time(
     from tests.factories import Clock
 
     clock = Clock()
-    app.state.clock = clock
+    services(app).clock = clock
     subject = uuid.uuid4()
     await record(client, subject)
     clock.advance(days=10)
@@ -217,7 +218,7 @@ async def test_ip_look_up_finds_records_made_under_a_previous_key(
         httpx.AsyncClient(transport=transport, base_url="http://t") as client,
     ):
         await record(client, subject)
-        old_key_id = before.state.hasher.current.key_id
+        old_key_id = services(before).hasher.current.key_id
 
     after = create_app(
         make_settings(
@@ -233,7 +234,7 @@ async def test_ip_look_up_finds_records_made_under_a_previous_key(
         httpx.AsyncClient(transport=transport, base_url="http://t") as client,
     ):
         await record(client, subject, "withdraw")
-        assert after.state.hasher.current.key_id != old_key_id
+        assert services(after).hasher.current.key_id != old_key_id
         found = (await post(client, "/v1/dsr/history", {"ip": CLIENT_IP}, keys["read"])).json()[
             "items"
         ]
@@ -372,19 +373,19 @@ async def test_a_large_export_streams_every_event(
     assert len({e["event_id"] for e in export["events"]}) == 2500
 
     # The body is produced piece by piece, a chunk of events at a time, never whole.
+    from service.dsr.bodies import ExportFormat, ExportRequest
     from service.dsr.export import CHUNK, stream_export
-    from service.dsr.models import ExportFormat, ExportRequest
     from service.dsr.service import plan_export
 
-    async with app.state.sessionmaker.begin() as session:
+    async with services(app).sessionmaker.begin() as session:
         plan = await plan_export(
-            session, app.state.hasher, ExportRequest(subject_id=subject), actor="test"
+            session, services(app).hasher, ExportRequest(subject_id=subject), actor="test"
         )
     pieces = [
         piece
         async for piece in stream_export(
-            app.state.engine, app.state.catalog, app.state.hasher, plan,
-            export_format=ExportFormat.JSON, exported_at=app.state.clock(), request_id=None,
+            services(app).engine, services(app).catalog, services(app).hasher, plan,
+            export_format=ExportFormat.JSON, exported_at=services(app).clock(), request_id=None,
         )
     ]  # fmt: skip
     assert len(pieces) >= 2500 // CHUNK + 2
@@ -404,8 +405,8 @@ async def test_delete_erasure_is_complete_and_idempotent(
     subject = uuid.uuid4()
     await three_versions(client, db_url, subject)
     bystander = await record(client, uuid.uuid4())
-    ip_hash = app.state.hasher.ip(CLIENT_IP)
-    user_hash = app.state.hasher.user("acct-9")
+    ip_hash = services(app).hasher.ip(CLIENT_IP)
+    user_hash = services(app).hasher.user("acct-9")
     assert str(subject) in pg_dump(db_url)
 
     erased = await post(

@@ -2,9 +2,10 @@
 
 Each request hands its row to the writer and waits. The writer takes everything waiting, inserts
 it in one statement, commits, and only then wakes each request: a 2xx still means "this row is
-committed" (SPEC §3.2), but a burst of N events costs one fsync instead of N. While a batch
-commits, the next one gathers. If a batch fails, its rows are retried one by one, so one bad row
-cannot fail its neighbours; a database outage fails every waiting request (503), never silently.
+committed" (docs/guarantees.md, "Acknowledged means committed"), but a burst of N events costs
+one fsync instead of N. While a batch commits, the next one gathers. If a batch fails, its rows
+are retried one by one, so one bad row cannot fail its neighbours; a database outage fails every
+waiting request (503), never silently.
 """
 
 from __future__ import annotations
@@ -13,15 +14,15 @@ import asyncio
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
 
 import asyncpg
 import orjson
 from prometheus_client import Histogram
 
 from service.core.logging import get_logger
+from service.ledger.event import WRITTEN_COLUMNS, NewEvent
 
-log = get_logger("service.banner.writer")
+log = get_logger("service.ledger.writer")
 
 BATCH_ROWS = Histogram(
     "consent_event_batch_rows",
@@ -39,42 +40,14 @@ MAX_BATCH = 500
 # The batch travels as one JSON array of row objects: serialising it (orjson, in C) costs a few
 # microseconds a row where encoding one typed array per column cost about thirty, and the
 # statement is the same for any batch size, so it is prepared once per connection. A single
-# statement is atomic on its own: no BEGIN/COMMIT round trips around it.
-_NAMES = (
-    "event_id, property, subject_id, event_type, schema_version, choices, effective, gpc, dnt, "
-    "signals_applied, ip_hash, user_hash, hash_key_id, user_agent, page_url, tcf_string, "
-    "gpp_string, request_hash, recorded_at"
-)
+# statement is atomic on its own: no BEGIN/COMMIT round trips around it. The columns are
+# NewEvent's fields, which are also the keys of each row object.
+_NAMES = ", ".join(WRITTEN_COLUMNS)
 INSERT_SQL = (
     f"INSERT INTO consent_events ({_NAMES}) "  # noqa: S608 (a constant column list)
     f"SELECT {_NAMES} FROM jsonb_populate_recordset(NULL::consent_events, $1::jsonb) "
     "ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
 )
-
-
-@dataclass(slots=True)
-class NewEvent:
-    """A row of consent_events, as the batch's JSON carries it (field names are column names)."""
-
-    event_id: uuid.UUID
-    property: str
-    subject_id: uuid.UUID
-    event_type: str
-    schema_version: int
-    choices: dict[str, bool]
-    effective: dict[str, bool]
-    gpc: bool
-    dnt: bool
-    signals_applied: list[str]
-    ip_hash: str | None
-    user_hash: str | None
-    hash_key_id: str | None
-    user_agent: str | None
-    page_url: str | None
-    tcf_string: str | None
-    gpp_string: str | None
-    request_hash: str
-    recorded_at: datetime
 
 
 def batch_json(batch: list[NewEvent]) -> str:

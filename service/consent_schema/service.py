@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -52,31 +52,37 @@ class PublishedVersion:
     def from_row(cls, row: Any) -> PublishedVersion:
         """From a SchemaVersionRow or a result row with its columns."""
         categories = row.content["categories"]
+        # Canonical key order, whether the content was just written or read back from JSONB
+        # (which orders keys its own way): the same version always reads the same.
         content = json.loads(canonical_json(row.content))
-        summary = {
-            "property": row.property,
-            "version": row.version,
-            "material": row.material,
-            "published_at": row.published_at.isoformat().replace("+00:00", "Z"),
-            "content_hash": row.content_sha256,
-            "last_material_version": row.last_material_version,
-        }
-        return cls(
+        version = cls(
             property=row.property,
             version=row.version,
             material=row.material,
             last_material_version=row.last_material_version,
             content_hash=row.content_sha256,
             published_at=row.published_at,
-            # Canonical key order, whether the content was just written or read back from JSONB
-            # (which orders keys its own way): the same version always reads the same.
             content=content,
-            body=json.dumps({**summary, "content": content}, separators=(",", ":")).encode(),
+            body=b"",
             required=frozenset(c["key"] for c in categories if c["required"]),
             optional=frozenset(c["key"] for c in categories if not c["required"]),
             ttl_days=row.content["consent_ttl_days"],
             honours=dict(row.content["signals"]),
         )
+        body = {**version.summary(), "content": content}
+        return replace(version, body=json.dumps(body, separators=(",", ":")).encode())
+
+    def summary(self) -> dict[str, Any]:
+        """What identifies this version (everything but its content), as JSON values: the
+        shape of `bodies.SchemaVersionSummary`, and of each version in an export."""
+        return {
+            "property": self.property,
+            "version": self.version,
+            "material": self.material,
+            "published_at": self.published_at.isoformat().replace("+00:00", "Z"),
+            "content_hash": self.content_hash,
+            "last_material_version": self.last_material_version,
+        }
 
     def etag(self) -> str:  # (a method: `property` is a field name here)
         return f'"{self.version}-{self.content_hash[:32]}"'

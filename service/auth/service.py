@@ -1,22 +1,18 @@
-"""API keys: create, list, revoke, and the dependency that checks them on each request."""
+"""API keys: create, list, revoke, and find the key behind a secret."""
 
 from __future__ import annotations
 
 import hashlib
 import secrets
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated
 
-from fastapi import Depends, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from service.auth.tables import ApiKeyRow
-from service.core.errors import BadRequest, Forbidden, NotFound, Unauthorized
+from service.core.errors import BadRequest, NotFound
 
 SECRET_PREFIX = "csk_"  # noqa: S105 (a prefix, so leaked keys are recognisable)
 
@@ -113,27 +109,3 @@ async def authenticate(engine: AsyncEngine, secret: str) -> Principal | None:
     if row is None:
         return None
     return Principal(key_id=row.id, scopes=frozenset(row.scopes))
-
-
-_bearer = HTTPBearer(
-    auto_error=False, description="An API key created with `consent-service keys create`."
-)
-
-
-def require_scope(scope: Scope) -> Callable[..., Awaitable[Principal]]:
-    """A dependency: 401 without a valid, unrevoked key; 403 when the key lacks `scope`."""
-
-    async def dependency(
-        request: Request,
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-    ) -> Principal:
-        if credentials is None:
-            raise Unauthorized("send an API key as 'Authorization: Bearer <key>'")
-        principal = await authenticate(request.app.state.engine, credentials.credentials)
-        if principal is None:
-            raise Unauthorized("the API key is unknown or has been revoked")
-        if scope.value not in principal.scopes:
-            raise Forbidden(f"this API key lacks the '{scope.value}' scope")
-        return principal
-
-    return dependency

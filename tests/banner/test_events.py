@@ -15,8 +15,9 @@ import pytest
 from fastapi import FastAPI
 
 from service.app import create_app
-from service.banner.events import ConsentRecord
 from service.core.hashing import Hasher
+from service.ledger.bodies import ConsentRecord
+from service.state import of as services
 from tests.conftest import CLIENT_IP, make_settings
 from tests.factories import Clock, api_key, bearer, event, example, published
 
@@ -33,7 +34,7 @@ async def schemas(db_url: str) -> None:
 @pytest.fixture
 def clock(app: FastAPI) -> Clock:
     clock = Clock()
-    app.state.clock = clock
+    services(app).clock = clock
     return clock
 
 
@@ -73,7 +74,7 @@ async def test_accept_all_returns_and_stores_the_record(
     }  # fmt: skip
 
     row = await stored(db, record["event_id"])
-    hasher: Hasher = app.state.hasher
+    hasher: Hasher = services(app).hasher
     assert row["ip_hash"] == hasher.ip(CLIENT_IP)
     assert row["hash_key_id"] == hasher.current.key_id
     assert row["user_agent"] == "Mozilla/5.0 test"
@@ -195,7 +196,7 @@ async def test_forwarded_headers_only_from_trusted_proxies(
 ) -> None:
     app = create_app(make_settings(db_url, tmp_path, trusted_proxies=["10.0.0.0/8"]))
     async with app.router.lifespan_context(app):
-        hasher: Hasher = app.state.hasher
+        hasher: Hasher = services(app).hasher
         spoof = {"X-Forwarded-For": "198.51.100.1"}
         # An untrusted peer's header is ignored: the peer is the client.
         assert await _ip_hash(app, db, CLIENT_IP, spoof) == hasher.ip(CLIENT_IP)
@@ -213,7 +214,7 @@ async def test_forwarded_headers_only_from_trusted_proxies(
 
 @pytest.mark.usefixtures("schemas")
 async def test_ipv4_mapped_ipv6_is_normalised(app: FastAPI, db: asyncpg.Connection) -> None:
-    hasher: Hasher = app.state.hasher
+    hasher: Hasher = services(app).hasher
     mapped = await _ip_hash(app, db, "::ffff:203.0.113.9", {})
     assert mapped == hasher.ip("203.0.113.9") == await _ip_hash(app, db, "203.0.113.9", {})
 
@@ -394,7 +395,7 @@ async def test_user_id_is_stored_only_as_a_keyed_hash(
 ) -> None:
     response = await client.post(ITSAILOR, json=event(user_id="customer-4711"))
     row = await stored(db, response.json()["event_id"])
-    assert row["user_hash"] == app.state.hasher.user("customer-4711")
+    assert row["user_hash"] == services(app).hasher.user("customer-4711")
     assert "customer-4711" not in json.dumps({k: str(v) for k, v in row.items()})
 
 

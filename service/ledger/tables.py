@@ -1,7 +1,11 @@
+"""The consent-event table: append-only evidence, written only by `ledger.writer` and erased
+only through the DSR erasure path. Its written columns are `event.NewEvent`'s fields."""
+
 from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -18,10 +22,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.sql.elements import KeyedColumnElement
 
 from service.core.db import Base
-
-EVENT_TYPES = ("accept-all", "reject-all", "save-selection", "withdraw", "re-prompt")
 
 
 class ConsentEventRow(Base):
@@ -76,11 +79,15 @@ class ConsentEventRow(Base):
     page_url: Mapped[str | None] = mapped_column(Text)
     tcf_string: Mapped[str | None] = mapped_column(Text)
     gpp_string: Mapped[str | None] = mapped_column(Text)
-    # SHA-256 of the canonical request, to tell a retry from a different event reusing an id
-    # (cleared by anonymisation: it is derived from the identifiers).
     request_hash: Mapped[str | None] = mapped_column(String(64))
     recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     anonymised_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     def __repr__(self) -> str:  # never print identifiers
         return f"<ConsentEventRow {self.event_id} {self.event_type}>"
+
+
+def event_columns(*names: str) -> tuple[KeyedColumnElement[Any], ...]:
+    """The table's columns of those names, e.g. `event_columns(*RECORD_COLUMNS)` for a select."""
+    table = ConsentEventRow.__table__
+    return tuple(table.c[name] for name in names)

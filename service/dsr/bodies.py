@@ -17,9 +17,9 @@ from pydantic import (
     model_validator,
 )
 
-from service.banner.events import ConsentRecord
 from service.consent_schema.document import PROPERTY_PATTERN
 from service.core.hashing import canonical_ip
+from service.ledger.bodies import ConsentRecord
 
 
 class IdentifierType(StrEnum):

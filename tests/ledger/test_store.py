@@ -9,7 +9,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy.ext.asyncio import create_async_engine
 
-import service.models  # noqa: F401  (every table on Base.metadata)
+import service.tables  # noqa: F401  (every table on Base.metadata)
 from service.core.db import Base, async_url
 from tests.factories import event, example, published
 

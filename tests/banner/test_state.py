@@ -11,6 +11,7 @@ import pytest
 from fastapi import FastAPI
 
 from service.consent_schema.document import ConsentSchemaDocument
+from service.state import of as services
 from tests.factories import Clock, event, example, published
 
 EVENTS = "/v1/properties/itsailor/consent-events"
@@ -20,7 +21,7 @@ EVENTS = "/v1/properties/itsailor/consent-events"
 async def clock(app: FastAPI, db_url: str) -> Clock:
     await published(db_url, example("itsailor"))
     clock = Clock()
-    app.state.clock = clock
+    services(app).clock = clock
     return clock
 
 
@@ -102,14 +103,14 @@ async def test_schema_change_only_after_a_material_publish(
     subject = uuid.uuid4()
     await decide(client, subject, "save-selection", categories={"analytics": True})
     await bump(db_url, material=False, label="Essential")
-    app.state.catalog.forget_current("itsailor")  # published by another process
+    services(app).catalog.forget_current("itsailor")  # published by another process
     wording = await state(client, subject)
     assert (wording["current_version"], wording["last_material_version"]) == (2, 1)
     assert wording["status"] == "partially-given"
     assert wording["needs_reprompt"] is False
 
     await bump(db_url, material=True, label="Needed")
-    app.state.catalog.forget_current("itsailor")
+    services(app).catalog.forget_current("itsailor")
     changed = await state(client, subject)
     assert (changed["current_version"], changed["last_material_version"]) == (3, 3)
     assert changed["needs_reprompt"] is True

@@ -1,0 +1,103 @@
+"""Request and response bodies of the banner API: the event a banner sends, and a subject's state.
+(The stored record the banner gets back is the ledger's `ConsentRecord`.)"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+from service.ledger.event import ConsentStatus, EventType
+
+IAB_STRING_MAX = 8192
+PAGE_URL_MAX = 2048
+USER_ID_MAX = 256
+
+CategoryKey = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+
+
+class ConsentEventIn(BaseModel):
+    """A banner's report of one decision (or of showing the banner again)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    event_id: uuid.UUID | None = Field(
+        default=None,
+        description="Chosen by the client for safe retries: the same id and body return the "
+        "original record (200); the same id with another body is a 409.",
+    )
+    subject_id: uuid.UUID = Field(description="The random id the banner keeps in its cookie.")
+    event_type: EventType
+    schema_version: int = Field(ge=1, le=2_147_483_647)
+    categories: dict[CategoryKey, bool] | None = Field(
+        default=None,
+        description="Per-category choices. Required for save-selection; for accept-all, "
+        "reject-all and withdraw optional but must agree with the type; absent for re-prompt.",
+    )
+    user_id: Annotated[str, StringConstraints(min_length=1, max_length=USER_ID_MAX)] | None = Field(
+        default=None, description="Account id; stored only as a keyed hash."
+    )
+    page_url: Annotated[str, StringConstraints(max_length=PAGE_URL_MAX)] | None = Field(
+        default=None, description="Stored as origin and path only (query and fragment dropped)."
+    )
+    gpc: bool | None = Field(
+        default=None, description="navigator.globalPrivacyControl as the banner saw it."
+    )
+    tcf_string: Annotated[str, StringConstraints(max_length=IAB_STRING_MAX)] | None = None
+    gpp_string: Annotated[str, StringConstraints(max_length=IAB_STRING_MAX)] | None = None
+
+    @field_validator("page_url")
+    @classmethod
+    def _origin_and_path(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in {"http", "https"} or not parts.netloc:
+            raise ValueError("must be an absolute http(s) URL")
+        host = parts.hostname or ""
+        if ":" in host:  # an IPv6 literal keeps its brackets
+            host = f"[{host}]"
+        port = f":{parts.port}" if parts.port else ""
+        # Credentials, query and fragment are dropped: they routinely carry personal data.
+        return f"{parts.scheme}://{host}{port}{parts.path or '/'}"
+
+    @field_validator("categories")
+    @classmethod
+    def _sorted(cls, value: dict[str, bool] | None) -> dict[str, bool] | None:
+        # One order for one meaning: a retry may list the same choices in another order.
+        return dict(sorted(value.items())) if value else value
+
+    def request_hash(self, property_name: str) -> str:
+        """SHA-256 of what the event says (its id aside), to tell a retry from a different event
+        reusing an id. Fields serialise in declaration order and categories sorted, so equal
+        requests hash equally however their JSON was laid out."""
+        body = self.model_dump_json(exclude_none=True, exclude={"event_id"})
+        return hashlib.sha256(f"{property_name}\x00{body}".encode()).hexdigest()
+
+
+class RepromptReason(StrEnum):
+    NO_DECISION = "no-decision"
+    EXPIRED = "expired"
+    SCHEMA_CHANGED = "schema-changed"
+
+
+class ConsentState(BaseModel):
+    property: str
+    subject_id: uuid.UUID
+    status: ConsentStatus
+    effective: dict[str, bool] = Field(
+        description="What applies now. With no valid decision (none, expired) only the "
+        "required categories are on."
+    )
+    schema_version: int | None = Field(description="The version the latest decision was made on.")
+    current_version: int
+    last_material_version: int
+    decided_at: datetime | None
+    expires_at: datetime | None
+    needs_reprompt: bool
+    reprompt_reasons: list[RepromptReason]

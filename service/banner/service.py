@@ -1,0 +1,261 @@
+"""What the banner API does: turn a banner's report into a ledger event (choices checked against
+the version it showed, browser signals applied, identifiers hashed), and derive a subject's
+current state from its latest decision."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from service.banner.bodies import ConsentEventIn, ConsentState, RepromptReason
+from service.consent_schema.service import PropertyState, PublishedVersion, SchemaCatalog
+from service.core.errors import Conflict, Unprocessable
+from service.core.hashing import Hasher
+from service.ledger.event import (
+    RECORD_COLUMNS,
+    ConsentStatus,
+    EventType,
+    NewEvent,
+    Signal,
+    decision_status,
+    expiry,
+    record,
+)
+from service.ledger.tables import ConsentEventRow as Event
+from service.ledger.tables import event_columns
+
+USER_AGENT_MAX = 512
+
+
+async def version_shown(
+    catalog: SchemaCatalog, property_name: str, event: ConsentEventIn
+) -> PublishedVersion:
+    """The version the banner showed: it must be published; an older one is recorded as is (late
+    beacons happen), a newer one than the current is a 422."""
+    current = await catalog.state(property_name)
+    if event.schema_version > current.current_version:
+        # The cached pointer may lag a publish made by another process: ask once more.
+        current = await catalog.state(property_name, fresh=True)
+        if event.schema_version > current.current_version:
+            raise Unprocessable(
+                f"schema_version {event.schema_version} is newer than the current version "
+                f"{current.current_version} of {property_name!r}",
+                extra={"errors": [{"pointer": "/body/schema_version", "detail": "not published"}]},
+            )
+    return await catalog.version(property_name, event.schema_version)
+
+
+def new_event(
+    event: ConsentEventIn,
+    *,
+    property_name: str,
+    version: PublishedVersion,
+    headers: dict[bytes, bytes],
+    address: str | None,
+    hasher: Hasher,
+    now: datetime,
+) -> NewEvent:
+    """The ledger row for `event`. `headers` are the request's (lower-case names); `address` is
+    the client's in canonical form, hashed here and never kept."""
+    optional = version.optional
+    choices = resolve_choices(event, required=version.required, optional=optional)
+    gpc = headers.get(b"sec-gpc", b"").strip() == b"1" or event.gpc is True
+    dnt = headers.get(b"dnt", b"").strip() == b"1"
+    honoured = version.honours
+    applied = [
+        s for s, present in ((Signal.GPC, gpc), (Signal.DNT, dnt)) if present and honoured[s.value]
+    ]
+    user_agent = headers.get(b"user-agent")
+    return NewEvent(
+        event_id=event.event_id or uuid.uuid4(),
+        property=property_name,
+        subject_id=event.subject_id,
+        event_type=event.event_type.value,
+        schema_version=event.schema_version,
+        choices=choices,
+        effective=apply_signals(choices, optional=optional, applied=applied),
+        gpc=gpc,
+        dnt=dnt,
+        signals_applied=[s.value for s in applied],
+        ip_hash=hasher.ip_normalised(address) if address is not None else None,
+        user_hash=hasher.user(event.user_id) if event.user_id is not None else None,
+        hash_key_id=hasher.current.key_id,
+        user_agent=(
+            user_agent.decode("latin-1")[:USER_AGENT_MAX] if user_agent is not None else None
+        ),
+        page_url=event.page_url,
+        tcf_string=event.tcf_string,
+        gpp_string=event.gpp_string,
+        request_hash=event.request_hash(property_name),
+        recorded_at=now,
+    )
+
+
+def resolve_choices(
+    event: ConsentEventIn, *, required: frozenset[str], optional: frozenset[str]
+) -> dict[str, bool]:
+    """The requested choice per category, checked against the version the banner showed.
+
+    Raises Unprocessable naming every offending category.
+    """
+    given = event.categories
+    errors: list[tuple[str, str]] = []
+    if given is not None:
+        known = required | optional
+        errors += [
+            (key, "unknown category in this schema version") for key in given if key not in known
+        ]
+        errors += [
+            (key, "a required category cannot be refused")
+            for key in sorted(required)
+            if given.get(key) is False
+        ]
+
+    match event.event_type:
+        case EventType.RE_PROMPT:
+            if given is not None:
+                errors.append(
+                    ("", "re-prompt records that the banner was shown; it takes no categories")
+                )
+            choices: dict[str, bool] = {}
+        case EventType.SAVE_SELECTION:
+            if given is None:
+                errors.append(("", "save-selection needs categories"))
+                given = {}
+            choices = dict.fromkeys(required, True) | {
+                key: bool(given.get(key, False)) for key in optional
+            }
+        case EventType.ACCEPT_ALL:
+            choices = dict.fromkeys(required | optional, True)
+            errors += [
+                (key, "accept-all turns every category on")
+                for key, value in (given or {}).items()
+                if value is False and key in optional
+            ]
+        case EventType.REJECT_ALL | EventType.WITHDRAW:
+            choices = dict.fromkeys(required, True) | dict.fromkeys(optional, False)
+            errors += [
+                (key, f"{event.event_type.value} turns every optional category off")
+                for key, value in (given or {}).items()
+                if value is True and key in optional
+            ]
+    if errors:
+        raise Unprocessable(
+            "; ".join(
+                f"categories.{key}: {message}" if key else f"categories: {message}"
+                for key, message in errors
+            ),
+            extra={
+                "errors": [
+                    {
+                        "pointer": f"/body/categories/{key}" if key else "/body/categories",
+                        "detail": m,
+                    }
+                    for key, m in errors
+                ]
+            },
+        )
+    return dict(sorted(choices.items()))
+
+
+def apply_signals(
+    choices: dict[str, bool], *, optional: frozenset[str], applied: list[Signal]
+) -> dict[str, bool]:
+    """Effective choices: an honoured signal turns every optional category off."""
+    if not applied:
+        return dict(choices)
+    return {key: (False if key in optional else value) for key, value in choices.items()}
+
+
+async def stored_record(
+    engine: AsyncEngine, catalog: SchemaCatalog, new: NewEvent
+) -> dict[str, Any]:
+    """`new`'s event_id was stored already: the original record for a retry of the same request,
+    409 for a different event reusing the id."""
+    async with engine.connect() as connection:
+        existing = (
+            await connection.execute(
+                select(*event_columns(*RECORD_COLUMNS, "request_hash")).where(
+                    Event.event_id == new.event_id
+                )
+            )
+        ).one()
+    if existing.request_hash != new.request_hash:
+        raise Conflict(
+            f"event_id {new.event_id} is already recorded with a different body; "
+            "use a new event_id for a new event"
+        )
+    version = await catalog.version(existing.property, existing.schema_version)
+    return record(existing, optional=version.optional, ttl_days=version.ttl_days)
+
+
+def _required_only(version: PublishedVersion) -> dict[str, bool]:
+    return {c["key"]: bool(c["required"]) for c in version.content["categories"]}
+
+
+async def current_state(
+    engine: AsyncEngine,
+    catalog: SchemaCatalog,
+    property_name: str,
+    subject_id: uuid.UUID,
+    now: datetime,
+) -> ConsentState:
+    prop: PropertyState = await catalog.state(property_name)
+    current = await catalog.version(property_name, prop.current_version)
+    async with engine.connect() as connection:
+        latest = (
+            await connection.execute(
+                select(Event.event_type, Event.schema_version, Event.effective, Event.recorded_at)
+                .where(
+                    Event.subject_id == subject_id,
+                    Event.property == property_name,
+                    Event.event_type != EventType.RE_PROMPT.value,
+                )
+                .order_by(Event.seq.desc())
+                .limit(1)
+            )
+        ).one_or_none()
+    if latest is None:
+        return ConsentState(
+            property=property_name,
+            subject_id=subject_id,
+            status=ConsentStatus.NONE,
+            effective=_required_only(current),
+            schema_version=None,
+            current_version=prop.current_version,
+            last_material_version=prop.last_material_version,
+            decided_at=None,
+            expires_at=None,
+            needs_reprompt=True,
+            reprompt_reasons=[RepromptReason.NO_DECISION],
+        )
+    decided_on = await catalog.version(property_name, latest.schema_version)
+    event_type = EventType(latest.event_type)
+    expires_at = expiry(latest.recorded_at, decided_on.ttl_days, event_type)
+    status = decision_status(event_type, latest.effective, decided_on.optional)
+    assert status is not None  # re-prompts are not decisions
+    effective = latest.effective
+    reasons: list[RepromptReason] = []
+    if expires_at is not None and now >= expires_at:
+        status = ConsentStatus.EXPIRED
+        effective = _required_only(current)
+        reasons.append(RepromptReason.EXPIRED)
+    if latest.schema_version < prop.last_material_version:
+        reasons.append(RepromptReason.SCHEMA_CHANGED)
+    return ConsentState(
+        property=property_name,
+        subject_id=subject_id,
+        status=status,
+        effective=effective,
+        schema_version=latest.schema_version,
+        current_version=prop.current_version,
+        last_material_version=prop.last_material_version,
+        decided_at=latest.recorded_at,
+        expires_at=expires_at,
+        needs_reprompt=bool(reasons),
+        reprompt_reasons=reasons,
+    )

@@ -1,0 +1,47 @@
+"""Request and response bodies of the consent schema API (the schema file's own format is
+`document.py`)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import Path
+from pydantic import BaseModel, Field
+
+from service.consent_schema.document import PROPERTY_PATTERN, ConsentSchemaDocument
+
+PropertyName = Annotated[
+    str, Path(pattern=PROPERTY_PATTERN, description="The property (site or app), e.g. `itsailor`.")
+]
+
+
+class SchemaVersionSummary(BaseModel):
+    property: str
+    version: int = Field(description="1, 2, 3 … per property.")
+    material: bool = Field(description="Whether this version required asking everyone again.")
+    published_at: datetime
+    content_hash: str = Field(description="SHA-256 (hex) of the canonical JSON of `content`.")
+    last_material_version: int = Field(
+        description="The newest material version up to this one: a banner holding a decision "
+        "made on an older version must ask again."
+    )
+
+
+class SchemaVersionOut(SchemaVersionSummary):
+    content: ConsentSchemaDocument
+
+
+class SchemaVersionList(BaseModel):
+    property: str
+    current_version: int
+    last_material_version: int
+    items: list[SchemaVersionSummary]
+
+
+class PublishRequest(BaseModel):
+    material: bool = Field(
+        default=True,
+        description="Material (the default) re-prompts everyone; non-material is wording only.",
+    )
+    content: ConsentSchemaDocument

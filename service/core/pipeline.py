@@ -1,0 +1,284 @@
+"""One request pipeline, with a fast dispatch for hot routes derived from the app's declarations.
+
+The banner endpoints run on every page view of every site, and FastAPI's per-request machinery
+(its outer error, telemetry and body-limit layers, the exception layer, router matching,
+dependency solving) costs more CPU than their own work (docs/architecture.md, "The request
+path"). So `ConsentAPI` builds its middleware stack twice from the same declarations: FastAPI's
+own, and, for routes marked `@hot`, the app's `user_middleware` (the middleware declared with
+`add_middleware`, in the same order) around `HotEndpoints`, which calls the route's endpoint
+directly. Both are built when the stack is built, from every route of the app, so nothing is
+listed by hand and a new middleware applies to every request.
+
+A hot route may declare only what the fast path honours exactly as FastAPI would: the `Request`,
+path parameters (validated with their declared type and constraints, a failure being the same 422
+problem), headers, and dependencies that are `async` functions of the request alone (the typed
+collaborators of `service.state`), with or without a parameter name. It returns a `Response`, so,
+as in FastAPI itself, `response_model` and `status_code` only document it. Anything else (query,
+cookie or body parameters, security, dependencies with parameters or sub-dependencies, generator
+dependencies) makes building the app fail with a message naming the route.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, get_type_hints
+
+from fastapi import FastAPI, Request, Response
+from fastapi.dependencies.models import Dependant
+from fastapi.params import Header, Path
+from fastapi.routing import APIRoute, RouteContext, iter_route_contexts
+from fastapi.security.base import SecurityBase
+from pydantic import BaseModel, TypeAdapter, ValidationError
+from starlette.requests import ClientDisconnect
+from starlette.routing import Match, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from service.core.errors import Unprocessable, validation_problem_detail
+
+Endpoint = Callable[..., Awaitable[Response]]
+Filler = Callable[[Request], Any]
+Dependency = Callable[[Request], Awaitable[Any]]
+
+
+class HotRouteError(TypeError):
+    """A route marked @hot declares something the fast path cannot honour."""
+
+
+def hot(endpoint: Endpoint) -> Endpoint:
+    """Serve this endpoint through the fast dispatch (see the module docstring for its limits)."""
+    endpoint.__hot__ = True  # type: ignore[attr-defined]
+    return endpoint
+
+
+@dataclass(frozen=True, slots=True)
+class HandReadBody:
+    model: type[BaseModel]
+    media_types: tuple[str, ...]
+    description: str
+
+
+def body_read_by_hand(
+    model: type[BaseModel], *, media_types: tuple[str, ...], description: str
+) -> Callable[[Endpoint], Endpoint]:
+    """Document the body an endpoint reads itself (from the Request) as `model`, in each of
+    `media_types`: FastAPI documents only the bodies it parses."""
+
+    def mark(endpoint: Endpoint) -> Endpoint:
+        endpoint.__body__ = HandReadBody(model, media_types, description)  # type: ignore[attr-defined]
+        return endpoint
+
+    return mark
+
+
+def is_hot(route: RouteContext) -> bool:
+    return isinstance(route.original_route, APIRoute) and getattr(route.endpoint, "__hot__", False)
+
+
+class FastRoute:
+    """A hot route compiled for the fast dispatch: its path matcher and how to call it."""
+
+    def __init__(self, route: RouteContext) -> None:
+        self.route = route.original_route  # named in logs and metrics, as FastAPI does
+        self.path = route.path or ""
+        methods = sorted(route.methods or ())
+        # Matched as a plain Starlette route: FastAPI's own matching does more per request.
+        self._matcher = Route(self.path, _unused, methods=methods)
+        where = f"hot route {', '.join(methods)} {self.path}"
+        self._call: Endpoint = route.endpoint  # type: ignore[assignment]
+        self._fillers, self._dependencies = _compile(self._call, route.dependant, where)
+
+    def matches(self, scope: Scope) -> Match:
+        match, child_scope = self._matcher.matches(scope)
+        if match is Match.FULL:
+            scope.update(child_scope)  # the path parameters
+            scope["route"] = self.route
+        return match
+
+    async def __call__(self, request: Request) -> Response:
+        arguments = {name: fill(request) for name, fill in self._fillers}
+        for name, dependency in self._dependencies:
+            value = await dependency(request)
+            if name is not None:
+                arguments[name] = value
+        return await self._call(**arguments)
+
+
+async def _unused(request: Request) -> Response:  # pragma: no cover (the matcher's endpoint)
+    raise NotImplementedError
+
+
+def _compile(
+    endpoint: Endpoint, dependant: Dependant, where: str
+) -> tuple[list[tuple[str, Filler]], list[tuple[str | None, Dependency]]]:
+    refused = [
+        (dependant.query_params, "query parameters"),
+        (dependant.cookie_params, "cookie parameters"),
+        (dependant.body_params, "a body parameter (read the body from the Request instead)"),
+    ]
+    for params, what in refused:
+        if params:
+            raise HotRouteError(f"{where} declares {what}, which the fast path cannot fill")
+    if dependant.security_scopes_param_name or dependant.own_oauth_scopes:
+        raise HotRouteError(f"{where} declares security, which the fast path cannot check")
+    return_type = get_type_hints(endpoint).get("return")
+    if not (inspect.isclass(return_type) and issubclass(return_type, Response)):
+        raise HotRouteError(
+            f"{where} must return a Response: the fast path does not apply response_model or "
+            "status_code"
+        )
+
+    hints = get_type_hints(endpoint, include_extras=True)
+    dependency_names = {dep.name for dep in dependant.dependencies if dep.name}
+    fillers = [
+        (name, _filler(name, hints.get(name), where))
+        for name in inspect.signature(endpoint).parameters
+        if name not in dependency_names
+    ]
+    dependencies = [(dep.name, _dependency(dep.call, dep, where)) for dep in dependant.dependencies]
+    return fillers, dependencies
+
+
+def _dependency(call: Any, dep: Any, where: str) -> Dependency:
+    name = getattr(call, "__name__", repr(call))
+    if isinstance(call, SecurityBase):
+        raise HotRouteError(f"{where} depends on security ({name}), which the fast path skips")
+    own_parameters = (
+        dep.path_params, dep.query_params, dep.header_params, dep.cookie_params, dep.body_params,
+        dep.dependencies,
+    )  # fmt: skip
+    if (
+        not inspect.iscoroutinefunction(call)
+        or any(own_parameters)
+        or dep.security_scopes_param_name
+        or dep.background_tasks_param_name
+        or dep.response_param_name
+        or list(inspect.signature(call).parameters) not in ([], [dep.request_param_name])
+    ):
+        raise HotRouteError(
+            f"{where} depends on {name}, which the fast path cannot call: a hot route's "
+            "dependencies must be `async def` functions of the Request alone"
+        )
+    if dep.request_param_name is None:
+        return lambda request: call()
+    return call  # type: ignore[no-any-return]
+
+
+def _filler(name: str, annotation: Any, where: str) -> Filler:
+    if annotation is Request:
+        return lambda request: request
+    metadata = getattr(annotation, "__metadata__", ())
+    if any(isinstance(item, Path) for item in metadata):
+        adapter: TypeAdapter[Any] = TypeAdapter(annotation)
+
+        def path_value(request: Request) -> Any:
+            try:
+                return adapter.validate_python(request.path_params[name])
+            except ValidationError as exc:
+                detail, errors = validation_problem_detail(
+                    list(exc.errors()), prefix=("path", name)
+                )
+                raise Unprocessable(detail, extra={"errors": errors}) from None
+
+        return path_value
+    headers = [item for item in metadata if isinstance(item, Header)]
+    if headers and headers[0].convert_underscores and headers[0].alias is None:
+        header = name.replace("_", "-")
+        return lambda request: request.headers.get(header)
+    raise HotRouteError(f"{where} has parameter {name!r}, which the fast path cannot fill")
+
+
+ExceptionHandlers = dict[Any, Callable[[Request, Any], Response | Awaitable[Response]]]
+
+
+class HotEndpoints:
+    """The innermost app of the hot stack: calls the matched route, and sends an exception it
+    raises to the app's own exception handlers (the same problem documents)."""
+
+    def __init__(self, handlers: ExceptionHandlers) -> None:
+        self.handlers = handlers
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive, send)
+        try:
+            response = await scope["fast_route"](request)
+        except ClientDisconnect:
+            return  # gone before its request was read: nobody to answer
+        except Exception as exc:
+            handler = self._handler(exc)
+            if handler is None:
+                raise
+            answer = handler(request, exc)
+            response = await answer if inspect.isawaitable(answer) else answer
+        await response(scope, receive, send)
+
+    def _handler(self, exc: Exception) -> Any:
+        for kind in type(exc).__mro__:
+            if kind in self.handlers:
+                return self.handlers[kind]
+        return None
+
+
+class Dispatch:
+    """The outermost app: a request for a hot route goes through the hot stack, anything else
+    (including a hot path with another method, answered 405 by the router) through FastAPI's."""
+
+    def __init__(
+        self, routes: tuple[FastRoute, ...], hot_stack: ASGIApp, framework_stack: ASGIApp
+    ) -> None:
+        self.routes = routes
+        self.hot_stack = hot_stack
+        self.framework_stack = framework_stack
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            for route in self.routes:
+                if route.matches(scope) is Match.FULL:
+                    scope["fast_route"] = route
+                    await self.hot_stack(scope, receive, send)
+                    return
+        await self.framework_stack(scope, receive, send)
+
+
+class ConsentAPI(FastAPI):
+    """FastAPI with the fast dispatch for `@hot` routes (see the module docstring)."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        routes = tuple(
+            FastRoute(route) for route in iter_route_contexts(self.routes) if is_hot(route)
+        )
+        stack: ASGIApp = HotEndpoints(self.exception_handlers)
+        for cls, args, kwargs in reversed(self.user_middleware):
+            stack = cls(stack, *args, **kwargs)
+        return Dispatch(routes, stack, super().build_middleware_stack())
+
+    def openapi(self) -> dict[str, Any]:
+        """FastAPI's document, plus the bodies that endpoints read by hand."""
+        if self.openapi_schema is not None:
+            return self.openapi_schema
+        document = super().openapi()
+        schemas = document.setdefault("components", {}).setdefault("schemas", {})
+        for route in iter_route_contexts(self.routes):
+            body: HandReadBody | None = getattr(route.endpoint, "__body__", None)
+            if body is None or route.path_format is None:
+                continue
+            name = body.model.__name__
+            model_schema = body.model.model_json_schema(ref_template="#/components/schemas/{model}")
+            schemas.update(model_schema.pop("$defs", {}))
+            schemas[name] = model_schema
+            reference = {"schema": {"$ref": f"#/components/schemas/{name}"}}
+            for method in sorted(route.methods or ()):
+                document["paths"][route.path_format][method.lower()]["requestBody"] = {
+                    "required": True,
+                    "description": body.description,
+                    "content": dict.fromkeys(body.media_types, reference),
+                }
+        return document
+
+    def fast_routes(self) -> tuple[FastRoute, ...]:
+        """The routes the fast dispatch serves (built with the stack)."""
+        if self.middleware_stack is None:
+            self.middleware_stack = self.build_middleware_stack()
+        assert isinstance(self.middleware_stack, Dispatch)
+        return self.middleware_stack.routes

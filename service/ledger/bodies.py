@@ -1,0 +1,40 @@
+"""The record of a consent event as the API shows it: to the banner that sent it, and in DSR
+history. Its fields are `event.record`'s, in the same order (a test compares them)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from pydantic import BaseModel, Field
+
+from service.ledger.event import ConsentStatus, EventType, Signal
+
+
+class RecordedSignals(BaseModel):
+    gpc: bool = Field(description="A GPC signal was present (Sec-GPC: 1 or the body's gpc).")
+    dnt: bool = Field(description="DNT: 1 was sent.")
+    applied: list[Signal] = Field(
+        description="The signals this schema version honours that were present: they turned "
+        "every optional category off in `effective`."
+    )
+
+
+class ConsentRecord(BaseModel):
+    """The stored evidence of one event, as returned to the banner and in DSR answers."""
+
+    event_id: uuid.UUID
+    subject_id: uuid.UUID | None = Field(description="null only after anonymisation")
+    property: str
+    event_type: EventType
+    schema_version: int
+    recorded_at: datetime
+    choices: dict[str, bool] = Field(description="What the person asked for.")
+    effective: dict[str, bool] = Field(description="What applies after browser signals.")
+    signals: RecordedSignals
+    status: ConsentStatus | None = Field(
+        description="The state this event establishes; null for re-prompt, which decides nothing."
+    )
+    expires_at: datetime | None = Field(
+        description="When the decision lapses (recorded_at + the version's consent_ttl_days)."
+    )
