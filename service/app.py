@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
-from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from service import __version__
@@ -62,7 +61,7 @@ TAGS = [
 
 
 @asynccontextmanager
-async def _resources(app: FastAPI, settings: Settings, url: str) -> AsyncIterator[None]:
+async def _resources(app: ConsentAPI, settings: Settings, url: str) -> AsyncIterator[None]:
     engine = create_engine(url, pool_size=settings.db_pool_size)
     writer = EventWriter(sync_dsn(url))
     install(
@@ -98,12 +97,12 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None) -> ConsentAPI:
     settings = settings or get_settings()
     configure_logging(settings.log_level)
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: ConsentAPI) -> AsyncIterator[None]:
         # Normally the URL is configured (`serve` sets it); an app built bare runs embedded.
         with database_url(settings) as url:
             async with _resources(app, settings, url):

@@ -1,8 +1,8 @@
 """The app's collaborators: one typed object made in the lifespan, one dependency for each.
 
-This is the only module that touches `app.state`. Routes declare what they use (`catalog:
-Catalog`, `session: Session`, …); hot routes may too, since these dependencies are `async`
-functions of the request alone (docs/architecture.md, "Collaborators").
+This is the only module that sets or reads the app's collaborators. Routes declare what they use
+(`catalog: Catalog`, `session: Session`, …); hot routes may too, since these dependencies are
+`async` functions of the request alone (docs/architecture.md, "Collaborators").
 """
 
 from __future__ import annotations
@@ -12,14 +12,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
-from starlette.applications import Starlette
 
 from service.consent_schema.service import SchemaCatalog
 from service.core.client_address import ClientAddress
 from service.core.config import Settings
 from service.core.hashing import Hasher
+from service.core.pipeline import ConsentAPI
 from service.ledger.writer import EventWriter
 
 
@@ -40,13 +40,13 @@ class State:
     migration_head: str | None
 
 
-def install(app: FastAPI, state: State | None) -> None:
-    app.state.service = state
+def install(app: ConsentAPI, state: State | None) -> None:
+    app.services = state
 
 
-def of(app: Starlette) -> State:
+def of(app: ConsentAPI) -> State:
     """The running app's collaborators (for tests and tools holding the app)."""
-    state: State | None = app.state.service
+    state: State | None = app.services
     if state is None:
         raise RuntimeError("the app's lifespan has not started")
     return state

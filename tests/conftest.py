@@ -18,7 +18,6 @@ from pathlib import Path
 import asyncpg
 import httpx
 import pytest
-from fastapi import FastAPI
 from pydantic import SecretStr
 from sqlalchemy.engine import make_url
 
@@ -28,6 +27,7 @@ from service.core.db import sync_dsn
 from service.core.embedded import EmbeddedPostgres
 from service.core.logging import configure_logging
 from service.core.migrations import upgrade_to_head
+from service.core.pipeline import ConsentAPI
 
 TEST_KEY = "test-key-0123456789-abcdefghijklmnopqrstuvwxyz"
 # A documentation address (RFC 5737) used for nothing else: finding it anywhere is a leak.
@@ -121,14 +121,14 @@ def settings(db_url: str, tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-async def app(settings: Settings) -> AsyncIterator[FastAPI]:
+async def app(settings: Settings) -> AsyncIterator[ConsentAPI]:
     application = create_app(settings)
     async with application.router.lifespan_context(application):
         yield application
 
 
 @pytest.fixture
-async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+async def client(app: ConsentAPI) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app, client=(CLIENT_IP, 51234))
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
         yield http
@@ -143,7 +143,7 @@ async def db(db_url: str) -> AsyncIterator[asyncpg.Connection]:
 
 
 @pytest.fixture
-def captured_logs(app: FastAPI) -> Iterator[io.StringIO]:
+def captured_logs(app: ConsentAPI) -> Iterator[io.StringIO]:
     """Every log line the app writes during the test, formatted exactly as in production."""
     stream = io.StringIO()
     configure_logging("DEBUG", stream)

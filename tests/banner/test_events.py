@@ -12,10 +12,10 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from fastapi import FastAPI
 
 from service.app import create_app
 from service.core.hashing import Hasher
+from service.core.pipeline import ConsentAPI
 from service.ledger.bodies import ConsentRecord
 from service.state import of as services
 from tests.conftest import CLIENT_IP, make_settings
@@ -32,7 +32,7 @@ async def schemas(db_url: str) -> None:
 
 
 @pytest.fixture
-def clock(app: FastAPI) -> Clock:
+def clock(app: ConsentAPI) -> Clock:
     clock = Clock()
     services(app).clock = clock
     return clock
@@ -50,7 +50,7 @@ def iso(value: datetime) -> str:
 
 @pytest.mark.usefixtures("schemas")
 async def test_accept_all_returns_and_stores_the_record(
-    client: httpx.AsyncClient, db: asyncpg.Connection, clock: Clock, app: FastAPI
+    client: httpx.AsyncClient, db: asyncpg.Connection, clock: Clock, app: ConsentAPI
 ) -> None:
     body = event("accept-all", page_url="https://itsailor.io/pricing?utm=x&email=a@b.c#top")
     response = await client.post(ITSAILOR, json=body, headers={"User-Agent": "Mozilla/5.0 test"})
@@ -172,14 +172,14 @@ async def test_dnt_is_recorded_but_not_applied_where_the_policy_ignores_it(
     assert record["effective"] == {"necessary": True, "analytics": True}
 
 
-def _client_for(app: FastAPI, peer: str) -> httpx.AsyncClient:
+def _client_for(app: ConsentAPI, peer: str) -> httpx.AsyncClient:
     return httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app, client=(peer, 40000)), base_url="http://t"
     )
 
 
 async def _ip_hash(
-    app: FastAPI,
+    app: ConsentAPI,
     db: asyncpg.Connection,
     peer: str,
     headers: dict[str, str] | list[tuple[str, str]],
@@ -213,7 +213,7 @@ async def test_forwarded_headers_only_from_trusted_proxies(
 
 
 @pytest.mark.usefixtures("schemas")
-async def test_ipv4_mapped_ipv6_is_normalised(app: FastAPI, db: asyncpg.Connection) -> None:
+async def test_ipv4_mapped_ipv6_is_normalised(app: ConsentAPI, db: asyncpg.Connection) -> None:
     hasher: Hasher = services(app).hasher
     mapped = await _ip_hash(app, db, "::ffff:203.0.113.9", {})
     assert mapped == hasher.ip("203.0.113.9") == await _ip_hash(app, db, "203.0.113.9", {})
@@ -391,7 +391,7 @@ async def test_a_version_published_by_another_process_is_accepted_at_once(
 
 @pytest.mark.usefixtures("schemas")
 async def test_user_id_is_stored_only_as_a_keyed_hash(
-    client: httpx.AsyncClient, db: asyncpg.Connection, app: FastAPI
+    client: httpx.AsyncClient, db: asyncpg.Connection, app: ConsentAPI
 ) -> None:
     response = await client.post(ITSAILOR, json=event(user_id="customer-4711"))
     row = await stored(db, response.json()["event_id"])

@@ -8,8 +8,8 @@ from datetime import timedelta
 
 import asyncpg
 import httpx
-from fastapi import FastAPI
 
+from service.core.pipeline import ConsentAPI
 from service.state import of as services
 from tests.conftest import CLIENT_IP
 from tests.factories import Clock, api_key, bearer, event, example, published
@@ -18,7 +18,7 @@ UA = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0"
 
 
 async def test_itsailor_accept_withdraw_material_bump_reprompt_select(
-    client: httpx.AsyncClient, app: FastAPI, db_url: str, db: asyncpg.Connection
+    client: httpx.AsyncClient, app: ConsentAPI, db_url: str, db: asyncpg.Connection
 ) -> None:
     """itsailor.io: four categories, GPC and DNT honoured, 12-month choice, and "an audit row per
     decision with event type, schema version, categories, user agent, keyed hash of the IP,
@@ -99,7 +99,7 @@ async def test_itsailor_accept_withdraw_material_bump_reprompt_select(
 
 
 async def test_ailabrix_with_gpc_keeps_analytics_off(
-    client: httpx.AsyncClient, app: FastAPI, db_url: str, db: asyncpg.Connection
+    client: httpx.AsyncClient, app: ConsentAPI, db_url: str, db: asyncpg.Connection
 ) -> None:
     """ailabrix.com: "If your browser sends a Global Privacy Control (GPC) signal, we treat it as a
     refusal of all non-essential cookies and the analytics category is forced off, regardless of

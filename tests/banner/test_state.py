@@ -8,9 +8,9 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
 
 from service.consent_schema.document import ConsentSchemaDocument
+from service.core.pipeline import ConsentAPI
 from service.state import of as services
 from tests.factories import Clock, event, example, published
 
@@ -18,7 +18,7 @@ EVENTS = "/v1/properties/itsailor/consent-events"
 
 
 @pytest.fixture
-async def clock(app: FastAPI, db_url: str) -> Clock:
+async def clock(app: ConsentAPI, db_url: str) -> Clock:
     await published(db_url, example("itsailor"))
     clock = Clock()
     services(app).clock = clock
@@ -98,7 +98,7 @@ async def test_given_then_expired_after_the_ttl(client: httpx.AsyncClient, clock
 
 
 async def test_schema_change_only_after_a_material_publish(
-    client: httpx.AsyncClient, clock: Clock, db_url: str, app: FastAPI
+    client: httpx.AsyncClient, clock: Clock, db_url: str, app: ConsentAPI
 ) -> None:
     subject = uuid.uuid4()
     await decide(client, subject, "save-selection", categories={"analytics": True})

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import httpx
-from fastapi import FastAPI
+
+from service.core.pipeline import ConsentAPI
 
 PROBLEM = "application/problem+json"
 
@@ -31,7 +32,7 @@ async def test_wrong_method_is_a_405_problem(client: httpx.AsyncClient) -> None:
 
 
 async def test_an_unexpected_failure_is_a_500_problem_without_internals(
-    app: FastAPI, client: httpx.AsyncClient
+    app: ConsentAPI, client: httpx.AsyncClient
 ) -> None:
     @app.get("/boom-for-test")
     async def boom() -> None:

@@ -14,15 +14,15 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from fastapi import FastAPI
 from pydantic import SecretStr
 
 from service.app import create_app
 from service.consent_schema.document import ConsentSchemaDocument, canonical_json, content_hash
+from service.core.pipeline import ConsentAPI
 from service.state import of as services
 from tests.conftest import CLIENT_IP, TEST_KEY, make_settings
-from tests.factories import api_key, bearer, bulk_events, event, example, published
 from tests.core.test_privacy_store import pg_dump
+from tests.factories import api_key, bearer, bulk_events, event, example, published
 
 EVENTS = "/v1/properties/itsailor/consent-events"
 ALL_SCOPES = ("dsr:read", "dsr:erase", "audit:read", "schemas:write")
@@ -117,7 +117,7 @@ async def test_history_by_each_identifier(
 
 
 async def test_history_narrowed_by_property_and_time(
-    client: httpx.AsyncClient, keys: dict[str, dict[str, str]], app: FastAPI
+    client: httpx.AsyncClient, keys: dict[str, dict[str, str]], app: ConsentAPI
 ) -> None:
     from tests.factories import Clock
 
@@ -363,7 +363,7 @@ async def test_csv_export_has_one_row_per_event(
 
 
 async def test_a_large_export_streams_every_event(
-    client: httpx.AsyncClient, db_url: str, keys: dict[str, dict[str, str]], app: FastAPI
+    client: httpx.AsyncClient, db_url: str, keys: dict[str, dict[str, str]], app: ConsentAPI
 ) -> None:
     subject = uuid.uuid4()
     await bulk_events(db_url, count=2500, property_name="itsailor", subject_id=subject)
@@ -400,7 +400,7 @@ async def test_delete_erasure_is_complete_and_idempotent(
     db_url: str,
     db: asyncpg.Connection,
     keys: dict[str, dict[str, str]],
-    app: FastAPI,
+    app: ConsentAPI,
 ) -> None:
     subject = uuid.uuid4()
     await three_versions(client, db_url, subject)

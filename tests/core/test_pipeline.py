@@ -1,0 +1,188 @@
+"""One request pipeline: hot routes pass the app's own middleware, honour what they declare, and a
+hot route declaring what the fast path cannot honour fails when the app is built."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+import httpx
+import pytest
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.core.errors import Forbidden, install_error_handlers
+from service.core.observe import ObserveMiddleware
+from service.core.pipeline import ConsentAPI, HotRouteError, hot
+
+
+async def deny(request: Request) -> None:
+    raise Forbidden("denied by a dependency")
+
+
+async def greeting(request: Request) -> str:
+    return "hello"
+
+
+class Stamp:
+    """A middleware added the ordinary way: every response gets its header."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def stamped(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), (b"x-stamp", b"1")]
+            await send(message)
+
+        await self.app(scope, receive, stamped)
+
+
+def build(router: APIRouter) -> ConsentAPI:
+    app = ConsentAPI()
+    install_error_handlers(app)
+    app.include_router(router)
+    app.add_middleware(Stamp)
+    app.add_middleware(ObserveMiddleware)
+    app.middleware_stack = app.build_middleware_stack()
+    return app
+
+
+async def call(app: ConsentAPI, path: str) -> httpx.Response:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        return await client.get(path)
+
+
+async def test_a_hot_route_honours_a_denying_dependency() -> None:
+    """The trap: `dependencies=[Depends(deny)]` on a hot route used to be skipped (200)."""
+    router = APIRouter()
+
+    @router.get("/guarded/{name}", dependencies=[Depends(deny)])
+    @hot
+    async def guarded(name: Annotated[str, Path()]) -> Response:
+        return Response(name)
+
+    app = build(router)
+    assert [route.path for route in app.fast_routes()] == ["/guarded/{name}"]
+    response = await call(app, "/guarded/x")
+    assert response.status_code == 403
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["detail"] == "denied by a dependency"
+
+
+async def test_hot_routes_pass_every_declared_middleware_and_get_their_dependencies() -> None:
+    router = APIRouter(prefix="/r")
+
+    @router.get("/hot/{n}")
+    @hot
+    async def fast(
+        n: Annotated[int, Path(ge=1)],
+        word: Annotated[str, Depends(greeting)],
+        x_thing: Annotated[str | None, Header()] = None,
+    ) -> Response:
+        return Response(f"{word} {n} {x_thing}")
+
+    @router.get("/cold")
+    async def cold() -> dict[str, str]:
+        return {"ok": "yes"}
+
+    app = build(router)  # a router no list names: found by scanning the app's routes
+    assert [route.path for route in app.fast_routes()] == ["/r/hot/{n}"]
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        hot_answer = await client.get("/r/hot/3", headers={"X-Thing": "t"})
+        cold_answer = await client.get("/r/cold")
+        invalid = await client.get("/r/hot/0")
+        wrong_method = await client.post("/r/hot/3")
+    assert hot_answer.text == "hello 3 t"
+    for response in (hot_answer, cold_answer, invalid, wrong_method):
+        assert response.headers["x-stamp"] == "1"  # the one stack: Stamp ...
+        assert response.headers["x-request-id"]  # ... and ObserveMiddleware
+    assert invalid.status_code == 422
+    assert invalid.json()["errors"][0]["pointer"] == "/path/n"
+    assert wrong_method.status_code == 405
+
+
+async def _generator_dependency(request: Request) -> AsyncIterator[str]:
+    yield "x"
+
+
+async def _with_header(x_key: Annotated[str, Header()]) -> str:
+    return x_key
+
+
+def _sync_dependency(request: Request) -> str:
+    return "x"
+
+
+def _route_with(declaration: str) -> APIRouter:
+    router = APIRouter()
+    if declaration == "query":
+
+        @router.get("/q")
+        @hot
+        async def query(q: Annotated[str, Query()]) -> Response:
+            return Response(q)
+
+    elif declaration == "generator dependency":
+
+        @router.get("/g")
+        @hot
+        async def generator(value: Annotated[str, Depends(_generator_dependency)]) -> Response:
+            return Response(value)
+
+    elif declaration == "dependency with a parameter":
+
+        @router.get("/h", dependencies=[Depends(_with_header)])
+        @hot
+        async def header() -> Response:
+            return Response("x")
+
+    elif declaration == "sync dependency":
+
+        @router.get("/s")
+        @hot
+        async def sync(value: Annotated[str, Depends(_sync_dependency)]) -> Response:
+            return Response(value)
+
+    elif declaration == "response model":
+
+        @router.get("/m")
+        @hot  # type: ignore[arg-type]  # building refuses it too
+        async def model() -> dict[str, str]:
+            return {"a": "b"}
+
+    return router
+
+
+@pytest.mark.parametrize(
+    ("declaration", "message"),
+    [
+        ("query", "declares query parameters"),
+        ("generator dependency", "depends on _generator_dependency"),
+        ("dependency with a parameter", "depends on _with_header"),
+        ("sync dependency", "depends on _sync_dependency"),
+        ("response model", "must return a Response"),
+    ],
+)
+def test_a_hot_route_the_fast_path_cannot_honour_fails_at_startup(
+    declaration: str, message: str
+) -> None:
+    with pytest.raises(HotRouteError, match=message):
+        build(_route_with(declaration))
+
+
+def test_the_service_serves_its_banner_endpoints_hot() -> None:
+    from service.app import create_app
+    from service.core.config import Settings
+
+    app = create_app(Settings(_env_file=None, cors_origins=[]))
+    assert isinstance(app, ConsentAPI)
+    assert sorted(route.path for route in app.fast_routes()) == [
+        "/v1/properties/{property}/consent-events",
+        "/v1/properties/{property}/consents/{subject_id}",
+        "/v1/properties/{property}/schema",
+        "/v1/properties/{property}/schema/versions/{version}",
+    ]
