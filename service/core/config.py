@@ -64,7 +64,12 @@ class Settings(BaseSettings):
         description="Comma-separated origins allowed to call the banner API.",
     )
     log_level: str = Field(default="INFO", description="Log level (DEBUG, INFO, WARNING, ERROR).")
-    db_pool_size: int = Field(default=10, ge=1, description="Connections per API process.")
+    db_pool_size: int = Field(
+        default=10,
+        ge=1,
+        description="Database connections per API process for requests (the event writer has "
+        "one more of its own).",
+    )
 
     @field_validator("ip_hash_previous_salts", "trusted_proxies", "cors_origins", mode="before")
     @classmethod

@@ -1,4 +1,5 @@
-"""POST /v1/properties/{property}/consent-events: every rule of SPEC §4."""
+"""POST /v1/properties/{property}/consent-events: every rule of the banner API (README, "API at a
+glance")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""SPEC §3.1: no raw IP address ever reaches a log line or a metric label."""
+"""docs/guarantees.md, "No raw IP address is stored or logged": no raw IP address ever reaches a
+log line or a metric label."""
 
 from __future__ import annotations
 

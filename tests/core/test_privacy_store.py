@@ -1,5 +1,6 @@
-"""SPEC §3.1 over the whole product: a client's IP (or account id) appears nowhere — not in a full
-dump of the database, not in the logs — neither in clear nor as a plain (unkeyed) SHA-256."""
+"""docs/guarantees.md, "No raw IP address is stored or logged", over the whole product: a client's
+IP (or account id) appears nowhere — not in a full dump of the database, not in the logs — neither
+in clear nor as a plain (unkeyed) SHA-256."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Data-subject requests: look-ups, exports, erasures and their audit trail (SPEC 3.4, 3.5 and 5)."""
+"""Data-subject requests: look-ups, exports, erasures and their audit trail (docs/guarantees.md:
+"Evidence is self-contained", "Erasure is complete")."""
 
 from __future__ import annotations
 

@@ -1,0 +1,65 @@
+"""CONSENT_DB_POOL_SIZE tells the truth: one API process opens at most that many connections for
+requests, plus the event writer's own, however many requests run at once."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from pathlib import Path
+
+import asyncpg
+import httpx
+
+from service.app import create_app
+from tests.conftest import CLIENT_IP, make_settings
+from tests.factories import api_key, bearer, event, example, published
+
+POOL_SIZE = 3
+
+
+async def test_a_process_stays_within_its_pool_and_the_writers_connection(
+    db_url: str, db: asyncpg.Connection, tmp_path: Path
+) -> None:
+    await published(db_url, example("itsailor"))
+    key = await api_key(db_url, "dsr:read")
+    app = create_app(make_settings(db_url, tmp_path, db_pool_size=POOL_SIZE))
+    seen: list[int] = []
+    busy = True
+
+    async def sample() -> None:
+        while busy:
+            seen.append(
+                await db.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            )
+            await asyncio.sleep(0.002)
+
+    transport = httpx.ASGITransport(app=app, client=(CLIENT_IP, 1))
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://t") as client,
+    ):
+        sampler = asyncio.create_task(sample())
+
+        async def one(index: int) -> int:
+            subject = uuid.uuid4()
+            posted = await client.post(
+                "/v1/properties/itsailor/consent-events", json=event(subject_id=subject)
+            )
+            state = await client.get(f"/v1/properties/itsailor/consents/{subject}")
+            history = await client.post(
+                "/v1/dsr/history", json={"subject_id": str(subject)}, headers=bearer(key)
+            )
+            versions = await client.get("/v1/properties/itsailor/schema/versions")
+            return (
+                posted.status_code + state.status_code + history.status_code + versions.status_code
+            )
+
+        statuses = await asyncio.gather(*(one(index) for index in range(60)))
+        busy = False
+        await sampler
+    assert set(statuses) == {201 + 200 + 200 + 200}
+    assert max(seen) > 1  # the sampler saw the load
+    assert max(seen) <= POOL_SIZE + 1
