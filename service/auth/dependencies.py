@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Annotated
 
-from fastapi import Depends
+from fastapi import Depends, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from service.auth.service import Principal, Scope, authenticate
@@ -35,6 +35,12 @@ def require_scope(scope: Scope) -> Callable[..., Awaitable[Principal]]:
         return principal
 
     return dependency
+
+
+async def private(response: Response) -> None:
+    """A router dependency: what an admin route answers is personal data or a secret, never to
+    be kept by a cache or a browser."""
+    response.headers["Cache-Control"] = "no-store"
 
 
 DsrReader = Annotated[Principal, Depends(require_scope(Scope.DSR_READ))]

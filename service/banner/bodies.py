@@ -4,14 +4,25 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import uuid
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StringConstraints,
+    field_validator,
+)
 
+from service.core.json_input import no_nul
 from service.ledger.event import ConsentStatus, EventType
 
 IAB_STRING_MAX = 8192
@@ -19,6 +30,11 @@ PAGE_URL_MAX = 2048
 USER_ID_MAX = 256
 
 CategoryKey = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+# Text that is stored: PostgreSQL cannot hold NUL, so it is refused here, naming the field.
+StoredText = Annotated[str, AfterValidator(no_nul)]
+# Where a page URL's path stops: path parameters (`;email=…`) and an encoded query or fragment
+# carry personal data as readily as the query itself.
+_PATH_END = re.compile(r";|%3[fF]|%23")
 
 
 class ConsentEventIn(BaseModel):
@@ -33,29 +49,30 @@ class ConsentEventIn(BaseModel):
     )
     subject_id: uuid.UUID = Field(description="The random id the banner keeps in its cookie.")
     event_type: EventType
-    schema_version: int = Field(ge=1, le=2_147_483_647)
-    categories: dict[CategoryKey, bool] | None = Field(
+    schema_version: StrictInt = Field(ge=1, le=2_147_483_647)
+    categories: dict[CategoryKey, StrictBool] | None = Field(
         default=None,
         description="Per-category choices. Required for save-selection; for accept-all, "
         "reject-all and withdraw optional but must agree with the type; absent for re-prompt.",
     )
-    user_id: Annotated[str, StringConstraints(min_length=1, max_length=USER_ID_MAX)] | None = Field(
-        default=None, description="Account id; stored only as a keyed hash."
-    )
+    user_id: (
+        Annotated[StoredText, StringConstraints(min_length=1, max_length=USER_ID_MAX)] | None
+    ) = Field(default=None, description="Account id; stored only as a keyed hash.")
     page_url: Annotated[str, StringConstraints(max_length=PAGE_URL_MAX)] | None = Field(
         default=None, description="Stored as origin and path only (query and fragment dropped)."
     )
-    gpc: bool | None = Field(
+    gpc: StrictBool | None = Field(
         default=None, description="navigator.globalPrivacyControl as the banner saw it."
     )
-    tcf_string: Annotated[str, StringConstraints(max_length=IAB_STRING_MAX)] | None = None
-    gpp_string: Annotated[str, StringConstraints(max_length=IAB_STRING_MAX)] | None = None
+    tcf_string: Annotated[StoredText, StringConstraints(max_length=IAB_STRING_MAX)] | None = None
+    gpp_string: Annotated[StoredText, StringConstraints(max_length=IAB_STRING_MAX)] | None = None
 
     @field_validator("page_url")
     @classmethod
     def _origin_and_path(cls, value: str | None) -> str | None:
         if value is None:
             return None
+        no_nul(value)
         parts = urlsplit(value)
         if parts.scheme not in {"http", "https"} or not parts.netloc:
             raise ValueError("must be an absolute http(s) URL")
@@ -63,8 +80,10 @@ class ConsentEventIn(BaseModel):
         if ":" in host:  # an IPv6 literal keeps its brackets
             host = f"[{host}]"
         port = f":{parts.port}" if parts.port else ""
-        # Credentials, query and fragment are dropped: they routinely carry personal data.
-        return f"{parts.scheme}://{host}{port}{parts.path or '/'}"
+        # Credentials, query, fragment and path parameters are dropped: they routinely carry
+        # personal data.
+        path = _PATH_END.split(parts.path, maxsplit=1)[0]
+        return f"{parts.scheme}://{host}{port}{path or '/'}"
 
     @field_validator("categories")
     @classmethod

@@ -13,18 +13,14 @@ from starlette.types import Receive
 from service.banner.bodies import ConsentEventIn, ConsentState
 from service.banner.service import current_state, new_event, stored_record, version_shown
 from service.consent_schema.bodies import PropertyName
-from service.core.errors import (
-    PayloadTooLarge,
-    UnsupportedMediaType,
-    parse_body,
-    problem_responses,
-)
+from service.core.errors import PayloadTooLarge, UnsupportedMediaType, problem_responses
+from service.core.json_input import StrictJSONRoute, parse_body
 from service.core.pipeline import body_read_by_hand, hot
 from service.ledger.bodies import ConsentRecord
 from service.ledger.event import record
 from service.state import Catalog, ClientAddressOf, Clock, Engine, Hashing, Writer
 
-router = APIRouter(prefix="/v1/properties/{property}", tags=["banner"])
+router = APIRouter(prefix="/v1/properties/{property}", tags=["banner"], route_class=StrictJSONRoute)
 
 MAX_BODY_BYTES = 32 * 1024
 ACCEPTED_MEDIA_TYPES = ("application/json", "text/plain")

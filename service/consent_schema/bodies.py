@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import Path
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictBool
 
 from service.consent_schema.document import PROPERTY_PATTERN, ConsentSchemaDocument
 
@@ -19,7 +19,7 @@ PropertyName = Annotated[
 class SchemaVersionSummary(BaseModel):
     property: str
     version: int = Field(description="1, 2, 3 … per property.")
-    material: bool = Field(description="Whether this version required asking everyone again.")
+    material: StrictBool = Field(description="Whether this version required asking everyone again.")
     published_at: datetime
     content_hash: str = Field(description="SHA-256 (hex) of the canonical JSON of `content`.")
     last_material_version: int = Field(
@@ -40,7 +40,7 @@ class SchemaVersionList(BaseModel):
 
 
 class PublishRequest(BaseModel):
-    material: bool = Field(
+    material: StrictBool = Field(
         default=True,
         description="Material (the default) re-prompts everyone; non-material is wording only.",
     )

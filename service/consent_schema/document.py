@@ -14,9 +14,19 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    HttpUrl,
+    StrictBool,
+    StrictInt,
+    ValidationError,
+    field_validator,
+)
 
 from service.core.errors import Unprocessable
+from service.core.json_input import no_nul
 
 PROPERTY_PATTERN = r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$"
 CATEGORY_KEY_PATTERN = r"^[a-z][a-z0-9_-]{0,63}$"
@@ -46,7 +56,14 @@ class Storage(StrEnum):
 
 
 class _Strict(BaseModel):
+    """Booleans are booleans and numbers numbers (StrictBool, StrictInt); no string holds NUL."""
+
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    @field_validator("*")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        return no_nul(value) if isinstance(value, str) else value
 
 
 class CookieEntry(_Strict):
@@ -64,7 +81,7 @@ class Category(_Strict):
     key: str = Field(pattern=CATEGORY_KEY_PATTERN, examples=["analytics"])
     label: str = Field(min_length=1, max_length=200)
     description: str = Field(min_length=1, max_length=4000)
-    required: bool = Field(description="Strictly necessary: always on, cannot be refused.")
+    required: StrictBool = Field(description="Strictly necessary: always on, cannot be refused.")
     cookies: list[CookieEntry]
 
     @field_validator("cookies")
@@ -76,8 +93,8 @@ class Category(_Strict):
 class HonouredSignals(_Strict):
     """Which browser privacy signals this policy honours (turns optional categories off)."""
 
-    gpc: bool = Field(description="Global Privacy Control (Sec-GPC: 1).")
-    dnt: bool = Field(description="Do Not Track (DNT: 1).")
+    gpc: StrictBool = Field(description="Global Privacy Control (Sec-GPC: 1).")
+    dnt: StrictBool = Field(description="Do Not Track (DNT: 1).")
 
 
 class ConsentSchemaDocument(_Strict):
@@ -85,7 +102,7 @@ class ConsentSchemaDocument(_Strict):
 
     property: str = Field(pattern=PROPERTY_PATTERN, examples=["itsailor"])
     policy_url: HttpUrl
-    consent_ttl_days: int = Field(
+    consent_ttl_days: StrictInt = Field(
         ge=1, le=3650, description="How long a decision stays valid before the banner asks again."
     )
     signals: HonouredSignals

@@ -16,10 +16,13 @@ from service.consent_schema.bodies import (
 )
 from service.consent_schema.service import PublishedVersion, list_versions, publish
 from service.core.errors import Unprocessable, problem_responses
+from service.core.json_input import StrictJSONRoute
 from service.core.pipeline import hot
 from service.state import Catalog, Session
 
-router = APIRouter(prefix="/v1/properties/{property}/schema", tags=["consent schema"])
+router = APIRouter(
+    prefix="/v1/properties/{property}/schema", tags=["consent schema"], route_class=StrictJSONRoute
+)
 
 CURRENT_CACHE = "public, max-age=60"
 IMMUTABLE_CACHE = "public, max-age=31536000, immutable"
@@ -125,5 +128,5 @@ async def publish_version(
         published.body,
         status_code=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
         media_type="application/json",
-        headers={"Location": location, "ETag": published.etag()},
+        headers={"Location": location, "ETag": published.etag(), "Cache-Control": "no-store"},
     )

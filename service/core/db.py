@@ -60,6 +60,8 @@ def create_engine(
         max_overflow=0,
         pool_pre_ping=True,
         pool_recycle=1800,
+        # A statement's parameters are a person's identifiers: never in an error's text (logs).
+        hide_parameters=True,
         connect_args={
             "server_settings": {"application_name": application_name},
             "command_timeout": 30,

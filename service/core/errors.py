@@ -6,7 +6,7 @@ trace ever leaves the process.
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Any
 
 import asyncpg
 import sqlalchemy.exc
@@ -14,7 +14,7 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.core.logging import get_logger
@@ -23,7 +23,6 @@ PROBLEM_MEDIA_TYPE = "application/problem+json"
 PROBLEM_BASE = "https://consent-service.dev/problems/"
 
 log = get_logger("service.errors")
-M = TypeVar("M", bound=BaseModel)
 
 
 class ConsentServiceError(Exception):
@@ -139,22 +138,15 @@ def validation_problem_detail(
 ) -> tuple[str, list[dict[str, str]]]:
     """A one-line summary and the per-field list of pydantic errors, as JSON pointers."""
     invalid = [
-        {
+        {"pointer": "/body", "detail": f"not valid JSON: {error['ctx']['error']}"}
+        if error.get("type") == "json_invalid" and "error" in error.get("ctx", {})
+        else {
             "pointer": _pointer((*prefix, *tuple(error.get("loc", ())))),
             "detail": str(error.get("msg", "")),
         }
         for error in errors
     ]
     return "; ".join(f"{item['pointer']}: {item['detail']}" for item in invalid), invalid
-
-
-def parse_body(model: type[M], body: bytes) -> M:
-    """`body` (JSON) as `model`, or the 422 problem naming each invalid field."""
-    try:
-        return model.model_validate_json(body)
-    except ValidationError as exc:
-        detail, errors = validation_problem_detail(list(exc.errors()), prefix=("body",))
-        raise Unprocessable(detail, extra={"errors": errors}) from None
 
 
 def validation_problem(errors: list[Any]) -> JSONResponse:
@@ -188,6 +180,8 @@ DATABASE_UNAVAILABLE: tuple[type[Exception], ...] = (
     TimeoutError,
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
+    # A connection caught mid-restart: "cannot switch to state …".
+    asyncpg.InternalClientError,
     asyncpg.exceptions.CannotConnectNowError,
     asyncpg.exceptions.OperatorInterventionError,
     sqlalchemy.exc.OperationalError,

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Self
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
+    StrictInt,
     StringConstraints,
     field_validator,
     model_validator,
@@ -19,6 +21,7 @@ from pydantic import (
 
 from service.consent_schema.document import PROPERTY_PATTERN
 from service.core.hashing import canonical_ip
+from service.core.json_input import no_nul
 from service.ledger.bodies import ConsentRecord
 
 
@@ -64,6 +67,17 @@ class DsrQuery(BaseModel):
     since: AwareDatetime | None = None
     until: AwareDatetime | None = None
 
+    @field_validator("since", "until")
+    @classmethod
+    def _in_range(cls, value: datetime | None) -> datetime | None:
+        # Year 1 an hour east of UTC is year 0 in UTC: neither Python nor PostgreSQL has it.
+        if value is not None:
+            try:
+                value.astimezone(UTC)
+            except OverflowError:
+                raise ValueError("is out of range (years 1 to 9999 in UTC)") from None
+        return value
+
     @field_validator("ip")
     @classmethod
     def _valid_ip(cls, value: str | None) -> str | None:
@@ -97,7 +111,7 @@ def identifier_of(query: DsrQuery) -> tuple[IdentifierType, str]:
 
 
 class HistoryRequest(DsrQuery):
-    limit: int = Field(default=100, ge=1, le=1000)
+    limit: StrictInt = Field(default=100, ge=1, le=1000)
     cursor: str | None = Field(
         default=None, max_length=200, description="`next_cursor` of the previous page."
     )
@@ -114,9 +128,12 @@ class ExportRequest(DsrQuery):
     format: ExportFormat = ExportFormat.JSON
 
 
+Reference = Annotated[str, StringConstraints(max_length=200), AfterValidator(no_nul)]
+
+
 class ErasureRequest(DsrQuery):
     mode: ErasureMode = ErasureMode.DELETE
-    reference: Annotated[str, StringConstraints(max_length=200)] | None = Field(
+    reference: Reference | None = Field(
         default=None, description="The DSR ticket this erasure answers."
     )
 

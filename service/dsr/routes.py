@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Annotated
 
 import structlog
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import StreamingResponse
 
-from service.auth.dependencies import Auditor, DsrEraser, DsrReader
+from service.auth.dependencies import Auditor, DsrEraser, DsrReader, private
 from service.core.errors import problem_responses
+from service.core.json_input import StrictJSONRoute
 from service.dsr.bodies import (
     AuditEntry,
     AuditPage,
@@ -25,7 +26,12 @@ from service.dsr.export import stream_export
 from service.dsr.service import audit_page, erase, history_page, plan_export, record_audit
 from service.state import Catalog, Clock, Engine, Hashing, Session
 
-router = APIRouter(prefix="/v1/dsr", tags=["data-subject requests"])
+router = APIRouter(
+    prefix="/v1/dsr",
+    tags=["data-subject requests"],
+    route_class=StrictJSONRoute,
+    dependencies=[Depends(private)],
+)
 
 AUTH_ERRORS = (401, 403, 422)
 
@@ -135,11 +141,12 @@ async def dsr_erase(
 )
 async def dsr_audit(
     session: Session,
+    hasher: Hashing,
     principal: Auditor,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> AuditPage:
-    rows, next_cursor = await audit_page(session, limit=limit, cursor=cursor)
+    rows, next_cursor = await audit_page(session, hasher, limit=limit, cursor=cursor)
     return AuditPage(
         items=[AuditEntry.model_validate(row, from_attributes=True) for row in rows],
         next_cursor=next_cursor,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hmac
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -129,26 +130,31 @@ def _query_signature(query: DsrQuery, hasher: Hasher) -> str:
     return hasher.current.digest("cursor", canonical_json(scope).decode())[:16]
 
 
-def encode_cursor(after_seq: int, signature: str) -> str:
-    return base64.urlsafe_b64encode(f"{after_seq}.{signature}".encode()).decode().rstrip("=")
+# A cursor is a position signed under the hash key (with what it is a position in), so a client
+# can neither forge a position nor move a cursor to another query; the position is checked to be
+# a sequence number before it reaches PostgreSQL.
+MAX_SEQ = 2**63 - 1
 
 
-def decode_cursor(cursor: str, signature: str) -> int:
+def sign_cursor(hasher: Hasher, label: str, position: int) -> str:
+    mac = hasher.current.digest(f"cursor\x00{label}", str(position))[:32]
+    return base64.urlsafe_b64encode(f"{position}.{mac}".encode()).decode().rstrip("=")
+
+
+def read_cursor(hasher: Hasher, label: str, cursor: str, *, pointer: str) -> int:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        seq_text, cursor_signature = raw.split(".", 1)
-        after = int(seq_text)
+        position_text, mac = raw.split(".", 1)
+        position = int(position_text)
     except (ValueError, UnicodeDecodeError, binascii.Error):
-        raise _bad_cursor("is not a cursor this service issued") from None
-    if cursor_signature != signature or after < 0:
-        raise _bad_cursor("belongs to a different query")
-    return after
-
-
-def _bad_cursor(why: str) -> Unprocessable:
-    return Unprocessable(
-        f"cursor {why}", extra={"errors": [{"pointer": "/body/cursor", "detail": why}]}
-    )
+        position, mac = -1, ""
+    expected = sign_cursor(hasher, label, position) if 0 <= position <= MAX_SEQ else None
+    if expected is None or not hmac.compare_digest(expected, cursor.rstrip("=")) or not mac:
+        why = "is not a cursor this service issued for this query"
+        raise Unprocessable(
+            f"cursor {why}", extra={"errors": [{"pointer": pointer, "detail": why}]}
+        )
+    return position
 
 
 async def records(rows: Sequence[Any], catalog: SchemaCatalog) -> list[ConsentRecord]:
@@ -171,8 +177,8 @@ async def history_page(
 ) -> tuple[list[ConsentRecord], str | None]:
     """One page in insertion order. Keyset on the insertion sequence: a page never repeats or
     skips an event that existed when the look-up began, whatever is inserted meanwhile."""
-    signature = _query_signature(query, hasher)
-    after = decode_cursor(cursor, signature) if cursor else 0
+    label = f"history\x00{_query_signature(query, hasher)}"
+    after = read_cursor(hasher, label, cursor, pointer="/body/cursor") if cursor else 0
     rows = (
         await session.execute(
             select(*RECORD_SELECT)
@@ -183,7 +189,7 @@ async def history_page(
     ).all()
     more = len(rows) > limit
     rows = rows[:limit]
-    next_cursor = encode_cursor(rows[-1].seq, signature) if more else None
+    next_cursor = sign_cursor(hasher, label, rows[-1].seq) if more else None
     return await records(rows, catalog), next_cursor
 
 
@@ -294,31 +300,14 @@ async def erase(
 
 
 async def audit_page(
-    session: AsyncSession, *, limit: int, cursor: str | None
+    session: AsyncSession, hasher: Hasher, *, limit: int, cursor: str | None
 ) -> tuple[list[DsrAuditRow], str | None]:
     """Newest first, keyset on the audit sequence."""
-    before = _decode_audit_cursor(cursor) if cursor else None
+    before = read_cursor(hasher, "audit", cursor, pointer="/query/cursor") if cursor else None
     statement = select(DsrAuditRow).order_by(DsrAuditRow.seq.desc()).limit(limit + 1)
     if before is not None:
         statement = statement.where(DsrAuditRow.seq < before)
     rows = list((await session.scalars(statement)).all())
     more = len(rows) > limit
     rows = rows[:limit]
-    return rows, (_encode_audit_cursor(rows[-1].seq) if more else None)
-
-
-def _encode_audit_cursor(seq: int) -> str:
-    return base64.urlsafe_b64encode(f"audit.{seq}".encode()).decode().rstrip("=")
-
-
-def _decode_audit_cursor(cursor: str) -> int:
-    try:
-        label, seq = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode().split(".")
-        if label != "audit":
-            raise ValueError
-        return int(seq)
-    except (ValueError, UnicodeDecodeError, binascii.Error):
-        raise Unprocessable(
-            "cursor is not an audit cursor this service issued",
-            extra={"errors": [{"pointer": "/query/cursor", "detail": "invalid cursor"}]},
-        ) from None
+    return rows, (sign_cursor(hasher, "audit", rows[-1].seq) if more else None)

@@ -9,12 +9,13 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
 
+from service.core.json_input import StrictJSONRoute
 from service.core.logging import get_logger
 from service.core.migrations import current_revision
 from service.core.observe import exposition
 from service.state import Engine, MigrationHead
 
-router = APIRouter(tags=["operations"])
+router = APIRouter(tags=["operations"], route_class=StrictJSONRoute)
 log = get_logger("service.health")
 
 READINESS_TIMEOUT_SECONDS = 2.0

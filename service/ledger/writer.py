@@ -144,7 +144,12 @@ class EventWriter:
             )
         try:
             rows = await connection.fetch(INSERT_SQL, document)
-        except (OSError, asyncpg.exceptions.InterfaceError, asyncpg.PostgresConnectionError):
+        except (
+            OSError,
+            asyncpg.exceptions.InterfaceError,
+            asyncpg.InternalClientError,
+            asyncpg.PostgresConnectionError,
+        ):
             # The connection is gone (restart, failover): the next batch opens a new one.
             self._connection = None
             connection.terminate()

@@ -194,7 +194,7 @@ async def test_a_cursor_only_continues_its_own_query(
         keys["read"],
     )
     assert other.status_code == 422
-    assert "different query" in other.json()["detail"]
+    assert "for this query" in other.json()["detail"]
     rest = (
         await post(
             client,

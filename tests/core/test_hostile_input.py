@@ -1,0 +1,206 @@
+"""Hostile and ambiguous input: rejected with a 422 naming what is wrong, nothing stored, never a
+500, and never a failed batch for the good events beside it (docs/guarantees.md, "Bad input gets
+a clear error and changes nothing")."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import uuid
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+
+from tests.factories import api_key, bearer, event, example, published
+
+EVENTS = "/v1/properties/itsailor/consent-events"
+
+
+@pytest.fixture
+async def schemas(db_url: str) -> None:
+    await published(db_url, example("itsailor"))
+
+
+async def stored(db: asyncpg.Connection) -> int:
+    return int(await db.fetchval("SELECT count(*) FROM consent_events"))
+
+
+@pytest.mark.usefixtures("schemas")
+@pytest.mark.parametrize(
+    ("changes", "pointer"),
+    [
+        ({"categories": {"analytics": "yes"}}, "/body/categories/analytics"),
+        ({"categories": {"analytics": "no"}}, "/body/categories/analytics"),
+        ({"categories": {"analytics": "on"}}, "/body/categories/analytics"),
+        ({"categories": {"analytics": "t"}}, "/body/categories/analytics"),
+        ({"categories": {"analytics": "FALSE"}}, "/body/categories/analytics"),
+        ({"categories": {"analytics": 1}}, "/body/categories/analytics"),
+        ({"categories": {"analytics": 0}}, "/body/categories/analytics"),
+        ({"categories": {"analytics": 1.0}}, "/body/categories/analytics"),
+        ({"gpc": "1"}, "/body/gpc"),
+        ({"gpc": 1}, "/body/gpc"),
+        ({"schema_version": "1"}, "/body/schema_version"),
+        ({"schema_version": True}, "/body/schema_version"),
+        ({"schema_version": 1.0}, "/body/schema_version"),
+        ({"page_url": "https://itsailor.io/a\u0000b"}, "/body/page_url"),
+        ({"tcf_string": "CP\u0000"}, "/body/tcf_string"),
+        ({"gpp_string": "DB\u0000"}, "/body/gpp_string"),
+    ],
+)
+async def test_ambiguous_or_unstorable_values_are_refused(
+    client: httpx.AsyncClient, db: asyncpg.Connection, changes: dict[str, Any], pointer: str
+) -> None:
+    body = event("save-selection", categories={"analytics": True}) | changes
+    response = await client.post(EVENTS, json=body)
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert pointer in [error["pointer"] for error in response.json()["errors"]]
+    assert await stored(db) == 0
+
+
+@pytest.mark.usefixtures("schemas")
+@pytest.mark.parametrize("content_type", ["application/json", "text/plain"])
+@pytest.mark.parametrize(
+    ("raw", "named"),
+    [
+        (
+            '{"subject_id":"%s","event_type":"accept-all","schema_version":1,'
+            '"event_type":"reject-all"}',
+            '"event_type"',
+        ),
+        (
+            '{"subject_id":"%s","event_type":"save-selection","schema_version":1,'
+            '"categories":{"analytics":true,"analytics":false}}',
+            '"analytics"',
+        ),
+        ('{"subject_id":"%s","event_type":"accept-all","schema_version":1,"gpc":NaN}', "value"),
+        (
+            '{"subject_id":"%s","event_type":"accept-all","schema_version":1,'
+            '"page_url":"https://x.io/\\ud800"}',
+            "escape",
+        ),
+    ],
+)
+async def test_a_body_that_could_mean_two_things_is_refused(
+    client: httpx.AsyncClient, db: asyncpg.Connection, raw: str, named: str, content_type: str
+) -> None:
+    response = await client.post(
+        EVENTS, content=raw % uuid.uuid4(), headers={"Content-Type": content_type}
+    )
+    assert response.status_code == 422, response.text
+    assert named in response.json()["detail"]
+    assert await stored(db) == 0
+
+
+@pytest.mark.usefixtures("schemas")
+async def test_bad_rows_never_fail_the_good_ones_beside_them(
+    client: httpx.AsyncClient, db: asyncpg.Connection
+) -> None:
+    good = [client.post(EVENTS, json=event()) for _ in range(40)]
+    bad = [
+        client.post(EVENTS, json=event(page_url="https://x.io/\u0000", tcf_string="\u0000"))
+        for _ in range(40)
+    ]
+    answers = await asyncio.gather(*good, *bad)
+    assert [a.status_code for a in answers] == [201] * 40 + [422] * 40
+    assert await stored(db) == 40
+
+
+async def test_dsr_bodies_are_strict_too(
+    client: httpx.AsyncClient, db_url: str, db: asyncpg.Connection
+) -> None:
+    await published(db_url, example("itsailor"))
+    key = await api_key(db_url, "dsr:read", "dsr:erase", "schemas:write")
+    first, second = uuid.uuid4(), uuid.uuid4()
+    for subject in (first, second):
+        assert (await client.post(EVENTS, json=event(subject_id=subject))).status_code == 201
+    headers = bearer(key) | {"Content-Type": "application/json"}
+    duplicate = f'{{"subject_id":"{first}","subject_id":"{second}"}}'
+    erased = await client.post("/v1/dsr/erasures", content=duplicate, headers=headers)
+    assert erased.status_code == 422
+    assert '"subject_id"' in erased.json()["detail"]
+    assert await stored(db) == 2  # neither subject was erased
+    limit = await client.post(
+        "/v1/dsr/history", json={"subject_id": str(first), "limit": "5"}, headers=bearer(key)
+    )
+    assert limit.status_code == 422
+    reference = await client.post(
+        "/v1/dsr/erasures",
+        json={"subject_id": str(first), "reference": "T-1\u0000"},
+        headers=bearer(key),
+    )
+    assert reference.status_code == 422
+    assert await stored(db) == 2
+
+
+@pytest.mark.parametrize(
+    "window",
+    [
+        {"since": "0001-01-01T00:00:00+01:00"},
+        {"until": "9999-12-31T23:59:59-01:00"},
+    ],
+)
+@pytest.mark.parametrize("path", ["/v1/dsr/history", "/v1/dsr/exports", "/v1/dsr/erasures"])
+async def test_dates_outside_what_can_be_stored_are_422(
+    client: httpx.AsyncClient, db_url: str, window: dict[str, str], path: str
+) -> None:
+    key = await api_key(db_url, "dsr:read", "dsr:erase")
+    body = {"subject_id": str(uuid.uuid4()), **window}
+    response = await client.post(path, json=body, headers=bearer(key))
+    assert response.status_code == 422, response.text
+    assert "out of range" in response.json()["detail"]
+
+
+async def test_cursors_cannot_be_forged(client: httpx.AsyncClient, db_url: str) -> None:
+    key = await api_key(db_url, "dsr:read", "audit:read")
+    forged_audit = base64.urlsafe_b64encode(b"audit.99999999999999999999").decode()
+    audit = await client.get(f"/v1/dsr/audit?cursor={forged_audit}", headers=bearer(key))
+    assert audit.status_code == 422
+    await published(db_url, example("itsailor"))
+    subject = uuid.uuid4()
+    for _ in range(3):
+        await client.post(EVENTS, json=event(subject_id=subject))
+    query = {"subject_id": str(subject), "limit": 1}
+    page = (await client.post("/v1/dsr/history", json=query, headers=bearer(key))).json()
+    position, mac = base64.urlsafe_b64decode(page["next_cursor"] + "==").decode().split(".")
+    moved = base64.urlsafe_b64encode(f"{int(position) + 1}.{mac}".encode()).decode()
+    answer = await client.post(
+        "/v1/dsr/history", json=query | {"cursor": moved}, headers=bearer(key)
+    )
+    assert answer.status_code == 422
+    assert answer.json()["errors"][0]["pointer"] == "/body/cursor"
+
+
+async def test_a_schema_publish_with_nul_or_ambiguous_values_is_422(
+    client: httpx.AsyncClient, db_url: str
+) -> None:
+    key = await api_key(db_url, "schemas:write")
+    content = example("itsailor").model_dump(mode="json")
+    for changed in (
+        content | {"policy_url": "https://itsailor.io/cookies"} | {"consent_ttl_days": "365"},
+        content | {"signals": {"gpc": "true", "dnt": True}},
+        content | {"categories": [content["categories"][0] | {"label": "Nec\u0000essary"}]},
+    ):
+        response = await client.post(
+            "/v1/properties/itsailor/schema/versions",
+            json={"material": True, "content": changed},
+            headers=bearer(key),
+        )
+        assert response.status_code == 422, response.text
+
+
+async def test_private_answers_are_not_cached_and_nothing_is_sniffed(
+    client: httpx.AsyncClient, db_url: str
+) -> None:
+    key = await api_key(db_url, "dsr:read", "audit:read")
+    history = await client.post(
+        "/v1/dsr/history", json={"subject_id": str(uuid.uuid4())}, headers=bearer(key)
+    )
+    audit = await client.get("/v1/dsr/audit", headers=bearer(key))
+    for response in (history, audit):
+        assert response.status_code == 200
+        assert response.headers["cache-control"] == "no-store"
+    for response in (history, audit, await client.get("/healthz")):
+        assert response.headers["x-content-type-options"] == "nosniff"
