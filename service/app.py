@@ -73,7 +73,7 @@ async def _resources(app: ConsentAPI, settings: Settings, url: str) -> AsyncIter
             catalog=SchemaCatalog(engine),
             writer=writer,
             hasher=hasher_from_settings(settings),
-            client_address=ClientAddress(settings.trusted_proxies),
+            client_address=ClientAddress(settings.trusted_proxies, settings.forwarded_header),
             clock=utc_now,
             migration_head=head_revision(),
         ),

@@ -1,10 +1,12 @@
 """The client's address, as far as it can be believed.
 
-The socket peer is the client unless the peer is a configured trusted proxy; then the proxy's
-`X-Forwarded-For` (or RFC 7239 `Forwarded`) is read from the right, skipping further trusted
-proxies, and the first address not ours is the client. Headers from anyone else are ignored:
-a browser can write any `X-Forwarded-For` it likes. Several lines of one header count as one
-comma-separated list, in order (RFC 9110 §5.3).
+The socket peer is the client unless the peer is a configured trusted proxy; then the one header
+the proxies are configured to set (`CONSENT_FORWARDED_HEADER`: `X-Forwarded-For`, or RFC 7239
+`Forwarded`) is read from the right, skipping further trusted proxies, and the first address not
+ours is the client. The other header is never read: a proxy that appends to one passes the other
+through as the browser wrote it, and a browser can write anything. Headers from anyone but a
+trusted proxy are ignored too. Several lines of one header count as one comma-separated list, in
+order (RFC 9110 §5.3).
 """
 
 from __future__ import annotations
@@ -30,17 +32,11 @@ def parse_ip(value: str) -> str | None:
     return canonical_ip(value)
 
 
-def _forwarded_chain(headers: Iterable[tuple[bytes, bytes]]) -> list[str]:
-    forwarded: list[str] = []
-    xff: list[str] = []
-    for name, value in headers:
-        if name == b"forwarded":
-            forwarded.append(value.decode("latin-1"))
-        elif name == b"x-forwarded-for":
-            xff.append(value.decode("latin-1"))
-    if forwarded:
-        return [quoted or bare for quoted, bare in _FORWARDED_FOR.findall(",".join(forwarded))]
-    return [part for part in ",".join(xff).split(",") if part.strip()]
+def _forwarded_chain(headers: Iterable[tuple[bytes, bytes]], header: bytes) -> list[str]:
+    joined = ",".join(value.decode("latin-1") for name, value in headers if name == header)
+    if header == b"forwarded":
+        return [quoted or bare for quoted, bare in _FORWARDED_FOR.findall(joined)]
+    return [part for part in joined.split(",") if part.strip()]
 
 
 class ClientAddress:
@@ -48,7 +44,8 @@ class ClientAddress:
 
     MAX_REMEMBERED = 4096
 
-    def __init__(self, proxies: IpNetworks) -> None:
+    def __init__(self, proxies: IpNetworks, header: str = "x-forwarded-for") -> None:
+        self._header = header.encode()
         self._networks = tuple(
             (
                 socket.AF_INET if net.version == 4 else socket.AF_INET6,
@@ -65,7 +62,7 @@ class ClientAddress:
         address = parse_ip(peer) if peer else None
         if address is None or not self._networks or not self.trusted(address):
             return address
-        for hop in reversed(_forwarded_chain(headers)):
+        for hop in reversed(_forwarded_chain(headers, self._header)):
             candidate = parse_ip(hop)
             if candidate is None:
                 # "unknown" or an obfuscated identifier (RFC 7239): the client cannot be known.

@@ -7,7 +7,7 @@ import secrets
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Self
+from typing import Annotated, Literal, Self
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -59,6 +59,10 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Comma-separated networks whose X-Forwarded-For / Forwarded is believed.",
     )
+    forwarded_header: Literal["x-forwarded-for", "forwarded"] = Field(
+        default="x-forwarded-for",
+        description="The one header trusted proxies set: x-forwarded-for or forwarded (RFC 7239).",
+    )
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Comma-separated origins allowed to call the banner API.",
@@ -75,6 +79,11 @@ class Settings(BaseSettings):
     @classmethod
     def _csv(cls, value: object) -> object:
         return _split_csv(value)
+
+    @field_validator("forwarded_header", mode="before")
+    @classmethod
+    def _header_name(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod

@@ -204,13 +204,36 @@ async def test_forwarded_headers_only_from_trusted_proxies(
         # A trusted proxy's is believed, read from the right past other trusted proxies.
         chain = {"X-Forwarded-For": "198.51.100.1, 192.0.2.44, 10.1.2.3"}
         assert await _ip_hash(app, db, "10.0.0.5", chain) == hasher.ip("192.0.2.44")
-        forwarded = {"Forwarded": 'for=192.0.2.60;proto=https, for="[2001:db8::7]:443"'}
-        assert await _ip_hash(app, db, "10.0.0.5", forwarded) == hasher.ip("2001:db8::7")
+        # The other header is the browser's own: with X-Forwarded-For configured, never read.
+        both = {"Forwarded": "for=198.51.100.32", "X-Forwarded-For": "192.0.2.46"}
+        assert await _ip_hash(app, db, "10.0.0.5", both) == hasher.ip("192.0.2.46")
+        unknown = {"Forwarded": "for=unknown", "X-Forwarded-For": "192.0.2.47"}
+        assert await _ip_hash(app, db, "10.0.0.5", unknown) == hasher.ip("192.0.2.47")
         # Several lines of the header are one list, in order: the last line's address is nearest.
         lines = [("X-Forwarded-For", "198.51.100.1"), ("X-Forwarded-For", "192.0.2.45, 10.0.0.9")]
         assert await _ip_hash(app, db, "10.0.0.5", lines) == hasher.ip("192.0.2.45")
         # No header: the proxy itself is all we know.
         assert await _ip_hash(app, db, "10.0.0.5", {}) == hasher.ip("10.0.0.5")
+
+
+@pytest.mark.usefixtures("schemas")
+async def test_the_forwarded_header_when_configured(
+    db_url: str, tmp_path: Path, db: asyncpg.Connection
+) -> None:
+    settings = make_settings(
+        db_url, tmp_path, trusted_proxies=["10.0.0.0/8"], forwarded_header="forwarded"
+    )
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        hasher: Hasher = services(app).hasher
+        forwarded = {"Forwarded": 'for=192.0.2.60;proto=https, for="[2001:db8::7]:443"'}
+        assert await _ip_hash(app, db, "10.0.0.5", forwarded) == hasher.ip("2001:db8::7")
+        # A browser's X-Forwarded-For is passed through by such a proxy: never read.
+        both = {"X-Forwarded-For": "198.51.100.33", "Forwarded": "for=192.0.2.61"}
+        assert await _ip_hash(app, db, "10.0.0.5", both) == hasher.ip("192.0.2.61")
+        # A client's "for=unknown" before the proxy's own entry changes nothing.
+        spoofed = {"Forwarded": "for=unknown, for=192.0.2.62"}
+        assert await _ip_hash(app, db, "10.0.0.5", spoofed) == hasher.ip("192.0.2.62")
 
 
 @pytest.mark.usefixtures("schemas")
