@@ -7,14 +7,12 @@ from typing import Annotated
 
 import orjson
 from fastapi import APIRouter, Path, Request, Response, status
-from starlette.requests import ClientDisconnect
-from starlette.types import Receive
 
 from service.banner.bodies import ConsentEventIn, ConsentState
 from service.banner.service import current_state, new_event, stored_record, version_shown
 from service.consent_schema.bodies import PropertyName
-from service.core.errors import PayloadTooLarge, UnsupportedMediaType, problem_responses
-from service.core.json_input import StrictJSONRoute, parse_body
+from service.core.errors import problem_responses
+from service.core.json_input import StrictJSONRoute, read_json
 from service.core.pipeline import body_read_by_hand, hot
 from service.ledger.bodies import ConsentRecord
 from service.ledger.event import record
@@ -24,38 +22,6 @@ router = APIRouter(prefix="/v1/properties/{property}", tags=["banner"], route_cl
 
 MAX_BODY_BYTES = 32 * 1024
 ACCEPTED_MEDIA_TYPES = ("application/json", "text/plain")
-
-
-async def read_event(request: Request, headers: dict[bytes, bytes]) -> ConsentEventIn:
-    """The event body, as JSON or as the `text/plain` that `navigator.sendBeacon` sends."""
-    content_type = headers.get(b"content-type", b"application/json").decode("latin-1")
-    media_type = content_type.split(";")[0].strip()
-    if media_type.lower() not in ACCEPTED_MEDIA_TYPES:
-        raise UnsupportedMediaType(
-            f"send the event as application/json or text/plain, not {media_type[:100]!r}"
-        )
-    declared = headers.get(b"content-length", b"")
-    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise PayloadTooLarge(f"an event body is at most {MAX_BODY_BYTES} bytes")
-    return parse_body(ConsentEventIn, await read_body(request.receive))
-
-
-async def read_body(receive: Receive) -> bytes:
-    """The body, read straight from the ASGI messages (the server stops at a declared length;
-    a chunked body is counted as it streams)."""
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            raise ClientDisconnect
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise PayloadTooLarge(f"an event body is at most {MAX_BODY_BYTES} bytes")
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 @router.post(
@@ -86,7 +52,13 @@ async def record_consent_event(
 ) -> Response:
     # The hot path: no session (the catalog is cached; the writer has its own connection).
     headers = dict(request.scope["headers"])  # one pass; the names are lower-case bytes
-    event = await read_event(request, headers)
+    event = await read_json(
+        request,
+        ConsentEventIn,
+        limit=MAX_BODY_BYTES,
+        media_types=ACCEPTED_MEDIA_TYPES,
+        headers=headers,
+    )
     version = await version_shown(catalog, property, event)
     client = request.scope.get("client")
     new = new_event(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Path, Response, status
+from fastapi import APIRouter, Header, Path, Request, Response, status
 
 from service.auth.dependencies import SchemaWriter
 from service.consent_schema.bodies import (
@@ -16,8 +16,8 @@ from service.consent_schema.bodies import (
 )
 from service.consent_schema.service import PublishedVersion, list_versions, publish
 from service.core.errors import Unprocessable, problem_responses
-from service.core.json_input import StrictJSONRoute
-from service.core.pipeline import hot
+from service.core.json_input import StrictJSONRoute, read_json
+from service.core.pipeline import body_read_by_hand, hot
 from service.state import Catalog, Session
 
 router = APIRouter(
@@ -26,6 +26,9 @@ router = APIRouter(
 
 CURRENT_CACHE = "public, max-age=60"
 IMMUTABLE_CACHE = "public, max-age=31536000, immutable"
+# The two real policies' schemas are under 4 KB each; a site with hundreds of cookies stays far
+# below this. Read only after the key was checked.
+MAX_PUBLISH_BYTES = 256 * 1024
 
 
 def _matches(if_none_match: str | None, etag: str) -> bool:
@@ -103,16 +106,18 @@ async def get_version(
     response_model=SchemaVersionOut,
     responses={
         200: {"model": SchemaVersionOut, "description": "Unchanged content: the current version"},
-        **problem_responses(401, 403, 422),
+        **problem_responses(401, 403, 413, 415, 422),
     },
 )
+@body_read_by_hand(PublishRequest)
 async def publish_version(
     property: PropertyName,
-    body: PublishRequest,
+    request: Request,
     session: Session,
     catalog: Catalog,
     principal: SchemaWriter,
 ) -> Response:
+    body = await read_json(request, PublishRequest, limit=MAX_PUBLISH_BYTES)
     if body.content.property != property:
         raise Unprocessable(
             f"content.property is {body.content.property!r} but the URL names {property!r}",

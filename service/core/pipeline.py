@@ -23,7 +23,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, get_type_hints
+from typing import Any, TypeVar, get_type_hints
 
 from fastapi import FastAPI, Request, Response
 from fastapi.dependencies.models import Dependant
@@ -38,6 +38,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from service.core.errors import Unprocessable, validation_problem_detail
 
 Endpoint = Callable[..., Awaitable[Response]]
+AnyEndpoint = TypeVar("AnyEndpoint", bound=Callable[..., Awaitable[Any]])
 Filler = Callable[[Request], Any]
 Dependency = Callable[[Request], Awaitable[Any]]
 
@@ -56,16 +57,19 @@ def hot(endpoint: Endpoint) -> Endpoint:
 class HandReadBody:
     model: type[BaseModel]
     media_types: tuple[str, ...]
-    description: str
+    description: str | None
 
 
 def body_read_by_hand(
-    model: type[BaseModel], *, media_types: tuple[str, ...], description: str
-) -> Callable[[Endpoint], Endpoint]:
-    """Document the body an endpoint reads itself (from the Request) as `model`, in each of
-    `media_types`: FastAPI documents only the bodies it parses."""
+    model: type[BaseModel],
+    *,
+    media_types: tuple[str, ...] = ("application/json",),
+    description: str | None = None,
+) -> Callable[[AnyEndpoint], AnyEndpoint]:
+    """Document the body an endpoint reads itself (from the Request, with `json_input.read_json`)
+    as `model`, in each of `media_types`: FastAPI documents only the bodies it parses."""
 
-    def mark(endpoint: Endpoint) -> Endpoint:
+    def mark(endpoint: AnyEndpoint) -> AnyEndpoint:
         endpoint.__body__ = HandReadBody(model, media_types, description)  # type: ignore[attr-defined]
         return endpoint
 
@@ -274,11 +278,11 @@ class ConsentAPI(FastAPI):
             schemas[name] = model_schema
             reference = {"schema": {"$ref": f"#/components/schemas/{name}"}}
             for method in sorted(route.methods or ()):
-                document["paths"][route.path_format][method.lower()]["requestBody"] = {
-                    "required": True,
-                    "description": body.description,
-                    "content": dict.fromkeys(body.media_types, reference),
-                }
+                request_body: dict[str, Any] = {"required": True}
+                if body.description:
+                    request_body["description"] = body.description
+                request_body["content"] = dict.fromkeys(body.media_types, reference)
+                document["paths"][route.path_format][method.lower()]["requestBody"] = request_body
         return document
 
     def fast_routes(self) -> tuple[FastRoute, ...]:

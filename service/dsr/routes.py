@@ -5,12 +5,13 @@ from __future__ import annotations
 from typing import Annotated
 
 import structlog
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 
 from service.auth.dependencies import Auditor, DsrEraser, DsrReader, private
 from service.core.errors import problem_responses
-from service.core.json_input import StrictJSONRoute
+from service.core.json_input import StrictJSONRoute, read_json
+from service.core.pipeline import body_read_by_hand
 from service.dsr.bodies import (
     AuditEntry,
     AuditPage,
@@ -34,21 +35,26 @@ router = APIRouter(
 )
 
 AUTH_ERRORS = (401, 403, 422)
+BODY_ERRORS = (*AUTH_ERRORS, 413, 415)
+# Identifiers and a time range: a few hundred bytes. Read only after the key was checked.
+MAX_BODY_BYTES = 16 * 1024
 
 
 @router.post(
     "/history",
     summary="Look up a person's consent events",
     response_model=HistoryPage,
-    responses=problem_responses(*AUTH_ERRORS),
+    responses=problem_responses(*BODY_ERRORS),
 )
+@body_read_by_hand(HistoryRequest)
 async def dsr_history(
-    body: HistoryRequest,
+    request: Request,
     session: Session,
     catalog: Catalog,
     hasher: Hashing,
     principal: DsrReader,
 ) -> HistoryPage:
+    body = await read_json(request, HistoryRequest, limit=MAX_BODY_BYTES)
     items, next_cursor = await history_page(
         session, catalog, hasher, body, limit=body.limit, cursor=body.cursor
     )
@@ -73,11 +79,12 @@ async def dsr_history(
             "description": "The export",
             "content": {"application/json": {}, "text/csv": {}},
         },
-        **problem_responses(*AUTH_ERRORS),
+        **problem_responses(*BODY_ERRORS),
     },
 )
+@body_read_by_hand(ExportRequest)
 async def dsr_export(
-    body: ExportRequest,
+    request: Request,
     session: Session,
     engine: Engine,
     catalog: Catalog,
@@ -85,6 +92,7 @@ async def dsr_export(
     clock: Clock,
     principal: DsrReader,
 ) -> StreamingResponse:
+    body = await read_json(request, ExportRequest, limit=MAX_BODY_BYTES)
     plan = await plan_export(session, hasher, body, actor=principal.key_id)
     await session.commit()  # audited before a byte is sent
     extension, media_type = (
@@ -116,11 +124,13 @@ async def dsr_export(
     "/erasures",
     summary="Erase (delete or anonymise) everything matching one identifier",
     response_model=ErasureResult,
-    responses=problem_responses(*AUTH_ERRORS),
+    responses=problem_responses(*BODY_ERRORS),
 )
+@body_read_by_hand(ErasureRequest)
 async def dsr_erase(
-    body: ErasureRequest, session: Session, hasher: Hashing, principal: DsrEraser
+    request: Request, session: Session, hasher: Hashing, principal: DsrEraser
 ) -> ErasureResult:
+    body = await read_json(request, ErasureRequest, limit=MAX_BODY_BYTES)
     result = await erase(
         session,
         hasher,
