@@ -7,14 +7,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
-from fastapi.middleware.cors import CORSMiddleware
-
 from service import __version__
 from service.banner.routes import router as banner_router
 from service.consent_schema.routes import router as consent_schema_router
 from service.consent_schema.service import SchemaCatalog
 from service.core.client_address import ClientAddress
 from service.core.config import Settings, get_settings
+from service.core.cors import ProblemCORSMiddleware
 from service.core.db import create_engine, create_sessionmaker, sync_dsn
 from service.core.embedded import database_url
 from service.core.errors import install_error_handlers
@@ -129,7 +128,7 @@ def create_app(settings: Settings | None = None) -> ConsentAPI:
     # The one middleware stack, innermost first; hot routes pass the same (core/pipeline.py).
     if settings.cors_origins:
         app.add_middleware(
-            CORSMiddleware,
+            ProblemCORSMiddleware,
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST"],
             allow_headers=["Content-Type", "If-None-Match", "X-Request-ID"],

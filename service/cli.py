@@ -19,6 +19,7 @@ from service.core.cli_support import fail, load_settings
 from service.core.config import Settings
 from service.core.embedded import database_url
 from service.core.hashing import hasher_from_settings
+from service.core.http_server import BoundedHttpToolsProtocol
 from service.core.logging import get_logger
 from service.dsr.cli import dsr_app
 
@@ -90,6 +91,8 @@ def _prepare_and_serve(settings: Settings, url: str, *, host: str, port: int, wo
         "server_header": False,
         "log_config": None,
         "timeout_graceful_shutdown": 10,
+        # httptools with a cap on the request head (431) and problem+json for malformed requests.
+        "http": BoundedHttpToolsProtocol,
     }
     if workers == 1:
         GracefulServer(uvicorn.Config(APP_FACTORY, **options)).run()

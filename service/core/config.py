@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import ipaddress
+import math
 import secrets
+import string
+import zlib
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
@@ -14,6 +17,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # Placeholders people copy from examples; a production key must not be one of them.
 _WEAK_KEYS = {"change-me", "changeme", "secret", "salt", "dev", "test", "password"}
+_PLACEHOLDERS = ("change", "replace", "your-key", "placeholder", "password", "secret", "example")
 MIN_KEY_LENGTH = 32
 
 
@@ -109,7 +113,8 @@ class Settings(BaseSettings):
         if not is_strong_key(self.ip_hash_salt):
             raise ValueError(
                 f"CONSENT_IP_HASH_SALT must be a random secret of at least {MIN_KEY_LENGTH} "
-                "characters when CONSENT_ENV=production "
+                "characters and about 128 bits (no placeholder, nothing repeated) when "
+                "CONSENT_ENV=production "
                 "(generate one with: python -c 'import secrets; print(secrets.token_urlsafe(48))')"
             )
         return self
@@ -120,10 +125,42 @@ class Settings(BaseSettings):
 
 
 def is_strong_key(key: SecretStr | None) -> bool:
+    """At least MIN_KEY_LENGTH characters and about 128 bits: the characters' alphabet times the
+    length, with a key that repeats itself (`aaaa…`, `abcabc…`, a placeholder said four times)
+    refused however long it is. A random hex or base64 key of 32 or more characters passes."""
     if key is None:
         return False
     value = key.get_secret_value()
-    return len(value) >= MIN_KEY_LENGTH and value.lower() not in _WEAK_KEYS
+    if len(value) < MIN_KEY_LENGTH or value.lower() in _WEAK_KEYS:
+        return False
+    if any(weak in value.lower() for weak in _PLACEHOLDERS):
+        return False
+    if value in (value + value)[1:-1]:  # a shorter part said again and again
+        return False
+    return (
+        _estimated_bits(value) >= 128
+        and len(set(value)) >= len(value) // 4
+        and (len(zlib.compress(value.encode(), 9)) >= 0.6 * len(value))
+    )
+
+
+def _estimated_bits(value: str) -> float:
+    alphabet = (
+        sum(
+            size
+            for chars, size in (
+                (string.digits, 10),
+                (string.ascii_lowercase, 26),
+                (string.ascii_uppercase, 26),
+                (string.punctuation, 32),
+            )
+            if any(c in chars for c in value)
+        )
+        or 1
+    )
+    if all(c in string.hexdigits for c in value):
+        alphabet = min(alphabet, 16)
+    return len(value) * math.log2(max(alphabet, 2))
 
 
 def dev_key_path(settings: Settings) -> Path:

@@ -303,3 +303,12 @@ async def test_cors_for_configured_origins_with_preflight(db_url: str, tmp_path:
             "/v1/properties/itsailor/schema", headers={"Origin": "https://evil.example"}
         )
         assert "access-control-allow-origin" not in other.headers
+
+        refused = await client.options(
+            "/v1/properties/itsailor/schema",
+            headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "GET"},
+        )
+        assert refused.status_code == 400
+        assert refused.headers["content-type"] == "application/problem+json"
+        assert "origin" in refused.json()["detail"]
+        assert refused.headers["x-request-id"]

@@ -22,7 +22,7 @@ import typer
 import typer.core
 import typer.main
 import yaml
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
 from service.cli import app
 from service.core.config import Settings
@@ -35,7 +35,7 @@ ENV_EXAMPLE = ROOT / ".env.example"
 PROGRAM = "consent-service"
 CONSENT_NAME = re.compile(r"\bCONSENT_[A-Za-z0-9_]+")
 ASSIGNMENT = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=(.*)$")
-STRONG_TEST_KEY = "k" * 48
+STRONG_TEST_KEY = "Jx3k_9QfZ-2mLr8TvB1nYc7WpE4sHd0uQ2wX5rT8"
 
 
 # --- checkers ------------------------------------------------------------------------------------
@@ -405,3 +405,20 @@ def test_dockerfile_passes_hadolint() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("key", "strong"),
+    [
+        ("a" * 32, False),
+        ("0123456789abcdef" * 2, False),
+        ("change-me" * 4, False),
+        ("password1234password1234password", False),
+        ("3f0c9a1be27d4c58a6e1f0b9d2c7e4a1", True),  # 32 hex digits (128 bits)
+        ("Jx3k_9QfZ-2mLr8TvB1nYc7WpE4sHd0u", True),  # 32 base64url characters
+    ],
+)
+def test_production_refuses_weak_keys(key: str, strong: bool) -> None:
+    from service.core.config import is_strong_key
+
+    assert is_strong_key(SecretStr(key)) is strong

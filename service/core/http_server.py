@@ -1,0 +1,106 @@
+"""The HTTP/1.1 server protocol: uvicorn's httptools protocol, with a cap on the request head and
+problem documents for what the server itself refuses.
+
+httptools has no limit of its own on a request line and headers: a client could send megabytes of
+header before the app sees anything, and they would be held in memory (a 30 MB header was
+answered 200). Here a head past MAX_HEAD_BYTES is answered 431 and the connection closed, before
+the app is called (the head held is at most that plus one read). uvicorn's own "Invalid HTTP
+request" 400 is sent as problem+json, like every other error. The count costs an addition per
+header.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from service.core.errors import PROBLEM_BASE, PROBLEM_MEDIA_TYPE
+
+# nginx's default for a request head (4 buffers of 8 KiB); browsers send 1 to 4 KiB.
+MAX_HEAD_BYTES = 32 * 1024
+
+
+def problem_bytes(status: int, reason: str, slug: str, title: str, detail: str) -> bytes:
+    """A complete HTTP response carrying a problem document, closing the connection."""
+    body = orjson.dumps(
+        {"type": PROBLEM_BASE + slug, "title": title, "status": status, "detail": detail}
+    )
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\ncontent-type: {PROBLEM_MEDIA_TYPE}\r\n"
+        f"content-length: {len(body)}\r\nx-content-type-options: nosniff\r\n"
+        "connection: close\r\n\r\n"
+    )
+    return head.encode("ascii") + body
+
+
+HEAD_TOO_LARGE = problem_bytes(
+    431,
+    "Request Header Fields Too Large",
+    "header-too-large",
+    "Request header fields too large",
+    f"the request line and headers are at most {MAX_HEAD_BYTES} bytes",
+)
+INVALID_REQUEST = problem_bytes(
+    400, "Bad Request", "bad-request", "Bad request", "the request is not valid HTTP/1.1"
+)
+
+
+class HeadTooLarge(Exception):
+    pass
+
+
+class BoundedHttpToolsProtocol(HttpToolsProtocol):
+    """Counts a request's head twice: exactly, from the request line and each header as the
+    parser completes them; and roughly, by the bytes read while the head is still incomplete
+    (httptools holds a header until its end arrives, so a single endless header is only seen
+    this way)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._in_head = True
+        self._head_bytes = 0
+        self._read_in_head = 0
+        self._refused = False
+
+    def on_message_begin(self) -> None:
+        self._in_head = True
+        self._head_bytes = 0
+        self._read_in_head = 0
+        super().on_message_begin()
+
+    def on_url(self, url: bytes) -> None:
+        self._count(len(url))
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count(len(name) + len(value) + 4)
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        super().on_headers_complete()
+
+    def _count(self, size: int) -> None:
+        self._head_bytes += size
+        if self._head_bytes > MAX_HEAD_BYTES:
+            raise HeadTooLarge  # the parser stops; uvicorn calls send_400_response
+
+    def data_received(self, data: bytes) -> None:
+        if self._refused:  # the connection is closing
+            return
+        super().data_received(data)
+        if self._in_head and not self._refused:
+            self._read_in_head += len(data)
+            if self._read_in_head > MAX_HEAD_BYTES:
+                self._refuse(HEAD_TOO_LARGE)
+
+    def send_400_response(self, msg: str) -> None:
+        too_large = self._head_bytes > MAX_HEAD_BYTES
+        self._refuse(HEAD_TOO_LARGE if too_large else INVALID_REQUEST)
+
+    def _refuse(self, response: bytes) -> None:
+        self._refused = True
+        self.transport.write(response)
+        self.transport.close()

@@ -1,0 +1,84 @@
+"""The server protocol `serve` runs: a request head past the cap is 431 and malformed HTTP is 400,
+both as problem+json, before the app does any work; ordinary requests pass untouched."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+
+import pytest
+import uvicorn
+
+from service.app import create_app
+from service.core.config import Settings
+from service.core.http_server import MAX_HEAD_BYTES, BoundedHttpToolsProtocol
+
+
+@pytest.fixture
+async def port(settings: Settings) -> AsyncIterator[int]:
+    config = uvicorn.Config(
+        create_app(settings), host="127.0.0.1", port=0, http=BoundedHttpToolsProtocol,
+        log_config=None, access_log=False, lifespan="on",
+    )  # fmt: skip
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:  # noqa: ASYNC110 (uvicorn offers no event to wait on)
+        await asyncio.sleep(0.02)
+    yield server.servers[0].sockets[0].getsockname()[1]
+    server.should_exit = True
+    await task
+
+
+async def exchange(port: int, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(request)
+        await writer.drain()
+    except ConnectionResetError:
+        pass
+    raw = await asyncio.wait_for(reader.read(), timeout=10)
+    writer.close()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.lower().split(": ", 1) for line in lines[1:])
+    return int(lines[0].split()[1]), headers, body
+
+
+def get(header_bytes: int) -> bytes:
+    return (
+        b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\nX-Pad: "
+        + b"a" * header_bytes
+        + b"\r\n\r\n"
+    )
+
+
+async def test_a_head_past_the_cap_is_431_problem(port: int) -> None:
+    status, headers, body = await exchange(port, get(MAX_HEAD_BYTES + 4096))
+    assert status == 431
+    assert headers["content-type"] == "application/problem+json"
+    assert json.loads(body)["status"] == 431
+
+
+async def test_a_head_within_the_cap_is_served(port: int) -> None:
+    status, _, body = await exchange(port, get(MAX_HEAD_BYTES // 2))
+    assert status == 200
+    assert json.loads(body) == {"status": "ok"}
+
+
+async def test_a_huge_head_is_refused_without_being_held(port: int) -> None:
+    """Megabytes of header: the server answers and closes at the cap, without reading the rest
+    (the client, still sending, may see the close as a reset before it reads the 431)."""
+    try:
+        status, _, _ = await exchange(port, get(20 * 1024 * 1024))
+    except ConnectionResetError:
+        status = 431
+    assert status == 431
+    assert (await exchange(port, get(100)))[0] == 200  # and it serves on
+
+
+async def test_malformed_http_is_400_problem(port: int) -> None:
+    status, headers, body = await exchange(port, b"NOT HTTP AT ALL\r\n\r\n")
+    assert status == 400
+    assert headers["content-type"] == "application/problem+json"
+    assert json.loads(body)["title"] == "Bad request"
