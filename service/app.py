@@ -61,8 +61,10 @@ TAGS = [
 
 @asynccontextmanager
 async def _resources(app: ConsentAPI, settings: Settings, url: str) -> AsyncIterator[None]:
-    engine = create_engine(url, pool_size=settings.db_pool_size)
-    writer = EventWriter(sync_dsn(url))
+    engine = create_engine(
+        url, pool_size=settings.db_pool_size, command_timeout=settings.db_command_timeout
+    )
+    writer = EventWriter(sync_dsn(url), command_timeout=settings.db_command_timeout)
     install(
         app,
         State(

@@ -11,7 +11,8 @@ class CuttableProxy:
     """Listens on 127.0.0.1 and forwards each connection to PostgreSQL (TCP or Unix socket).
 
     `cut()` closes the listener and every open connection, as a network partition would;
-    `restore()` listens again on the same port.
+    `restore()` listens again on the same port. `freeze()` holds every byte in both directions
+    with the connections left open, as a hung server would; `thaw()` lets them through again.
     """
 
     def __init__(self, *, host: str | None, port: int, unix_path: Path | None) -> None:
@@ -20,6 +21,8 @@ class CuttableProxy:
         self._unix_path = unix_path
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self._flowing = asyncio.Event()
+        self._flowing.set()
         self.port = 0
 
     async def start(self) -> None:
@@ -34,7 +37,21 @@ class CuttableProxy:
                 self._target_host, self._target_port
             )
         self._writers.update({writer, up_writer})
-        await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError, OSError):
+            while data := await reader.read(65536):
+                await self._flowing.wait()
+                writer.write(data)
+                await writer.drain()
+        writer.close()
+
+    def freeze(self) -> None:
+        self._flowing.clear()
+
+    def thaw(self) -> None:
+        self._flowing.set()
 
     async def cut(self) -> None:
         if self._server is not None:
@@ -47,11 +64,3 @@ class CuttableProxy:
 
     async def restore(self) -> None:
         await self.start()
-
-
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    with contextlib.suppress(ConnectionError, OSError):
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-    writer.close()

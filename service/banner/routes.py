@@ -11,11 +11,12 @@ from fastapi import APIRouter, Path, Request, Response, status
 from service.banner.bodies import ConsentEventIn, ConsentState
 from service.banner.service import current_state, new_event, stored_record, version_shown
 from service.consent_schema.bodies import PropertyName
-from service.core.errors import problem_responses
+from service.core.errors import OutcomeUnknown, problem_responses
 from service.core.json_input import StrictJSONRoute, read_json
 from service.core.pipeline import body_read_by_hand, hot
 from service.ledger.bodies import ConsentRecord
 from service.ledger.event import record
+from service.ledger.writer import CommitUnconfirmed
 from service.state import Catalog, ClientAddressOf, Clock, Engine, Hashing, Writer
 
 router = APIRouter(prefix="/v1/properties/{property}", tags=["banner"], route_class=StrictJSONRoute)
@@ -70,7 +71,16 @@ async def record_consent_event(
         hasher=hasher,
         now=clock(),
     )
-    if await writer.write(new):
+    try:
+        created = await writer.write(new)
+    except CommitUnconfirmed:
+        raise OutcomeUnknown(
+            f"the database did not confirm the commit in time: event {new.event_id} may or may "
+            f'not be recorded; send the same body again with "event_id": "{new.event_id}" '
+            "(if it was stored, the retry answers 200 with it; if not, 201)",
+            extra={"event_id": str(new.event_id)},
+        ) from None
+    if created:
         body = record(new, optional=version.optional, ttl_days=version.ttl_days)
         return Response(
             orjson.dumps(body, option=orjson.OPT_UTC_Z),

@@ -79,6 +79,13 @@ class Settings(BaseSettings):
         "one more of its own).",
     )
 
+    db_command_timeout: float = Field(
+        default=30.0,
+        gt=0,
+        le=600,
+        description="Seconds a database statement may take before its request is answered 503.",
+    )
+
     @field_validator("ip_hash_previous_salts", "trusted_proxies", "cors_origins", mode="before")
     @classmethod
     def _csv(cls, value: object) -> object:

@@ -51,7 +51,11 @@ def sync_dsn(url: str) -> str:
 
 
 def create_engine(
-    url: str, *, pool_size: int = 10, application_name: str = "consent-service"
+    url: str,
+    *,
+    pool_size: int = 10,
+    application_name: str = "consent-service",
+    command_timeout: float = 30.0,
 ) -> AsyncEngine:
     """At most `pool_size` connections: a request that finds them all busy waits for one."""
     return create_async_engine(
@@ -64,7 +68,9 @@ def create_engine(
         hide_parameters=True,
         connect_args={
             "server_settings": {"application_name": application_name},
-            "command_timeout": 30,
+            # Client-side (asyncpg cancels the statement): no start-up parameter a transaction
+            # pooler would refuse.
+            "command_timeout": command_timeout,
             "timeout": 5,
         },
     )

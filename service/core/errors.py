@@ -21,6 +21,7 @@ from service.core.logging import get_logger
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 PROBLEM_BASE = "https://consent-service.dev/problems/"
+RETRY_AFTER = "5"  # seconds: the writer's longest wait between attempts to reconnect
 
 log = get_logger("service.errors")
 
@@ -72,6 +73,12 @@ class Unprocessable(ConsentServiceError):
 
 class ServiceUnavailable(ConsentServiceError):
     status, slug, title = 503, "unavailable", "Service unavailable"
+
+
+class OutcomeUnknown(ConsentServiceError):
+    """The database took the write but did not confirm it: it may or may not be stored."""
+
+    status, slug, title = 503, "outcome-unknown", "The outcome is unknown"
 
 
 class InvalidParam(BaseModel):
@@ -162,7 +169,13 @@ def validation_problem(errors: list[Any]) -> JSONResponse:
 
 async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ConsentServiceError)
-    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+    headers = (
+        {"WWW-Authenticate": "Bearer"}
+        if exc.status == 401
+        else {"Retry-After": RETRY_AFTER}
+        if exc.status == 503
+        else None
+    )
     return problem_response(
         status=exc.status,
         slug=exc.slug,
@@ -183,7 +196,9 @@ DATABASE_UNAVAILABLE: tuple[type[Exception], ...] = (
     # A connection caught mid-restart: "cannot switch to state …".
     asyncpg.InternalClientError,
     asyncpg.exceptions.CannotConnectNowError,
-    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.OperatorInterventionError,  # shutdown, restart, statement cancelled
+    asyncpg.exceptions.InsufficientResourcesError,  # too many connections, disk full
+    asyncpg.exceptions.PostgresSystemError,
     sqlalchemy.exc.OperationalError,
     sqlalchemy.exc.InterfaceError,
     sqlalchemy.exc.TimeoutError,
@@ -197,8 +212,24 @@ async def _database_unavailable(request: Request, exc: Exception) -> JSONRespons
         slug="unavailable",
         title="Service unavailable",
         detail="the database cannot be reached; nothing was stored, retry later",
-        headers={"Retry-After": "5"},
+        headers={"Retry-After": RETRY_AFTER},
     )
+
+
+# SQLSTATE classes that mean the database, not the request, failed: connection (08), resources
+# (53), operator intervention (57), system (58).
+UNAVAILABLE_SQLSTATE_CLASSES = {"08", "53", "57", "58"}
+
+
+async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+    """Any other error SQLAlchemy raised: the database being away is a 503; anything else is a
+    fault of ours (500, logged with its traceback)."""
+    assert isinstance(exc, sqlalchemy.exc.DBAPIError)
+    sqlstate = str(getattr(exc.orig, "sqlstate", "") or "")
+    if exc.connection_invalidated or sqlstate[:2] in UNAVAILABLE_SQLSTATE_CLASSES:
+        return await _database_unavailable(request, exc)
+    log_unexpected(exc)
+    return internal_error_response()
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
@@ -239,6 +270,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ConsentServiceError, _domain_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(sqlalchemy.exc.DBAPIError, _database_error)
     for kind in DATABASE_UNAVAILABLE:
         app.add_exception_handler(kind, _database_unavailable)
 

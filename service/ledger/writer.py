@@ -36,6 +36,8 @@ BATCH_SECONDS = Histogram(
 )
 
 MAX_BATCH = 500
+FIRST_RECONNECT_DELAY = 0.25
+MAX_RECONNECT_DELAY = 5.0
 
 # The batch travels as one JSON array of row objects: serialising it (orjson, in C) costs a few
 # microseconds a row where encoding one typed array per column cost about thirty, and the
@@ -65,12 +67,25 @@ class WriterClosed(RuntimeError):
     pass
 
 
+class DatabaseUnavailable(ConnectionError):
+    """Nothing was sent: the database is known to be unreachable (a 503, nothing stored)."""
+
+
+class CommitUnconfirmed(ConnectionError):
+    """The statement was sent but no answer came back: its rows may or may not be committed."""
+
+
 class EventWriter:
     """Owns one database connection of its own (asyncpg, no pool, no ORM: this is the hot path),
     so a burst of requests can never starve it of a connection."""
 
-    def __init__(self, dsn: str, *, max_batch: int = MAX_BATCH) -> None:
+    def __init__(
+        self, dsn: str, *, max_batch: int = MAX_BATCH, command_timeout: float = 30.0
+    ) -> None:
         self._dsn = dsn
+        self._command_timeout = command_timeout
+        self._reconnect_delay = FIRST_RECONNECT_DELAY / 2
+        self._retry_at = 0.0
         self._connection: asyncpg.Connection | None = None
         self._max_batch = max_batch
         self._queue: list[_Pending] = []
@@ -134,33 +149,58 @@ class EventWriter:
 
     async def _insert(self, batch: list[NewEvent]) -> set[uuid.UUID]:
         document = batch_json(batch)
-        connection = self._connection
-        if connection is None or connection.is_closed():
-            connection = self._connection = await asyncpg.connect(
-                self._dsn,
-                server_settings={"application_name": "consent-service-writer"},
-                command_timeout=30,
-                timeout=5,
-            )
+        connection = await self._connected()
         try:
             rows = await connection.fetch(INSERT_SQL, document)
         except (
+            TimeoutError,
             OSError,
             asyncpg.exceptions.InterfaceError,
             asyncpg.InternalClientError,
             asyncpg.PostgresConnectionError,
-        ):
-            # The connection is gone (restart, failover): the next batch opens a new one.
+        ) as exc:
+            # The statement was sent and no answer came: it may have committed or not
+            # (docs/guarantees.md, "Acknowledged means committed"). The connection is dropped;
+            # the next batch opens a new one.
             self._connection = None
             connection.terminate()
-            raise
+            raise CommitUnconfirmed(type(exc).__name__) from exc
         return {row["event_id"] for row in rows}
+
+    async def _connected(self) -> asyncpg.Connection:
+        """The writer's connection, opened if need be. After a failed attempt the next is not
+        made before a delay that doubles up to MAX_RECONNECT_DELAY: a database coming back is
+        not met by every waiting request at once."""
+        connection = self._connection
+        if connection is not None and not connection.is_closed():
+            return connection
+        if time.monotonic() < self._retry_at:
+            raise DatabaseUnavailable("the database could not be reached a moment ago")
+        try:
+            connection = await asyncpg.connect(
+                self._dsn,
+                server_settings={"application_name": "consent-service-writer"},
+                command_timeout=self._command_timeout,
+                timeout=5,
+            )
+        except Exception:
+            self._reconnect_delay = min(self._reconnect_delay * 2, MAX_RECONNECT_DELAY)
+            self._retry_at = time.monotonic() + self._reconnect_delay
+            raise
+        self._reconnect_delay = FIRST_RECONNECT_DELAY / 2
+        self._retry_at = 0.0
+        self._connection = connection
+        return connection
 
 
 def _row_error(exc: BaseException) -> bool:
-    """An error caused by a row's data (SQLSTATE class 22 or 23), not by the database being away."""
+    """An error caused by a row's data (SQLSTATE class 22 or 23, or a value the batch's JSON cannot
+    carry), not by the database being away."""
     return isinstance(
-        exc, asyncpg.exceptions.DataError | asyncpg.exceptions.IntegrityConstraintViolationError
+        exc,
+        asyncpg.exceptions.DataError
+        | asyncpg.exceptions.IntegrityConstraintViolationError
+        | orjson.JSONEncodeError,
     )
 
 
