@@ -11,6 +11,7 @@ from service import __version__
 from service.banner.routes import router as banner_router
 from service.consent_schema.routes import router as consent_schema_router
 from service.consent_schema.service import SchemaCatalog
+from service.core.api_docs import install_docs
 from service.core.client_address import ClientAddress
 from service.core.config import Settings, get_settings
 from service.core.cors import ProblemCORSMiddleware
@@ -117,6 +118,8 @@ def create_app(settings: Settings | None = None) -> ConsentAPI:
         lifespan=lifespan,
         # One component per model, named after it (no -Input/-Output pairs).
         separate_input_output_schemas=False,
+        docs_url=None,  # served from a package instead (core/api_docs.py)
+        redoc_url=None,
         # Metrics are Prometheus (/metrics); FastAPI's own OpenTelemetry hooks would only add
         # per-request work.
         telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
@@ -127,6 +130,7 @@ def create_app(settings: Settings | None = None) -> ConsentAPI:
     app.include_router(consent_schema_router)
     app.include_router(dsr_router)
     app.include_router(health_router)
+    install_docs(app)
     # The one middleware stack, innermost first; hot routes pass the same (core/pipeline.py).
     if settings.cors_origins:
         app.add_middleware(

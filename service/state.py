@@ -52,6 +52,10 @@ def of(app: ConsentAPI) -> State:
     return state
 
 
+async def _settings(request: Request) -> Settings:
+    return of(request.app).settings
+
+
 async def _engine(request: Request) -> AsyncEngine:
     return of(request.app).engine
 
@@ -87,6 +91,7 @@ async def _session(request: Request) -> AsyncIterator[AsyncSession]:
         yield session
 
 
+SettingsOf = Annotated[Settings, Depends(_settings)]
 Engine = Annotated[AsyncEngine, Depends(_engine)]
 Catalog = Annotated[SchemaCatalog, Depends(_catalog)]
 Writer = Annotated[EventWriter, Depends(_writer)]

@@ -149,3 +149,11 @@ def captured_logs(app: ConsentAPI) -> Iterator[io.StringIO]:
     configure_logging("DEBUG", stream)
     yield stream
     configure_logging("INFO")
+
+
+@pytest.fixture
+async def metrics_key(db_url: str) -> dict[str, str]:
+    """Headers of a key that may read /metrics."""
+    from tests.factories import api_key, bearer
+
+    return bearer(await api_key(db_url, "metrics:read"))

@@ -17,7 +17,10 @@ keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help
 def keys_create(
     name: Annotated[str, typer.Option(help="Who or what uses the key, e.g. 'dsr-team'.")],
     scopes: Annotated[
-        str, typer.Option(help="Comma-separated: dsr:read, dsr:erase, schemas:write, audit:read.")
+        str,
+        typer.Option(
+            help="Comma-separated: dsr:read, dsr:erase, schemas:write, audit:read, metrics:read.",
+        ),
     ],
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:

@@ -22,6 +22,7 @@ class Scope(StrEnum):
     DSR_ERASE = "dsr:erase"
     SCHEMAS_WRITE = "schemas:write"
     AUDIT_READ = "audit:read"
+    METRICS_READ = "metrics:read"
 
 
 @dataclass(frozen=True, slots=True)

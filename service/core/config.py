@@ -79,6 +79,11 @@ class Settings(BaseSettings):
         "one more of its own).",
     )
 
+    metrics_public: bool = Field(
+        default=False,
+        description="Serve /metrics without a key (for a scraper on a private network); "
+        "otherwise it needs a key with the metrics:read scope.",
+    )
     db_command_timeout: float = Field(
         default=30.0,
         gt=0,

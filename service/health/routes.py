@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Depends, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
 
+from service.auth.dependencies import metrics_reader
+from service.core.errors import problem_responses
 from service.core.json_input import StrictJSONRoute
 from service.core.logging import get_logger
 from service.core.migrations import current_revision
@@ -60,9 +62,13 @@ async def readyz(engine: Engine, head: MigrationHead) -> JSONResponse:
 
 @router.get(
     "/metrics",
-    summary="Prometheus metrics",
+    dependencies=[Depends(metrics_reader)],
+    summary="Prometheus metrics (a key with metrics:read, unless CONSENT_METRICS_PUBLIC)",
     response_class=Response,
-    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text"}},
+    responses={
+        200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text"},
+        **problem_responses(401, 403),
+    },
 )
 async def metrics() -> Response:
     return Response(exposition(), media_type=CONTENT_TYPE_LATEST)

@@ -2,10 +2,14 @@ from __future__ import annotations
 
 import io
 import json
+import re
+from pathlib import Path
 
 import httpx
 
+from service.app import create_app
 from service.core.logging import configure_logging
+from tests.conftest import make_settings
 
 
 async def test_healthz(client: httpx.AsyncClient) -> None:
@@ -37,10 +41,12 @@ async def test_request_id_is_returned_and_accepted(client: httpx.AsyncClient) ->
     assert hostile.headers["x-request-id"] != 'a"b c'
 
 
-async def test_metrics_count_requests_by_route_template(client: httpx.AsyncClient) -> None:
+async def test_metrics_count_requests_by_route_template(
+    client: httpx.AsyncClient, metrics_key: dict[str, str]
+) -> None:
     await client.get("/healthz")
     await client.get("/no/such/path/ff00")
-    body = (await client.get("/metrics")).text
+    body = (await client.get("/metrics", headers=metrics_key)).text
     assert 'consent_http_requests_total{method="GET",route="/healthz",status="200"}' in body
     assert 'route="<unmatched>",status="404"' in body
     assert "ff00" not in body
@@ -82,19 +88,47 @@ def _sample(body: str, series: str) -> float:
     return 0.0
 
 
-async def test_metrics_count_every_request_once(client: httpx.AsyncClient) -> None:
+async def test_metrics_count_every_request_once(
+    client: httpx.AsyncClient, metrics_key: dict[str, str]
+) -> None:
     route = 'method="GET",route="/healthz"'
     series = (
         f'consent_http_requests_total{{{route},status="200"}}',
         f"consent_http_request_duration_seconds_count{{{route}}}",
         f'consent_http_request_duration_seconds_bucket{{le="+Inf",{route}}}',
     )
-    before = (await client.get("/metrics")).text
+    before = (await client.get("/metrics", headers=metrics_key)).text
     for _ in range(7):
         await client.get("/healthz")
-    after = (await client.get("/metrics")).text
+    after = (await client.get("/metrics", headers=metrics_key)).text
     for name in series:
         assert _sample(after, name) - _sample(before, name) == 7, name
     assert _sample(after, f"consent_http_request_duration_seconds_sum{{{route}}}") > _sample(
         before, f"consent_http_request_duration_seconds_sum{{{route}}}"
     )
+
+
+async def test_metrics_need_a_key_unless_made_public(
+    client: httpx.AsyncClient, db_url: str, tmp_path: Path
+) -> None:
+    from tests.factories import api_key, bearer
+
+    assert (await client.get("/metrics")).status_code == 401
+    other = bearer(await api_key(db_url, "dsr:read"))
+    assert (await client.get("/metrics", headers=other)).status_code == 403
+    app = create_app(make_settings(db_url, tmp_path, metrics_public=True))
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as open_,
+    ):
+        assert (await open_.get("/metrics")).status_code == 200
+
+
+async def test_the_docs_page_loads_nothing_from_elsewhere(client: httpx.AsyncClient) -> None:
+    page = await client.get("/docs")
+    assert page.status_code == 200
+    assert "cdn" not in page.text.lower()
+    assets = re.findall(r'(?:src|href)="(/docs/assets/[^"]+)"', page.text)
+    assert len(assets) >= 2
+    for asset in assets:
+        assert (await client.get(asset)).status_code == 200
