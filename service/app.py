@@ -23,6 +23,7 @@ from service.core.logging import configure_logging, get_logger
 from service.core.migrations import head_revision
 from service.core.observe import REQUEST_METRICS, ObserveMiddleware
 from service.core.pipeline import ConsentAPI
+from service.core.rate_limit import RateLimiter
 from service.dsr.routes import router as dsr_router
 from service.health.routes import router as health_router
 from service.ledger.writer import EventWriter
@@ -78,6 +79,10 @@ async def _resources(app: ConsentAPI, settings: Settings, url: str) -> AsyncIter
             client_address=ClientAddress(settings.trusted_proxies, settings.forwarded_header),
             clock=utc_now,
             migration_head=head_revision(),
+            event_limiter=(
+                RateLimiter(settings.event_rate_limit) if settings.event_rate_limit else None
+            ),
+            auth_failures=RateLimiter(settings.auth_failure_limit),
         ),
     )
     writer.start()

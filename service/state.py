@@ -20,6 +20,7 @@ from service.core.client_address import ClientAddress
 from service.core.config import Settings
 from service.core.hashing import Hasher
 from service.core.pipeline import ConsentAPI
+from service.core.rate_limit import RateLimiter
 from service.ledger.writer import EventWriter
 
 
@@ -38,6 +39,8 @@ class State:
     client_address: ClientAddress
     clock: Callable[[], datetime]
     migration_head: str | None
+    event_limiter: RateLimiter | None  # None: no limit on consent events (the default)
+    auth_failures: RateLimiter
 
 
 def install(app: ConsentAPI, state: State | None) -> None:
@@ -80,6 +83,14 @@ async def _clock(request: Request) -> Callable[[], datetime]:
     return of(request.app).clock
 
 
+async def _event_limiter(request: Request) -> RateLimiter | None:
+    return of(request.app).event_limiter
+
+
+async def _auth_failures(request: Request) -> RateLimiter:
+    return of(request.app).auth_failures
+
+
 async def _migration_head(request: Request) -> str | None:
     return of(request.app).migration_head
 
@@ -99,4 +110,6 @@ Hashing = Annotated[Hasher, Depends(_hasher)]
 ClientAddressOf = Annotated[ClientAddress, Depends(_client_address)]
 Clock = Annotated[Callable[[], datetime], Depends(_clock)]
 MigrationHead = Annotated[str | None, Depends(_migration_head)]
+EventLimiter = Annotated[RateLimiter | None, Depends(_event_limiter)]
+AuthFailures = Annotated[RateLimiter, Depends(_auth_failures)]
 Session = Annotated[AsyncSession, Depends(_session)]

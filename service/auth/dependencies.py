@@ -6,13 +6,14 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Annotated
 
-from fastapi import Depends, Response
+from fastapi import Depends, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.auth.service import Principal, Scope, authenticate
-from service.core.errors import Forbidden, Unauthorized
-from service.state import Engine, SettingsOf
+from service.core.errors import Forbidden, TooManyRequests, Unauthorized
+from service.core.rate_limit import RateLimiter
+from service.state import AuthFailures, ClientAddressOf, Engine, Hashing, SettingsOf
 
 _bearer = HTTPBearer(
     auto_error=False, description="An API key created with `consent-service keys create`."
@@ -23,30 +24,62 @@ Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 def require_scope(scope: Scope) -> Callable[..., Awaitable[Principal]]:
     """A dependency: 401 without a valid, unrevoked key; 403 when the key lacks `scope`."""
 
-    async def dependency(engine: Engine, credentials: Credentials) -> Principal:
-        return await _principal(engine, credentials, scope)
+    async def dependency(
+        engine: Engine, credentials: Credentials, client: Client, failures: AuthFailures
+    ) -> Principal:
+        return await _principal(engine, credentials, scope, client, failures)
 
     return dependency
 
 
+async def _client(request: Request, find: ClientAddressOf, hasher: Hashing) -> str:
+    """Who is calling, as the keyed hash of the client address (never the address itself)."""
+    peer = request.scope.get("client")
+    address = find(peer[0] if peer else None, request.scope["headers"])
+    return hasher.ip_normalised(address) if address is not None else "unknown"
+
+
+Client = Annotated[str, Depends(_client)]
+
+
 async def _principal(
-    engine: AsyncEngine, credentials: HTTPAuthorizationCredentials | None, scope: Scope
+    engine: AsyncEngine,
+    credentials: HTTPAuthorizationCredentials | None,
+    scope: Scope,
+    client: str,
+    failures: RateLimiter,
 ) -> Principal:
+    """The key's principal. A client that failed AUTH_FAILURE_LIMIT times this minute is refused
+    before its key is even looked up: guessing keys costs it a minute per few tries."""
+    retry_after = failures.retry_after(client)
+    if retry_after is not None:
+        raise TooManyRequests(
+            f"too many failed API-key checks from this client; retry in {retry_after} s",
+            retry_after=retry_after,
+        )
     if credentials is None:
+        failures.hit(client)
         raise Unauthorized("send an API key as 'Authorization: Bearer <key>'")
     principal = await authenticate(engine, credentials.credentials)
     if principal is None:
+        failures.hit(client)
         raise Unauthorized("the API key is unknown or has been revoked")
     if scope.value not in principal.scopes:
         raise Forbidden(f"this API key lacks the '{scope.value}' scope")
     return principal
 
 
-async def metrics_reader(settings: SettingsOf, engine: Engine, credentials: Credentials) -> None:
+async def metrics_reader(
+    settings: SettingsOf,
+    engine: Engine,
+    credentials: Credentials,
+    client: Client,
+    failures: AuthFailures,
+) -> None:
     """/metrics shows routes, volumes and timings: a key with `metrics:read`, unless the operator
     serves it openly (CONSENT_METRICS_PUBLIC, for a scraper on a private network)."""
     if not settings.metrics_public:
-        await _principal(engine, credentials, Scope.METRICS_READ)
+        await _principal(engine, credentials, Scope.METRICS_READ, client, failures)
 
 
 async def private(response: Response) -> None:

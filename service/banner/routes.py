@@ -11,13 +11,21 @@ from fastapi import APIRouter, Path, Request, Response, status
 from service.banner.bodies import ConsentEventIn, ConsentState
 from service.banner.service import current_state, new_event, stored_record, version_shown
 from service.consent_schema.bodies import PropertyName
-from service.core.errors import OutcomeUnknown, problem_responses
+from service.core.errors import OutcomeUnknown, TooManyRequests, problem_responses
 from service.core.json_input import StrictJSONRoute, read_json
 from service.core.pipeline import body_read_by_hand, hot
 from service.ledger.bodies import ConsentRecord
 from service.ledger.event import record
 from service.ledger.writer import CommitUnconfirmed
-from service.state import Catalog, ClientAddressOf, Clock, Engine, Hashing, Writer
+from service.state import (
+    Catalog,
+    ClientAddressOf,
+    Clock,
+    Engine,
+    EventLimiter,
+    Hashing,
+    Writer,
+)
 
 router = APIRouter(prefix="/v1/properties/{property}", tags=["banner"], route_class=StrictJSONRoute)
 
@@ -32,7 +40,7 @@ ACCEPTED_MEDIA_TYPES = ("application/json", "text/plain")
     response_model=ConsentRecord,
     responses={
         200: {"model": ConsentRecord, "description": "A retry of a stored event: the original"},
-        **problem_responses(404, 409, 413, 415, 422, 503),
+        **problem_responses(404, 409, 413, 415, 422, 429, 503),
     },
 )
 @hot
@@ -50,9 +58,19 @@ async def record_consent_event(
     client_address: ClientAddressOf,
     clock: Clock,
     engine: Engine,
+    limiter: EventLimiter,
 ) -> Response:
     # The hot path: no session (the catalog is cached; the writer has its own connection).
     headers = dict(request.scope["headers"])  # one pass; the names are lower-case bytes
+    client = request.scope.get("client")
+    address = client_address(client[0] if client else None, request.scope["headers"])
+    if limiter is not None:  # off by default: see CONSENT_EVENT_RATE_LIMIT
+        retry_after = limiter.hit(hasher.ip_normalised(address) if address else "unknown")
+        if retry_after is not None:
+            raise TooManyRequests(
+                f"too many consent events from this client; retry in {retry_after} s",
+                retry_after=retry_after,
+            )
     event = await read_json(
         request,
         ConsentEventIn,
@@ -61,13 +79,12 @@ async def record_consent_event(
         headers=headers,
     )
     version = await version_shown(catalog, property, event)
-    client = request.scope.get("client")
     new = new_event(
         event,
         property_name=property,
         version=version,
         headers=headers,
-        address=client_address(client[0] if client else None, request.scope["headers"]),
+        address=address,
         hasher=hasher,
         now=clock(),
     )

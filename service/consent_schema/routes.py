@@ -106,7 +106,7 @@ async def get_version(
     response_model=SchemaVersionOut,
     responses={
         200: {"model": SchemaVersionOut, "description": "Unchanged content: the current version"},
-        **problem_responses(401, 403, 413, 415, 422),
+        **problem_responses(401, 403, 413, 415, 422, 429),
     },
 )
 @body_read_by_hand(PublishRequest)

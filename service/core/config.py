@@ -79,6 +79,17 @@ class Settings(BaseSettings):
         "one more of its own).",
     )
 
+    event_rate_limit: int = Field(
+        default=0,
+        ge=0,
+        description="Consent events a minute from one client, per worker (0: no limit). A "
+        "dropped event is lost evidence, so the default is none: limit floods at the edge.",
+    )
+    auth_failure_limit: int = Field(
+        default=20,
+        ge=1,
+        description="Failed API-key checks a minute from one client, per worker, before 429.",
+    )
     metrics_public: bool = Field(
         default=False,
         description="Serve /metrics without a key (for a scraper on a private network); "

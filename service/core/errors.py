@@ -71,6 +71,14 @@ class Unprocessable(ConsentServiceError):
     status, slug, title = 422, "validation-error", "The request is invalid"
 
 
+class TooManyRequests(ConsentServiceError):
+    status, slug, title = 429, "too-many-requests", "Too many requests"
+
+    def __init__(self, detail: str, *, retry_after: int) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+
 class ServiceUnavailable(ConsentServiceError):
     status, slug, title = 503, "unavailable", "Service unavailable"
 
@@ -174,6 +182,8 @@ async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
         if exc.status == 401
         else {"Retry-After": RETRY_AFTER}
         if exc.status == 503
+        else {"Retry-After": str(exc.retry_after)}
+        if isinstance(exc, TooManyRequests)
         else None
     )
     return problem_response(

@@ -34,7 +34,7 @@ router = APIRouter(
     dependencies=[Depends(private)],
 )
 
-AUTH_ERRORS = (401, 403, 422)
+AUTH_ERRORS = (401, 403, 422, 429)
 BODY_ERRORS = (*AUTH_ERRORS, 413, 415)
 # Identifiers and a time range: a few hundred bytes. Read only after the key was checked.
 MAX_BODY_BYTES = 16 * 1024

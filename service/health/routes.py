@@ -67,7 +67,7 @@ async def readyz(engine: Engine, head: MigrationHead) -> JSONResponse:
     response_class=Response,
     responses={
         200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text"},
-        **problem_responses(401, 403),
+        **problem_responses(401, 403, 429),
     },
 )
 async def metrics() -> Response:

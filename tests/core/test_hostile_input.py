@@ -7,12 +7,16 @@ from __future__ import annotations
 import asyncio
 import base64
 import uuid
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 import httpx
 import pytest
 
+from service.app import create_app
+from service.core.pipeline import ConsentAPI
+from tests.conftest import make_settings
 from tests.factories import api_key, bearer, event, example, published
 
 EVENTS = "/v1/properties/itsailor/consent-events"
@@ -239,3 +243,49 @@ def test_every_body_is_read_with_a_cap() -> None:
         if getattr(route, "dependant", None) is not None and route.dependant.body_params
     ]
     assert with_body == []
+
+
+async def test_an_event_limit_per_client_when_configured(
+    db_url: str, tmp_path: Path, db: asyncpg.Connection
+) -> None:
+    await published(db_url, example("itsailor"))
+    app = create_app(make_settings(db_url, tmp_path, event_rate_limit=3))
+    async with (
+        app.router.lifespan_context(app),
+        _client(app, "198.51.100.20") as flooder,
+        _client(app, "198.51.100.21") as other,
+    ):
+        statuses = [(await flooder.post(EVENTS, json=event())).status_code for _ in range(4)]
+        assert statuses == [201, 201, 201, 429]
+        refused = await flooder.post(EVENTS, json=event())
+        assert refused.headers["content-type"] == "application/problem+json"
+        assert 1 <= int(refused.headers["retry-after"]) <= 60
+        assert (await other.post(EVENTS, json=event())).status_code == 201
+    assert await stored(db) == 4
+
+
+async def test_failed_key_checks_are_limited_per_client(db_url: str, tmp_path: Path) -> None:
+    key = await api_key(db_url, "dsr:read")
+    app = create_app(make_settings(db_url, tmp_path, auth_failure_limit=3))
+    body = {"subject_id": str(uuid.uuid4())}
+    async with (
+        app.router.lifespan_context(app),
+        _client(app, "198.51.100.30") as guesser,
+        _client(app, "198.51.100.31") as other,
+    ):
+        for attempt in range(3):
+            wrong = {"Authorization": f"Bearer csk_guess{attempt}"}
+            answer = await guesser.post("/v1/dsr/history", json=body, headers=wrong)
+            assert answer.status_code == 401
+        locked = await guesser.post("/v1/dsr/history", json=body, headers=bearer(key))
+        assert locked.status_code == 429
+        assert "retry-after" in locked.headers
+        assert (
+            await other.post("/v1/dsr/history", json=body, headers=bearer(key))
+        ).status_code == 200
+
+
+def _client(app: ConsentAPI, peer: str) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app, client=(peer, 1)), base_url="http://t"
+    )
