@@ -7,6 +7,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
+from sqlalchemy.ext.asyncio import AsyncEngine
+
 from service import __version__
 from service.banner.routes import router as banner_router
 from service.consent_schema.routes import router as consent_schema_router
@@ -15,7 +17,7 @@ from service.core.api_docs import install_docs
 from service.core.client_address import ClientAddress
 from service.core.config import Settings, get_settings
 from service.core.cors import ProblemCORSMiddleware
-from service.core.db import create_engine, create_sessionmaker, sync_dsn
+from service.core.db import create_engine, create_sessionmaker, role_powers, sync_dsn
 from service.core.embedded import database_url
 from service.core.errors import install_error_handlers
 from service.core.hashing import hasher_from_settings
@@ -85,6 +87,7 @@ async def _resources(app: ConsentAPI, settings: Settings, url: str) -> AsyncIter
             auth_failures=RateLimiter(settings.auth_failure_limit),
         ),
     )
+    await _check_role(engine, settings)
     writer.start()
     # What is loaded by now (FastAPI, SQLAlchemy, pydantic models) lives as long as the process:
     # out of the collector's way, its full collections stay short (they showed as latency spikes).
@@ -98,6 +101,27 @@ async def _resources(app: ConsentAPI, settings: Settings, url: str) -> AsyncIter
         await engine.dispose()
         REQUEST_METRICS.flush()
         log.info("shutdown")
+
+
+async def _check_role(engine: AsyncEngine, settings: Settings) -> None:
+    """The service should log in as a member of `consent_api` that owns nothing
+    (docs/guarantees.md, "Least privilege"). In production a more powerful role is a loud
+    warning, or a refusal to start with CONSENT_REQUIRE_LEAST_PRIVILEGE."""
+    try:
+        powers = await role_powers(engine)
+    except Exception as exc:  # the database may be down at startup: checked at the next start
+        log.warning("database_role_not_checked", error=type(exc).__name__)
+        return
+    if not powers or settings.is_dev:
+        return
+    message = (
+        f"the service connects to PostgreSQL as a role that is {' and '.join(powers)}: it could "
+        "switch off the protections of the evidence; connect as a login role that is a member "
+        "of consent_api and owns nothing (README, Operations)"
+    )
+    if settings.require_least_privilege:
+        raise RuntimeError(message)
+    log.warning("database_role_too_powerful", powers=powers, detail=message)
 
 
 def utc_now() -> datetime:

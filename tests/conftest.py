@@ -12,7 +12,7 @@ import io
 import os
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import asyncpg
@@ -94,13 +94,45 @@ async def _admin(server_url: str, statement: str) -> None:
         await connection.close()
 
 
+# The role the service runs as in every test: a login member of `consent_api` that owns nothing,
+# as in production (docs/guarantees.md, "Least privilege"). Roles belong to the whole server and
+# this one is never dropped, so runs and servers can share it.
+API_ROLE = "consent_test_api"
+
+
+@pytest.fixture(scope="session")
+def api_role(server_url: str, template_name: str) -> str:
+    import asyncio
+
+    asyncio.run(
+        _admin(
+            server_url,
+            f"""
+            DO $$ BEGIN
+                IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{API_ROLE}') THEN
+                    CREATE ROLE {API_ROLE} LOGIN;
+                END IF;
+            END $$;
+            GRANT consent_api TO {API_ROLE};
+            """,
+        )
+    )
+    return API_ROLE
+
+
 @pytest.fixture
-async def db_url(server_url: str, template_name: str) -> AsyncIterator[str]:
-    """A database of this test's own, migrated to head."""
+async def owner_url(server_url: str, template_name: str) -> AsyncIterator[str]:
+    """A database of this test's own, migrated to head, as the role that owns its tables."""
     name = f"consent_t_{uuid.uuid4().hex[:12]}"
     await _admin(server_url, f'CREATE DATABASE "{name}" TEMPLATE "{template_name}"')
     yield database_url(server_url, name)
     await _admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def db_url(owner_url: str, api_role: str) -> str:
+    """The same database as the service's own least-privileged role (`consent_api`)."""
+    return make_url(owner_url).set(username=api_role, password=None).render_as_string()
 
 
 def make_settings(db_url: str, tmp_path: Path, **overrides: object) -> Settings:
@@ -135,9 +167,9 @@ async def client(app: ConsentAPI) -> AsyncIterator[httpx.AsyncClient]:
 
 
 @pytest.fixture
-async def db(db_url: str) -> AsyncIterator[asyncpg.Connection]:
-    """A plain connection to the test's database, for checking what was really stored."""
-    connection = await asyncpg.connect(db_url)
+async def db(owner_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A plain connection to the test's database as its owner, for checking what was stored."""
+    connection = await asyncpg.connect(owner_url)
     yield connection
     await connection.close()
 
@@ -157,3 +189,16 @@ async def metrics_key(db_url: str) -> dict[str, str]:
     from tests.factories import api_key, bearer
 
     return bearer(await api_key(db_url, "metrics:read"))
+
+
+@pytest.fixture
+def captured_logs_factory() -> Iterator[Callable[[], io.StringIO]]:
+    """Capture the log lines of an app built inside the test (its own logging setup runs first)."""
+
+    def start() -> io.StringIO:
+        stream = io.StringIO()
+        configure_logging("DEBUG", stream)
+        return stream
+
+    yield start
+    configure_logging("INFO")

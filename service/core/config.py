@@ -90,6 +90,11 @@ class Settings(BaseSettings):
         ge=1,
         description="Failed API-key checks a minute from one client, per worker, before 429.",
     )
+    require_least_privilege: bool = Field(
+        default=False,
+        description="Refuse to start when the database role is a superuser or owns the tables "
+        "(by default production only warns, so single-role setups keep working).",
+    )
     metrics_public: bool = Field(
         default=False,
         description="Serve /metrics without a key (for a scraper on a private network); "

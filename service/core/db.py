@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from sqlalchemy import MetaData
+import asyncio
+
+from sqlalchemy import MetaData, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -74,6 +76,24 @@ def create_engine(
             "timeout": 5,
         },
     )
+
+
+ROLE_POWERS = text(
+    """
+    SELECT r.rolsuper AS superuser,
+           EXISTS (SELECT 1 FROM pg_tables
+                   WHERE tablename = 'consent_events' AND tableowner = current_user) AS owner
+    FROM pg_roles r WHERE r.rolname = current_user
+    """
+)
+
+
+async def role_powers(engine: AsyncEngine) -> list[str]:
+    """What the connected role may do that the service should not be able to: be a superuser,
+    or own the tables (and so switch off the triggers that keep evidence append-only)."""
+    async with asyncio.timeout(5), engine.connect() as connection:
+        row = (await connection.execute(ROLE_POWERS)).one()
+    return [name for name, held in (("superuser", row.superuser), ("owner", row.owner)) if held]
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -147,12 +147,10 @@ def dsr_erase(
     reference: Annotated[str | None, typer.Option(help="The DSR ticket.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Erase everything matching (delete, or anonymise: keep rows, clear identifying columns)."""
-    from sqlalchemy import func, select
-
+    """Erase everything matching (delete, or anonymise: keep rows, clear identifying columns), in
+    one transaction with its audit row."""
     from service.dsr.bodies import ErasureRequest, ErasureResult
-    from service.dsr.service import erase, match
-    from service.ledger.tables import ConsentEventRow
+    from service.dsr.service import erase
 
     settings = load_settings()
     request = parse_options(
@@ -162,16 +160,10 @@ def dsr_erase(
     hasher = hasher_from_settings(settings)
 
     async def work(session: AsyncSession) -> ErasureResult:
-        total = await session.scalar(
-            select(func.count()).select_from(ConsentEventRow).where(*match(request, hasher))
-        )
-        with typer.progressbar(
-            length=total or 0, label="erasing", file=sys.stderr, hidden=as_json
-        ) as bar:
-            return await erase(
-                session, hasher, request, mode=request.mode, actor=CLI_ACTOR,
-                reference=request.reference, chunk_size=5000, progress=bar.update,
-            )  # fmt: skip
+        return await erase(
+            session, hasher, request, mode=request.mode, actor=CLI_ACTOR,
+            reference=request.reference,
+        )  # fmt: skip
 
     result = with_session(settings, work)
     if as_json:

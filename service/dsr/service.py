@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from sqlalchemy import ColumnElement, Select, delete, func, insert, select, text, update
+from sqlalchemy import ColumnElement, Select, func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.consent_schema.document import canonical_json
@@ -36,7 +36,6 @@ from service.dsr.tables import DsrAuditRow
 from service.ledger.bodies import ConsentRecord
 from service.ledger.event import (
     EXPORT_EVIDENCE_COLUMNS,
-    IDENTIFYING_COLUMNS,
     RECORD_COLUMNS,
     record,
 )
@@ -233,6 +232,17 @@ def export_chunks(plan: ExportPlan, hasher: Hasher, after: int, size: int) -> Se
 # --- erasure -------------------------------------------------------------------------------------
 
 
+ERASE = text(
+    """
+    SELECT consent_erase(
+        :mode, :subject_id, :ip_hashes, :user_hashes, :property, :since, :until,
+        :audit_id, :actor, :identifier_type, :identifier_hash, :hash_key_id, :reference,
+        :request_id
+    )
+    """
+)
+
+
 async def erase(
     session: AsyncSession,
     hasher: Hasher,
@@ -241,59 +251,47 @@ async def erase(
     mode: ErasureMode,
     actor: str,
     reference: str | None,
-    chunk_size: int | None = None,
-    progress: Any = None,
 ) -> ErasureResult:
-    """Delete, or clear every identifying column of, the matching events; audit it (the audit
-    row's id is the erasure id). The caller commits: effect and audit land together.
+    """Delete, or clear every identifying column of, the matching events, and audit it (the audit
+    row's id is the erasure id); the caller commits.
 
-    Anonymised rows keep their category choices, types, versions and times for statistics; what
-    could point back at a person (subject id, IP and account hashes, user agent, page URL, IAB
-    strings, the request hash derived from them) is cleared. Repeating an erasure matches nothing.
+    Both happen inside the database function `consent_erase` (migration 0005): the service's
+    role may not change events itself, so no erasure can happen without its audit row
+    (docs/guarantees.md, "Least privilege"). Anonymised rows keep their category choices,
+    types, versions and times for statistics; what could point back at a person (subject id, IP
+    and account hashes, user agent, page URL, IAB strings, the request hash derived from them) is
+    cleared. Repeating an erasure matches nothing.
     """
-    # The database refuses to change events outside a transaction marked as the erasure path.
-    await session.execute(text("SET LOCAL consent.erasure = 'on'"))
-    conditions = match(query, hasher)
-    touched = 0
-    while True:
-        target = select(Event.seq).where(*conditions)
-        if chunk_size is not None:
-            target = target.order_by(Event.seq).limit(chunk_size)
-        if mode is ErasureMode.DELETE:
-            statement: Any = delete(Event).where(Event.seq.in_(target.scalar_subquery()))
-        else:
-            statement = (
-                update(Event)
-                .where(Event.seq.in_(target.scalar_subquery()))
-                .values({**dict.fromkeys(IDENTIFYING_COLUMNS), "anonymised_at": func.now()})
-            )
-        count = (await session.execute(statement)).rowcount  # type: ignore[attr-defined]
-        touched += count
-        if progress is not None:
-            progress(count)
-        if chunk_size is None or count < chunk_size:
-            break
-    result = ErasureResult(
-        erasure_id=uuid.uuid4(),
-        mode=mode,
-        matched=touched,
-        deleted=touched if mode is ErasureMode.DELETE else 0,
-        anonymised=touched if mode is ErasureMode.ANONYMISE else 0,
+    kind, _ = identifier_of(query)
+    hashes = [digest for _, digest in searched_hashes(query, hasher)]
+    erasure_id = uuid.uuid4()
+    touched = await session.scalar(
+        ERASE,
+        {
+            "mode": mode.value,
+            "subject_id": query.subject_id,
+            "ip_hashes": hashes if kind is IdentifierType.IP else None,
+            "user_hashes": hashes if kind is IdentifierType.USER_ID else None,
+            "property": query.property,
+            "since": query.since,
+            "until": query.until,
+            "audit_id": erasure_id,
+            "actor": actor,
+            "identifier_type": kind.value,
+            "identifier_hash": audit_hash(query, hasher),
+            "hash_key_id": hasher.current.key_id,
+            "reference": reference,
+            "request_id": structlog.contextvars.get_contextvars().get("request_id"),
+        },
     )
-    await record_audit(
-        session,
-        action=DsrAction.ERASURE,
-        actor=actor,
-        query=query,
-        hasher=hasher,
-        matched=result.matched,
-        deleted=result.deleted,
-        anonymised=result.anonymised,
+    matched = int(touched or 0)
+    return ErasureResult(
+        erasure_id=erasure_id,
         mode=mode,
-        reference=reference,
-        audit_id=result.erasure_id,
+        matched=matched,
+        deleted=matched if mode is ErasureMode.DELETE else 0,
+        anonymised=matched if mode is ErasureMode.ANONYMISE else 0,
     )
-    return result
 
 
 # --- audit trail ---------------------------------------------------------------------------------

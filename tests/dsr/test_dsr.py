@@ -399,6 +399,7 @@ async def test_a_large_export_streams_every_event(
 async def test_delete_erasure_is_complete_and_idempotent(
     client: httpx.AsyncClient,
     db_url: str,
+    owner_url: str,
     db: asyncpg.Connection,
     keys: dict[str, dict[str, str]],
     app: ConsentAPI,
@@ -408,7 +409,7 @@ async def test_delete_erasure_is_complete_and_idempotent(
     bystander = await record(client, uuid.uuid4())
     ip_hash = services(app).hasher.ip(CLIENT_IP)
     user_hash = services(app).hasher.user("acct-9")
-    assert str(subject) in pg_dump(db_url)
+    assert str(subject) in pg_dump(owner_url)
 
     erased = await post(
         client,
@@ -425,7 +426,7 @@ async def test_delete_erasure_is_complete_and_idempotent(
         0,
     )
 
-    dump = pg_dump(db_url)
+    dump = pg_dump(owner_url)
     assert str(subject) not in dump
     assert user_hash not in dump
     assert await db.fetchval("SELECT count(*) FROM consent_events") == 1  # the bystander stays
@@ -442,18 +443,22 @@ async def test_delete_erasure_is_complete_and_idempotent(
         await post(client, "/v1/dsr/erasures", {"subject_id": str(subject)}, keys["erase"])
     ).json()
     assert (again["matched"], again["deleted"]) == (0, 0)
-    assert pg_dump(db_url).replace(again["erasure_id"], "").count("consent_events") == dump.count(
+    assert pg_dump(owner_url).replace(again["erasure_id"], "").count(
         "consent_events"
-    )
+    ) == dump.count("consent_events")
 
     # The IP, shared with the bystander, and the account id go the same way.
     by_ip = (await post(client, "/v1/dsr/erasures", {"ip": CLIENT_IP}, keys["erase"])).json()
     assert by_ip["deleted"] == 1
-    assert ip_hash not in pg_dump(db_url)
+    assert ip_hash not in pg_dump(owner_url)
 
 
 async def test_anonymise_keeps_rows_and_clears_every_identifying_column(
-    client: httpx.AsyncClient, db_url: str, db: asyncpg.Connection, keys: dict[str, dict[str, str]]
+    client: httpx.AsyncClient,
+    db_url: str,
+    owner_url: str,
+    db: asyncpg.Connection,
+    keys: dict[str, dict[str, str]],
 ) -> None:
     subject = uuid.uuid4()
     await record(
@@ -492,7 +497,7 @@ async def test_anonymise_keeps_rows_and_clears_every_identifying_column(
         assert row["anonymised_at"] is not None
         assert row["event_type"] in {"accept-all", "withdraw"}  # statistics survive
         assert json.loads(row["choices"])["necessary"] is True
-    dump = pg_dump(db_url)
+    dump = pg_dump(owner_url)
     assert str(subject) not in dump
     again = (
         await post(
@@ -509,7 +514,11 @@ async def test_anonymise_keeps_rows_and_clears_every_identifying_column(
 
 
 async def test_every_dsr_action_is_audited_without_the_identifier(
-    client: httpx.AsyncClient, db_url: str, db: asyncpg.Connection, keys: dict[str, dict[str, str]]
+    client: httpx.AsyncClient,
+    db_url: str,
+    owner_url: str,
+    db: asyncpg.Connection,
+    keys: dict[str, dict[str, str]],
 ) -> None:
     await record(client, uuid.uuid4(), user_id="acct-audit")
     await post(client, "/v1/dsr/history", {"ip": CLIENT_IP, "property": "itsailor"}, keys["read"])

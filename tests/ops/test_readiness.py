@@ -49,11 +49,11 @@ async def test_readyz_is_503_while_the_database_is_unreachable(db_url: str, tmp_
 
 
 async def test_readyz_is_503_when_migrations_are_behind(
-    client: httpx.AsyncClient, db_url: str
+    client: httpx.AsyncClient, owner_url: str
 ) -> None:
     import asyncpg
 
-    connection = await asyncpg.connect(db_url)
+    connection = await asyncpg.connect(owner_url)
     try:
         await connection.execute("UPDATE alembic_version SET version_num = 'older'")
     finally:

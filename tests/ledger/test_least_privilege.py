@@ -1,0 +1,101 @@
+"""Connected as the service is (a member of `consent_api` that owns nothing), PostgreSQL itself
+refuses every way around the append-only evidence (docs/guarantees.md, "Least privilege")."""
+
+from __future__ import annotations
+
+import io
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+
+from service.app import create_app
+from service.core.config import Environment
+from tests.conftest import make_settings
+from tests.factories import api_key, bearer, event, example, published
+
+
+@pytest.fixture
+async def as_service(db_url: str, client: httpx.AsyncClient) -> asyncpg.Connection:
+    await published(db_url, example("itsailor"))
+    key = await api_key(db_url, "dsr:read")
+    subject = uuid.uuid4()
+    await client.post("/v1/properties/itsailor/consent-events", json=event(subject_id=subject))
+    await client.post("/v1/dsr/history", json={"subject_id": str(subject)}, headers=bearer(key))
+    return await asyncpg.connect(db_url)
+
+
+async def in_one_transaction(connection: asyncpg.Connection, statements: list[str]) -> None:
+    async with connection.transaction():
+        for statement in statements:
+            await connection.execute(statement)
+
+
+@pytest.mark.parametrize(
+    "statements",
+    [
+        ["ALTER TABLE consent_events DISABLE TRIGGER consent_events_append_only"],
+        ["ALTER TABLE dsr_audit DISABLE TRIGGER ALL"],
+        ["SET session_replication_role = replica"],
+        ["SET LOCAL consent.erasure = 'on'", "DELETE FROM consent_events"],
+        ["SET LOCAL consent.erasure = 'on'", "UPDATE consent_events SET subject_id = NULL"],
+        ["UPDATE dsr_audit SET actor = 'someone else'"],
+        ["DELETE FROM dsr_audit"],
+        ["UPDATE consent_schema_versions SET content = '{}'::jsonb"],
+        ["TRUNCATE consent_events"],
+        ["DROP TABLE dsr_audit"],
+        ["CREATE TABLE sneaky (x int)"],
+    ],
+)
+async def test_the_services_role_cannot_get_around_the_evidence(
+    as_service: asyncpg.Connection, db: asyncpg.Connection, statements: list[str]
+) -> None:
+    before = await db.fetchval("SELECT count(*) FROM consent_events")
+    audits = await db.fetchval("SELECT count(*) FROM dsr_audit")
+    with pytest.raises(asyncpg.exceptions.InsufficientPrivilegeError):
+        await in_one_transaction(as_service, statements)
+    await as_service.close()
+    assert await db.fetchval("SELECT count(*) FROM consent_events") == before == 1
+    assert await db.fetchval("SELECT count(*) FROM dsr_audit") == audits == 1
+
+
+async def test_the_service_owns_nothing_and_is_no_superuser(
+    as_service: asyncpg.Connection,
+) -> None:
+    role = await as_service.fetchrow(
+        "SELECT rolsuper, rolcreaterole, rolbypassrls FROM pg_roles WHERE rolname = current_user"
+    )
+    owned = await as_service.fetchval(
+        "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE n.nspname = 'public' AND pg_get_userbyid(c.relowner) = current_user"
+    )
+    await as_service.close()
+    assert dict(role) == {"rolsuper": False, "rolcreaterole": False, "rolbypassrls": False}
+    assert owned == 0
+
+
+async def test_production_warns_or_refuses_when_connected_as_the_owner(
+    owner_url: str, db_url: str, tmp_path: Path, captured_logs_factory: Callable[[], io.StringIO]
+) -> None:
+    as_owner = create_app(make_settings(owner_url, tmp_path, env=Environment.PRODUCTION))
+    logs = captured_logs_factory()
+    async with as_owner.router.lifespan_context(as_owner):
+        pass
+    assert "database_role_too_powerful" in logs.getvalue()
+
+    strict = make_settings(
+        owner_url, tmp_path, env=Environment.PRODUCTION, require_least_privilege=True
+    )
+    refusing = create_app(strict)
+    with pytest.raises(RuntimeError, match="consent_api"):
+        async with refusing.router.lifespan_context(refusing):
+            pass
+
+    as_member = create_app(make_settings(db_url, tmp_path, env=Environment.PRODUCTION))
+    logs = captured_logs_factory()
+    async with as_member.router.lifespan_context(as_member):
+        pass
+    assert "database_role_too_powerful" not in logs.getvalue()
