@@ -9,6 +9,7 @@ import httpx
 
 from service.app import create_app
 from service.core.logging import configure_logging
+from service.core.pipeline import ConsentAPI
 from tests.conftest import make_settings
 
 
@@ -132,3 +133,31 @@ async def test_the_docs_page_loads_nothing_from_elsewhere(client: httpx.AsyncCli
     assert len(assets) >= 2
     for asset in assets:
         assert (await client.get(asset)).status_code == 200
+
+
+async def test_a_client_gone_before_its_answer_is_counted_499(
+    app: ConsentAPI, captured_logs: io.StringIO, db_url: str
+) -> None:
+    from tests.factories import example, published
+
+    await published(db_url, example("itsailor"))
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+        "scheme": "http", "path": "/v1/properties/itsailor/consent-events",
+        "raw_path": b"/v1/properties/itsailor/consent-events", "query_string": b"",
+        "root_path": "", "headers": [(b"content-type", b"application/json")],
+        "client": ("203.0.113.5", 1), "server": ("t", 80),
+    }  # fmt: skip
+    sent: list[dict[str, object]] = []
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)  # type: ignore[arg-type]
+    assert sent == []
+    lines = [json.loads(line) for line in captured_logs.getvalue().splitlines()]
+    access = [line for line in lines if line.get("logger") == "service.access"]
+    assert [line["status"] for line in access] == [499]
