@@ -55,7 +55,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--database-url", help="PostgreSQL server to use (default: embedded)")
-    parser.add_argument("--examples", type=int, default=500, help="examples per operation")
+    parser.add_argument("--examples", type=int, default=800, help="examples per operation")
     parser.add_argument("--seed", type=int, default=20261128)
     args = parser.parse_args()
 
