@@ -84,8 +84,11 @@ def new_event(
         ip_hash=hasher.ip_normalised(address) if address is not None else None,
         user_hash=hasher.user(event.user_id) if event.user_id is not None else None,
         hash_key_id=hasher.current.key_id,
+        # (A header cannot carry NUL through the HTTP parser; removed anyway: it is stored text.)
         user_agent=(
-            user_agent.decode("latin-1")[:USER_AGENT_MAX] if user_agent is not None else None
+            user_agent.decode("latin-1")[:USER_AGENT_MAX].replace("\x00", "")
+            if user_agent is not None
+            else None
         ),
         page_url=event.page_url,
         tcf_string=event.tcf_string,
