@@ -71,4 +71,6 @@ async def readyz(engine: Engine, head: MigrationHead) -> JSONResponse:
     },
 )
 async def metrics() -> Response:
-    return Response(exposition(), media_type=CONTENT_TYPE_LATEST)
+    return Response(
+        exposition(), media_type=CONTENT_TYPE_LATEST, headers={"Cache-Control": "no-store"}
+    )

@@ -435,6 +435,8 @@ def test_compose_runs_api_as_a_least_privileged_role_and_migrate_as_the_owner() 
     assert migrate_url.startswith("postgresql://${POSTGRES_USER")
     assert api_url.startswith("postgresql://${API_DB_USER")
     assert "./deploy/initdb:/docker-entrypoint-initdb.d:ro" in services["db"]["volumes"]
+    # env_file hands every .env variable to the containers: not the owner's password to `api`.
+    assert services["api"]["environment"]["POSTGRES_PASSWORD"] == ""
     assert {"API_DB_USER", "API_DB_PASSWORD"} <= set(services["db"]["environment"])
     assert {"API_DB_USER", "API_DB_PASSWORD"} <= set(env_file_assignments(ENV_EXAMPLE))
 
