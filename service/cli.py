@@ -13,9 +13,10 @@ from typing import Annotated, Any
 import typer
 import uvicorn
 
+from service import __version__
 from service.auth.cli import keys_app
 from service.consent_schema.cli import EXAMPLE_SCHEMAS, publish_examples_if_empty, schema_app
-from service.core.cli_support import fail, load_settings
+from service.core.cli_support import Options, database_errors, fail, load_settings
 from service.core.config import Settings
 from service.core.embedded import database_url
 from service.core.hashing import hasher_from_settings
@@ -28,6 +29,28 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
+
+
+def _version(show: bool) -> None:
+    if show:
+        typer.echo(f"consent-service {__version__}")
+        raise typer.Exit
+
+
+@app.callback()
+def _options(
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show the traceback of a failure, not one line.")
+    ] = False,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    """The consent record service: a self-hosted consent ledger."""
+    Options.debug = debug
+
+
 app.add_typer(keys_app, name="keys")
 app.add_typer(schema_app, name="schema")
 app.add_typer(dsr_app, name="dsr")
@@ -50,7 +73,7 @@ def serve(
 
     settings = load_settings()
     configure_logging(settings.log_level)
-    with database_url(settings) as url, _metrics_folder(workers):
+    with database_url(settings) as url, _metrics_folder(workers), database_errors(url):
         _prepare_and_serve(settings, url, host=host, port=port, workers=workers)
     log.info("stopped")
 
@@ -125,7 +148,7 @@ def migrate() -> None:
 
     settings = load_settings()
     configure_logging(settings.log_level)
-    with database_url(settings) as url:
+    with database_url(settings) as url, database_errors(url):
         upgrade_to_head(url)
     typer.echo(f"database at revision {head_revision()}", err=True)
 

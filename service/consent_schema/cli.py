@@ -10,7 +10,7 @@ import typer
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.core.cli_support import CLI_ACTOR, fail, load_settings, print_json, with_session
-from service.core.errors import ConsentServiceError
+from service.core.errors import ConsentServiceError, NotFound
 from service.core.logging import get_logger
 
 schema_app = typer.Typer(help="Publish consent schema versions from files.", no_args_is_help=True)
@@ -31,19 +31,33 @@ def schema_publish(
             help="Material (default) re-prompts everyone; non-material is wording only.",
         ),
     ] = True,
+    create: Annotated[
+        bool,
+        typer.Option(
+            "--create", help="Allow --property to name a property that does not exist yet."
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Publish FILE as the next version of its property (nothing if unchanged)."""
     from service.consent_schema.document import load_document_file
-    from service.consent_schema.service import PublishedVersion, publish
+    from service.consent_schema.service import PublishedVersion, property_exists, publish
 
     settings = load_settings()
     try:
+        own = load_document_file(file)
         document = load_document_file(file, property_override=property_name)
     except ConsentServiceError as exc:
         raise fail(exc.detail) from None
+    # A property is permanent once published: a typo in --property must not make a new one.
+    renamed = document.property != own.property
 
     async def work(session: AsyncSession) -> tuple[PublishedVersion, bool]:
+        if renamed and not create and not await property_exists(session, document.property):
+            raise NotFound(
+                f"there is no property {document.property!r} (the file names {own.property!r}); "
+                "pass --create to start a new property under that name"
+            )
         return await publish(session, document, material=material, published_by=CLI_ACTOR)
 
     version, created = with_session(settings, work)

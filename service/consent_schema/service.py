@@ -163,6 +163,11 @@ async def list_versions(session: AsyncSession, property_name: str) -> list[Publi
     return [PublishedVersion.from_row(row) for row in rows]
 
 
+async def property_exists(session: AsyncSession, property_name: str) -> bool:
+    found = await session.scalar(select(PropertyRow.name).where(PropertyRow.name == property_name))
+    return found is not None
+
+
 async def any_property_exists(session: AsyncSession) -> bool:
     return bool(await session.scalar(text("SELECT EXISTS (SELECT 1 FROM consent_properties)")))
 

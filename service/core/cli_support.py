@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import Awaitable, Callable
+import socket
+import ssl
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
+import asyncpg
+import sqlalchemy.exc
 import typer
 from pydantic import BaseModel, ValidationError
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from service.core.config import Settings
@@ -18,6 +24,13 @@ from service.core.errors import ConsentServiceError
 T = TypeVar("T")
 Q = TypeVar("Q", bound=BaseModel)
 CLI_ACTOR = "cli"  # the actor recorded for CLI actions (schema publishes, DSR audit rows)
+URL_SETTING = "CONSENT_DATABASE_URL"
+
+
+class Options:
+    """Global CLI options (set by the app's callback)."""
+
+    debug = False
 
 
 def load_settings() -> Settings:
@@ -60,13 +73,89 @@ def with_engine(settings: Settings, work: Callable[[AsyncEngine], Awaitable[T]])
 
     from service.core.migrations import upgrade_to_head
 
-    with database_url(settings) as url:
+    with database_url(settings) as url, database_errors(url):
         if settings.is_dev:
             upgrade_to_head(url)  # dev: every command just works on a new database
         try:
             return asyncio.run(run(url))
         except ConsentServiceError as exc:
             raise fail(exc.detail) from None
+
+
+@contextlib.contextmanager
+def database_errors(url: str) -> Iterator[None]:
+    """A database mistake (server down, no such database, wrong login, no TLS, not a PostgreSQL
+    URL) is one line naming what to fix and exit 1, not a traceback (`--debug` shows it)."""
+    try:
+        yield
+    except typer.Exit:
+        raise
+    except Exception as exc:
+        message = explain_database_error(exc, url)
+        if message is None or Options.debug:
+            raise
+        raise fail(message) from None
+
+
+def explain_database_error(exc: BaseException, url: str) -> str | None:
+    """One line for the database errors a user can cause, or None for anything else."""
+    where = _where(url)
+    for error in _chain(exc):
+        text = str(error).splitlines()[0] if str(error) else type(error).__name__
+        if isinstance(error, asyncpg.InvalidCatalogNameError):
+            return f"{text} on {where}: create it, or fix the database name in CONSENT_DATABASE_URL"
+        if isinstance(
+            error,
+            asyncpg.InvalidAuthorizationSpecificationError | asyncpg.InvalidPasswordError,
+        ):
+            return (
+                f"{where} refused the login: {text}; check the user and password in {URL_SETTING}"
+            )
+        if isinstance(error, asyncpg.PostgresError):
+            return f"PostgreSQL at {where}: {text}"
+        if isinstance(error, ConnectionRefusedError):
+            return (
+                f"cannot connect to PostgreSQL at {where}: connection refused (is it running? "
+                f"is {URL_SETTING} right?)"
+            )
+        if isinstance(error, socket.gaierror):
+            return f"cannot resolve the host of CONSENT_DATABASE_URL ({where}): {text}"
+        if isinstance(error, TimeoutError):
+            return f"timed out connecting to PostgreSQL at {where}"
+        if isinstance(error, ssl.SSLError) or "SSL" in text:
+            return f"TLS to PostgreSQL at {where} failed: {text} (check sslmode in {URL_SETTING})"
+        if isinstance(error, OSError):
+            return f"cannot connect to PostgreSQL at {where}: {text}"
+        if isinstance(error, sqlalchemy.exc.ArgumentError | ValueError) and (
+            "URL" in text or "url" in text
+        ):
+            return (
+                f"CONSENT_DATABASE_URL is not a usable PostgreSQL URL ({text}); the form is "
+                "postgresql://user:password@host:5432/database"
+            )
+    return None
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    stack = [exc]
+    while stack:
+        error = stack.pop(0)
+        if id(error) in seen:
+            continue
+        seen.add(id(error))
+        yield error
+        causes = (getattr(error, "orig", None), error.__cause__, error.__context__)
+        stack += [cause for cause in causes if isinstance(cause, BaseException)]
+
+
+def _where(url: str) -> str:
+    try:
+        parsed = make_url(url)
+    except Exception:
+        return "the configured server"
+    host = parsed.host or parsed.query.get("host") or "localhost"
+    return f"{host}:{parsed.port or 5432}/{parsed.database or ''}"
 
 
 def print_json(payload: dict[str, Any] | list[dict[str, Any]]) -> None:

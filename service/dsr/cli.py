@@ -3,10 +3,11 @@ same rules and the same audit (actor `cli`)."""
 
 from __future__ import annotations
 
+import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, BinaryIO
 
 import typer
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
@@ -19,6 +20,7 @@ from service.core.cli_support import (
     with_engine,
     with_session,
 )
+from service.core.errors import NotFound
 from service.core.hashing import hasher_from_settings
 
 dsr_app = typer.Typer(
@@ -62,6 +64,7 @@ def dsr_history(
     async def work(engine: AsyncEngine) -> int:
         catalog = SchemaCatalog(engine)
         async with create_sessionmaker(engine).begin() as session:
+            await known_property(session, query.property)
             cursor: str | None = None
             total = 0
             while True:
@@ -112,8 +115,9 @@ def dsr_export(
 
     async def work(engine: AsyncEngine) -> int:
         async with create_sessionmaker(engine).begin() as session:
+            await known_property(session, request.property)
             plan = await plan_export(session, hasher, request, actor=CLI_ACTOR)
-        sink = output.open("wb") if output else sys.stdout.buffer
+        sink = private_file(output) if output else sys.stdout.buffer
         show = output is not None
         try:
             with typer.progressbar(
@@ -145,12 +149,16 @@ def dsr_erase(
     until: UntilOption = None,
     mode: Annotated[str, typer.Option(help="delete (default) or anonymise.")] = "delete",
     reference: Annotated[str | None, typer.Option(help="The DSR ticket.")] = None,
+    yes: Annotated[bool, typer.Option("--yes", help="Erase without asking.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Count what would be erased; change nothing.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Erase everything matching (delete, or anonymise: keep rows, clear identifying columns), in
-    one transaction with its audit row."""
-    from service.dsr.bodies import ErasureRequest, ErasureResult
-    from service.dsr.service import erase
+    one transaction with its audit row. Shows how many events match and asks first."""
+    from service.dsr.bodies import DsrAction, ErasureRequest, ErasureResult
+    from service.dsr.service import count_matching, erase, record_audit
 
     settings = load_settings()
     request = parse_options(
@@ -158,6 +166,30 @@ def dsr_erase(
         since=since, until=until, mode=mode, reference=reference,
     )  # fmt: skip
     hasher = hasher_from_settings(settings)
+
+    async def count(session: AsyncSession) -> int:
+        await known_property(session, request.property)
+        matched = await count_matching(session, hasher, request)
+        # Counting is a look-up of a person's records: audited like one.
+        await record_audit(
+            session, action=DsrAction.HISTORY, actor=CLI_ACTOR, query=request, hasher=hasher,
+            matched=matched,
+        )  # fmt: skip
+        return matched
+
+    matched = with_session(settings, count)
+    if dry_run:
+        if as_json:
+            print_json({"dry_run": True, "mode": request.mode.value, "matched": matched})
+        else:
+            typer.echo(f"would {request.mode.value} {matched} event(s); nothing was changed")
+        return
+    if not yes:
+        typer.confirm(
+            f"{request.mode.value} {matched} event(s) matching this request? This cannot be undone",
+            abort=True,
+            err=True,
+        )
 
     async def work(session: AsyncSession) -> ErasureResult:
         return await erase(
@@ -170,3 +202,18 @@ def dsr_erase(
         print_json(result.model_dump(mode="json"))
     else:
         typer.echo(f"erasure {result.erasure_id}: {result.mode.value} {result.matched} event(s)")
+
+
+async def known_property(session: AsyncSession, property_name: str | None) -> None:
+    """A --property that names no property is a mistake to say, not an empty answer."""
+    from service.consent_schema.service import property_exists
+
+    if property_name is not None and not await property_exists(session, property_name):
+        raise NotFound(f"there is no property named {property_name!r}")
+
+
+def private_file(path: Path) -> BinaryIO:
+    """`path` opened for writing, readable by its owner only: an export is personal data."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(descriptor, 0o600)  # also when the file existed with a wider mode
+    return os.fdopen(descriptor, "wb")

@@ -12,7 +12,7 @@ import csv
 import io
 import json
 from collections.abc import AsyncIterator, Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -38,7 +38,8 @@ CSV_COLUMNS = (*CSV_RECORD_COLUMNS, *EXPORT_EVIDENCE_COLUMNS)
 
 
 def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
+    """RFC 3339 in UTC with `Z`, like every other time the service shows."""
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z") if value is not None else None
 
 
 async def _event_dicts(
@@ -92,7 +93,7 @@ async def stream_export(
         "format_version": 1,
         "service_version": __version__,
         "export_id": str(plan.audit_id),
-        "exported_at": exported_at.isoformat(),
+        "exported_at": _iso(exported_at),
         "request_id": request_id,
         "query": {
             "identifier_type": kind.value,
@@ -145,10 +146,14 @@ async def _csv(
                     "choices": json.dumps(item["choices"], sort_keys=True),
                     "effective": json.dumps(item["effective"], sort_keys=True),
                     "signals_applied": " ".join(item["signals"]["applied"]),
-                    "gpc": item["signals"]["gpc"],
-                    "dnt": item["signals"]["dnt"],
+                    "gpc": _csv_bool(item["signals"]["gpc"]),
+                    "dnt": _csv_bool(item["signals"]["dnt"]),
                 }
             )
         yield buffer.getvalue().encode()
         if progress is not None:
             progress(len(chunk))
+
+
+def _csv_bool(value: bool) -> str:
+    return "true" if value else "false"  # as in the JSON export, not Python's True/False

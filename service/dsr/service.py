@@ -192,6 +192,14 @@ async def history_page(
     return await records(rows, catalog), next_cursor
 
 
+async def count_matching(session: AsyncSession, hasher: Hasher, query: DsrQuery) -> int:
+    """How many events `query` matches (what an erasure would touch)."""
+    return int(
+        await session.scalar(select(func.count()).select_from(Event).where(*match(query, hasher)))
+        or 0
+    )
+
+
 # --- export --------------------------------------------------------------------------------------
 
 

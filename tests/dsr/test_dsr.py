@@ -361,6 +361,7 @@ async def test_csv_export_has_one_row_per_event(
     assert [row["schema_version"] for row in rows] == ["1", "2", "3"]
     assert json.loads(rows[0]["choices"])["analytics"] is True
     assert all(row["subject_id"] == str(subject) for row in rows)
+    assert {row["gpc"] for row in rows} | {row["dnt"] for row in rows} <= {"true", "false"}
 
 
 async def test_a_large_export_streams_every_event(

@@ -104,8 +104,17 @@ def test_schema_publish_then_unchanged_then_non_material(
     code, out, _ = run(cli_env, "schema", "publish", str(edited), "--non-material")
     assert (code, out.strip()) == (0, "published ailabrix version 2 (non-material)")
 
-    code, out, _ = run(cli_env, "schema", "publish", str(edited), "--property", "ailabrix-staging")
+    # A property is permanent: a new name given by --property needs --create.
+    code, _, err = run(cli_env, "schema", "publish", str(edited), "--property", "ailabrx")
+    assert code == 1
+    assert "there is no property 'ailabrx'" in err
+    assert "--create" in err
+    code, out, _ = run(
+        cli_env, "schema", "publish", str(edited), "--property", "ailabrix-staging", "--create"
+    )
     assert (code, out.strip()) == (0, "published ailabrix-staging version 1 (material)")
+    code, out, _ = run(cli_env, "schema", "publish", str(source), "--property", "ailabrix-staging")
+    assert (code, out.strip()) == (0, "published ailabrix-staging version 2 (material)")
     assert fetchval(db_url, "SELECT published_by FROM consent_schema_versions LIMIT 1") == "cli"
 
 
@@ -194,18 +203,27 @@ def test_dsr_commands_find_export_and_erase_with_audit(
     target = tmp_path / "export.json"
     code, _, err = run(cli_env, "dsr", "export", "--subject-id", subject, "-o", str(target))
     assert code == 0
+    assert target.stat().st_mode & 0o777 == 0o600  # personal data: its owner only
     export = json.loads(target.read_text())
+    assert export["exported_at"].endswith("Z")
     assert export["event_count"] == 2
     assert [v["version"] for v in export["schema_versions"]] == [1]
 
+    code, out, _ = run(cli_env, "dsr", "erase", "--subject-id", subject, "--dry-run", "--json")
+    assert (code, json.loads(out)) == (0, {"dry_run": True, "mode": "delete", "matched": 2})
+    code, _, err = run(cli_env, "dsr", "erase", "--subject-id", subject)  # no answer: no erasure
+    assert code == 1
+    assert "delete 2 event(s) matching this request?" in err
+    assert fetchval(db_url, "SELECT count(*) FROM consent_events") == 2
     code, out, _ = run(
-        cli_env, "dsr", "erase", "--subject-id", subject, "--reference", "T-9", "--json"
+        cli_env, "dsr", "erase", "--subject-id", subject, "--reference", "T-9", "--yes", "--json"
     )
     assert code == 0
     assert json.loads(out)["deleted"] == 2
-    code, out, _ = run(cli_env, "dsr", "erase", "--subject-id", subject, "--json")
+    code, out, _ = run(cli_env, "dsr", "erase", "--subject-id", subject, "--yes", "--json")
     assert json.loads(out)["deleted"] == 0
-    assert fetchval(db_url, "SELECT count(*) FROM dsr_audit WHERE actor = 'cli'") == 4
+    # history, export; then per erase command a counted look-up, and each erasure itself
+    assert fetchval(db_url, "SELECT count(*) FROM dsr_audit WHERE actor = 'cli'") == 8
     assert (
         fetchval(db_url, f"SELECT count(*) FROM dsr_audit WHERE identifier_hash LIKE '%{subject}%'")
         == 0
@@ -227,3 +245,50 @@ def test_dsr_commands_reject_bad_options(
     code, _, err = run(cli_env, *args)
     assert code == 2
     assert message in err
+
+
+def test_dsr_commands_on_an_unknown_property_say_so(cli_env: dict[str, str]) -> None:
+    subject = "0b9f6f7e-1c2d-4e5f-8a9b-0c1d2e3f4a5b"
+    for command in ("history", "export", "erase"):
+        code, _, err = run(cli_env, "dsr", command, "--subject-id", subject, "--property", "nosuch")
+        assert code == 1, command
+        assert "there is no property named 'nosuch'" in err
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("postgresql://postgres@127.0.0.1:1/x", "connection refused"),
+        ("mysql://a@b/c", "not a usable PostgreSQL URL"),
+        ("not-a-url", "not a usable PostgreSQL URL"),
+        ("postgresql://someone@no-such-host.invalid/x", "cannot resolve the host"),
+    ],
+)
+def test_database_mistakes_are_one_line(cli_env: dict[str, str], url: str, message: str) -> None:
+    code, _, err = run(cli_env | {"CONSENT_DATABASE_URL": url}, "migrate")
+    assert code == 1
+    assert message in err
+    assert err.count("\n") == 1, err  # one line, no traceback
+    assert "Traceback" not in err
+
+
+def test_a_missing_database_and_an_unknown_role_are_one_line(
+    cli_env: dict[str, str], db_url: str
+) -> None:
+    from sqlalchemy.engine import make_url
+
+    missing = make_url(db_url).set(database="consent_no_such_db").render_as_string(False)
+    code, _, err = run(cli_env | {"CONSENT_DATABASE_URL": missing}, "keys", "list")
+    assert (code, err.count("\n")) == (1, 1), err
+    assert 'database "consent_no_such_db" does not exist' in err
+    stranger = make_url(db_url).set(username="consent_no_such_role").render_as_string(False)
+    code, _, err = run(cli_env | {"CONSENT_DATABASE_URL": stranger}, "keys", "list")
+    assert (code, err.count("\n")) == (1, 1), err
+    assert "refused the login" in err
+
+
+def test_version() -> None:
+    from service import __version__
+
+    code, out, _ = run({}, "--version")
+    assert (code, out.strip()) == (0, f"consent-service {__version__}")
