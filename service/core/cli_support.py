@@ -38,9 +38,11 @@ def load_settings() -> Settings:
         return Settings()
     except ValidationError as exc:
         for error in exc.errors():
-            field = ".".join(str(part) for part in error["loc"])
+            # The setting's name only: deeper parts of `loc` are pydantic's internals.
+            field = str(error["loc"][0]) if error["loc"] else ""
             name = f"CONSENT_{field.upper()}" if field else "configuration"
-            typer.echo(f"error: {name}: {error['msg']}", err=True)
+            message = str(error["msg"]).removeprefix("Value error, ")
+            typer.echo(f"error: {name}: {message}", err=True)
         raise typer.Exit(2) from None
 
 

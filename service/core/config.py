@@ -120,9 +120,19 @@ class Settings(BaseSettings):
     @field_validator("trusted_proxies", mode="before")
     @classmethod
     def _networks(cls, value: object) -> object:
-        if isinstance(value, list):
-            return [ipaddress.ip_network(str(item), strict=False) for item in value]
-        return value
+        items = _split_csv(value)
+        if not isinstance(items, list):
+            return items
+        networks = []
+        for item in items:
+            try:
+                networks.append(ipaddress.ip_network(str(item), strict=False))
+            except ValueError:
+                raise ValueError(
+                    f"{str(item)[:64]!r} is not a network (e.g. 10.0.0.0/8, 203.0.113.7, "
+                    "2001:db8::/32)"
+                ) from None
+        return networks
 
     @field_validator("log_level")
     @classmethod

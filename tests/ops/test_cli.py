@@ -292,3 +292,25 @@ def test_version() -> None:
 
     code, out, _ = run({}, "--version")
     assert (code, out.strip()) == (0, f"consent-service {__version__}")
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        (
+            "CONSENT_TRUSTED_PROXIES",
+            "notacidr",
+            "CONSENT_TRUSTED_PROXIES: 'notacidr' is not a network",
+        ),
+        ("CONSENT_LOG_LEVEL", "loud", "CONSENT_LOG_LEVEL: unknown log level 'loud'"),
+        ("CONSENT_FORWARDED_HEADER", "x-real-ip", "CONSENT_FORWARDED_HEADER:"),
+    ],
+)
+def test_a_bad_setting_is_named_in_plain_words(
+    cli_env: dict[str, str], variable: str, value: str, message: str
+) -> None:
+    code, _, err = run(cli_env | {variable: value}, "keys", "list")
+    assert code == 2
+    assert message in err
+    assert "Value error" not in err
+    assert "LAX-OR-STRICT" not in err
