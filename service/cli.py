@@ -15,13 +15,14 @@ import uvicorn
 
 from service import __version__
 from service.auth.cli import keys_app
-from service.consent_schema.cli import EXAMPLE_SCHEMAS, publish_examples_if_empty, schema_app
+from service.consent_schema.cli import publish_examples_if_empty, schema_app
 from service.core.cli_support import Options, database_errors, fail, load_settings
 from service.core.config import Settings
 from service.core.embedded import database_url
 from service.core.hashing import hasher_from_settings
 from service.core.http_server import BoundedHttpToolsProtocol
 from service.core.logging import get_logger
+from service.core.resources import CHECKOUT, in_checkout
 from service.dsr.cli import dsr_app
 
 app = typer.Typer(
@@ -56,9 +57,10 @@ app.add_typer(schema_app, name="schema")
 app.add_typer(dsr_app, name="dsr")
 
 log = get_logger("service.cli")
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-OPENAPI_PATH = PROJECT_ROOT / "openapi" / "openapi.json"
-FILE_SCHEMA_PATH = EXAMPLE_SCHEMAS / "consent-schema.schema.json"
+# The committed documents of the checkout; installed elsewhere, the current folder.
+DOCUMENTS_ROOT = CHECKOUT if in_checkout() else Path()
+OPENAPI_PATH = DOCUMENTS_ROOT / "openapi" / "openapi.json"
+FILE_SCHEMA_PATH = DOCUMENTS_ROOT / "examples" / "schemas" / "consent-schema.schema.json"
 APP_FACTORY = "service.app:create_app"
 
 
@@ -168,7 +170,7 @@ def openapi(
     for path, document in documents.items():
         if check:
             if (path.read_text() if path.exists() else "") != document:
-                raise fail(f"{path} is out of date; run: uv run consent-service openapi")
+                raise fail(f"{path} is out of date; run: consent-service openapi")
             typer.echo(f"{path} is current", err=True)
             continue
         path.parent.mkdir(parents=True, exist_ok=True)

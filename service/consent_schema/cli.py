@@ -12,10 +12,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from service.core.cli_support import CLI_ACTOR, fail, load_settings, print_json, with_session
 from service.core.errors import ConsentServiceError, NotFound
 from service.core.logging import get_logger
+from service.core.resources import EXAMPLE_SCHEMAS
 
 schema_app = typer.Typer(help="Publish consent schema versions from files.", no_args_is_help=True)
 log = get_logger("service.cli")
-EXAMPLE_SCHEMAS = Path(__file__).resolve().parents[2] / "examples" / "schemas"
 
 
 @schema_app.command("publish")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
@@ -11,8 +9,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.core.db import async_url
-
-MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "alembic"
+from service.core.resources import MIGRATIONS_DIR
 
 
 def alembic_config(database_url: str | None = None) -> Config:

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The wheel is the product: built, installed into a fresh virtualenv outside the checkout, it
+# migrates a fresh database and serves until /readyz answers 200.
+#   bash scripts/wheel_check.sh postgresql://postgres@127.0.0.1:5432/postgres
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo=$(pwd)
+server_url="${1:?usage: scripts/wheel_check.sh POSTGRES_SERVER_URL (a database on it is made and dropped)}"
+work=$(mktemp -d)
+db="consent_wheel_$(date +%s)_$$"
+admin() { uv run --project "$repo" python -c 'import asyncio, sys, asyncpg
+async def run(): c = await asyncpg.connect(sys.argv[1]); await c.execute(sys.argv[2]); await c.close()
+asyncio.run(run())' "$server_url" "$1"; }
+cleanup() {
+  [ -n "${server_pid:-}" ] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null || true
+  admin "DROP DATABASE IF EXISTS ${db} WITH (FORCE)" || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+uv build --wheel --out-dir "$work/dist" >/dev/null 2>&1
+uv venv -q --python "$(command -v python3)" "$work/venv"
+VIRTUAL_ENV="$work/venv" uv pip install -q "$work"/dist/*.whl
+admin "CREATE DATABASE ${db}"
+url=$(python3 -c 'import sys; from urllib.parse import urlsplit, urlunsplit; p = urlsplit(sys.argv[1]); print(urlunsplit(p._replace(path="/" + sys.argv[2])))' "$server_url" "$db")
+export CONSENT_ENV=production CONSENT_DATABASE_URL="$url" CONSENT_METRICS_PUBLIC=true
+export CONSENT_IP_HASH_SALT="wheel-check-$(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')"
+cd "$work"  # nowhere near the checkout
+"$work/venv/bin/consent-service" --version
+"$work/venv/bin/consent-service" migrate
+"$work/venv/bin/consent-service" schema publish "$("$work/venv/bin/python" -c 'import service.core.resources as r; print(r.EXAMPLE_SCHEMAS / "itsailor.yaml")')"
+port=$("$work/venv/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+"$work/venv/bin/consent-service" serve --port "$port" >"$work/serve.log" 2>&1 &
+server_pid=$!
+for _ in $(seq 1 100); do
+  if "$work/venv/bin/python" -c "import urllib.request, sys; urllib.request.urlopen('http://127.0.0.1:${port}/readyz', timeout=2)" 2>/dev/null; then
+    echo "installed wheel: migrated, published, /readyz 200"
+    exit 0
+  fi
+  sleep 0.3
+done
+echo "the installed wheel did not become ready; its log:" >&2
+cat "$work/serve.log" >&2
+exit 1
