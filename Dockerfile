@@ -42,7 +42,9 @@ RUN groupadd --system --gid 10001 consent \
         --shell /usr/sbin/nologin consent
 
 WORKDIR /app
-COPY --from=builder --chown=consent:consent /app /app
+# The code belongs to root (the service cannot change it); only the data folder is the service's.
+COPY --from=builder /app /app
+RUN mkdir -p /app/.consent-data && chown consent:consent /app/.consent-data
 
 ENV PATH=/app/.venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \

@@ -1,4 +1,7 @@
-"""Configuration: one settings class, read from `CONSENT_*` environment variables and `.env`."""
+"""Configuration: one settings class, read from `CONSENT_*` environment variables only.
+
+Not from a `.env` file: the `.env` beside docker-compose.yml configures the containers, and must
+not turn a local `consent-service serve` in the same checkout into a production one."""
 
 from __future__ import annotations
 
@@ -38,8 +41,6 @@ IpNetworks = list[ipaddress.IPv4Network | ipaddress.IPv6Network]
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="CONSENT_",
-        env_file=".env",
-        env_file_encoding="utf-8",
         extra="ignore",
     )
 

@@ -474,3 +474,19 @@ async def test_the_initdb_script_makes_a_login_role_in_consent_api(owner_url: st
     finally:
         await owner.execute(f"DROP ROLE IF EXISTS {role}")
         await owner.close()
+
+
+def test_the_compose_env_file_does_not_change_a_local_serve(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in list(Settings.model_fields):
+        monkeypatch.delenv(f"CONSENT_{name.upper()}", raising=False)
+    (tmp_path / ".env").write_text(ENV_EXAMPLE.read_text())  # `cp .env.example .env`
+    monkeypatch.chdir(tmp_path)
+    assert Settings().env.value == "dev"  # not the file's `production`
+
+
+def test_the_image_code_is_not_the_services_but_its_data_folder_is() -> None:
+    final = DOCKERFILE.read_text().split("FROM ")[-1]
+    assert "--chown" not in final.split("COPY --from=builder")[1].splitlines()[0]
+    assert "chown consent:consent /app/.consent-data" in final
