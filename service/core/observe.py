@@ -135,9 +135,17 @@ CLIENT_CLOSED = 499  # the client went away before an answer (nginx's code; not 
 
 
 def route_template(scope: Scope) -> str:
-    route = scope.get("route")
-    path = getattr(route, "path", None)
-    return path if isinstance(path, str) else "<unmatched>"
+    """The matched route's path template; `<unmatched>` when no route matched (a 404)."""
+    path = getattr(scope.get("route"), "path", None)
+    if isinstance(path, str):
+        return path
+    # Starlette's own routes (the docs pages, their assets) name only their endpoint.
+    endpoint = scope.get("endpoint")
+    if endpoint is not None:
+        for route in getattr(scope.get("app"), "routes", ()):
+            if endpoint in (getattr(route, "endpoint", None), getattr(route, "app", None)):
+                return str(route.path)
+    return "<unmatched>"
 
 
 class ObserveMiddleware:

@@ -161,3 +161,14 @@ async def test_a_client_gone_before_its_answer_is_counted_499(
     lines = [json.loads(line) for line in captured_logs.getvalue().splitlines()]
     access = [line for line in lines if line.get("logger") == "service.access"]
     assert [line["status"] for line in access] == [499]
+
+
+async def test_the_docs_pages_are_counted_under_their_own_route(
+    client: httpx.AsyncClient, metrics_key: dict[str, str]
+) -> None:
+    await client.get("/docs")
+    await client.get("/openapi.json")
+    await client.get("/docs/assets/swagger-ui.css")
+    body = (await client.get("/metrics", headers=metrics_key)).text
+    for route in ("/docs", "/openapi.json", "/docs/assets"):
+        assert f'consent_http_requests_total{{method="GET",route="{route}",status="200"}}' in body
