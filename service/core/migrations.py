@@ -32,5 +32,8 @@ def head_revision() -> str | None:
 
 
 async def current_revision(connection: AsyncConnection) -> str | None:
+    """The database's revision; None when it was never migrated (no alembic_version table)."""
+    if await connection.scalar(text("SELECT to_regclass('alembic_version')")) is None:
+        return None
     result = await connection.execute(text("SELECT version_num FROM alembic_version"))
     return result.scalar_one_or_none()

@@ -53,9 +53,8 @@ async def readyz(engine: Engine, head: MigrationHead) -> JSONResponse:
         body = Readiness(status="unavailable", database="unreachable", migrations="unknown")
         return JSONResponse(body.model_dump(), status_code=503)
     if revision != head:
-        body = Readiness(
-            status="unavailable", database="ok", migrations=f"at {revision}, head is {head}"
-        )
+        state = "not migrated" if revision is None else f"at {revision}"
+        body = Readiness(status="unavailable", database="ok", migrations=f"{state}, head is {head}")
         return JSONResponse(body.model_dump(), status_code=503)
     return JSONResponse(Readiness(status="ok", database="ok", migrations="head").model_dump())
 

@@ -8,6 +8,7 @@ import httpx
 from sqlalchemy.engine import make_url
 
 from service.app import create_app
+from service.core.migrations import head_revision
 from tests.conftest import CLIENT_IP, make_settings
 from tests.proxy import CuttableProxy
 
@@ -100,3 +101,22 @@ async def test_requests_get_503_while_the_database_is_unreachable(
             await client.post("/v1/properties/itsailor/consent-events", json=event())
         ).status_code == 201
     await proxy.cut()
+
+
+async def test_readyz_says_a_database_was_never_migrated(
+    client: httpx.AsyncClient, owner_url: str
+) -> None:
+    import asyncpg
+
+    connection = await asyncpg.connect(owner_url)
+    try:
+        await connection.execute("ALTER TABLE alembic_version RENAME TO alembic_version_aside")
+    finally:
+        await connection.close()
+    response = await client.get("/readyz")
+    assert response.status_code == 503
+    assert response.json() == {
+        "status": "unavailable",
+        "database": "ok",
+        "migrations": f"not migrated, head is {head_revision()}",
+    }
