@@ -21,7 +21,7 @@ from service.core.db import create_engine, create_sessionmaker, role_powers, syn
 from service.core.embedded import database_url
 from service.core.errors import install_error_handlers
 from service.core.hashing import hasher_from_settings
-from service.core.logging import configure_logging, get_logger
+from service.core.logging import configure_logging, get_logger, readable_logs
 from service.core.migrations import head_revision
 from service.core.observe import REQUEST_METRICS, ObserveMiddleware
 from service.core.pipeline import ConsentAPI
@@ -130,7 +130,7 @@ def utc_now() -> datetime:
 
 def create_app(settings: Settings | None = None) -> ConsentAPI:
     settings = settings or get_settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, human=readable_logs(settings))
 
     @asynccontextmanager
     async def lifespan(app: ConsentAPI) -> AsyncIterator[None]:

@@ -26,6 +26,7 @@ from service.core.resources import CHECKOUT, in_checkout
 from service.dsr.cli import dsr_app
 
 app = typer.Typer(
+    rich_markup_mode=None,  # plain help: no boxes, no <bool> placeholders on flags
     help="The consent record service: a self-hosted consent ledger.",
     no_args_is_help=True,
     add_completion=False,
@@ -71,10 +72,10 @@ def serve(
     workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
 ) -> None:
     """Serve the API; without CONSENT_DATABASE_URL, on an embedded PostgreSQL."""
-    from service.core.logging import configure_logging
+    from service.core.logging import configure_logging, readable_logs
 
     settings = load_settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, human=readable_logs(settings))
     with database_url(settings) as url, _metrics_folder(workers), database_errors(url):
         _prepare_and_serve(settings, url, host=host, port=port, workers=workers)
     log.info("stopped")
@@ -145,11 +146,11 @@ class GracefulServer(uvicorn.Server):
 @app.command()
 def migrate() -> None:
     """Migrate the database to the newest schema (idempotent; safe to run concurrently)."""
-    from service.core.logging import configure_logging
+    from service.core.logging import configure_logging, readable_logs
     from service.core.migrations import head_revision, upgrade_to_head
 
     settings = load_settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, human=readable_logs(settings))
     with database_url(settings) as url, database_errors(url):
         upgrade_to_head(url)
     typer.echo(f"database at revision {head_revision()}", err=True)

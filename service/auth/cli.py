@@ -10,7 +10,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from service.core.cli_support import fail, load_settings, print_json, with_session
 from service.core.errors import ConsentServiceError
 
-keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
+keys_app = typer.Typer(
+    rich_markup_mode=None,  # plain help: no boxes, no <bool> placeholders on flags
+    help="Create, list and revoke API keys.",
+    no_args_is_help=True,
+)
 
 
 @keys_app.command("create")

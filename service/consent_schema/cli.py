@@ -14,7 +14,11 @@ from service.core.errors import ConsentServiceError, NotFound
 from service.core.logging import get_logger
 from service.core.resources import EXAMPLE_SCHEMAS
 
-schema_app = typer.Typer(help="Publish consent schema versions from files.", no_args_is_help=True)
+schema_app = typer.Typer(
+    rich_markup_mode=None,  # plain help: no boxes, no <bool> placeholders on flags
+    help="Publish consent schema versions from files.",
+    no_args_is_help=True,
+)
 log = get_logger("service.cli")
 
 

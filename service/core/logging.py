@@ -13,10 +13,13 @@ import logging
 import sys
 from collections.abc import Callable, MutableMapping
 from datetime import UTC, datetime
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import orjson
 import structlog
+
+if TYPE_CHECKING:
+    from service.core.config import Settings
 
 _LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}
 
@@ -110,11 +113,17 @@ class AccessLog:
     cost: it runs on every request, where structlog's processor chain cost ~10 µs a line."""
 
     enabled = True
+    human = False  # a short line for a person at a terminal (dev), not JSON
 
     def request(
         self, request_id: str, method: str, route: str, status: int, duration_ms: float
     ) -> None:
         if not self.enabled:
+            return
+        if self.human:
+            moment = datetime.now(UTC).strftime("%H:%M:%S")
+            SINK.write(f"{moment} {method} {route} {status} {duration_ms} ms [{request_id}]\n")
+            SINK.flush_soon()
             return
         line = {
             "event": "request",
@@ -140,22 +149,42 @@ def get_logger(name: str) -> Any:
     return structlog.get_logger(_logger_name=name)
 
 
-def configure_logging(level: str = "INFO", stream: TextIO | None = None) -> None:
+def readable_logs(settings: Settings) -> bool:
+    """Lines for a person in dev mode at a terminal; JSON for anything that collects logs."""
+    return settings.is_dev and sys.stdout.isatty()
+
+
+def configure_logging(
+    level: str = "INFO", stream: TextIO | None = None, *, human: bool = False
+) -> None:
+    """JSON lines; with `human` (dev mode at a terminal), lines for a person to read."""
     SINK.target = stream or sys.stdout
     AccessLog.enabled = _LEVELS[level] <= _LEVELS["INFO"]
+    AccessLog.human = human
+    renderer: Any = structlog.dev.ConsoleRenderer(colors=False) if human else _renderer()
     structlog.configure(
         processors=[
             *_SHARED,
             _add_logger_name,
-            structlog.processors.format_exc_info,
-            _renderer(),
+            *([] if human else [structlog.processors.format_exc_info]),
+            renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
         logger_factory=structlog.WriteLoggerFactory(file=SINK),  # type: ignore[arg-type]
         cache_logger_on_first_use=True,
     )
     handler = logging.StreamHandler(SINK)
-    handler.setFormatter(json_formatter())
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[*_SHARED, structlog.stdlib.add_logger_name],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.dev.ConsoleRenderer(colors=False),
+            ],
+        )
+        if human
+        else json_formatter()
+    )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

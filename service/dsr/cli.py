@@ -24,6 +24,7 @@ from service.core.errors import NotFound
 from service.core.hashing import hasher_from_settings
 
 dsr_app = typer.Typer(
+    rich_markup_mode=None,  # plain help: no boxes, no <bool> placeholders on flags
     help="Data-subject requests: history, export, erasure (audited, actor 'cli').",
     no_args_is_help=True,
 )

@@ -314,3 +314,11 @@ def test_a_bad_setting_is_named_in_plain_words(
     assert message in err
     assert "Value error" not in err
     assert "LAX-OR-STRICT" not in err
+
+
+def test_help_is_plain_and_flags_show_no_placeholder() -> None:
+    code, out, _ = run({}, "dsr", "erase", "--help")
+    assert code == 0
+    assert "<bool>" not in out
+    assert "╭" not in out  # no boxes: readable in any terminal and in a log
+    assert "--dry-run" in out
