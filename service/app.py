@@ -10,13 +10,14 @@ from datetime import UTC, datetime
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service import __version__
+from service.banner.client import router as client_router
 from service.banner.routes import router as banner_router
 from service.consent_schema.routes import router as consent_schema_router
 from service.consent_schema.service import SchemaCatalog
 from service.core.api_docs import install_docs
 from service.core.client_address import ClientAddress
 from service.core.config import Settings, get_settings
-from service.core.cors import ProblemCORSMiddleware
+from service.core.cors import BrowserOrigins, ProblemCORSMiddleware
 from service.core.db import create_engine, create_sessionmaker, role_powers, sync_dsn
 from service.core.embedded import database_url
 from service.core.errors import install_error_handlers
@@ -85,6 +86,7 @@ async def _resources(app: ConsentAPI, settings: Settings, url: str) -> AsyncIter
                 RateLimiter(settings.event_rate_limit) if settings.event_rate_limit else None
             ),
             auth_failures=RateLimiter(settings.auth_failure_limit),
+            origins=BrowserOrigins(settings.cors_origins),
         ),
     )
     await _check_role(engine, settings)
@@ -156,6 +158,7 @@ def create_app(settings: Settings | None = None) -> ConsentAPI:
     install(app, None)  # until the lifespan has made the collaborators
     install_error_handlers(app)
     app.include_router(banner_router)
+    app.include_router(client_router)
     app.include_router(consent_schema_router)
     app.include_router(dsr_router)
     app.include_router(health_router)
@@ -165,9 +168,12 @@ def create_app(settings: Settings | None = None) -> ConsentAPI:
         app.add_middleware(
             ProblemCORSMiddleware,
             allow_origins=settings.cors_origins,
+            # A beacon is always sent with credentials: its preflight must allow them. Never
+            # with `*` (browsers refuse credentials with a wildcard origin anyway).
+            allow_credentials="*" not in settings.cors_origins,
             allow_methods=["GET", "POST"],
             allow_headers=["Content-Type", "If-None-Match", "X-Request-ID"],
-            expose_headers=["ETag", "X-Request-ID"],
+            expose_headers=["ETag", "X-Request-ID", "Retry-After"],
             max_age=600,
         )
     app.add_middleware(ObserveMiddleware)

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from service.consent_schema.service import SchemaCatalog
 from service.core.client_address import ClientAddress
 from service.core.config import Settings
+from service.core.cors import BrowserOrigins
 from service.core.hashing import Hasher
 from service.core.pipeline import ConsentAPI
 from service.core.rate_limit import RateLimiter
@@ -41,6 +42,7 @@ class State:
     migration_head: str | None
     event_limiter: RateLimiter | None  # None: no limit on consent events (the default)
     auth_failures: RateLimiter
+    origins: BrowserOrigins  # which browsers may record events (CONSENT_CORS_ORIGINS)
 
 
 def install(app: ConsentAPI, state: State | None) -> None:
@@ -91,6 +93,10 @@ async def _auth_failures(request: Request) -> RateLimiter:
     return of(request.app).auth_failures
 
 
+async def _origins(request: Request) -> BrowserOrigins:
+    return of(request.app).origins
+
+
 async def _migration_head(request: Request) -> str | None:
     return of(request.app).migration_head
 
@@ -112,4 +118,5 @@ Clock = Annotated[Callable[[], datetime], Depends(_clock)]
 MigrationHead = Annotated[str | None, Depends(_migration_head)]
 EventLimiter = Annotated[RateLimiter | None, Depends(_event_limiter)]
 AuthFailures = Annotated[RateLimiter, Depends(_auth_failures)]
+Origins = Annotated[BrowserOrigins, Depends(_origins)]
 Session = Annotated[AsyncSession, Depends(_session)]

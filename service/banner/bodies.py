@@ -23,7 +23,7 @@ from pydantic import (
 )
 
 from service.core.json_input import no_nul
-from service.ledger.event import ConsentStatus, EventType
+from service.ledger.event import ConsentStatus, EventType, Signal
 
 IAB_STRING_MAX = 8192
 PAGE_URL_MAX = 2048
@@ -63,6 +63,11 @@ class ConsentEventIn(BaseModel):
     )
     gpc: StrictBool | None = Field(
         default=None, description="navigator.globalPrivacyControl as the banner saw it."
+    )
+    dnt: StrictBool | None = Field(
+        default=None,
+        description='navigator.doNotTrack === "1" as the banner saw it (a `DNT: 1` header counts '
+        "too).",
     )
     tcf_string: Annotated[StoredText, StringConstraints(max_length=IAB_STRING_MAX)] | None = None
     gpp_string: Annotated[StoredText, StringConstraints(max_length=IAB_STRING_MAX)] | None = None
@@ -108,10 +113,22 @@ class RepromptReason(StrEnum):
 class ConsentState(BaseModel):
     property: str
     subject_id: uuid.UUID
-    status: ConsentStatus
+    status: ConsentStatus = Field(
+        description="From the latest decision with this request's signals applied (a decision "
+        "that gave consent reads `refused` while an honoured signal is present)."
+    )
+    choices: dict[str, bool] | None = Field(
+        description="The latest decision's choices as the person made them (null without one). "
+        "Signals never change them."
+    )
     effective: dict[str, bool] = Field(
-        description="What applies now. With no valid decision (none, expired) only the "
-        "required categories are on."
+        description="What applies now: `choices` with this request's honoured signals applied "
+        "(every optional category off while one is present). With no valid decision (none, "
+        "expired) only the required categories are on."
+    )
+    signals_applied: list[Signal] = Field(
+        description="The signals of this request (`Sec-GPC: 1`, `DNT: 1`, or `?gpc=true`, "
+        "`?dnt=true`) that the current version's policy honours."
     )
     schema_version: int | None = Field(description="The version the latest decision was made on.")
     current_version: int

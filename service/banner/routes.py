@@ -6,12 +6,18 @@ import uuid
 from typing import Annotated
 
 import orjson
-from fastapi import APIRouter, Path, Request, Response, status
+from fastapi import APIRouter, Path, Query, Request, Response, status
 
 from service.banner.bodies import ConsentEventIn, ConsentState
-from service.banner.service import current_state, new_event, stored_record, version_shown
+from service.banner.service import (
+    current_state,
+    new_event,
+    signals_present,
+    stored_record,
+    version_shown,
+)
 from service.consent_schema.bodies import PropertyName
-from service.core.errors import OutcomeUnknown, TooManyRequests, problem_responses
+from service.core.errors import OriginNotAllowed, OutcomeUnknown, TooManyRequests, problem_responses
 from service.core.json_input import StrictJSONRoute, read_json
 from service.core.pipeline import body_read_by_hand, hot
 from service.ledger.bodies import ConsentRecord
@@ -24,6 +30,7 @@ from service.state import (
     Engine,
     EventLimiter,
     Hashing,
+    Origins,
     Writer,
 )
 
@@ -40,7 +47,7 @@ ACCEPTED_MEDIA_TYPES = ("application/json", "text/plain")
     response_model=ConsentRecord,
     responses={
         200: {"model": ConsentRecord, "description": "A retry of a stored event: the original"},
-        **problem_responses(404, 409, 413, 415, 422, 429, 503),
+        **problem_responses(403, 404, 409, 413, 415, 422, 429, 503),
     },
 )
 @hot
@@ -59,9 +66,16 @@ async def record_consent_event(
     clock: Clock,
     engine: Engine,
     limiter: EventLimiter,
+    origins: Origins,
 ) -> Response:
     # The hot path: no session (the catalog is cached; the writer has its own connection).
     headers = dict(request.scope["headers"])  # one pass; the names are lower-case bytes
+    refused = origins.refuses(headers)
+    if refused is not None:
+        raise OriginNotAllowed(
+            f"a browser on {refused} may not record consent events: that site is not in "
+            "CONSENT_CORS_ORIGINS"
+        )
     client = request.scope.get("client")
     address = client_address(client[0] if client else None, request.scope["headers"])
     if limiter is not None:  # off by default: see CONSENT_EVENT_RATE_LIMIT
@@ -118,11 +132,23 @@ async def record_consent_event(
 async def get_consent_state(
     property: PropertyName,
     subject_id: Annotated[uuid.UUID, Path(description="The id the banner keeps in its cookie.")],
+    request: Request,
     catalog: Catalog,
     clock: Clock,
     engine: Engine,
+    gpc: Annotated[
+        bool,
+        Query(
+            description="The page saw `navigator.globalPrivacyControl` (a page cannot set "
+            "`Sec-GPC` itself); the header counts too."
+        ),
+    ] = False,
+    dnt: Annotated[
+        bool, Query(description='The page saw `navigator.doNotTrack === "1"`; `DNT: 1` counts too.')
+    ] = False,
 ) -> Response:
-    state = await current_state(engine, catalog, property, subject_id, clock())
+    signals = signals_present(dict(request.scope["headers"]), gpc=gpc, dnt=dnt)
+    state = await current_state(engine, catalog, property, subject_id, clock(), signals)
     return Response(
         state.model_dump_json(),
         media_type="application/json",

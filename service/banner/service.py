@@ -5,6 +5,7 @@ current state from its latest decision."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection
 from datetime import datetime
 from typing import Any
 
@@ -63,12 +64,9 @@ def new_event(
     the client's in canonical form, hashed here and never kept."""
     optional = version.optional
     choices = resolve_choices(event, required=version.required, optional=optional)
-    gpc = headers.get(b"sec-gpc", b"").strip() == b"1" or event.gpc is True
-    dnt = headers.get(b"dnt", b"").strip() == b"1"
-    honoured = version.honours
-    applied = [
-        s for s, present in ((Signal.GPC, gpc), (Signal.DNT, dnt)) if present and honoured[s.value]
-    ]
+    present = signals_present(headers, gpc=event.gpc, dnt=event.dnt)
+    gpc, dnt = Signal.GPC in present, Signal.DNT in present
+    applied = honoured(version, present)
     user_agent = headers.get(b"user-agent")
     return NewEvent(
         event_id=event.event_id or uuid.uuid4(),
@@ -200,19 +198,47 @@ def _required_only(version: PublishedVersion) -> dict[str, bool]:
     return {c["key"]: bool(c["required"]) for c in version.content["categories"]}
 
 
+def signals_present(
+    headers: dict[bytes, bytes], *, gpc: bool | None = None, dnt: bool | None = None
+) -> set[Signal]:
+    """The privacy signals a request carries: its `Sec-GPC: 1` / `DNT: 1` headers, or what the
+    browser's script saw (`navigator.globalPrivacyControl`, `navigator.doNotTrack`), which a
+    page reports because it cannot set a `Sec-` header itself."""
+    present: set[Signal] = set()
+    if gpc or headers.get(b"sec-gpc", b"").strip() == b"1":
+        present.add(Signal.GPC)
+    if dnt or headers.get(b"dnt", b"").strip() == b"1":
+        present.add(Signal.DNT)
+    return present
+
+
+def honoured(version: PublishedVersion, present: Collection[Signal]) -> list[Signal]:
+    """The signals among `present` that `version`'s policy honours, in a fixed order."""
+    return [
+        signal
+        for signal in (Signal.GPC, Signal.DNT)
+        if signal in present and version.honours[signal.value]
+    ]
+
+
 async def current_state(
     engine: AsyncEngine,
     catalog: SchemaCatalog,
     property_name: str,
     subject_id: uuid.UUID,
     now: datetime,
+    signals: Collection[Signal] = (),
 ) -> ConsentState:
+    """The subject's state now: its latest decision, with the signals of this request applied
+    as the current version's policy says (docs/banner.md, "Signals"). A signal applies while it
+    is present; the stored decision is never changed by it."""
     prop: PropertyState = await catalog.state(property_name)
     current = await catalog.version(property_name, prop.current_version)
+    applied = honoured(current, signals)
     async with engine.connect() as connection:
         latest = (
             await connection.execute(
-                select(Event.event_type, Event.schema_version, Event.effective, Event.recorded_at)
+                select(Event.event_type, Event.schema_version, Event.choices, Event.recorded_at)
                 .where(
                     Event.subject_id == subject_id,
                     Event.property == property_name,
@@ -227,7 +253,9 @@ async def current_state(
             property=property_name,
             subject_id=subject_id,
             status=ConsentStatus.NONE,
+            choices=None,
             effective=_required_only(current),
+            signals_applied=applied,
             schema_version=None,
             current_version=prop.current_version,
             last_material_version=prop.last_material_version,
@@ -239,9 +267,9 @@ async def current_state(
     decided_on = await catalog.version(property_name, latest.schema_version)
     event_type = EventType(latest.event_type)
     expires_at = expiry(latest.recorded_at, decided_on.ttl_days, event_type)
-    status = decision_status(event_type, latest.effective, decided_on.optional)
+    effective = apply_signals(latest.choices, optional=decided_on.optional, applied=applied)
+    status = decision_status(event_type, effective, decided_on.optional)
     assert status is not None  # re-prompts are not decisions
-    effective = latest.effective
     reasons: list[RepromptReason] = []
     if expires_at is not None and now >= expires_at:
         status = ConsentStatus.EXPIRED
@@ -253,7 +281,9 @@ async def current_state(
         property=property_name,
         subject_id=subject_id,
         status=status,
+        choices=latest.choices,
         effective=effective,
+        signals_applied=applied,
         schema_version=latest.schema_version,
         current_version=prop.current_version,
         last_material_version=prop.last_material_version,

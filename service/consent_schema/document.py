@@ -11,7 +11,7 @@ import hashlib
 import json
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 import yaml
 from pydantic import (
@@ -23,6 +23,7 @@ from pydantic import (
     StrictInt,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 from service.core.errors import Unprocessable
@@ -97,6 +98,18 @@ class HonouredSignals(_Strict):
     dnt: StrictBool = Field(description="Do Not Track (DNT: 1).")
 
 
+class GoogleConsentType(StrEnum):
+    """Google Consent Mode v2's consent types."""
+
+    AD_STORAGE = "ad_storage"
+    AD_USER_DATA = "ad_user_data"
+    AD_PERSONALIZATION = "ad_personalization"
+    ANALYTICS_STORAGE = "analytics_storage"
+    FUNCTIONALITY_STORAGE = "functionality_storage"
+    PERSONALIZATION_STORAGE = "personalization_storage"
+    SECURITY_STORAGE = "security_storage"
+
+
 class ConsentSchemaDocument(_Strict):
     """One property's consent schema: categories, cookie inventory, policy and signal handling."""
 
@@ -107,11 +120,30 @@ class ConsentSchemaDocument(_Strict):
     )
     signals: HonouredSignals
     categories: list[Category] = Field(min_length=1)
+    google_consent_mode: dict[GoogleConsentType, str] | None = Field(
+        default=None,
+        description="Google Consent Mode v2: the category whose effective choice grants each "
+        "consent type (`analytics_storage: analytics`). The browser client sends "
+        "`gtag('consent', 'default'|'update', …)` from it when gtag is on the page; a type not "
+        "listed is sent as denied.",
+        examples=[{"analytics_storage": "analytics", "ad_storage": "marketing"}],
+    )
 
     @field_validator("categories")
     @classmethod
     def _unique_category_keys(cls, categories: list[Category]) -> list[Category]:
         return _unique(categories, "categories", "key")
+
+    @model_validator(mode="after")
+    def _mapped_categories_exist(self) -> Self:
+        keys = {category.key for category in self.categories}
+        for consent_type, key in (self.google_consent_mode or {}).items():
+            if key not in keys:
+                raise ValueError(
+                    f"google_consent_mode.{consent_type.value}: {key!r} is not a category of "
+                    "this schema"
+                )
+        return self
 
     # (`property` is a field here, so these are plain methods.)
     def required_keys(self) -> frozenset[str]:
@@ -133,7 +165,8 @@ def content_hash(content: Any) -> str:
 
 
 def document_content(document: ConsentSchemaDocument) -> dict[str, Any]:
-    return document.model_dump(mode="json")
+    # An optional part left out stays out, so a file that does not use it hashes as it always did.
+    return document.model_dump(mode="json", exclude_none=True)
 
 
 def describe_errors(error: ValidationError) -> list[str]:

@@ -14,6 +14,7 @@ from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal, Self
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -36,6 +37,37 @@ def _split_csv(value: object) -> object:
 
 
 IpNetworks = list[ipaddress.IPv4Network | ipaddress.IPv6Network]
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def normalise_origin(value: str) -> str:
+    """`HTTPS://Shop.Example:443/` -> `https://shop.example`: an origin as a browser sends it in
+    the `Origin` header (scheme and host in lower case, no default port, no path). Anything that
+    is not an origin is an error, so a typo cannot silently turn CORS off for a site."""
+    if value == "*":
+        return value
+    shown = value[:100]
+    parts = urlsplit(value)
+    if parts.scheme.lower() not in _DEFAULT_PORTS or not parts.netloc:
+        raise ValueError(f"{shown!r} is not an origin: expected http(s)://host[:port]")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError(f"{shown!r} is not an origin: it holds credentials")
+    if parts.path not in ("", "/") or parts.query or parts.fragment or value.endswith(("?", "#")):
+        raise ValueError(f"{shown!r} is not an origin: an origin has no path, query or fragment")
+    try:
+        port = parts.port
+        host = (parts.hostname or "").encode("idna").decode("ascii").lower()
+    except (ValueError, UnicodeError):
+        raise ValueError(f"{shown!r} is not an origin: bad host or port") from None
+    if not host or "*" in host:
+        raise ValueError(f"{shown!r} is not an origin: no host (wildcards are not supported)")
+    scheme = parts.scheme.lower()
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{scheme}://{host}" + (
+        f":{port}" if port is not None and port != _DEFAULT_PORTS[scheme] else ""
+    )
 
 
 class Settings(BaseSettings):
@@ -70,7 +102,9 @@ class Settings(BaseSettings):
     )
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
-        description="Comma-separated origins allowed to call the banner API.",
+        description="Comma-separated origins of the sites whose banners call the API "
+        "(https://www.example.com; `*` for any, without credentials). Browsers on other sites "
+        "cannot read its answers and their events are refused.",
     )
     log_level: str = Field(default="INFO", description="Log level (DEBUG, INFO, WARNING, ERROR).")
     db_pool_size: int = Field(
@@ -112,6 +146,14 @@ class Settings(BaseSettings):
     @classmethod
     def _csv(cls, value: object) -> object:
         return _split_csv(value)
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        origins = list(dict.fromkeys(normalise_origin(item) for item in value))
+        if "*" in origins and len(origins) > 1:
+            raise ValueError("`*` allows every origin: list origins or give `*` alone")
+        return origins
 
     @field_validator("forwarded_header", mode="before")
     @classmethod

@@ -51,6 +51,10 @@ class Forbidden(ConsentServiceError):
     status, slug, title = 403, "forbidden", "The API key lacks the required scope"
 
 
+class OriginNotAllowed(ConsentServiceError):
+    status, slug, title = 403, "origin-not-allowed", "A browser on this site may not write here"
+
+
 class NotFound(ConsentServiceError):
     status, slug, title = 404, "not-found", "Not found"
 

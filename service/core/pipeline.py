@@ -10,12 +10,13 @@ directly. Both are built when the stack is built, from every route of the app, s
 listed by hand and a new middleware applies to every request.
 
 A hot route may declare only what the fast path honours exactly as FastAPI would: the `Request`,
-path parameters (validated with their declared type and constraints, a failure being the same 422
-problem), headers, and dependencies that are `async` functions of the request alone (the typed
-collaborators of `service.state`), with or without a parameter name. It returns a `Response`, so,
-as in FastAPI itself, `response_model` and `status_code` only document it. Anything else (query,
-cookie or body parameters, security, dependencies with parameters or sub-dependencies, generator
-dependencies) makes building the app fail with a message naming the route.
+path and single-valued query parameters (validated with their declared type and constraints, a
+failure being the same 422 problem), headers, and dependencies that are `async` functions of the
+request alone (the typed collaborators of `service.state`), with or without a parameter name. It
+returns a `Response`, so, as in FastAPI itself, `response_model` and `status_code` only document
+it. Anything else (list-valued query, cookie or body parameters, security, dependencies with
+parameters or sub-dependencies, generator dependencies) makes building the app fail with a
+message naming the route.
 """
 
 from __future__ import annotations
@@ -23,11 +24,12 @@ from __future__ import annotations
 import inspect
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar, get_type_hints
+from types import UnionType
+from typing import Annotated, Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
 from fastapi import FastAPI, Request, Response
 from fastapi.dependencies.models import Dependant
-from fastapi.params import Header, Path
+from fastapi.params import Header, Path, Query
 from fastapi.routing import APIRoute, RouteContext, iter_route_contexts
 from fastapi.security.base import SecurityBase
 from pydantic import BaseModel, TypeAdapter, ValidationError
@@ -117,7 +119,14 @@ def _compile(
     endpoint: Endpoint, dependant: Dependant, where: str
 ) -> tuple[list[tuple[str, Filler]], list[tuple[str | None, Dependency]]]:
     refused = [
-        (dependant.query_params, "query parameters"),
+        (
+            [
+                param
+                for param in dependant.query_params
+                if _many_valued(param.field_info.annotation)
+            ],
+            "a list-valued query parameter",
+        ),
         (dependant.cookie_params, "cookie parameters"),
         (dependant.body_params, "a body parameter (read the body from the Request instead)"),
     ]
@@ -136,8 +145,8 @@ def _compile(
     hints = get_type_hints(endpoint, include_extras=True)
     dependency_names = {dep.name for dep in dependant.dependencies if dep.name}
     fillers = [
-        (name, _filler(name, hints.get(name), where))
-        for name in inspect.signature(endpoint).parameters
+        (name, _filler(name, hints.get(name), parameter.default, where))
+        for name, parameter in inspect.signature(endpoint).parameters.items()
         if name not in dependency_names
     ]
     dependencies = [(dep.name, _dependency(dep.call, dep, where)) for dep in dependant.dependencies]
@@ -169,28 +178,54 @@ def _dependency(call: Any, dep: Any, where: str) -> Dependency:
     return call  # type: ignore[no-any-return]
 
 
-def _filler(name: str, annotation: Any, where: str) -> Filler:
+def _filler(name: str, annotation: Any, default: Any, where: str) -> Filler:
     if annotation is Request:
         return lambda request: request
     metadata = getattr(annotation, "__metadata__", ())
     if any(isinstance(item, Path) for item in metadata):
-        adapter: TypeAdapter[Any] = TypeAdapter(annotation)
+        path_adapter: TypeAdapter[Any] = TypeAdapter(annotation)
 
         def path_value(request: Request) -> Any:
-            try:
-                return adapter.validate_python(request.path_params[name])
-            except ValidationError as exc:
-                detail, errors = validation_problem_detail(
-                    list(exc.errors()), prefix=("path", name)
-                )
-                raise Unprocessable(detail, extra={"errors": errors}) from None
+            return _validated(path_adapter, request.path_params[name], ("path", name))
 
         return path_value
+    queries = [item for item in metadata if isinstance(item, Query)]
+    if queries:
+        query_name = queries[0].alias or name
+        query_adapter: TypeAdapter[Any] = TypeAdapter(annotation)
+        if default is inspect.Parameter.empty:
+            raise HotRouteError(f"{where}: query parameter {name!r} needs a default")
+
+        def query_value(request: Request) -> Any:
+            value = request.query_params.get(query_name)
+            if value is None:
+                return default
+            return _validated(query_adapter, value, ("query", query_name))
+
+        return query_value
     headers = [item for item in metadata if isinstance(item, Header)]
     if headers and headers[0].convert_underscores and headers[0].alias is None:
         header = name.replace("_", "-")
         return lambda request: request.headers.get(header)
     raise HotRouteError(f"{where} has parameter {name!r}, which the fast path cannot fill")
+
+
+def _many_valued(annotation: Any) -> bool:
+    """list[str], set[int] | None, …: a query parameter that may repeat."""
+    if get_origin(annotation) is Annotated:
+        return _many_valued(get_args(annotation)[0])
+    origin = get_origin(annotation)
+    if origin in (Union, UnionType):
+        return any(_many_valued(arg) for arg in get_args(annotation))
+    return origin in (list, set, frozenset, tuple) or annotation in (list, set, frozenset, tuple)
+
+
+def _validated(adapter: TypeAdapter[Any], value: Any, where: tuple[str, str]) -> Any:
+    try:
+        return adapter.validate_python(value)
+    except ValidationError as exc:
+        detail, errors = validation_problem_detail(list(exc.errors()), prefix=where)
+        raise Unprocessable(detail, extra={"errors": errors}) from None
 
 
 ExceptionHandlers = dict[Any, Callable[[Request, Any], Response | Awaitable[Response]]]

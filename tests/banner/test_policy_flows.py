@@ -122,8 +122,12 @@ async def test_ailabrix_with_gpc_keeps_analytics_off(
         "+00:00", "Z"
     )
 
-    state = (await client.get(f"/v1/properties/ailabrix/consents/{subject}")).json()
+    state_url = f"/v1/properties/ailabrix/consents/{subject}"
+    state = (await client.get(state_url, headers={"Sec-GPC": "1"})).json()
     assert (state["status"], state["effective"]["analytics"]) == ("refused", False)
+    # The signal applies while present: without it, the click stands (docs/banner.md, "Signals").
+    state = (await client.get(state_url)).json()
+    assert (state["status"], state["effective"]["analytics"]) == ("given", True)
 
     # "regardless of any previous click": a later selection with GPC (body flag) stays off too.
     again = await client.post(

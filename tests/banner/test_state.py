@@ -15,6 +15,7 @@ from service.state import of as services
 from tests.factories import Clock, event, example, published
 
 EVENTS = "/v1/properties/itsailor/consent-events"
+STATE = "/v1/properties/itsailor/consents"
 
 
 @pytest.fixture
@@ -146,20 +147,57 @@ async def test_withdraw_and_re_prompt(client: httpx.AsyncClient) -> None:
 
 
 @pytest.mark.usefixtures("clock")
-async def test_gpc_makes_the_state_refused(client: httpx.AsyncClient) -> None:
+async def test_a_signal_applies_while_present_and_never_changes_the_stored_decision(
+    client: httpx.AsyncClient,
+) -> None:
     subject = uuid.uuid4()
+    all_on = {"necessary": True, "functional": True, "analytics": True, "marketing": True}
+    all_off = {"necessary": True, "functional": False, "analytics": False, "marketing": False}
     response = await client.post(
         EVENTS, json=event("accept-all", subject_id=subject), headers={"Sec-GPC": "1"}
     )
     assert response.status_code == 201
+    assert response.json()["effective"] == all_off  # the record: the signal applied then
+
+    with_signal = [
+        (await client.get(f"{STATE}/{subject}", headers={"Sec-GPC": "1"})).json(),
+        (await client.get(f"{STATE}/{subject}?gpc=true")).json(),  # what a page reports
+        (await client.get(f"{STATE}/{subject}?dnt=1")).json(),  # itsailor honours DNT too
+    ]
+    for current in with_signal:
+        assert current["status"] == "refused"
+        assert current["effective"] == all_off
+        assert current["choices"] == all_on  # the decision as the person made it
+    assert [current["signals_applied"] for current in with_signal] == [["gpc"], ["gpc"], ["dnt"]]
+
+    # The signal is gone: the person's own decision applies again.
     current = await state(client, subject)
-    assert current["status"] == "refused"
-    assert current["effective"] == {
-        "necessary": True,
-        "functional": False,
-        "analytics": False,
-        "marketing": False,
-    }
+    assert (current["status"], current["effective"], current["signals_applied"]) == (
+        "given",
+        all_on,
+        [],
+    )
+
+
+@pytest.mark.usefixtures("clock")
+async def test_a_signal_the_policy_does_not_honour_changes_nothing(
+    client: httpx.AsyncClient, db_url: str
+) -> None:
+    await published(db_url, example("ailabrix"))  # GPC honoured, DNT not
+    subject = uuid.uuid4()
+    url = f"/v1/properties/ailabrix/consents/{subject}"
+    assert (
+        await client.post(
+            "/v1/properties/ailabrix/consent-events", json=event("accept-all", subject_id=subject)
+        )
+    ).status_code == 201
+    ignored = (await client.get(url, headers={"DNT": "1"})).json()
+    assert (ignored["effective"]["analytics"], ignored["signals_applied"]) == (True, [])
+    honoured = (await client.get(url, headers={"Sec-GPC": "1"})).json()
+    assert (honoured["effective"]["analytics"], honoured["signals_applied"]) == (False, ["gpc"])
+    invalid = await client.get(url + "?gpc=perhaps")
+    assert invalid.status_code == 422
+    assert invalid.json()["errors"][0]["pointer"] == "/query/gpc"
 
 
 @pytest.mark.usefixtures("clock")

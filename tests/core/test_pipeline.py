@@ -105,6 +105,36 @@ async def test_hot_routes_pass_every_declared_middleware_and_get_their_dependenc
     assert wrong_method.status_code == 405
 
 
+async def test_a_hot_query_parameter_is_filled_and_checked_as_fastapi_would() -> None:
+    def routes(hot_too: bool) -> APIRouter:
+        router = APIRouter()
+
+        async def flag(on: Annotated[bool, Query(alias="gpc")] = False) -> Response:
+            return Response(f"gpc={on}")
+
+        router.get("/flag")(hot(flag) if hot_too else flag)
+        return router
+
+    hot_app, cold_app = build(routes(True)), build(routes(False))
+    assert [route.path for route in hot_app.fast_routes()] == ["/flag"]
+    assert cold_app.fast_routes() == ()
+    for query in ("", "?gpc=1", "?gpc=true", "?gpc=0", "?other=1"):
+        hot_answer, cold_answer = (
+            await call(hot_app, "/flag" + query),
+            await call(cold_app, "/flag" + query),
+        )
+        assert (hot_answer.status_code, hot_answer.text) == (
+            cold_answer.status_code,
+            cold_answer.text,
+        )
+    invalid = await call(hot_app, "/flag?gpc=maybe")
+    assert invalid.status_code == 422
+    assert invalid.json()["errors"][0]["pointer"] == "/query/gpc"
+    assert invalid.json() | {"instance": None} == (
+        await call(cold_app, "/flag?gpc=maybe")
+    ).json() | {"instance": None}
+
+
 async def _generator_dependency(request: Request) -> AsyncIterator[str]:
     yield "x"
 
@@ -123,8 +153,8 @@ def _route_with(declaration: str) -> APIRouter:
 
         @router.get("/q")
         @hot
-        async def query(q: Annotated[str, Query()]) -> Response:
-            return Response(q)
+        async def query(q: Annotated[list[str], Query()]) -> Response:
+            return Response(",".join(q))
 
     elif declaration == "generator dependency":
 
@@ -160,7 +190,7 @@ def _route_with(declaration: str) -> APIRouter:
 @pytest.mark.parametrize(
     ("declaration", "message"),
     [
-        ("query", "declares query parameters"),
+        ("query", "declares a list-valued query parameter"),
         ("generator dependency", "depends on _generator_dependency"),
         ("dependency with a parameter", "depends on _with_header"),
         ("sync dependency", "depends on _sync_dependency"),
@@ -181,6 +211,7 @@ def test_the_service_serves_its_banner_endpoints_hot() -> None:
     app = create_app(Settings(_env_file=None, cors_origins=[]))
     assert isinstance(app, ConsentAPI)
     assert sorted(route.path for route in app.fast_routes()) == [
+        "/client/{version}/{name}",
         "/v1/properties/{property}/consent-events",
         "/v1/properties/{property}/consents/{subject_id}",
         "/v1/properties/{property}/schema",

@@ -1,0 +1,81 @@
+"""The browser client, served at a stable, versioned, long-cached path (docs/banner.md).
+
+`/client/{CLIENT_VERSION}/consent.js` never changes once released: a change to a file is a new
+version (the test of `web/SHA256SUMS` catches one made without), so it is cached for a year and
+sites pin the version they tested.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Response
+from fastapi import Path as PathParam
+
+from service.core.errors import NotFound, problem_responses
+from service.core.pipeline import hot
+
+CLIENT_VERSION = "1.0.0"
+WEB = Path(__file__).resolve().parent / "web"
+MEDIA_TYPES = {".js": "text/javascript; charset=utf-8", ".ts": "text/plain; charset=utf-8"}
+CACHE = "public, max-age=31536000, immutable"
+
+
+@dataclass(frozen=True, slots=True)
+class ClientFile:
+    body: bytes
+    media_type: str
+    etag: str
+
+
+def _load() -> dict[str, ClientFile]:
+    files = {}
+    for path in sorted(WEB.iterdir()):
+        if path.suffix in MEDIA_TYPES:
+            body = path.read_bytes()
+            files[path.name] = ClientFile(
+                body, MEDIA_TYPES[path.suffix], f'"{hashlib.sha256(body).hexdigest()[:32]}"'
+            )
+    return files
+
+
+FILES = _load()
+
+router = APIRouter(tags=["banner"])
+
+
+@router.get(
+    "/client/{version}/{name}",
+    summary="The browser client (consent.js, consent-cookieconsent.js, consent.d.ts)",
+    response_class=Response,
+    responses={
+        200: {"content": {"text/javascript": {}}, "description": "The file (cached a year)"},
+        304: {"description": "Not modified (If-None-Match)"},
+        **problem_responses(404),
+    },
+)
+@hot
+async def client_file(
+    version: Annotated[str, PathParam(max_length=32, description="The client's version.")],
+    name: Annotated[str, PathParam(max_length=64, examples=["consent.js"])],
+    if_none_match: Annotated[str | None, Header()] = None,
+) -> Response:
+    file = FILES.get(name)
+    if version != CLIENT_VERSION or file is None:
+        raise NotFound(
+            f"no client file {name!r} at version {version!r}: this service serves version "
+            f"{CLIENT_VERSION} ({', '.join(sorted(FILES))})"
+        )
+    headers = {
+        "ETag": file.etag,
+        "Cache-Control": CACHE,
+        # Loadable by a page on another site, including one that sets
+        # Cross-Origin-Embedder-Policy.
+        "Cross-Origin-Resource-Policy": "cross-origin",
+    }
+    if if_none_match is not None and file.etag in if_none_match:
+        return Response(status_code=304, headers=headers)
+    return Response(file.body, media_type=file.media_type, headers=headers)
