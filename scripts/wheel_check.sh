@@ -34,7 +34,9 @@ port=$("$work/venv/bin/python" -c 'import socket; s = socket.socket(); s.bind(("
 server_pid=$!
 for _ in $(seq 1 100); do
   if "$work/venv/bin/python" -c "import urllib.request, sys; urllib.request.urlopen('http://127.0.0.1:${port}/readyz', timeout=2)" 2>/dev/null; then
-    echo "installed wheel: migrated, published, /readyz 200"
+    # The browser client ships in the package too.
+    "$work/venv/bin/python" -c "import urllib.request; from service.banner.client import CLIENT_VERSION as v; body = urllib.request.urlopen(f'http://127.0.0.1:${port}/client/{v}/consent.js', timeout=5).read(); assert b'ConsentRecord' in body"
+    echo "installed wheel: migrated, published, /readyz 200, /client/…/consent.js served"
     exit 0
   fi
   sleep 0.3

@@ -34,6 +34,30 @@ T = TypeVar("T")
 BLANK_PAGE = "/__blank.html"
 
 
+# The README's "Add it to your site" snippet, as a page: the whole glue a site writes.
+README_PAGE = "/__readme-snippet.html"
+README_API = "https://consent.example.com"
+
+
+def readme_snippet() -> str:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("## Add it to your site", 1)[1]
+    return section.split("```html\n", 1)[1].split("```", 1)[0]
+
+
+def readme_page(api: str) -> str:
+    """The snippet in an otherwise empty page, with the service at `api` for README_API, and an
+    optional script that records whether it ran."""
+    snippet = readme_snippet().replace(README_API, api)
+    return (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>snippet</title>'
+        "</head><body>"
+        f"{snippet}"
+        '<script type="text/plain" data-category="analytics">window.analyticsRan = true;</script>'
+        "</body></html>"
+    )
+
+
 @dataclass
 class BrowserLog:
     """What a page said while the test ran, across navigations, in order.

@@ -30,6 +30,7 @@ from collections.abc import AsyncIterator, Iterator
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
 import httpx
 import pytest
@@ -42,7 +43,15 @@ from playwright.async_api import (
     async_playwright,
 )
 
-from tests.browser import BLANK_PAGE, BrowserLog, LiveService, NewPage, _publish_file
+from tests.browser import (
+    BLANK_PAGE,
+    README_PAGE,
+    BrowserLog,
+    LiveService,
+    NewPage,
+    _publish_file,
+    readme_page,
+)
 from tests.conftest import TEST_KEY
 from tests.factories import api_key
 
@@ -208,10 +217,14 @@ class _QuietHandler(SimpleHTTPRequestHandler):
             self.send_response(204)  # no icon, and no 404 in the page's console either
             self.end_headers()
             return
-        if path != BLANK_PAGE:
+        if path == README_PAGE:
+            api = parse_qs(self.path.partition("?")[2]).get("api", [""])[0]
+            body = readme_page(api).encode()
+        elif path == BLANK_PAGE:
+            body = BLANK_HTML.encode()
+        else:
             super().do_GET()
             return
-        body = BLANK_HTML.encode()
         self.send_response(200)
         self.send_header("Content-Type", "text/html; charset=utf-8")
         self.send_header("Content-Length", str(len(body)))

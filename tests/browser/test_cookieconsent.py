@@ -4,6 +4,7 @@ optional script ran) against the records a DSR export holds (docs/banner.md)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ import yaml
 from playwright.async_api import Page
 
 from service.core.resources import EXAMPLE_SCHEMAS
-from tests.browser import LiveService, NewPage, browser_log
+from tests.browser import README_PAGE, LiveService, NewPage, browser_log, readme_snippet
 
 ITSAILOR_OPTIONAL = ("functional", "analytics", "marketing")
 
@@ -106,6 +107,13 @@ async def test_accept_all(new_page: NewPage, static_site: str, live_service: Liv
     )
     assert await analytics_ran(page)
     assert len(await events_of(live_service, page)) == 1
+    # The second page view revalidated its copy of the schema (If-None-Match): a 304.
+    schema_answers = [
+        line["status"]
+        for line in map(json.loads, live_service.log().splitlines())
+        if line.get("route") == "/v1/properties/{property}/schema"
+    ]
+    assert schema_answers == [200, 304]
     assert browser_log(page).errors == []
 
 
@@ -420,3 +428,24 @@ async def test_a_site_not_listed_reads_nothing_and_stores_nothing(
     finally:
         await connection.close()
     assert '"status":403' in live_service.log().replace(" ", "")
+
+
+async def test_the_readme_snippet_is_the_whole_glue(
+    new_page: NewPage, static_site: str, live_service: LiveService
+) -> None:
+    lines = readme_snippet().strip().splitlines()
+    assert len(lines) <= 15, lines
+    page = await new_page(gpc=True)
+    await page.goto(f"{static_site}{README_PAGE}?api={live_service.url}")
+    await page.wait_for_function("() => window.ConsentCookieConsent && ConsentCookieConsent.client")
+    await page.locator("#cc-main .cm").wait_for(state="visible")
+    await click(page, "cm", "all")
+    await settled(page)
+    # itsailor honours GPC: the click is recorded as made, nothing optional runs.
+    [event] = await events_of(live_service, page)
+    assert summary(event) == ("accept-all", 1, itsailor(), ["gpc"])
+    assert await accepted(page, *ITSAILOR_OPTIONAL) == dict.fromkeys(ITSAILOR_OPTIONAL, False)
+    assert not await analytics_ran(page)
+    await page.get_by_text("Cookie preferences", exact=True).click()  # the snippet's link
+    await page.locator("#cc-main .pm").wait_for(state="visible")
+    assert browser_log(page).errors == []
