@@ -31,6 +31,17 @@ def example(name: str) -> ConsentSchemaDocument:
     return load_document_file(EXAMPLES / f"{name}.yaml")
 
 
+APPLYING = "applying"  # a property that applies both signals while present
+
+
+def applying_example() -> ConsentSchemaDocument:
+    """itsailor's categories under a policy that *applies* GPC and DNT while present (ailabrix's
+    way, for both signals) instead of recording them as a decision: property `applying`."""
+    document = example("itsailor")
+    signals = document.signals.model_copy(update={"gpc": "apply", "dnt": "apply"})
+    return document.model_copy(update={"property": APPLYING, "signals": signals})
+
+
 async def published(
     db_url: str, document: ConsentSchemaDocument, *, material: bool = True
 ) -> PublishedVersion:

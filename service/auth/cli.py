@@ -23,7 +23,8 @@ def keys_create(
     scopes: Annotated[
         str,
         typer.Option(
-            help="Comma-separated: dsr:read, dsr:erase, schemas:write, audit:read, metrics:read.",
+            help="Comma-separated: dsr:read, dsr:erase, dsr:withdraw, schemas:write, "
+            "audit:read, metrics:read.",
         ),
     ],
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,

@@ -90,5 +90,6 @@ async def private(response: Response) -> None:
 
 DsrReader = Annotated[Principal, Depends(require_scope(Scope.DSR_READ))]
 DsrEraser = Annotated[Principal, Depends(require_scope(Scope.DSR_ERASE))]
+DsrWithdrawer = Annotated[Principal, Depends(require_scope(Scope.DSR_WITHDRAW))]
 Auditor = Annotated[Principal, Depends(require_scope(Scope.AUDIT_READ))]
 SchemaWriter = Annotated[Principal, Depends(require_scope(Scope.SCHEMAS_WRITE))]

@@ -20,6 +20,7 @@ SECRET_PREFIX = "csk_"  # noqa: S105 (a prefix, so leaked keys are recognisable)
 class Scope(StrEnum):
     DSR_READ = "dsr:read"
     DSR_ERASE = "dsr:erase"
+    DSR_WITHDRAW = "dsr:withdraw"
     SCHEMAS_WRITE = "schemas:write"
     AUDIT_READ = "audit:read"
     METRICS_READ = "metrics:read"

@@ -8,7 +8,7 @@ import re
 import uuid
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -23,7 +23,7 @@ from pydantic import (
 )
 
 from service.core.json_input import no_nul
-from service.ledger.event import ConsentStatus, EventType, Signal
+from service.ledger.event import ConsentStatus, EventSource, EventType, Signal
 
 IAB_STRING_MAX = 8192
 PAGE_URL_MAX = 2048
@@ -68,6 +68,12 @@ class ConsentEventIn(BaseModel):
         default=None,
         description='navigator.doNotTrack === "1" as the banner saw it (a `DNT: 1` header counts '
         "too).",
+    )
+    source: Literal[EventSource.BANNER, EventSource.SIGNAL] | None = Field(
+        default=None,
+        description="`banner` (the default): a click. `signal`: a `reject-all` the browser client "
+        "records because a signal is present that the schema version records as a decision "
+        "(`signals.gpc: record`).",
     )
     tcf_string: Annotated[StoredText, StringConstraints(max_length=IAB_STRING_MAX)] | None = None
     gpp_string: Annotated[StoredText, StringConstraints(max_length=IAB_STRING_MAX)] | None = None
@@ -116,6 +122,12 @@ class ConsentState(BaseModel):
     status: ConsentStatus = Field(
         description="From the latest decision with this request's signals applied (a decision "
         "that gave consent reads `refused` while an honoured signal is present)."
+    )
+    event_type: EventType | None = Field(
+        description="The latest decision's event type (null without one)."
+    )
+    source: EventSource | None = Field(
+        description="Who made the latest decision: `banner`, `signal` or `dsr` (null without one)."
     )
     choices: dict[str, bool] | None = Field(
         description="The latest decision's choices as the person made them (null without one). "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from typing import Annotated
 
@@ -126,7 +127,7 @@ async def record_consent_event(
     "/consents/{subject_id}",
     summary="A subject's current consent state",
     response_model=ConsentState,
-    responses=problem_responses(404, 422),
+    responses={304: {"description": "Not modified (If-None-Match)"}, **problem_responses(404, 422)},
 )
 @hot
 async def get_consent_state(
@@ -147,10 +148,15 @@ async def get_consent_state(
         bool, Query(description='The page saw `navigator.doNotTrack === "1"`; `DNT: 1` counts too.')
     ] = False,
 ) -> Response:
-    signals = signals_present(dict(request.scope["headers"]), gpc=gpc, dnt=dnt)
+    headers = dict(request.scope["headers"])
+    signals = signals_present(headers, gpc=gpc, dnt=dnt)
     state = await current_state(engine, catalog, property, subject_id, clock(), signals)
-    return Response(
-        state.model_dump_json(),
-        media_type="application/json",
-        headers={"Cache-Control": "no-store"},
-    )
+    body = state.model_dump_json().encode()
+    # A browser revalidates its copy on every page view (the client fetches with `no-cache`), so
+    # a decision entered elsewhere (a DSR withdrawal) is seen at once, and an unchanged state
+    # costs a 304. Private: never kept by a shared cache.
+    etag = f'"{hashlib.sha256(body).hexdigest()[:32]}"'
+    cache = {"ETag": etag, "Cache-Control": "private, no-cache", "Vary": "Sec-GPC, DNT"}
+    if etag in headers.get(b"if-none-match", b"").decode("latin-1"):
+        return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=cache)
+    return Response(body, media_type="application/json", headers=cache)

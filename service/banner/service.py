@@ -19,6 +19,7 @@ from service.core.hashing import Hasher
 from service.ledger.event import (
     RECORD_COLUMNS,
     ConsentStatus,
+    EventSource,
     EventType,
     NewEvent,
     Signal,
@@ -66,7 +67,17 @@ def new_event(
     choices = resolve_choices(event, required=version.required, optional=optional)
     present = signals_present(headers, gpc=event.gpc, dnt=event.dnt)
     gpc, dnt = Signal.GPC in present, Signal.DNT in present
-    applied = honoured(version, present)
+    source = event.source or EventSource.BANNER
+    if source is EventSource.SIGNAL:
+        # The signal is the decision: the record names the signals that made it.
+        applied = [
+            signal
+            for signal in (Signal.GPC, Signal.DNT)
+            if signal in present and version.records[signal.value]
+        ]
+        _check_signal_decision(event, applied, version)
+    else:
+        applied = honoured(version, present)
     user_agent = headers.get(b"user-agent")
     return NewEvent(
         event_id=event.event_id or uuid.uuid4(),
@@ -79,6 +90,8 @@ def new_event(
         gpc=gpc,
         dnt=dnt,
         signals_applied=[s.value for s in applied],
+        source=source.value,
+        entered_by=None,
         ip_hash=hasher.ip_normalised(address) if address is not None else None,
         user_hash=hasher.user(event.user_id) if event.user_id is not None else None,
         hash_key_id=hasher.current.key_id,
@@ -94,6 +107,28 @@ def new_event(
         request_hash=event.request_hash(property_name),
         recorded_at=now,
     )
+
+
+def _check_signal_decision(
+    event: ConsentEventIn, recorded: list[Signal], version: PublishedVersion
+) -> None:
+    """A decision from a signal is a reject-all made because a signal this version records as a
+    decision is present (docs/policies.md, "Signals")."""
+    problems = []
+    if event.event_type is not EventType.REJECT_ALL:
+        problems.append("a decision from a signal is a reject-all")
+    if not recorded:
+        kept = [name for name, on in version.records.items() if on]
+        problems.append(
+            "no signal is present that schema version "
+            f"{version.version} records as a decision"
+            + (f" ({', '.join(kept)}; send Sec-GPC: 1, DNT: 1 or gpc/dnt: true)" if kept else "")
+        )
+    if problems:
+        raise Unprocessable(
+            f"source signal: {'; '.join(problems)}",
+            extra={"errors": [{"pointer": "/body/source", "detail": p} for p in problems]},
+        )
 
 
 def resolve_choices(
@@ -238,7 +273,13 @@ async def current_state(
     async with engine.connect() as connection:
         latest = (
             await connection.execute(
-                select(Event.event_type, Event.schema_version, Event.choices, Event.recorded_at)
+                select(
+                    Event.event_type,
+                    Event.source,
+                    Event.schema_version,
+                    Event.choices,
+                    Event.recorded_at,
+                )
                 .where(
                     Event.subject_id == subject_id,
                     Event.property == property_name,
@@ -253,6 +294,8 @@ async def current_state(
             property=property_name,
             subject_id=subject_id,
             status=ConsentStatus.NONE,
+            event_type=None,
+            source=None,
             choices=None,
             effective=_required_only(current),
             signals_applied=applied,
@@ -281,6 +324,8 @@ async def current_state(
         property=property_name,
         subject_id=subject_id,
         status=status,
+        event_type=event_type,
+        source=EventSource(latest.source),
         choices=latest.choices,
         effective=effective,
         signals_applied=applied,

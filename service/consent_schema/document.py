@@ -11,7 +11,7 @@ import hashlib
 import json
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Self, TypeVar
+from typing import Any, Literal, Self, TypeVar
 
 import yaml
 from pydantic import (
@@ -91,11 +91,21 @@ class Category(_Strict):
         return _unique(cookies, "cookies", "name")
 
 
-class HonouredSignals(_Strict):
-    """Which browser privacy signals this policy honours (turns optional categories off)."""
+SignalHandling = StrictBool | Literal["apply", "record"]
+_SIGNAL_HANDLING = (
+    "`false`: ignored. `apply` (or `true`): every optional category is off while the signal is "
+    "present, whatever was clicked. `record`: the signal is the person's refusal, recorded once "
+    "as a `reject-all` from the signal; a later explicit choice stands (docs/policies.md)."
+)
 
-    gpc: StrictBool = Field(description="Global Privacy Control (Sec-GPC: 1).")
-    dnt: StrictBool = Field(description="Do Not Track (DNT: 1).")
+
+class HonouredSignals(_Strict):
+    """How this policy treats each browser privacy signal."""
+
+    gpc: SignalHandling = Field(
+        description=f"Global Privacy Control (Sec-GPC: 1). {_SIGNAL_HANDLING}"
+    )
+    dnt: SignalHandling = Field(description=f"Do Not Track (DNT: 1). {_SIGNAL_HANDLING}")
 
 
 class GoogleConsentType(StrEnum):

@@ -44,7 +44,10 @@ class PublishedVersion:
     required: frozenset[str]
     optional: frozenset[str]
     ttl_days: int
+    # Per signal: applied while present (`true` / `apply`), or recorded once as the person's
+    # decision (`record`); a signal in neither is ignored (docs/policies.md, "Signals").
     honours: dict[str, bool]
+    records: dict[str, bool]
     # The response body of this version, serialised once: versions never change.
     body: bytes
 
@@ -67,7 +70,8 @@ class PublishedVersion:
             required=frozenset(c["key"] for c in categories if c["required"]),
             optional=frozenset(c["key"] for c in categories if not c["required"]),
             ttl_days=row.content["consent_ttl_days"],
-            honours=dict(row.content["signals"]),
+            honours={s: v is True or v == "apply" for s, v in row.content["signals"].items()},
+            records={s: v == "record" for s, v in row.content["signals"].items()},
         )
         body = {**version.summary(), "content": content}
         return replace(version, body=json.dumps(body, separators=(",", ":")).encode())

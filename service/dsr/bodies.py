@@ -35,6 +35,7 @@ class DsrAction(StrEnum):
     HISTORY = "history"
     EXPORT = "export"
     ERASURE = "erasure"
+    WITHDRAWAL = "withdrawal"
 
 
 class ExportFormat(StrEnum):
@@ -144,6 +145,36 @@ class ErasureResult(BaseModel):
     matched: int
     deleted: int
     anonymised: int
+
+
+class WithdrawalRequest(DsrQuery):
+    """A withdrawal a person sent in writing (an email, a letter): by subject id or account id.
+    Not by IP address: an address is shared, and a withdrawal for everyone behind it would be
+    false evidence."""
+
+    reference: Reference = Field(
+        min_length=1, description="The DSR ticket: where the request in writing is kept."
+    )
+
+    @model_validator(mode="after")
+    def _not_by_address(self) -> Self:
+        if self.ip is not None:
+            raise ValueError(
+                "a withdrawal names subject_id or user_id, not ip: an address is shared, and a "
+                "withdrawal for everyone behind it would be false evidence"
+            )
+        if self.since is not None or self.until is not None:
+            raise ValueError("a withdrawal applies to every decision: no since or until")
+        return self
+
+
+class WithdrawalResult(BaseModel):
+    withdrawal_id: uuid.UUID = Field(description="The audit entry's id.")
+    withdrawn: int = Field(description="How many subject and property pairs were withdrawn.")
+    items: list[ConsentRecord] = Field(
+        description="The `withdraw` events recorded: one per subject and property that had a "
+        "decision matching the identifier (source `dsr`)."
+    )
 
 
 class AuditEntry(BaseModel):

@@ -205,6 +205,52 @@ def dsr_erase(
         typer.echo(f"erasure {result.erasure_id}: {result.mode.value} {result.matched} event(s)")
 
 
+@dsr_app.command("withdraw")
+def dsr_withdraw(
+    reference: Annotated[
+        str, typer.Option(help="The DSR ticket where the request in writing is kept.")
+    ],
+    subject_id: SubjectOption = None,
+    user_id: UserOption = None,
+    property_name: PropertyOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Record a withdrawal a person sent in writing: a `withdraw` event (source dsr, actor cli)
+    for every subject and property with a decision matching the identifier, with its audit row.
+    Not by IP address: an address is shared."""
+    from service.consent_schema.service import SchemaCatalog
+    from service.core.db import create_sessionmaker
+    from service.dsr.bodies import WithdrawalRequest, WithdrawalResult
+    from service.dsr.withdrawal import withdraw
+
+    settings = load_settings()
+    request = parse_options(
+        WithdrawalRequest, subject_id=subject_id, user_id=user_id, property=property_name,
+        reference=reference,
+    )  # fmt: skip
+    hasher = hasher_from_settings(settings)
+
+    async def work(engine: AsyncEngine) -> WithdrawalResult:
+        async with create_sessionmaker(engine).begin() as session:
+            await known_property(session, request.property)
+            return await withdraw(
+                session, SchemaCatalog(engine), hasher, request, actor=CLI_ACTOR,
+                now=datetime.now(UTC),
+            )  # fmt: skip
+
+    result = with_engine(settings, work)
+    if as_json:
+        print_json(result.model_dump(mode="json"))
+        return
+    typer.echo(
+        f"withdrawal {result.withdrawal_id}: {result.withdrawn} subject(s) and property(ies)"
+    )
+    for item in result.items:
+        typer.echo(
+            f"  {item.property} {item.subject_id}: withdraw on version {item.schema_version}"
+        )
+
+
 async def known_property(session: AsyncSession, property_name: str | None) -> None:
     """A --property that names no property is a mistake to say, not an empty answer."""
     from service.consent_schema.service import property_exists

@@ -32,7 +32,7 @@ CHUNK = 1000
 CSV_RECORD_COLUMNS = (
     "event_id", "recorded_at", "property", "subject_id", "event_type", "schema_version",
     "schema_content_hash", "status", "expires_at", "choices", "effective", "gpc", "dnt",
-    "signals_applied",
+    "signals_applied", "source",
 )  # fmt: skip
 CSV_COLUMNS = (*CSV_RECORD_COLUMNS, *EXPORT_EVIDENCE_COLUMNS)
 

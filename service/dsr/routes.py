@@ -8,7 +8,7 @@ import structlog
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 
-from service.auth.dependencies import Auditor, DsrEraser, DsrReader, private
+from service.auth.dependencies import Auditor, DsrEraser, DsrReader, DsrWithdrawer, private
 from service.core.errors import problem_responses
 from service.core.json_input import StrictJSONRoute, read_json
 from service.core.pipeline import body_read_by_hand
@@ -22,9 +22,18 @@ from service.dsr.bodies import (
     ExportRequest,
     HistoryPage,
     HistoryRequest,
+    WithdrawalRequest,
+    WithdrawalResult,
 )
 from service.dsr.export import stream_export
-from service.dsr.service import audit_page, erase, history_page, plan_export, record_audit
+from service.dsr.service import (
+    audit_page,
+    erase,
+    history_page,
+    plan_export,
+    record_audit,
+)
+from service.dsr.withdrawal import withdraw
 from service.state import Catalog, Clock, Engine, Hashing, Session
 
 router = APIRouter(
@@ -139,6 +148,27 @@ async def dsr_erase(
         actor=principal.key_id,
         reference=body.reference,
     )
+    await session.commit()
+    return result
+
+
+@router.post(
+    "/withdrawals",
+    summary="Record a withdrawal a person sent in writing",
+    response_model=WithdrawalResult,
+    responses=problem_responses(*BODY_ERRORS),
+)
+@body_read_by_hand(WithdrawalRequest)
+async def dsr_withdraw(
+    request: Request,
+    session: Session,
+    catalog: Catalog,
+    hasher: Hashing,
+    clock: Clock,
+    principal: DsrWithdrawer,
+) -> WithdrawalResult:
+    body = await read_json(request, WithdrawalRequest, limit=MAX_BODY_BYTES)
+    result = await withdraw(session, catalog, hasher, body, actor=principal.key_id, now=clock())
     await session.commit()
     return result
 

@@ -8,7 +8,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, Field
 
-from service.ledger.event import ConsentStatus, EventType, Signal
+from service.ledger.event import ConsentStatus, EventSource, EventType, Signal
 
 
 class RecordedSignals(BaseModel):
@@ -32,6 +32,10 @@ class ConsentRecord(BaseModel):
     choices: dict[str, bool] = Field(description="What the person asked for.")
     effective: dict[str, bool] = Field(description="What applies after browser signals.")
     signals: RecordedSignals
+    source: EventSource = Field(
+        description="`banner`: a click; `signal`: a browser signal the policy records as the "
+        "person's decision; `dsr`: entered by the DSR team from a request in writing."
+    )
     status: ConsentStatus | None = Field(
         description="The state this event establishes; null for re-prompt, which decides nothing."
     )

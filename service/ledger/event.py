@@ -49,11 +49,21 @@ class Signal(StrEnum):
     DNT = "dnt"
 
 
+class EventSource(StrEnum):
+    """Who made an event: a click on the banner, a browser signal the policy records as the
+    person's decision, or the DSR team entering a request sent in writing (docs/policies.md)."""
+
+    BANNER = "banner"
+    SIGNAL = "signal"
+    DSR = "dsr"
+
+
 def _roles(*roles: str) -> dict[str, frozenset[str]]:
     return {"roles": frozenset(roles)}
 
 
 _RECORD = _roles(RECORD)
+_EVIDENCE = _roles(EVIDENCE)
 _RECORD_IDENTIFYING = _roles(RECORD, IDENTIFYING)
 _EVIDENCE_IDENTIFYING = _roles(EVIDENCE, IDENTIFYING)
 _IDENTIFYING = _roles(IDENTIFYING)
@@ -73,6 +83,9 @@ class NewEvent:
     gpc: bool = field(metadata=_RECORD)
     dnt: bool = field(metadata=_RECORD)
     signals_applied: list[str] = field(metadata=_RECORD)
+    source: str = field(metadata=_RECORD)
+    # The API key id (or `cli`) that entered a DSR event; None for the banner's and signals'.
+    entered_by: str | None = field(metadata=_EVIDENCE)
     ip_hash: str | None = field(metadata=_EVIDENCE_IDENTIFYING)
     user_hash: str | None = field(metadata=_EVIDENCE_IDENTIFYING)
     hash_key_id: str | None = field(metadata=_EVIDENCE_IDENTIFYING)
@@ -122,6 +135,8 @@ class RecordColumns(Protocol):
     @property
     def signals_applied(self) -> list[str]: ...
     @property
+    def source(self) -> str: ...
+    @property
     def recorded_at(self) -> datetime: ...
 
     property: str  # last: the name hides the builtin decorator below it
@@ -146,6 +161,7 @@ def record(
         "choices": event.choices,
         "effective": event.effective,
         "signals": {"gpc": event.gpc, "dnt": event.dnt, "applied": event.signals_applied},
+        "source": event.source,
         "status": status.value if status else None,
         "expires_at": expiry(event.recorded_at, ttl_days, event_type),
     }

@@ -44,6 +44,10 @@ class ConsentEventRow(Base):
             "event_type IN ('accept-all', 'reject-all', 'save-selection', 'withdraw', 're-prompt')",
             name="known_event_type",
         ),
+        CheckConstraint("source IN ('banner', 'signal', 'dsr')", name="known_source"),
+        CheckConstraint(
+            "(source = 'dsr') = (entered_by IS NOT NULL)", name="dsr_entries_name_their_actor"
+        ),
         Index("ix_consent_events_subject", "subject_id", "seq"),
         Index(
             "ix_consent_events_ip_hash",
@@ -72,6 +76,8 @@ class ConsentEventRow(Base):
     gpc: Mapped[bool] = mapped_column(Boolean)
     dnt: Mapped[bool] = mapped_column(Boolean)
     signals_applied: Mapped[list[str]] = mapped_column(JSONB)
+    source: Mapped[str] = mapped_column(Text, server_default="banner")
+    entered_by: Mapped[str | None] = mapped_column(Text)
     ip_hash: Mapped[str | None] = mapped_column(String(64))
     user_hash: Mapped[str | None] = mapped_column(String(64))
     hash_key_id: Mapped[str | None] = mapped_column(String(32))

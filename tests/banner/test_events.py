@@ -20,16 +20,27 @@ from service.core.pipeline import ConsentAPI
 from service.ledger.bodies import ConsentRecord
 from service.state import of as services
 from tests.conftest import CLIENT_IP, make_settings
-from tests.factories import Clock, api_key, bearer, event, example, published
+from tests.factories import (
+    APPLYING,
+    Clock,
+    api_key,
+    applying_example,
+    bearer,
+    event,
+    example,
+    published,
+)
 
 ITSAILOR = "/v1/properties/itsailor/consent-events"
 AILABRIX = "/v1/properties/ailabrix/consent-events"
+APPLYING_EVENTS = f"/v1/properties/{APPLYING}/consent-events"
 
 
 @pytest.fixture
 async def schemas(db_url: str) -> None:
     await published(db_url, example("itsailor"))
     await published(db_url, example("ailabrix"))
+    await published(db_url, applying_example())
 
 
 @pytest.fixture
@@ -62,6 +73,7 @@ async def test_accept_all_returns_and_stores_the_record(
     assert record["effective"] == everything
     assert record["status"] == "given"
     assert record["signals"] == {"gpc": False, "dnt": False, "applied": []}
+    assert record["source"] == "banner"
     assert record["subject_id"] == body["subject_id"]
     assert record["property"] == "itsailor"
     assert record["schema_version"] == 1
@@ -71,7 +83,7 @@ async def test_accept_all_returns_and_stores_the_record(
     assert ConsentRecord.model_validate(record).model_dump(mode="json") == record
     assert set(record) == {
         "event_id", "subject_id", "property", "event_type", "schema_version", "recorded_at",
-        "choices", "effective", "signals", "status", "expires_at",
+        "choices", "effective", "signals", "source", "status", "expires_at",
     }  # fmt: skip
 
     row = await stored(db, record["event_id"])
@@ -148,7 +160,9 @@ async def test_signals_turn_optional_categories_off_where_honoured(
     applied: list[str],
 ) -> None:
     fields: dict[str, Any] = {} if body_gpc is None else {"gpc": body_gpc}
-    response = await client.post(ITSAILOR, json=event("accept-all", **fields), headers=headers)
+    response = await client.post(
+        APPLYING_EVENTS, json=event("accept-all", **fields), headers=headers
+    )
     record = response.json()
     assert record["choices"]["analytics"] is True  # what the person asked for is kept
     assert record["signals"]["applied"] == applied

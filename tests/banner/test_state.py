@@ -12,7 +12,7 @@ import pytest
 from service.consent_schema.document import ConsentSchemaDocument
 from service.core.pipeline import ConsentAPI
 from service.state import of as services
-from tests.factories import Clock, event, example, published
+from tests.factories import APPLYING, Clock, applying_example, event, example, published
 
 EVENTS = "/v1/properties/itsailor/consent-events"
 STATE = "/v1/properties/itsailor/consents"
@@ -29,7 +29,13 @@ async def clock(app: ConsentAPI, db_url: str) -> Clock:
 async def state(client: httpx.AsyncClient, subject: uuid.UUID) -> dict[str, object]:
     response = await client.get(f"/v1/properties/itsailor/consents/{subject}")
     assert response.status_code == 200
-    assert response.headers["cache-control"] == "no-store"
+    assert response.headers["cache-control"] == "private, no-cache"
+    # Unchanged, a revalidation costs a 304; a new decision changes the tag.
+    again = await client.get(
+        f"/v1/properties/itsailor/consents/{subject}",
+        headers={"If-None-Match": response.headers["etag"]},
+    )
+    assert (again.status_code, again.content) == (304, b"")
     return dict(response.json())
 
 
@@ -148,21 +154,32 @@ async def test_withdraw_and_re_prompt(client: httpx.AsyncClient) -> None:
 
 @pytest.mark.usefixtures("clock")
 async def test_a_signal_applies_while_present_and_never_changes_the_stored_decision(
-    client: httpx.AsyncClient,
+    client: httpx.AsyncClient, db_url: str
 ) -> None:
+    await published(db_url, applying_example())  # applies GPC and DNT while present
     subject = uuid.uuid4()
     all_on = {"necessary": True, "functional": True, "analytics": True, "marketing": True}
     all_off = {"necessary": True, "functional": False, "analytics": False, "marketing": False}
     response = await client.post(
-        EVENTS, json=event("accept-all", subject_id=subject), headers={"Sec-GPC": "1"}
+        f"/v1/properties/{APPLYING}/consent-events",
+        json=event("accept-all", subject_id=subject),
+        headers={"Sec-GPC": "1"},
     )
     assert response.status_code == 201
     assert response.json()["effective"] == all_off  # the record: the signal applied then
 
     with_signal = [
-        (await client.get(f"{STATE}/{subject}", headers={"Sec-GPC": "1"})).json(),
-        (await client.get(f"{STATE}/{subject}?gpc=true")).json(),  # what a page reports
-        (await client.get(f"{STATE}/{subject}?dnt=1")).json(),  # itsailor honours DNT too
+        (
+            await client.get(
+                f"/v1/properties/{APPLYING}/consents/{subject}", headers={"Sec-GPC": "1"}
+            )
+        ).json(),
+        (
+            await client.get(f"/v1/properties/{APPLYING}/consents/{subject}?gpc=true")
+        ).json(),  # what a page reports
+        (
+            await client.get(f"/v1/properties/{APPLYING}/consents/{subject}?dnt=1")
+        ).json(),  # itsailor honours DNT too
     ]
     for current in with_signal:
         assert current["status"] == "refused"
@@ -171,7 +188,7 @@ async def test_a_signal_applies_while_present_and_never_changes_the_stored_decis
     assert [current["signals_applied"] for current in with_signal] == [["gpc"], ["gpc"], ["dnt"]]
 
     # The signal is gone: the person's own decision applies again.
-    current = await state(client, subject)
+    current = (await client.get(f"/v1/properties/{APPLYING}/consents/{subject}")).json()
     assert (current["status"], current["effective"], current["signals_applied"]) == (
         "given",
         all_on,

@@ -9,11 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import httpx
 import yaml
 from playwright.async_api import Page
 
 from service.core.resources import EXAMPLE_SCHEMAS
 from tests.browser import README_PAGE, LiveService, NewPage, browser_log, readme_snippet
+from tests.factories import api_key, bearer
 
 ITSAILOR_OPTIONAL = ("functional", "analytics", "marketing")
 
@@ -35,6 +37,12 @@ async def open_page(page: Page, url: str, *, banner: bool = True) -> None:
 
 async def click(page: Page, modal: str, role: str) -> None:
     await page.locator(f'#cc-main .{modal} [data-role="{role}"]').click()
+
+
+async def open_preferences(page: Page) -> None:
+    """The page's "Cookie preferences" link (cookieconsent's data-cc="show-preferencesModal")."""
+    await page.locator('a[data-cc="show-preferencesModal"]').click()
+    await page.locator("#cc-main .pm").wait_for(state="visible")
 
 
 async def toggle(page: Page, category: str) -> None:
@@ -99,7 +107,7 @@ async def test_accept_all(new_page: NewPage, static_site: str, live_service: Liv
     assert await accepted(page, *ITSAILOR_OPTIONAL) == dict.fromkeys(ITSAILOR_OPTIONAL, True)
     assert await analytics_ran(page)
 
-    await page.reload()  # the decision stands: no banner, the script runs again
+    # Another page view: the decision stands (no banner), the script runs again.
     await open_page(page, page_url(static_site, live_service), banner=False)
     assert (
         await page.locator("#cc-main .cm").count() == 0
@@ -170,8 +178,7 @@ async def test_withdraw_from_the_preferences(
     await click(page, "cm", "all")
     await settled(page)
     await open_page(page, page_url(static_site, live_service), banner=False)
-    await page.get_by_text("Cookie preferences", exact=True).click()  # the footer link
-    await page.locator("#cc-main .pm").wait_for(state="visible")
+    await open_preferences(page)
     await click(page, "pm", "necessary")
     await settled(page)
     events = await events_of(live_service, page)
@@ -192,6 +199,7 @@ async def test_with_gpc_on_the_page_and_the_record_agree(
     """ailabrix: GPC forces analytics off "regardless of any previous click"."""
     page = await new_page(gpc=True)
     await open_page(page, page_url(static_site, live_service, "ailabrix"))
+    assert await events_of(live_service, page, "ailabrix") == []  # nothing until a click
     await click(page, "cm", "all")  # the click is recorded as made ...
     await settled(page)
     [event] = await events_of(live_service, page, "ailabrix")
@@ -202,8 +210,7 @@ async def test_with_gpc_on_the_page_and_the_record_agree(
     assert not await analytics_ran(page)
 
     # The preferences say why, and a selection made there stays off too.
-    await page.get_by_text("Cookie preferences", exact=True).click()
-    await page.locator("#cc-main .pm").wait_for(state="visible")
+    await open_preferences(page)
     assert "Global Privacy Control" in await page.locator("#cc-main .pm").inner_text()
     await toggle(page, "analytics")
     await click(page, "pm", "save")
@@ -435,17 +442,87 @@ async def test_the_readme_snippet_is_the_whole_glue(
 ) -> None:
     lines = readme_snippet().strip().splitlines()
     assert len(lines) <= 15, lines
-    page = await new_page(gpc=True)
+    page = await new_page()
     await page.goto(f"{static_site}{README_PAGE}?api={live_service.url}")
     await page.wait_for_function("() => window.ConsentCookieConsent && ConsentCookieConsent.client")
     await page.locator("#cc-main .cm").wait_for(state="visible")
-    await click(page, "cm", "all")
+    await click(page, "cm", "show")
+    await toggle(page, "analytics")
+    await click(page, "pm", "save")
     await settled(page)
-    # itsailor honours GPC: the click is recorded as made, nothing optional runs.
     [event] = await events_of(live_service, page)
-    assert summary(event) == ("accept-all", 1, itsailor(), ["gpc"])
+    assert summary(event) == ("save-selection", 1, itsailor(analytics=True), [])
+    assert await accepted(page, *ITSAILOR_OPTIONAL) == {
+        "functional": False,
+        "analytics": True,
+        "marketing": False,
+    }
+    assert await analytics_ran(page)
+    await open_preferences(page)
+    assert browser_log(page).errors == []
+
+
+async def test_itsailor_records_gpc_as_the_visitors_refusal_without_asking(
+    new_page: NewPage, static_site: str, live_service: LiveService
+) -> None:
+    """itsailor: "If your browser sends Sec-GPC: 1, we treat that as a Reject-all signal for
+    non-essential categories and persist the choice as you would have made it through the
+    banner." """
+    page = await new_page(gpc=True)
+    url = page_url(static_site, live_service)
+    await open_page(page, url, banner=False)
+    await settled(page)
+    assert not await page.locator("#cc-main .cm").is_visible()  # the visitor is not interrupted
+    [event] = await events_of(live_service, page)
+    assert summary(event) == ("reject-all", 1, itsailor(), ["gpc"])
+    assert event["source"] == "signal"  # the signal, not a click
     assert await accepted(page, *ITSAILOR_OPTIONAL) == dict.fromkeys(ITSAILOR_OPTIONAL, False)
     assert not await analytics_ran(page)
-    await page.get_by_text("Cookie preferences", exact=True).click()  # the snippet's link
-    await page.locator("#cc-main .pm").wait_for(state="visible")
+
+    await open_page(page, url, banner=False)  # recorded once, not on every page view
+    await settled(page)
+    assert len(await events_of(live_service, page)) == 1
+
+    # The person can still opt in; an explicit choice through the banner stands.
+    await open_preferences(page)
+    await toggle(page, "analytics")
+    await click(page, "pm", "save")
+    await settled(page)
+    events = await events_of(live_service, page)
+    assert summary(events[-1]) == ("save-selection", 1, itsailor(analytics=True), [])
+    assert events[-1]["source"] == "banner"
+    assert await accepted(page, "analytics") == {"analytics": True}
+    assert browser_log(page).errors == []
+
+
+async def test_a_withdrawal_in_writing_reaches_the_page_on_its_next_view(
+    new_page: NewPage, static_site: str, live_service: LiveService
+) -> None:
+    page = await new_page()
+    url = page_url(static_site, live_service)
+    await open_page(page, url)
+    await click(page, "cm", "all")
+    await settled(page)
+    subject = await page.evaluate("() => ConsentCookieConsent.client.subjectId")
+
+    key = await api_key(live_service.db_url, "dsr:withdraw")
+    async with httpx.AsyncClient(base_url=live_service.url) as http:
+        answer = await http.post(
+            "/v1/dsr/withdrawals",
+            json={"subject_id": subject, "reference": "LETTER-7"},
+            headers=bearer(key),
+        )
+    assert answer.status_code == 200, answer.text
+
+    await open_page(page, url, banner=False)
+    assert await accepted(page, *ITSAILOR_OPTIONAL) == dict.fromkeys(ITSAILOR_OPTIONAL, False)
+    assert not await analytics_ran(page)
+    assert not await page.locator("#cc-main .cm").is_visible()  # decided: nothing to ask
+    state = await page.evaluate("() => ConsentCookieConsent.client.state()")
+    assert (state["status"], state["choices"]["analytics"]) == ("withdrawn", False)
+    events = await events_of(live_service, page)
+    assert [(e["event_type"], e["source"]) for e in events] == [
+        ("accept-all", "banner"),
+        ("withdraw", "dsr"),
+    ]
     assert browser_log(page).errors == []

@@ -37,8 +37,8 @@ POLICY_COOKIES = {
     },
 }
 POLICY_TERMS = {
-    "ailabrix": {"consent_ttl_days": 180, "signals": {"gpc": True, "dnt": False}},
-    "itsailor": {"consent_ttl_days": 365, "signals": {"gpc": True, "dnt": True}},
+    "ailabrix": {"consent_ttl_days": 180, "signals": {"gpc": "apply", "dnt": False}},
+    "itsailor": {"consent_ttl_days": 365, "signals": {"gpc": "record", "dnt": "record"}},
 }
 
 

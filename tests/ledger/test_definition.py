@@ -33,7 +33,7 @@ def new_event(**changes: object) -> NewEvent:
         "event_id": uuid.uuid4(), "property": "itsailor", "subject_id": uuid.uuid4(),
         "event_type": "save-selection", "schema_version": 1,
         "choices": {"analytics": True, "necessary": True}, "effective": {"analytics": False, "necessary": True},
-        "gpc": True, "dnt": False, "signals_applied": ["gpc"], "ip_hash": "a" * 64,
+        "gpc": True, "dnt": False, "signals_applied": ["gpc"], "source": "banner", "entered_by": None, "ip_hash": "a" * 64,
         "user_hash": "c" * 64, "hash_key_id": "k1", "user_agent": "ua",
         "page_url": "https://x.io/", "tcf_string": "CP1", "gpp_string": "DB1", "request_hash": "b" * 64,
         "recorded_at": datetime(2026, 11, 28, 12, 0, 0, 123456, tzinfo=UTC),
@@ -66,8 +66,8 @@ def test_the_record_is_the_api_model_field_for_field(event_type: str) -> None:
     shown = {*plain, "gpc", "dnt", "signals_applied"} - {"signals", "status", "expires_at"}
     assert shown == set(RECORD_COLUMNS)
     assert set(asdict(stored)) - set(RECORD_COLUMNS) == {
-        "ip_hash", "user_hash", "hash_key_id", "user_agent", "page_url", "tcf_string",
-        "gpp_string", "request_hash",
+        "entered_by", "ip_hash", "user_hash", "hash_key_id", "user_agent", "page_url",
+        "tcf_string", "gpp_string", "request_hash",
     }  # fmt: skip
 
 

@@ -299,10 +299,14 @@
       config.onModalShow = function (event) {
         if (event.modalName === 'consentModal') client.reprompt();
       };
+      // The banner asks exactly when the client says a decision is due: not after a decision
+      // recorded from a signal, nor after one the DSR team entered.
+      config.autoShow = client.needsPrompt().ask;
       Object.assign(config, options.cookieconsent || {});
       api.client = client;
       api.adapter = adapter;
       return Promise.resolve(cookieconsent.run(config)).then(function () {
+        if (!client.needsPrompt().ask && !cookieconsent.validConsent()) adapter.acceptEffective();
         adapter.clearPrefixedCookies();
         return client;
       });

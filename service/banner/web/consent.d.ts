@@ -4,6 +4,9 @@
 export type EventType = 'accept-all' | 'reject-all' | 'save-selection' | 'withdraw' | 're-prompt';
 export type Decision = Exclude<EventType, 're-prompt'>;
 export type Signal = 'gpc' | 'dnt';
+export type Source = 'banner' | 'signal' | 'dsr';
+/** false: ignored; true / 'apply': optional categories off while present; 'record': recorded once as a reject-all. */
+export type SignalHandling = boolean | 'apply' | 'record';
 export type Status = 'given' | 'partially-given' | 'refused' | 'withdrawn' | 'expired' | 'none';
 export type RepromptReason = 'no-decision' | 'expired' | 'schema-changed';
 export type GoogleConsentType =
@@ -39,7 +42,7 @@ export interface SchemaVersion {
     property: string;
     policy_url: string;
     consent_ttl_days: number;
-    signals: Record<Signal, boolean>;
+    signals: Record<Signal, SignalHandling>;
     categories: Category[];
     google_consent_mode?: Partial<Record<GoogleConsentType, string>>;
   };
@@ -56,6 +59,7 @@ export interface ConsentRecord {
   choices: Record<string, boolean>;
   effective: Record<string, boolean>;
   signals: { gpc: boolean; dnt: boolean; applied: Signal[] };
+  source: Source;
   status: Status | null;
   expires_at: string | null;
 }
@@ -65,6 +69,8 @@ export interface ConsentState {
   property: string;
   subject_id: string;
   status: Status;
+  event_type?: Decision | null;
+  source?: Source | null;
   choices: Record<string, boolean> | null;
   effective: Record<string, boolean>;
   signals_applied: Signal[];
@@ -78,13 +84,17 @@ export interface ConsentState {
 }
 
 export interface StoredDecision {
-  event_id: string;
+  /** null for a decision learnt from the service (a withdrawal the DSR team entered). */
+  event_id: string | null;
   event_type: Decision;
   schema_version: number;
   choices: Record<string, boolean>;
   decided_at: string;
   expires_at: string;
   acknowledged?: boolean;
+  source?: Source;
+  /** The signals present when it was made. */
+  signals?: Signal[];
 }
 
 export interface ClientOptions {
@@ -112,7 +122,7 @@ export interface ConsentClient {
   effective(): Record<string, boolean>;
   accepted(category: string): boolean;
   decision(): StoredDecision | null;
-  signals(): { gpc: boolean; dnt: boolean; applied: Signal[] };
+  signals(): { gpc: boolean; dnt: boolean; applied: Signal[]; recorded: Signal[] };
   needsPrompt(): { ask: boolean; reasons: RepromptReason[] };
   optionalKeys(): string[];
   categories(): Category[];

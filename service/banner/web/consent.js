@@ -94,10 +94,13 @@
       if (global.document && global.document.visibilityState === 'hidden') hide();
     });
     global.addEventListener('online', function () { self.flush(); });
-    this.ready = this.loadSchema().then(function () {
-      self.flush(); // not awaited: the banner need not wait for old events
-      return self;
-    });
+    this.ready = this.loadSchema()
+      .then(function () { return self.adoptServerDecision(); })
+      .then(function () { return self.recordSignalDecision(); })
+      .then(function () {
+        self.flush(); // not awaited: the banner need not wait for old events
+        return self;
+      });
   }
 
   ConsentClient.prototype.version = VERSION;
@@ -130,16 +133,26 @@
     return this.categories().filter(function (c) { return !c.required; }).map(function (c) { return c.key; });
   };
 
-  /** The signals present now that the current version's policy honours (gpc before dnt). */
+  /**
+   * The signals present now, and what the current version's policy does with them (gpc before
+   * dnt): `applied` ones turn every optional category off while present (`true` / `apply`);
+   * `recorded` ones are the person's refusal, recorded once as a decision (`record`).
+   */
   ConsentClient.prototype.signals = function () {
     var present = browserSignals();
-    var honours = this.schema ? this.schema.content.signals : {};
+    var policy = this.schema ? this.schema.content.signals : {};
     return {
       gpc: present.gpc,
       dnt: present.dnt,
-      applied: SIGNALS.filter(function (s) { return present[s] && honours[s] === true; }),
+      applied: SIGNALS.filter(function (s) { return present[s] && (policy[s] === true || policy[s] === 'apply'); }),
+      recorded: SIGNALS.filter(function (s) { return present[s] && policy[s] === 'record'; }),
     };
   };
+
+  function presentSignals() {
+    var present = browserSignals();
+    return SIGNALS.filter(function (s) { return present[s]; });
+  }
 
   /** The stored decision, or null. */
   ConsentClient.prototype.decision = function () {
@@ -225,10 +238,15 @@
       return Promise.reject(new TypeError('not a decision: ' + eventType));
     }
     var self = this;
-    return this.ready.then(function () {
+    return this.ready.then(function () { return self.decide(eventType, categories, 'banner'); });
+  };
+
+  ConsentClient.prototype.decide = function (eventType, categories, source) {
+    var self = this;
+    return Promise.resolve().then(function () {
       var schema = self.schema;
       var choices = self.choicesFor(eventType, categories);
-      var body = self.eventBody(eventType);
+      var body = self.eventBody(eventType, source);
       if (eventType === 'save-selection') {
         body.categories = {};
         self.optionalKeys().forEach(function (k) { body.categories[k] = choices[k]; });
@@ -241,6 +259,8 @@
         choices: choices,
         decided_at: now.toISOString(),
         expires_at: new Date(now.getTime() + schema.content.consent_ttl_days * 86400000).toISOString(),
+        source: source,
+        signals: presentSignals(), // the signals it was made under
       };
       self.store.write('', self.saved);
       self.changed();
@@ -272,7 +292,7 @@
     });
   };
 
-  ConsentClient.prototype.eventBody = function (eventType) {
+  ConsentClient.prototype.eventBody = function (eventType, source) {
     var signals = browserSignals();
     var body = {
       event_id: uuid4(),
@@ -282,6 +302,7 @@
       gpc: signals.gpc,
       dnt: signals.dnt,
     };
+    if (source === 'signal') body.source = 'signal';
     if (global.location && /^https?:$/.test(global.location.protocol)) {
       body.page_url = global.location.origin + global.location.pathname; // the service drops the rest anyway
     }
@@ -383,11 +404,56 @@
     });
   };
 
-  /** The service's view of this subject, with this page's signals applied. */
+  /**
+   * A decision the service holds that is newer than ours (a withdrawal the DSR team entered from
+   * a letter) becomes ours. One conditional request per page view: a 304 while nothing changed.
+   */
+  ConsentClient.prototype.adoptServerDecision = function () {
+    var self = this;
+    var local = this.decision();
+    if (!local || !local.acknowledged) return null; // nothing the service could know better
+    return this.serverState().then(function (state) {
+      if (!state.decided_at || !state.choices) return;
+      if (Date.parse(state.decided_at) <= Date.parse(local.decided_at)) return;
+      self.saved.decision = {
+        event_id: null,
+        event_type: state.event_type,
+        schema_version: state.schema_version,
+        choices: state.choices,
+        decided_at: state.decided_at,
+        expires_at: state.expires_at,
+        source: state.source,
+        signals: [],
+        acknowledged: true,
+      };
+      self.store.write('', self.saved);
+      self.changed();
+    }, function () { /* unreachable now: the stored decision stands */ });
+  };
+
+  /**
+   * Where the policy records a signal as the person's decision (`record`), the first page view
+   * that sees it without a decision made under it records one reject-all from the signal;
+   * nothing is recorded when the decision already refuses everything.
+   */
+  ConsentClient.prototype.recordSignalDecision = function () {
+    var recorded = this.signals().recorded;
+    if (!recorded.length) return null;
+    var d = this.decision();
+    var under = d && d.signals ? d.signals : [];
+    if (recorded.every(function (s) { return under.indexOf(s) >= 0; })) return null;
+    var effective = this.effective();
+    var refusing = d && !this.needsPrompt().ask &&
+      this.optionalKeys().every(function (k) { return !effective[k]; });
+    if (refusing) return null;
+    return this.decide('reject-all', null, 'signal');
+  };
+
+  /** The service's view of this subject, with this page's signals applied (revalidated). */
   ConsentClient.prototype.serverState = function () {
     var s = browserSignals();
     var query = (s.gpc ? '?gpc=true' : '') + (s.dnt ? (s.gpc ? '&' : '?') + 'dnt=true' : '');
-    return global.fetch(this.base + '/consents/' + this.subjectId + query, { credentials: 'omit' })
+    return global.fetch(this.base + '/consents/' + this.subjectId + query, { credentials: 'omit', cache: 'no-cache' })
       .then(function (response) {
         if (!response.ok) throw new Error('consent state: HTTP ' + response.status);
         return response.json();
