@@ -9,7 +9,8 @@ from typing import Any
 
 from service.auth.service import CreatedKey, create_key, revoke_key
 from service.consent_schema.document import ConsentSchemaDocument, load_document_file
-from service.consent_schema.service import PublishedVersion, publish
+from service.consent_schema.publishing import publish
+from service.consent_schema.service import PublishedVersion
 from service.core.db import create_engine, create_sessionmaker
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "schemas"

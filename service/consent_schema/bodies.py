@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import Path
-from pydantic import BaseModel, Field, StrictBool
+from pydantic import AwareDatetime, BaseModel, Field, StrictBool
 
 from service.consent_schema.document import PROPERTY_PATTERN, ConsentSchemaDocument
 
@@ -21,6 +21,9 @@ class SchemaVersionSummary(BaseModel):
     version: int = Field(description="1, 2, 3 … per property.")
     material: StrictBool = Field(description="Whether this version required asking everyone again.")
     published_at: datetime
+    effective_at: datetime = Field(
+        description="When it takes (or took) effect: its publication, or the announced time."
+    )
     content_hash: str = Field(description="SHA-256 (hex) of the canonical JSON of `content`.")
     last_material_version: int = Field(
         description="The newest material version up to this one: a banner holding a decision "
@@ -34,8 +37,14 @@ class SchemaVersionOut(SchemaVersionSummary):
 
 class SchemaVersionList(BaseModel):
     property: str
-    current_version: int
+    current_version: int = Field(description="The version in force now.")
     last_material_version: int
+    pending_version: int | None = Field(
+        description="A version published to take effect later (its `effective_at`), if any."
+    )
+    cancelled_versions: list[int] = Field(
+        description="Versions cancelled before they took effect (never served as current)."
+    )
     items: list[SchemaVersionSummary]
 
 
@@ -45,3 +54,8 @@ class PublishRequest(BaseModel):
         description="Material (the default) re-prompts everyone; non-material is wording only.",
     )
     content: ConsentSchemaDocument
+    effective_at: AwareDatetime | None = Field(
+        default=None,
+        description="Take effect at this time instead of now (RFC 3339): until then the "
+        "version in force stays current, and the new one is listed as pending.",
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -41,11 +42,19 @@ def schema_publish(
             "--create", help="Allow --property to name a property that does not exist yet."
         ),
     ] = False,
+    effective_at: Annotated[
+        str | None,
+        typer.Option(
+            "--effective-at",
+            help="Take effect at this time (RFC 3339, e.g. 2027-01-01T00:00:00Z) instead of now.",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Publish FILE as the next version of its property (nothing if unchanged)."""
     from service.consent_schema.document import load_document_file
-    from service.consent_schema.service import PublishedVersion, property_exists, publish
+    from service.consent_schema.publishing import publish
+    from service.consent_schema.service import PublishedVersion, property_exists
 
     settings = load_settings()
     try:
@@ -62,8 +71,11 @@ def schema_publish(
                 f"there is no property {document.property!r} (the file names {own.property!r}); "
                 "pass --create to start a new property under that name"
             )
-        return await publish(session, document, material=material, published_by=CLI_ACTOR)
+        return await publish(
+            session, document, material=material, published_by=CLI_ACTOR, effective_at=when
+        )
 
+    when = parse_moment(effective_at, "--effective-at") if effective_at else None
     version, created = with_session(settings, work)
     if as_json:
         print_json(
@@ -74,11 +86,15 @@ def schema_publish(
                 "material": version.material,
                 "last_material_version": version.last_material_version,
                 "content_hash": version.content_hash,
+                "effective_at": version.summary()["effective_at"],
             }
         )
     elif created:
         kind = "material" if version.material else "non-material"
-        typer.echo(f"published {version.property} version {version.version} ({kind})")
+        typer.echo(
+            f"published {version.property} version {version.version} ({kind})"
+            + (f", in effect from {version.summary()['effective_at']}" if when else "")
+        )
     else:
         typer.echo(f"unchanged: {version.property} version {version.version} is current")
 
@@ -87,7 +103,8 @@ def publish_examples_if_empty(url: str) -> None:
     """Dev mode only: a newcomer's first start publishes the example schemas, so the README's
     `curl` answers at once. Production never publishes anything by itself."""
     from service.consent_schema.document import load_document_file
-    from service.consent_schema.service import any_property_exists, publish
+    from service.consent_schema.publishing import publish
+    from service.consent_schema.service import any_property_exists
     from service.core.db import create_engine, create_sessionmaker
 
     files = sorted(EXAMPLE_SCHEMAS.glob("*.yaml"))
@@ -109,3 +126,31 @@ def publish_examples_if_empty(url: str) -> None:
 
     for name in asyncio.run(run()):
         log.info("dev_example_schema_published", property=name)
+
+
+def parse_moment(value: str, option: str) -> datetime:
+    """An RFC 3339 time with its offset, or a plain error naming the option."""
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise fail(f"{option}: {value!r} is not an RFC 3339 time (2027-01-01T00:00:00Z)") from None
+    if moment.tzinfo is None:
+        raise fail(f"{option}: {value!r} has no offset; add Z or +01:00")
+    return moment
+
+
+@schema_app.command("cancel")
+def schema_cancel(
+    property_name: Annotated[str, typer.Option("--property", help="The property.")],
+    version: Annotated[int, typer.Option("--version", help="The pending version.")],
+) -> None:
+    """Cancel a version published with --effective-at, before it takes effect."""
+    from service.consent_schema.publishing import cancel
+
+    settings = load_settings()
+
+    async def work(session: AsyncSession) -> None:
+        await cancel(session, property_name, version, cancelled_by=CLI_ACTOR)
+
+    with_session(settings, work)
+    typer.echo(f"cancelled {property_name} version {version}: it will not take effect")

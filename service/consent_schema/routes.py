@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Path, Request, Response, status
@@ -14,7 +15,8 @@ from service.consent_schema.bodies import (
     SchemaVersionOut,
     SchemaVersionSummary,
 )
-from service.consent_schema.service import PublishedVersion, list_versions, publish
+from service.consent_schema.publishing import cancel, cancelled_versions, publish
+from service.consent_schema.service import PublishedVersion, list_versions, property_state
 from service.core.errors import Unprocessable, problem_responses
 from service.core.json_input import StrictJSONRoute, read_json
 from service.core.pipeline import body_read_by_hand, hot
@@ -24,7 +26,8 @@ router = APIRouter(
     prefix="/v1/properties/{property}/schema", tags=["consent schema"], route_class=StrictJSONRoute
 )
 
-CURRENT_CACHE = "public, max-age=60"
+CURRENT_MAX_AGE = 60
+CURRENT_CACHE = f"public, max-age={CURRENT_MAX_AGE}"
 IMMUTABLE_CACHE = "public, max-age=31536000, immutable"
 # The two real policies' schemas are under 4 KB each; a site with hundreds of cookies stays far
 # below this. Read only after the key was checked.
@@ -59,7 +62,13 @@ async def get_current_schema(
     catalog: Catalog,
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
-    version = await catalog.current(property)
+    state = await catalog.state(property)
+    version = await catalog.version(property, state.current_version)
+    until_change = state.seconds_until_change(datetime.now(UTC))
+    if until_change is not None and until_change < CURRENT_MAX_AGE:
+        # A version takes effect soon: no cache may keep this one past that instant.
+        cache = f"public, max-age={int(until_change)}"
+        return _version_response(version, if_none_match, cache)
     return _version_response(version, if_none_match, CURRENT_CACHE)
 
 
@@ -73,11 +82,14 @@ async def get_versions(
     property: PropertyName, session: Session, response: Response
 ) -> SchemaVersionList:
     versions = await list_versions(session, property)
+    state = await property_state(session, property)
     response.headers["Cache-Control"] = CURRENT_CACHE
     return SchemaVersionList(
         property=property,
-        current_version=versions[-1].version,
-        last_material_version=versions[-1].last_material_version,
+        current_version=state.current_version,
+        last_material_version=state.last_material_version,
+        pending_version=state.pending.version if state.pending else None,
+        cancelled_versions=sorted(await cancelled_versions(session, property)),
         items=[SchemaVersionSummary.model_validate(version.summary()) for version in versions],
     )
 
@@ -124,7 +136,11 @@ async def publish_version(
             extra={"errors": [{"pointer": "/body/content/property", "detail": "must match URL"}]},
         )
     published, created = await publish(
-        session, body.content, material=body.material, published_by=principal.key_id
+        session,
+        body.content,
+        material=body.material,
+        published_by=principal.key_id,
+        effective_at=body.effective_at,
     )
     await session.commit()
     catalog.forget_current(property)
@@ -134,4 +150,25 @@ async def publish_version(
         status_code=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
         media_type="application/json",
         headers={"Location": location, "ETag": published.etag(), "Cache-Control": "no-store"},
+    )
+
+
+@router.post(
+    "/versions/{version}/cancellation",
+    summary="Cancel a version before it takes effect",
+    response_model=SchemaVersionOut,
+    responses=problem_responses(401, 403, 404, 409, 422, 429),
+)
+async def cancel_version(
+    property: PropertyName,
+    version: Annotated[int, Path(ge=1, le=2_147_483_647)],
+    session: Session,
+    catalog: Catalog,
+    principal: SchemaWriter,
+) -> Response:
+    cancelled = await cancel(session, property, version, cancelled_by=principal.key_id)
+    await session.commit()
+    catalog.forget_current(property)
+    return Response(
+        cancelled.body, media_type="application/json", headers={"Cache-Control": "no-store"}
     )

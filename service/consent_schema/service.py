@@ -11,18 +11,14 @@ import asyncio
 import json
 import time
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, select, text, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import Select, and_, func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from service.consent_schema.document import (
-    ConsentSchemaDocument,
     canonical_json,
-    content_hash,
-    document_content,
 )
 from service.consent_schema.tables import PropertyRow, SchemaVersionRow
 from service.core.errors import NotFound
@@ -39,6 +35,7 @@ class PublishedVersion:
     last_material_version: int
     content_hash: str
     published_at: datetime
+    effective_at: datetime  # when it takes (or took) effect
     content: dict[str, Any]
     # Derived once from the content, for the hot path.
     required: frozenset[str]
@@ -65,6 +62,7 @@ class PublishedVersion:
             last_material_version=row.last_material_version,
             content_hash=row.content_sha256,
             published_at=row.published_at,
+            effective_at=row.effective_at or row.published_at,
             content=content,
             body=b"",
             required=frozenset(c["key"] for c in categories if c["required"]),
@@ -83,7 +81,8 @@ class PublishedVersion:
             "property": self.property,
             "version": self.version,
             "material": self.material,
-            "published_at": self.published_at.isoformat().replace("+00:00", "Z"),
+            "published_at": iso(self.published_at),
+            "effective_at": iso(self.effective_at),
             "content_hash": self.content_hash,
             "last_material_version": self.last_material_version,
         }
@@ -92,66 +91,37 @@ class PublishedVersion:
         return f'"{self.version}-{self.content_hash[:32]}"'
 
 
+def iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """A version published to take effect later."""
+
+    version: int
+    last_material_version: int
+    effective_at: datetime
+
+
 @dataclass(frozen=True, slots=True)
 class PropertyState:
     name: str
     current_version: int
     last_material_version: int
+    pending: Pending | None = None
 
+    def at(self, now: datetime) -> PropertyState:
+        """The state in force at `now`: a pending version whose time has come is current, at
+        that instant, in every process (no restart, no job: each reads the same row)."""
+        if self.pending is None or now < self.pending.effective_at:
+            return self
+        return PropertyState(self.name, self.pending.version, self.pending.last_material_version)
 
-async def publish(
-    session: AsyncSession,
-    document: ConsentSchemaDocument,
-    *,
-    material: bool,
-    published_by: str,
-) -> tuple[PublishedVersion, bool]:
-    """Publish `document` as the next version of its property; the caller commits.
-
-    Returns the version and whether it is new. Content identical to the current version publishes
-    nothing. The first version of a property is always material: nobody has been asked yet.
-    """
-    content = document_content(document)
-    digest = content_hash(content)
-    await session.execute(
-        insert(PropertyRow)
-        .values(name=document.property, current_version=0, last_material_version=0)
-        .on_conflict_do_nothing(index_elements=[PropertyRow.name])
-    )
-    prop = (
-        await session.execute(
-            select(PropertyRow).where(PropertyRow.name == document.property).with_for_update()
-        )
-    ).scalar_one()
-    if prop.current_version:
-        current = await session.get_one(SchemaVersionRow, (prop.name, prop.current_version))
-        if current.content_sha256 == digest:
-            return PublishedVersion.from_row(current), False
-
-    version = prop.current_version + 1
-    material = material or version == 1
-    row = SchemaVersionRow(
-        property=prop.name,
-        version=version,
-        content=content,
-        content_sha256=digest,
-        material=material,
-        last_material_version=version if material else prop.last_material_version,
-        published_by=published_by,
-    )
-    session.add(row)
-    await session.flush()
-    await session.execute(
-        update(PropertyRow)
-        .where(PropertyRow.name == prop.name)
-        .values(
-            current_version=version,
-            last_material_version=row.last_material_version,
-            updated_at=func.now(),
-        )
-    )
-    await session.refresh(row, ["published_at"])
-    return PublishedVersion.from_row(row), True
+    def seconds_until_change(self, now: datetime) -> float | None:
+        if self.pending is None:
+            return None
+        return max(0.0, (self.pending.effective_at - now).total_seconds())
 
 
 async def list_versions(session: AsyncSession, property_name: str) -> list[PublishedVersion]:
@@ -174,6 +144,48 @@ async def property_exists(session: AsyncSession, property_name: str) -> bool:
 
 async def any_property_exists(session: AsyncSession) -> bool:
     return bool(await session.scalar(text("SELECT EXISTS (SELECT 1 FROM consent_properties)")))
+
+
+def _state_query(property_name: str) -> Select[Any]:
+    """A property's pointers, with its pending version's (if any)."""
+    pending = SchemaVersionRow
+    return (
+        select(
+            PropertyRow.current_version,
+            PropertyRow.last_material_version,
+            pending.version,
+            pending.last_material_version.label("pending_last_material"),
+            func.coalesce(pending.effective_at, pending.published_at).label("due"),
+        )
+        .outerjoin(
+            pending,
+            and_(
+                pending.property == PropertyRow.name,
+                pending.version == PropertyRow.pending_version,
+            ),
+        )
+        .where(PropertyRow.name == property_name, PropertyRow.current_version > 0)
+    )
+
+
+def _state_of(property_name: str, row: Any) -> PropertyState | None:
+    if row is None:
+        return None
+    return PropertyState(
+        property_name,
+        row.current_version,
+        row.last_material_version,
+        Pending(row.version, row.pending_last_material, row.due) if row.version else None,
+    )
+
+
+async def property_state(session: AsyncSession, property_name: str) -> PropertyState:
+    """The property's state in force now, read in `session` (no cache)."""
+    row = (await session.execute(_state_query(property_name))).one_or_none()
+    state = _state_of(property_name, row)
+    if state is None:
+        raise NotFound(f"no property named {property_name!r}")
+    return state.at(datetime.now(UTC))
 
 
 class SchemaCatalog:
@@ -206,7 +218,7 @@ class SchemaCatalog:
             state = await self._look_up(property_name, not_before=now if fresh else 0.0)
         if state is None:
             raise NotFound(f"no property named {property_name!r}")
-        return state
+        return state.at(datetime.now(UTC))
 
     async def _look_up(self, property_name: str, *, not_before: float) -> PropertyState | None:
         running = self._lookups.get(property_name)
@@ -245,16 +257,8 @@ class SchemaCatalog:
 
     async def _read_state(self, property_name: str) -> PropertyState | None:
         async with self._engine.connect() as connection:
-            row = (
-                await connection.execute(
-                    select(PropertyRow.current_version, PropertyRow.last_material_version).where(
-                        PropertyRow.name == property_name, PropertyRow.current_version > 0
-                    )
-                )
-            ).one_or_none()
-        if row is None:
-            return None
-        return PropertyState(property_name, row.current_version, row.last_material_version)
+            row = (await connection.execute(_state_query(property_name))).one_or_none()
+        return _state_of(property_name, row)
 
     async def version(self, property_name: str, number: int) -> PublishedVersion:
         key = (property_name, number)

@@ -8,6 +8,7 @@ from sqlalchemy import (
     CheckConstraint,
     DateTime,
     ForeignKey,
+    ForeignKeyConstraint,
     Integer,
     String,
     Text,
@@ -27,6 +28,8 @@ class PropertyRow(Base):
     name: Mapped[str] = mapped_column(Text, primary_key=True)
     current_version: Mapped[int] = mapped_column(Integer)
     last_material_version: Mapped[int] = mapped_column(Integer)
+    # A version published to take effect later, until it does (or is cancelled).
+    pending_version: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
@@ -56,3 +59,24 @@ class SchemaVersionRow(Base):
         DateTime(timezone=True), server_default=func.now()
     )
     published_by: Mapped[str] = mapped_column(Text)
+    # When it takes effect; NULL: when it was published.
+    effective_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class SchemaCancellationRow(Base):
+    """A pending version withdrawn before it took effect. Insert-only."""
+
+    __tablename__ = "consent_schema_cancellations"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["property", "version"],
+            ["consent_schema_versions.property", "consent_schema_versions.version"],
+        ),
+    )
+
+    property: Mapped[str] = mapped_column(Text, primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    cancelled_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+    cancelled_by: Mapped[str] = mapped_column(Text)

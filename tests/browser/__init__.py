@@ -21,7 +21,7 @@ import httpx
 from playwright.async_api import BrowserContext, Page
 
 from service.consent_schema.document import load_document_file
-from service.consent_schema.service import publish
+from service.consent_schema.publishing import publish
 from service.core.cli_support import CLI_ACTOR
 from service.core.db import create_engine, create_sessionmaker
 

@@ -86,13 +86,14 @@ def test_schema_publish_then_unchanged_then_non_material(
     source = EXAMPLES / "ailabrix.yaml"
     code, out, _ = run(cli_env, "schema", "publish", str(source), "--json")
     assert code == 0
-    assert json.loads(out) | {"content_hash": None} == {
+    assert json.loads(out) | {"content_hash": None, "effective_at": None} == {
         "property": "ailabrix",
         "version": 1,
         "created": True,
         "material": True,
         "last_material_version": 1,
         "content_hash": None,
+        "effective_at": None,
     }
     code, out, _ = run(cli_env, "schema", "publish", str(source))
     assert (code, out.strip()) == (0, "unchanged: ailabrix version 1 is current")
