@@ -55,6 +55,18 @@ async def toggle(page: Page, category: str) -> None:
     assert await toggle.is_checked()
 
 
+async def save_only(page: Page, category: str, *, from_banner: bool = True) -> None:
+    """Save a selection of just `category`: from the banner's "Customize", or from the page's
+    preferences link; then wait until it is recorded."""
+    if from_banner:
+        await click(page, "cm", "show")
+    else:
+        await open_preferences(page)
+    await toggle(page, category)
+    await click(page, "pm", "save")
+    await settled(page)
+
+
 async def settled(page: Page) -> None:
     """Every event the page queued has been sent and answered."""
     assert await page.evaluate("() => ConsentCookieConsent.client.flush()") == 0
@@ -143,10 +155,7 @@ async def test_a_custom_selection_is_recorded_as_the_save_it_was(
 ) -> None:
     page = await new_page()
     await open_page(page, page_url(static_site, live_service))
-    await click(page, "cm", "show")
-    await toggle(page, "analytics")
-    await click(page, "pm", "save")
-    await settled(page)
+    await save_only(page, "analytics")
     [event] = await events_of(live_service, page)
     assert summary(event) == ("save-selection", 1, itsailor(analytics=True), [])
     assert event["status"] == "partially-given"
@@ -160,10 +169,7 @@ async def test_a_custom_selection_is_recorded_as_the_save_it_was(
     # ailabrix has one optional category: "Save" with it on is still a save, not an accept-all.
     page = await new_page()
     await open_page(page, page_url(static_site, live_service, "ailabrix"))
-    await click(page, "cm", "show")
-    await toggle(page, "analytics")
-    await click(page, "pm", "save")
-    await settled(page)
+    await save_only(page, "analytics")
     [event] = await events_of(live_service, page, "ailabrix")
     assert summary(event) == ("save-selection", 1, {"necessary": True, "analytics": True}, [])
     assert event["status"] == "given"  # every optional category on: the state is the same
@@ -446,10 +452,7 @@ async def test_the_readme_snippet_is_the_whole_glue(
     await page.goto(f"{static_site}{README_PAGE}?api={live_service.url}")
     await page.wait_for_function("() => window.ConsentCookieConsent && ConsentCookieConsent.client")
     await page.locator("#cc-main .cm").wait_for(state="visible")
-    await click(page, "cm", "show")
-    await toggle(page, "analytics")
-    await click(page, "pm", "save")
-    await settled(page)
+    await save_only(page, "analytics")
     [event] = await events_of(live_service, page)
     assert summary(event) == ("save-selection", 1, itsailor(analytics=True), [])
     assert await accepted(page, *ITSAILOR_OPTIONAL) == {
@@ -484,10 +487,7 @@ async def test_itsailor_records_gpc_as_the_visitors_refusal_without_asking(
     assert len(await events_of(live_service, page)) == 1
 
     # The person can still opt in; an explicit choice through the banner stands.
-    await open_preferences(page)
-    await toggle(page, "analytics")
-    await click(page, "pm", "save")
-    await settled(page)
+    await save_only(page, "analytics", from_banner=False)
     events = await events_of(live_service, page)
     assert summary(events[-1]) == ("save-selection", 1, itsailor(analytics=True), [])
     assert events[-1]["source"] == "banner"
