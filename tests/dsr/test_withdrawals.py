@@ -175,3 +175,29 @@ def test_the_cli_withdraws_with_actor_cli(db_url: str, monkeypatch: pytest.Monke
     out = json.loads(result.output)
     assert out["withdrawn"] == 1
     assert out["items"][0]["source"] == "dsr"
+
+
+async def test_an_erasure_also_removes_the_withdrawals_the_dsr_team_entered(
+    client: httpx.AsyncClient,
+    db: asyncpg.Connection,
+    db_url: str,
+    owner_url: str,
+    withdrawer: tuple[str, dict[str, str]],
+) -> None:
+    """Guarantee 5 (erasure is complete) over the rows a withdrawal adds: they carry the subject
+    id and the account's keyed hash, and an erasure by the account leaves neither anywhere."""
+    from tests.core.test_privacy_store import pg_dump
+
+    subject = uuid.uuid4()
+    await decide(client, "itsailor", subject, user_id="customer-42")
+    answer = await client.post(
+        WITHDRAWALS, json={"user_id": "customer-42", "reference": "T-5"}, headers=withdrawer[1]
+    )
+    assert answer.json()["withdrawn"] == 1
+    eraser = bearer(await api_key(db_url, "dsr:erase"))
+    erased = await client.post("/v1/dsr/erasures", json={"user_id": "customer-42"}, headers=eraser)
+    assert erased.json()["deleted"] == 2  # the click and the withdrawal entered for it
+    dump = pg_dump(owner_url)
+    assert str(subject) not in dump
+    assert "customer-42" not in dump
+    assert await db.fetchval("SELECT count(*) FROM consent_events") == 0
