@@ -70,14 +70,10 @@ def new_event(
     source = event.source or EventSource.BANNER
     if source is EventSource.SIGNAL:
         # The signal is the decision: the record names the signals that made it.
-        applied = [
-            signal
-            for signal in (Signal.GPC, Signal.DNT)
-            if signal in present and version.records[signal.value]
-        ]
+        applied = among(present, version.records)
         _check_signal_decision(event, applied, version)
     else:
-        applied = honoured(version, present)
+        applied = among(present, version.honours)
     user_agent = headers.get(b"user-agent")
     return NewEvent(
         event_id=event.event_id or uuid.uuid4(),
@@ -247,12 +243,11 @@ def signals_present(
     return present
 
 
-def honoured(version: PublishedVersion, present: Collection[Signal]) -> list[Signal]:
-    """The signals among `present` that `version`'s policy honours, in a fixed order."""
+def among(present: Collection[Signal], policy: dict[str, bool]) -> list[Signal]:
+    """The signals among `present` that a version's `policy` (`honours` or `records`) names,
+    in a fixed order."""
     return [
-        signal
-        for signal in (Signal.GPC, Signal.DNT)
-        if signal in present and version.honours[signal.value]
+        signal for signal in (Signal.GPC, Signal.DNT) if signal in present and policy[signal.value]
     ]
 
 
@@ -269,7 +264,7 @@ async def current_state(
     is present; the stored decision is never changed by it."""
     prop: PropertyState = await catalog.state(property_name)
     current = await catalog.version(property_name, prop.current_version)
-    applied = honoured(current, signals)
+    applied = among(signals, current.honours)
     async with engine.connect() as connection:
         latest = (
             await connection.execute(
