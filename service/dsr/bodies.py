@@ -36,6 +36,9 @@ class DsrAction(StrEnum):
     EXPORT = "export"
     ERASURE = "erasure"
     WITHDRAWAL = "withdrawal"
+    # An erasure of another copy of the database applied to this one after a restore
+    # (`reference`: that erasure's id; docs/backup.md).
+    ERASURE_REAPPLIED = "erasure-reapplied"
 
 
 class ExportFormat(StrEnum):

