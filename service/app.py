@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -89,7 +90,9 @@ async def _resources(app: ConsentAPI, settings: Settings, url: str) -> AsyncIter
             origins=BrowserOrigins(settings.cors_origins),
         ),
     )
-    await _check_role(engine, settings)
+    checked = await _check_role(engine, settings)
+    # A database that is not there yet is checked once it is: every few seconds until then.
+    later = None if checked else asyncio.create_task(_check_role_when_reachable(engine, settings))
     writer.start()
     # What is loaded by now (FastAPI, SQLAlchemy, pydantic models) lives as long as the process:
     # out of the collector's way, its full collections stay short (they showed as latency spikes).
@@ -99,23 +102,38 @@ async def _resources(app: ConsentAPI, settings: Settings, url: str) -> AsyncIter
     try:
         yield
     finally:
+        if later is not None:
+            later.cancel()
         await writer.close()  # what was accepted is committed before the pool closes
         await engine.dispose()
         REQUEST_METRICS.flush()
         log.info("shutdown")
 
 
-async def _check_role(engine: AsyncEngine, settings: Settings) -> None:
+ROLE_CHECK_INTERVAL_SECONDS = 5.0
+
+
+async def _check_role(engine: AsyncEngine, settings: Settings, *, quiet: bool = False) -> bool:
     """The service should log in as a member of `consent_api` that owns nothing
     (docs/guarantees.md, "Least privilege"). In production a more powerful role is a loud
-    warning, or a refusal to start with CONSENT_REQUIRE_LEAST_PRIVILEGE."""
+    warning, or a refusal to start with CONSENT_REQUIRE_LEAST_PRIVILEGE, which also refuses to
+    start while the role cannot be checked (it would otherwise serve as whatever role it is once
+    the database appears). False: not checked yet (the database is not reachable)."""
+    if settings.is_dev:
+        return True
     try:
         powers = await role_powers(engine)
-    except Exception as exc:  # the database may be down at startup: checked at the next start
-        log.warning("database_role_not_checked", error=type(exc).__name__)
-        return
-    if not powers or settings.is_dev:
-        return
+    except Exception as exc:
+        if settings.require_least_privilege:
+            raise RuntimeError(
+                "CONSENT_REQUIRE_LEAST_PRIVILEGE is set and the database role cannot be checked "
+                f"({type(exc).__name__}): start the service once its database is up"
+            ) from None
+        if not quiet:
+            log.warning("database_role_not_checked", error=type(exc).__name__)
+        return False
+    if not powers:
+        return True
     message = (
         f"the service connects to PostgreSQL as a role that is {' and '.join(powers)}: it could "
         "switch off the protections of the evidence; connect as a login role that is a member "
@@ -124,6 +142,14 @@ async def _check_role(engine: AsyncEngine, settings: Settings) -> None:
     if settings.require_least_privilege:
         raise RuntimeError(message)
     log.warning("database_role_too_powerful", powers=powers, detail=message)
+    return True
+
+
+async def _check_role_when_reachable(engine: AsyncEngine, settings: Settings) -> None:
+    while True:
+        await asyncio.sleep(ROLE_CHECK_INTERVAL_SECONDS)
+        if await _check_role(engine, settings, quiet=True):
+            return
 
 
 def utc_now() -> datetime:

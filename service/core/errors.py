@@ -235,15 +235,47 @@ async def _database_unavailable(request: Request, exc: Exception) -> JSONRespons
 UNAVAILABLE_SQLSTATE_CLASSES = {"08", "53", "57", "58"}
 
 
-async def _database_error(request: Request, exc: Exception) -> JSONResponse:
-    """Any other error SQLAlchemy raised: the database being away is a 503; anything else is a
-    fault of ours (500, logged with its traceback)."""
-    assert isinstance(exc, sqlalchemy.exc.DBAPIError)
-    sqlstate = str(getattr(exc.orig, "sqlstate", "") or "")
-    if exc.connection_invalidated or sqlstate[:2] in UNAVAILABLE_SQLSTATE_CLASSES:
+# SQLSTATEs that mean this database is not ready for the service yet, which an operator fixes
+# and a client can only wait for: it does not exist (3D000), is not migrated (an undefined table,
+# column or function: 42P01, 42703, 42883), or refuses this login (class 28).
+NOT_READY_SQLSTATES = {"3D000", "42P01", "42703", "42883"}
+NOT_READY_SQLSTATE_CLASSES = {"28"}
+
+
+async def _database_not_ready(request: Request, sqlstate: str) -> JSONResponse:
+    log.warning("database_not_ready", sqlstate=sqlstate)
+    return problem_response(
+        status=503,
+        slug="unavailable",
+        title="Service unavailable",
+        detail="the database is not ready (not created, not migrated, or refusing this login); "
+        "nothing was stored, retry later",
+        headers={"Retry-After": RETRY_AFTER},
+    )
+
+
+async def _by_sqlstate(request: Request, exc: Exception, sqlstate: str) -> JSONResponse:
+    if sqlstate[:2] in UNAVAILABLE_SQLSTATE_CLASSES:
         return await _database_unavailable(request, exc)
+    if sqlstate in NOT_READY_SQLSTATES or sqlstate[:2] in NOT_READY_SQLSTATE_CLASSES:
+        return await _database_not_ready(request, sqlstate)
     log_unexpected(exc)
     return internal_error_response()
+
+
+async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+    """Any other error SQLAlchemy raised: the database being away or not ready is a 503;
+    anything else is a fault of ours (500, logged with its traceback)."""
+    assert isinstance(exc, sqlalchemy.exc.DBAPIError)
+    if exc.connection_invalidated:
+        return await _database_unavailable(request, exc)
+    return await _by_sqlstate(request, exc, str(getattr(exc.orig, "sqlstate", "") or ""))
+
+
+async def _postgres_error(request: Request, exc: Exception) -> JSONResponse:
+    """An error asyncpg raised itself (the event writer uses it without SQLAlchemy)."""
+    assert isinstance(exc, asyncpg.PostgresError)
+    return await _by_sqlstate(request, exc, str(exc.sqlstate or ""))
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
@@ -285,6 +317,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(sqlalchemy.exc.DBAPIError, _database_error)
+    app.add_exception_handler(asyncpg.PostgresError, _postgres_error)
     for kind in DATABASE_UNAVAILABLE:
         app.add_exception_handler(kind, _database_unavailable)
 

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import io
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import pytest
 from sqlalchemy.engine import make_url
 
+import service.app
 from service.app import create_app
-from service.core.migrations import head_revision
-from tests.conftest import CLIENT_IP, make_settings
+from service.core.config import Environment
+from service.core.migrations import head_revision, upgrade_to_head
+from tests.conftest import CLIENT_IP, _admin, database_url, make_settings
 from tests.proxy import CuttableProxy
 
 
@@ -120,3 +127,73 @@ async def test_readyz_says_a_database_was_never_migrated(
         "database": "ok",
         "migrations": f"not migrated, head is {head_revision()}",
     }
+
+
+async def test_a_database_not_created_then_not_migrated_is_a_503_everywhere_until_it_is(
+    server_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    captured_logs_factory: Callable[[], io.StringIO],
+) -> None:
+    """Production started before its database: up, 503 on every route (never a 500), and ready
+    once the database is created and migrated, without a restart; the role it connects as is
+    checked as soon as it can be."""
+    from tests.factories import event, example, published
+
+    monkeypatch.setattr(service.app, "ROLE_CHECK_INTERVAL_SECONDS", 0.05)
+    name = f"consent_late_{uuid.uuid4().hex[:10]}"
+    url = database_url(server_url, name)  # the server's superuser: too powerful, and warned of
+    app = create_app(make_settings(url, tmp_path, env=Environment.PRODUCTION))
+    logs = captured_logs_factory()
+    transport = httpx.ASGITransport(app=app, client=(CLIENT_IP, 1))
+    subject = uuid.uuid4()
+    key = {"Authorization": "Bearer csk_" + "x" * 43}
+
+    async def every_route_is_503(migrations: str) -> None:
+        for response in (
+            await client.post("/v1/properties/itsailor/consent-events", json=event()),
+            await client.get("/v1/properties/itsailor/schema"),
+            await client.get(f"/v1/properties/itsailor/consents/{subject}"),
+            await client.post("/v1/dsr/history", json={"subject_id": str(subject)}, headers=key),
+        ):
+            assert response.status_code == 503, (response.request.url, response.text)
+            assert response.headers["content-type"] == "application/problem+json"
+            assert response.headers["retry-after"] == "5"
+        ready = await client.get("/readyz")
+        assert ready.status_code == 503
+        assert ready.json()["migrations"] == migrations
+
+    try:
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(transport=transport, base_url="http://t") as client,
+        ):
+            await every_route_is_503("unknown")
+            await _admin(server_url, f'CREATE DATABASE "{name}"')
+            await every_route_is_503(f"not migrated, head is {head_revision()}")
+            await asyncio.to_thread(upgrade_to_head, url)
+            await published(url, example("itsailor"))
+            assert (await client.get("/readyz")).status_code == 200
+            created = await client.post("/v1/properties/itsailor/consent-events", json=event())
+            assert created.status_code == 201, created.text
+            for _ in range(100):
+                if "database_role_too_powerful" in logs.getvalue():
+                    break
+                await asyncio.sleep(0.05)
+            assert "database_role_too_powerful" in logs.getvalue()
+            assert logs.getvalue().count("database_role_not_checked") == 1
+    finally:
+        await _admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def test_requiring_least_privilege_refuses_to_start_before_the_role_can_be_checked(
+    server_url: str, tmp_path: Path
+) -> None:
+    url = database_url(server_url, f"consent_absent_{uuid.uuid4().hex[:10]}")
+    settings = make_settings(
+        url, tmp_path, env=Environment.PRODUCTION, require_least_privilege=True
+    )
+    app = create_app(settings)
+    with pytest.raises(RuntimeError, match="cannot be checked"):
+        async with app.router.lifespan_context(app):
+            pass
