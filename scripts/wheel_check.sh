@@ -36,6 +36,15 @@ export CONSENT_ENV=production CONSENT_DATABASE_URL="$url" CONSENT_METRICS_PUBLIC
 export CONSENT_IP_HASH_SALT="wheel-check-$(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')"
 cd "$work"  # nowhere near the checkout
 "$work/venv/bin/consent-service" --version
+# The API documents need no configuration; outside a checkout `--check` has nothing to compare
+# until they are written here: one line and exit 1, then current.
+if out=$(env -u CONSENT_DATABASE_URL -u CONSENT_ENV "$work/venv/bin/consent-service" openapi --check 2>&1); then
+  echo "openapi --check passed outside a checkout with no documents: $out" >&2; exit 1
+fi
+case "$out" in *"does not exist"*) ;; *) echo "openapi --check outside a checkout said: $out" >&2; exit 1 ;; esac
+[ "$(printf '%s\n' "$out" | wc -l)" -eq 1 ] || { echo "openapi --check printed more than one line: $out" >&2; exit 1; }
+env -u CONSENT_DATABASE_URL -u CONSENT_ENV "$work/venv/bin/consent-service" openapi 2>/dev/null
+env -u CONSENT_DATABASE_URL -u CONSENT_ENV "$work/venv/bin/consent-service" openapi --check 2>/dev/null
 "$work/venv/bin/consent-service" migrate
 "$work/venv/bin/consent-service" schema publish "$("$work/venv/bin/python" -c 'import service.core.resources as r; print(r.EXAMPLE_SCHEMAS / "itsailor.yaml")')"
 port=$("$work/venv/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')

@@ -172,7 +172,12 @@ def openapi(
     documents = {output: render_openapi(), FILE_SCHEMA_PATH: render_file_schema()}
     for path, document in documents.items():
         if check:
-            if (path.read_text() if path.exists() else "") != document:
+            if not path.exists():
+                raise fail(
+                    f"{path} does not exist: --check compares the committed documents of a "
+                    "checkout; run it in the repository (without --check it writes them here)"
+                )
+            if path.read_text() != document:
                 raise fail(f"{path} is out of date; run: consent-service openapi")
             typer.echo(f"{path} is current", err=True)
             continue

@@ -5,6 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+from typer.testing import CliRunner
+
+from service.cli import app as cli
 from service.openapi import render_file_schema, render_openapi
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,3 +35,22 @@ def test_every_operation_documents_its_errors_and_tags() -> None:
         for method, operation in operations.items():
             assert operation.get("tags"), f"{method.upper()} {path} has no tag"
             assert operation.get("summary"), f"{method.upper()} {path} has no summary"
+
+
+def test_the_document_needs_no_configuration(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rendered from fixed settings: a bad or missing configuration changes nothing."""
+    monkeypatch.delenv("CONSENT_DATABASE_URL", raising=False)
+    monkeypatch.setenv("CONSENT_TRUSTED_PROXIES", "notacidr")
+    monkeypatch.setenv("CONSENT_ENV", "production")
+    assert render_openapi() == COMMITTED.read_text()
+
+
+def test_checking_where_there_is_no_document_says_so(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        cli, ["openapi", "--check", "--output", str(tmp_path / "openapi.json")]
+    )
+    assert result.exit_code == 1
+    assert result.stderr.strip().splitlines() == [
+        f"error: {tmp_path / 'openapi.json'} does not exist: --check compares the committed "
+        "documents of a checkout; run it in the repository (without --check it writes them here)"
+    ]
