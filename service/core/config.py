@@ -140,8 +140,9 @@ class Settings(BaseSettings):
     )
     require_least_privilege: bool = Field(
         default=False,
-        description="Refuse to start when the database role is a superuser or owns the tables "
-        "(by default production only warns, so single-role setups keep working).",
+        description="Refuse to start when the database role is a superuser or owns the tables, "
+        "or cannot be checked because the database is down (by default production only warns, "
+        "so single-role setups keep working).",
     )
     metrics_public: bool = Field(
         default=False,
