@@ -25,7 +25,9 @@ log = get_logger("service.cli")
 
 @schema_app.command("publish")
 def schema_publish(
-    file: Annotated[Path, typer.Argument(help="A consent schema file (YAML or JSON).")],
+    file: Annotated[
+        Path, typer.Argument(metavar="FILE", help="A consent schema file (YAML or JSON).")
+    ],
     property_name: Annotated[
         str | None, typer.Option("--property", help="Publish under this property instead.")
     ] = None,

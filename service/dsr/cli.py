@@ -185,7 +185,7 @@ def dsr_erase(
         else:
             typer.echo(f"would {request.mode.value} {matched} event(s); nothing was changed")
         return
-    if not yes:
+    if not yes and matched:  # nothing to lose, nothing to ask: the erasure is still audited
         typer.confirm(
             f"{request.mode.value} {matched} event(s) matching this request? This cannot be undone",
             abort=True,

@@ -72,7 +72,8 @@ def backup_journal(
 @backup_app.command("reapply")
 def backup_reapply(
     journals: Annotated[
-        list[Path], typer.Argument(help="Journal files written by `backup journal`.")
+        list[Path],
+        typer.Argument(metavar="FILE", help="Journal files written by `backup journal`."),
     ],
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Report what it would do; change nothing.")

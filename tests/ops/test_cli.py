@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from pathlib import Path
 
 import asyncpg
@@ -323,3 +324,24 @@ def test_help_is_plain_and_flags_show_no_placeholder() -> None:
     assert "<bool>" not in out
     assert "╭" not in out  # no boxes: readable in any terminal and in a log
     assert "--dry-run" in out
+
+
+def test_usage_lines_name_their_arguments_plainly() -> None:
+    # Typer's notation: {required}, [optional], ... for several.
+    for command, usage in (
+        (("schema", "publish"), " schema publish [OPTIONS] {FILE}"),
+        (("backup", "reapply"), " backup reapply [OPTIONS] {FILE}..."),
+    ):
+        code, out, _ = run({}, *command, "--help")
+        assert code == 0
+        assert out.splitlines()[0].strip().endswith(usage)  # (the runner names the program)
+
+
+def test_erasing_what_matches_nothing_asks_nothing_and_is_audited(
+    cli_env: dict[str, str], db_url: str
+) -> None:
+    code, out, err = run(cli_env, "dsr", "erase", "--subject-id", str(uuid.uuid4()))
+    assert code == 0, err
+    assert out.startswith("erasure ")
+    assert out.rstrip().endswith("delete 0 event(s)")
+    assert fetchval(db_url, "SELECT count(*) FROM dsr_audit WHERE action = 'erasure'") == 1
