@@ -12,7 +12,9 @@ Revises: 0007
 Create Date: 2026-11-28
 """
 
+import importlib.util
 from collections.abc import Sequence
+from pathlib import Path
 
 import sqlalchemy as sa
 from alembic import op
@@ -29,6 +31,35 @@ ERASE_0005 = (
 )
 ERASE = ERASE_0005.replace("text, text)", "text, text, text[])")
 REAPPLY = "consent_reapply_erasure(jsonb, text[], jsonb)"
+
+# What both erasing functions do to the rows they picked: delete them, or clear every identifying
+# column, inside the erasure path the append-only trigger allows. Not SECURITY DEFINER and not
+# granted to anyone: only the owner's own functions can call it.
+ERASE_ROWS_FUNCTION = """
+CREATE FUNCTION consent_erase_rows(p_mode text, p_targets bigint[]) RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, public
+AS $$
+DECLARE
+    touched integer;
+BEGIN
+    PERFORM set_config('consent.erasure', 'on', true);
+    IF p_mode = 'delete' THEN
+        DELETE FROM consent_events WHERE seq = ANY (p_targets);
+    ELSE
+        UPDATE consent_events
+        SET subject_id = NULL, ip_hash = NULL, user_hash = NULL, hash_key_id = NULL,
+            user_agent = NULL, page_url = NULL, tcf_string = NULL, gpp_string = NULL,
+            request_hash = NULL, anonymised_at = now()
+        WHERE seq = ANY (p_targets);
+    END IF;
+    GET DIAGNOSTICS touched = ROW_COUNT;
+    PERFORM set_config('consent.erasure', 'off', true);
+    RETURN touched;
+END;
+$$
+"""
+ERASE_ROWS = "consent_erase_rows(text, bigint[])"
 
 # As in 0005, with the tokens (computed by the service, which holds the key) kept in the audit row.
 ERASE_FUNCTION = """
@@ -84,18 +115,7 @@ BEGIN
           AND (p_until IS NULL OR recorded_at < p_until);
     END IF;
 
-    PERFORM set_config('consent.erasure', 'on', true);
-    IF p_mode = 'delete' THEN
-        DELETE FROM consent_events WHERE seq = ANY (targets);
-    ELSE
-        UPDATE consent_events
-        SET subject_id = NULL, ip_hash = NULL, user_hash = NULL, hash_key_id = NULL,
-            user_agent = NULL, page_url = NULL, tcf_string = NULL, gpp_string = NULL,
-            request_hash = NULL, anonymised_at = now()
-        WHERE seq = ANY (targets);
-    END IF;
-    GET DIAGNOSTICS touched = ROW_COUNT;
-    PERFORM set_config('consent.erasure', 'off', true);
+    touched := consent_erase_rows(p_mode, targets);
 
     INSERT INTO dsr_audit (
         id, action, actor, identifier_type, identifier_hash, hash_key_id, property, since,
@@ -111,12 +131,18 @@ BEGIN
 END;
 $$
 """
-# 0005's function, for a downgrade: the same without the tokens.
-ERASE_FUNCTION_0005 = (
-    ERASE_FUNCTION.replace(",\n    p_tokens text[]", "")
-    .replace(", erasure_tokens", "")
-    .replace(", p_tokens", "")
-)
+
+
+def _erase_function_0005() -> str:
+    """0005's function, for a downgrade: read from that migration, not written twice."""
+    path = Path(__file__).with_name("2026_11_28_0005_least_privilege.py")
+    spec = importlib.util.spec_from_file_location("migration_0005", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return str(module.ERASE_FUNCTION)
+
 
 # Re-applies one erasure of another copy of this database to this one. The caller (holding the
 # key) found the values whose tokens the audit row lists; this erases the events holding them
@@ -154,18 +180,7 @@ BEGIN
       AND (original.property IS NULL OR property = original.property)
       AND (original.since IS NULL OR recorded_at >= original.since)
       AND (original.until IS NULL OR recorded_at < original.until);
-    PERFORM set_config('consent.erasure', 'on', true);
-    IF original.mode = 'delete' THEN
-        DELETE FROM consent_events WHERE seq = ANY (targets);
-    ELSE
-        UPDATE consent_events
-        SET subject_id = NULL, ip_hash = NULL, user_hash = NULL, hash_key_id = NULL,
-            user_agent = NULL, page_url = NULL, tcf_string = NULL, gpp_string = NULL,
-            request_hash = NULL, anonymised_at = now()
-        WHERE seq = ANY (targets);
-    END IF;
-    GET DIAGNOSTICS touched = ROW_COUNT;
-    PERFORM set_config('consent.erasure', 'off', true);
+    touched := consent_erase_rows(original.mode, targets);
 
     INSERT INTO dsr_audit (
         id, action, actor, identifier_type, identifier_hash, hash_key_id, property, since,
@@ -198,6 +213,8 @@ $$
 def upgrade() -> None:
     op.add_column("dsr_audit", sa.Column("erasure_tokens", ARRAY(sa.Text()), nullable=True))
     op.execute(f"DROP FUNCTION {ERASE_0005}")
+    op.execute(ERASE_ROWS_FUNCTION)
+    op.execute(f"REVOKE ALL ON FUNCTION {ERASE_ROWS} FROM PUBLIC")
     op.execute(ERASE_FUNCTION)
     op.execute(f"REVOKE ALL ON FUNCTION {ERASE} FROM PUBLIC")
     op.execute(f"GRANT EXECUTE ON FUNCTION {ERASE} TO consent_api")
@@ -208,7 +225,8 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.execute(f"DROP FUNCTION {REAPPLY}")
     op.execute(f"DROP FUNCTION {ERASE}")
-    op.execute(ERASE_FUNCTION_0005)
+    op.execute(f"DROP FUNCTION {ERASE_ROWS}")
+    op.execute(_erase_function_0005())
     op.execute(f"REVOKE ALL ON FUNCTION {ERASE_0005} FROM PUBLIC")
     op.execute(f"GRANT EXECUTE ON FUNCTION {ERASE_0005} TO consent_api")
     op.drop_column("dsr_audit", "erasure_tokens")

@@ -44,7 +44,9 @@ async def in_one_transaction(connection: asyncpg.Connection, statements: list[st
         ["SET LOCAL consent.erasure = 'on'", "UPDATE consent_events SET subject_id = NULL"],
         ["UPDATE dsr_audit SET actor = 'someone else'"],
         ["DELETE FROM dsr_audit"],
-        # Re-applying an erasure after a restore is the owner's (docs/backup.md).
+        # Erasing rows without the audit row, or re-applying an erasure after a restore
+        # (docs/backup.md), is the owner's.
+        ["SELECT consent_erase_rows('delete', ARRAY(SELECT seq FROM consent_events))"],
         [
             "SELECT consent_reapply_erasure("
             '(SELECT to_jsonb(a) || \'{"action": "erasure", "mode": "delete"}\''
