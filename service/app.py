@@ -32,6 +32,7 @@ from service.dsr.routes import router as dsr_router
 from service.health.routes import router as health_router
 from service.ledger.writer import EventWriter
 from service.state import State, install
+from service.stats.routes import router as stats_router
 
 log = get_logger("service.app")
 
@@ -41,7 +42,7 @@ current consent schema; a privacy team answers data-subject requests (history, e
 
 * **Banner API** — public, CORS-enabled, no key.
 * **DSR and admin API** — `Authorization: Bearer <key>` with scopes
-  (`dsr:read`, `dsr:erase`, `schemas:write`, `audit:read`).
+  (`dsr:read`, `dsr:erase`, `dsr:withdraw`, `schemas:write`, `audit:read`, `stats:read`).
 * Every error is an RFC 9457 `application/problem+json` document.
 * No raw IP address is ever stored or logged: only a keyed HMAC-SHA256 with its key id.
 """
@@ -60,6 +61,11 @@ TAGS = [
         "name": "data-subject requests",
         "description": "Find, export and erase a person's consent history by subject id, IP "
         "address or account id; every action is audited. Identifiers travel in request bodies.",
+    },
+    {
+        "name": "statistics",
+        "description": "Exact counts per UTC day and schema version: events by type, decisions, "
+        "opt-in per category, signals. Needs the `stats:read` scope.",
     },
     {"name": "operations", "description": "Health, readiness and metrics."},
 ]
@@ -187,6 +193,7 @@ def create_app(settings: Settings | None = None) -> ConsentAPI:
     app.include_router(client_router)
     app.include_router(consent_schema_router)
     app.include_router(dsr_router)
+    app.include_router(stats_router)
     app.include_router(health_router)
     install_docs(app)
     # The one middleware stack, innermost first; hot routes pass the same (core/pipeline.py).

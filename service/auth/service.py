@@ -24,6 +24,7 @@ class Scope(StrEnum):
     SCHEMAS_WRITE = "schemas:write"
     AUDIT_READ = "audit:read"
     METRICS_READ = "metrics:read"
+    STATS_READ = "stats:read"
 
 
 @dataclass(frozen=True, slots=True)

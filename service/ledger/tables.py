@@ -55,6 +55,13 @@ class ConsentEventRow(Base):
             "seq",
             postgresql_where=text("ip_hash IS NOT NULL"),
         ),
+        # The parts of days a statistics range starts or ends in (migration 0009).
+        Index(
+            "ix_consent_events_recorded_at",
+            "recorded_at",
+            postgresql_using="brin",
+            postgresql_with={"autosummarize": "on"},
+        ),
         Index(
             "ix_consent_events_user_hash",
             "user_hash",

@@ -1,0 +1,51 @@
+"""The statistics API: what a property's banner decided, per day, exactly."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query
+from pydantic import AwareDatetime
+
+from service.auth.dependencies import StatsReader, private
+from service.consent_schema.service import property_exists
+from service.core.errors import NotFound, Unprocessable, problem_responses
+from service.core.json_input import StrictJSONRoute
+from service.state import Catalog, Session
+from service.stats.bodies import StatsPage
+from service.stats.service import daily_stats
+
+router = APIRouter(
+    tags=["statistics"], route_class=StrictJSONRoute, dependencies=[Depends(private)]
+)
+
+# Ten years of days: enough for any chart, and a bound on the work of one request.
+MAX_RANGE = timedelta(days=3660)
+
+
+@router.get(
+    "/v1/properties/{property}/stats",
+    summary="Events, decisions and opt-in per category, per UTC day and schema version",
+    response_model=StatsPage,
+    responses=problem_responses(401, 403, 404, 422, 429),
+)
+async def property_stats(
+    property: str,
+    session: Session,
+    catalog: Catalog,
+    principal: StatsReader,
+    since: Annotated[AwareDatetime, Query(description="From this instant (RFC 3339), included.")],
+    until: Annotated[AwareDatetime, Query(description="To this instant (RFC 3339), excluded.")],
+) -> StatsPage:
+    """Counts of the events stored now with since ≤ recorded_at < until, exact (an erasure lowers
+    them), grouped by UTC day and schema version. A decision is an event of the first four types,
+    whoever made it; a category's counts are over decisions, by the effective choice (GPC/DNT
+    applied where the version honours them)."""
+    if until <= since or until - since > MAX_RANGE:
+        why = "until must be after since, and at most 3660 days after it"
+        raise Unprocessable(why, extra={"errors": [{"pointer": "/query/until", "detail": why}]})
+    if not await property_exists(session, property):
+        raise NotFound(f"there is no property named {property!r}")
+    items = await daily_stats(session, catalog, property, since, until)
+    return StatsPage(property=property, since=since, until=until, items=items)

@@ -1,0 +1,177 @@
+"""Statistics: exact counts per UTC day and schema version (docs/stats.md).
+
+Whole days come from `consent_stats_daily`, which the database keeps equal to a COUNT over the
+stored events (statement triggers of migration 0009 add every insert and subtract every delete in
+the same transaction). A range that starts or ends inside a day counts that part of the day from
+the events themselves (a BRIN index on `recorded_at` keeps it to the day's pages).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from service.consent_schema.service import SchemaCatalog
+from service.stats.bodies import (
+    DECISION_TYPES,
+    EVENT_TYPES,
+    CategoryCounts,
+    SignalCounts,
+    StatsItem,
+)
+
+
+@dataclass(slots=True)
+class Tally:
+    """The counts of one (day, schema version, event type)."""
+
+    events: int = 0
+    gpc: int = 0
+    dnt: int = 0
+    granted: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    denied: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+    def add(
+        self, events: int, gpc: int, dnt: int, granted: dict[str, Any], denied: dict[str, Any]
+    ) -> None:
+        self.events += events
+        self.gpc += gpc
+        self.dnt += dnt
+        for key, n in granted.items():
+            self.granted[key] += int(n)
+        for key, n in denied.items():
+            self.denied[key] += int(n)
+
+
+Key = tuple[date, int, str]
+
+WHOLE_DAYS = text(
+    """
+    SELECT day, schema_version, event_type, events, gpc, dnt, granted, denied
+    FROM consent_stats_daily
+    WHERE property = :property AND day >= :first AND day < :end
+    """
+)
+
+# The same counts as the triggers keep, over the events of a part of a day.
+PART_OF_DAYS = text(
+    """
+    WITH part AS (
+        SELECT (recorded_at AT TIME ZONE 'UTC')::date AS day, schema_version, event_type, gpc,
+               dnt, effective
+        FROM consent_events
+        WHERE property = :property AND recorded_at >= :since AND recorded_at < :until
+    ), per_category AS (
+        SELECT day, schema_version, event_type,
+               jsonb_object_agg(key, granted) AS granted, jsonb_object_agg(key, denied) AS denied
+        FROM (
+            SELECT p.day, p.schema_version, p.event_type, e.key,
+                   count(*) FILTER (WHERE e.value = 'true'::jsonb) AS granted,
+                   count(*) FILTER (WHERE e.value = 'false'::jsonb) AS denied
+            FROM part p CROSS JOIN LATERAL jsonb_each(p.effective) e
+            WHERE p.event_type <> 're-prompt'
+            GROUP BY 1, 2, 3, 4
+        ) keyed
+        GROUP BY 1, 2, 3
+    )
+    SELECT g.day, g.schema_version, g.event_type, g.events, g.gpc, g.dnt,
+           coalesce(c.granted, '{}'::jsonb) AS granted, coalesce(c.denied, '{}'::jsonb) AS denied
+    FROM (
+        SELECT day, schema_version, event_type, count(*) AS events,
+               count(*) FILTER (WHERE gpc) AS gpc, count(*) FILTER (WHERE dnt) AS dnt
+        FROM part GROUP BY 1, 2, 3
+    ) g
+    LEFT JOIN per_category c USING (day, schema_version, event_type)
+    """
+)
+
+
+def _midnight(day: date) -> datetime:
+    return datetime.combine(day, time(), tzinfo=UTC)
+
+
+def split(
+    since: datetime, until: datetime
+) -> tuple[tuple[date, date] | None, list[tuple[datetime, datetime]]]:
+    """The whole UTC days in [since, until) as [first, end), and the parts of days around them."""
+    since, until = since.astimezone(UTC), until.astimezone(UTC)
+    first = since.date() if since == _midnight(since.date()) else since.date() + timedelta(days=1)
+    end = until.date()
+    if first >= end:  # no whole day: at most the parts of one or two days
+        return None, [(since, until)]
+    parts = []
+    if since < _midnight(first):
+        parts.append((since, _midnight(first)))
+    if _midnight(end) < until:
+        parts.append((_midnight(end), until))
+    return (first, end), parts
+
+
+async def tallies(
+    session: AsyncSession, property_name: str, since: datetime, until: datetime
+) -> dict[Key, Tally]:
+    whole, parts = split(since, until)
+    found: dict[Key, Tally] = defaultdict(Tally)
+    rows: list[Any] = []
+    if whole is not None:
+        rows += (
+            await session.execute(
+                WHOLE_DAYS, {"property": property_name, "first": whole[0], "end": whole[1]}
+            )
+        ).all()
+    for start, stop in parts:
+        rows += (
+            await session.execute(
+                PART_OF_DAYS, {"property": property_name, "since": start, "until": stop}
+            )
+        ).all()
+    for row in rows:
+        found[(row.day, row.schema_version, row.event_type)].add(
+            row.events, row.gpc, row.dnt, row.granted, row.denied
+        )
+    return found
+
+
+async def daily_stats(
+    session: AsyncSession,
+    catalog: SchemaCatalog,
+    property_name: str,
+    since: datetime,
+    until: datetime,
+) -> list[StatsItem]:
+    """One item per (day, schema version) with events, in that order."""
+    by_item: dict[tuple[date, int], dict[str, Tally]] = defaultdict(dict)
+    for (day, version, event_type), tally in (
+        await tallies(session, property_name, since, until)
+    ).items():
+        if tally.events:  # (a day whose events were all erased keeps zero rows)
+            by_item[(day, version)][event_type] = tally
+    items = []
+    for (day, version), per_type in sorted(by_item.items()):
+        optional = sorted((await catalog.version(property_name, version)).optional)
+        decisions = [per_type[t] for t in DECISION_TYPES if t in per_type]
+        items.append(
+            StatsItem(
+                day=day,
+                schema_version=version,
+                events={t: per_type[t].events if t in per_type else 0 for t in EVENT_TYPES},
+                decisions=sum(t.events for t in decisions),
+                categories={
+                    key: CategoryCounts(
+                        granted=sum(t.granted.get(key, 0) for t in decisions),
+                        denied=sum(t.denied.get(key, 0) for t in decisions),
+                    )
+                    for key in optional
+                },
+                signals=SignalCounts(
+                    gpc=sum(t.gpc for t in per_type.values()),
+                    dnt=sum(t.dnt for t in per_type.values()),
+                ),
+            )
+        )
+    return items
