@@ -71,6 +71,8 @@ COUNT_TEMPLATE = """
                      WHERE (c.property, c.day, c.schema_version, c.event_type)
                          = (g.property, g.day, g.schema_version, g.event_type)), '{{}}')
     FROM per_group g
+    -- One lock order for every writer: two statements on one shard never deadlock.
+    ORDER BY g.property, g.day, g.schema_version, g.event_type
     ON CONFLICT (property, day, schema_version, event_type, shard) DO UPDATE
     SET events = s.events + excluded.events,
         gpc = s.gpc + excluded.gpc,
