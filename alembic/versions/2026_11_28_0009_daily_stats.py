@@ -1,5 +1,5 @@
-"""Daily statistics kept exact by the database: event counts per property, UTC day, schema version
-and event type, with GPC/DNT counts and, per category, how many events granted or denied it
+"""Daily statistics kept exact by the database: event counts per property, UTC day, schema version,
+event type and effective choices, with GPC/DNT counts
 
 Statement-level triggers with transition tables add every inserted event and subtract every
 deleted one in the same transaction, whatever path wrote or erased it, so the counts equal a
@@ -28,57 +28,24 @@ depends_on: str | Sequence[str] | None = None
 
 SHARDS = 8
 
-# The sum of two {category: count} maps.
-ADD_FUNCTION = """
-CREATE FUNCTION consent_counts_add(a jsonb, b jsonb) RETURNS jsonb
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
-SET search_path = pg_catalog
-AS $$
-    SELECT coalesce(
-        jsonb_object_agg(k, coalesce((a->>k)::bigint, 0) + coalesce((b->>k)::bigint, 0)),
-        '{}'::jsonb
-    )
-    FROM (SELECT jsonb_object_keys(a) UNION SELECT jsonb_object_keys(b)) AS keys(k)
-$$
-"""
-
-# Adds (sign 1) or subtracts (sign -1) the counts of `rows`, a transition table's name.
+# Adds (sign 1) or subtracts (sign -1) the counts of `rows`, a transition table's name. Events are
+# grouped by their effective choices as a whole (a handful of distinct maps), not per category:
+# no JSON is taken apart on the write path; a reader sums per category.
 COUNT_TEMPLATE = """
-    WITH per_category AS (
-        SELECT r.property, (r.recorded_at AT TIME ZONE 'UTC')::date AS day, r.schema_version,
-               r.event_type, e.key,
-               count(*) FILTER (WHERE e.value = 'true'::jsonb) AS granted,
-               count(*) FILTER (WHERE e.value = 'false'::jsonb) AS denied
-        FROM {rows} r CROSS JOIN LATERAL jsonb_each(r.effective) e
-        WHERE r.event_type <> 're-prompt'
-        GROUP BY 1, 2, 3, 4, 5
-    ), per_group AS (
-        SELECT property, (recorded_at AT TIME ZONE 'UTC')::date AS day, schema_version,
-               event_type, count(*) AS events, count(*) FILTER (WHERE gpc) AS gpc,
-               count(*) FILTER (WHERE dnt) AS dnt
-        FROM {rows}
-        GROUP BY 1, 2, 3, 4
-    )
     INSERT INTO consent_stats_daily AS s (
-        property, day, schema_version, event_type, shard, events, gpc, dnt, granted, denied
+        property, day, schema_version, event_type, effective, shard, events, gpc, dnt
     )
-    SELECT g.property, g.day, g.schema_version, g.event_type, pg_backend_pid() % {shards},
-           {sign} * g.events, {sign} * g.gpc, {sign} * g.dnt,
-           coalesce((SELECT jsonb_object_agg(c.key, {sign} * c.granted) FROM per_category c
-                     WHERE (c.property, c.day, c.schema_version, c.event_type)
-                         = (g.property, g.day, g.schema_version, g.event_type)), '{{}}'),
-           coalesce((SELECT jsonb_object_agg(c.key, {sign} * c.denied) FROM per_category c
-                     WHERE (c.property, c.day, c.schema_version, c.event_type)
-                         = (g.property, g.day, g.schema_version, g.event_type)), '{{}}')
-    FROM per_group g
+    SELECT property, (recorded_at AT TIME ZONE 'UTC')::date, schema_version, event_type,
+           effective, pg_backend_pid() % {shards}, {sign} * count(*),
+           {sign} * count(*) FILTER (WHERE gpc), {sign} * count(*) FILTER (WHERE dnt)
+    FROM {rows}
+    GROUP BY 1, 2, 3, 4, 5
     -- One lock order for every writer: two statements on one shard never deadlock.
-    ORDER BY g.property, g.day, g.schema_version, g.event_type
-    ON CONFLICT (property, day, schema_version, event_type, shard) DO UPDATE
+    ORDER BY 1, 2, 3, 4, 5
+    ON CONFLICT (property, day, schema_version, event_type, effective, shard) DO UPDATE
     SET events = s.events + excluded.events,
         gpc = s.gpc + excluded.gpc,
-        dnt = s.dnt + excluded.dnt,
-        granted = consent_counts_add(s.granted, excluded.granted),
-        denied = consent_counts_add(s.denied, excluded.denied);
+        dnt = s.dnt + excluded.dnt;
 """
 
 TRIGGER_FUNCTION = f"""
@@ -111,15 +78,15 @@ def upgrade() -> None:
         sa.Column("day", sa.Date(), nullable=False),
         sa.Column("schema_version", sa.Integer(), nullable=False),
         sa.Column("event_type", sa.Text(), nullable=False),
+        sa.Column("effective", JSONB(), nullable=False),
         sa.Column("shard", sa.SmallInteger(), nullable=False),
         sa.Column("events", sa.BigInteger(), nullable=False),
         sa.Column("gpc", sa.BigInteger(), nullable=False),
         sa.Column("dnt", sa.BigInteger(), nullable=False),
-        sa.Column("granted", JSONB(), nullable=False),
-        sa.Column("denied", JSONB(), nullable=False),
-        sa.PrimaryKeyConstraint("property", "day", "schema_version", "event_type", "shard"),
+        sa.PrimaryKeyConstraint(
+            "property", "day", "schema_version", "event_type", "effective", "shard"
+        ),
     )
-    op.execute(ADD_FUNCTION)
     op.execute(TRIGGER_FUNCTION)
     op.execute("REVOKE ALL ON FUNCTION consent_stats_count() FROM PUBLIC")
     # No event may be written between the backfill and the triggers: writes wait meanwhile.
@@ -153,4 +120,3 @@ def downgrade() -> None:
     op.execute("DROP TRIGGER consent_events_count_added ON consent_events")
     op.drop_table("consent_stats_daily")
     op.execute("DROP FUNCTION consent_stats_count()")
-    op.execute("DROP FUNCTION consent_counts_add(jsonb, jsonb)")

@@ -2,7 +2,8 @@
 
 Whole days come from `consent_stats_daily`, which the database keeps equal to a COUNT over the
 stored events (statement triggers of migration 0009 add every insert and subtract every delete in
-the same transaction). A range that starts or ends inside a day counts that part of the day from
+the same transaction), grouped by the events' effective choices as a whole; the counts per
+category are summed here. A range that starts or ends inside a day counts that part of the day from
 the events themselves (a BRIN index on `recorded_at` keeps it to the day's pages).
 """
 
@@ -36,57 +37,36 @@ class Tally:
     granted: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     denied: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
-    def add(
-        self, events: int, gpc: int, dnt: int, granted: dict[str, Any], denied: dict[str, Any]
-    ) -> None:
+    def add(self, events: int, gpc: int, dnt: int, effective: dict[str, bool]) -> None:
         self.events += events
         self.gpc += gpc
         self.dnt += dnt
-        for key, n in granted.items():
-            self.granted[key] += int(n)
-        for key, n in denied.items():
-            self.denied[key] += int(n)
+        for key, on in effective.items():
+            (self.granted if on else self.denied)[key] += events
 
 
 Key = tuple[date, int, str]
 
+# Summed over shards by the database; the categories by the reader, from each effective map.
 WHOLE_DAYS = text(
     """
-    SELECT day, schema_version, event_type, events, gpc, dnt, granted, denied
+    SELECT day, schema_version, event_type, effective, sum(events) AS events, sum(gpc) AS gpc,
+           sum(dnt) AS dnt
     FROM consent_stats_daily
     WHERE property = :property AND day >= :first AND day < :end
+    GROUP BY 1, 2, 3, 4
     """
 )
 
 # The same counts as the triggers keep, over the events of a part of a day.
 PART_OF_DAYS = text(
     """
-    WITH part AS (
-        SELECT (recorded_at AT TIME ZONE 'UTC')::date AS day, schema_version, event_type, gpc,
-               dnt, effective
-        FROM consent_events
-        WHERE property = :property AND recorded_at >= :since AND recorded_at < :until
-    ), per_category AS (
-        SELECT day, schema_version, event_type,
-               jsonb_object_agg(key, granted) AS granted, jsonb_object_agg(key, denied) AS denied
-        FROM (
-            SELECT p.day, p.schema_version, p.event_type, e.key,
-                   count(*) FILTER (WHERE e.value = 'true'::jsonb) AS granted,
-                   count(*) FILTER (WHERE e.value = 'false'::jsonb) AS denied
-            FROM part p CROSS JOIN LATERAL jsonb_each(p.effective) e
-            WHERE p.event_type <> 're-prompt'
-            GROUP BY 1, 2, 3, 4
-        ) keyed
-        GROUP BY 1, 2, 3
-    )
-    SELECT g.day, g.schema_version, g.event_type, g.events, g.gpc, g.dnt,
-           coalesce(c.granted, '{}'::jsonb) AS granted, coalesce(c.denied, '{}'::jsonb) AS denied
-    FROM (
-        SELECT day, schema_version, event_type, count(*) AS events,
-               count(*) FILTER (WHERE gpc) AS gpc, count(*) FILTER (WHERE dnt) AS dnt
-        FROM part GROUP BY 1, 2, 3
-    ) g
-    LEFT JOIN per_category c USING (day, schema_version, event_type)
+    SELECT (recorded_at AT TIME ZONE 'UTC')::date AS day, schema_version, event_type, effective,
+           count(*) AS events, count(*) FILTER (WHERE gpc) AS gpc,
+           count(*) FILTER (WHERE dnt) AS dnt
+    FROM consent_events
+    WHERE property = :property AND recorded_at >= :since AND recorded_at < :until
+    GROUP BY 1, 2, 3, 4
     """
 )
 
@@ -132,7 +112,7 @@ async def tallies(
         ).all()
     for row in rows:
         found[(row.day, row.schema_version, row.event_type)].add(
-            row.events, row.gpc, row.dnt, row.granted, row.denied
+            int(row.events), int(row.gpc), int(row.dnt), row.effective
         )
     return found
 

@@ -11,8 +11,9 @@ from service.core.db import Base
 
 
 class StatsDailyRow(Base):
-    """Counts per property, UTC day, schema version, event type and shard, kept equal to the
-    stored events by the database's triggers (migration 0009); only the database writes it."""
+    """Counts per property, UTC day, schema version, event type, effective choices and shard,
+    kept equal to the stored events by the database's triggers (migration 0009); only the
+    database writes it."""
 
     __tablename__ = "consent_stats_daily"
 
@@ -20,9 +21,9 @@ class StatsDailyRow(Base):
     day: Mapped[date] = mapped_column(Date, primary_key=True)
     schema_version: Mapped[int] = mapped_column(Integer, primary_key=True)
     event_type: Mapped[str] = mapped_column(Text, primary_key=True)
+    # The events' effective choices as a whole: a reader sums per category.
+    effective: Mapped[dict[str, Any]] = mapped_column(JSONB, primary_key=True)
     shard: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
     events: Mapped[int] = mapped_column(BigInteger)
     gpc: Mapped[int] = mapped_column(BigInteger)
     dnt: Mapped[int] = mapped_column(BigInteger)
-    granted: Mapped[dict[str, Any]] = mapped_column(JSONB)
-    denied: Mapped[dict[str, Any]] = mapped_column(JSONB)

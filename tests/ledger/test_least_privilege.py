@@ -55,7 +55,7 @@ async def in_one_transaction(connection: asyncpg.Connection, statements: list[st
         # The daily statistics: written only by the database's triggers (migration 0009).
         ["UPDATE consent_stats_daily SET events = events + 1"],
         [
-            "INSERT INTO consent_stats_daily VALUES ('x', now(), 1, 'accept-all', 0, 1, 0, 0, '{}', '{}')"
+            "INSERT INTO consent_stats_daily VALUES ('x', now(), 1, 'accept-all', '{}', 0, 1, 0, 0)"
         ],
         ["UPDATE consent_schema_versions SET content = '{}'::jsonb"],
         ["TRUNCATE consent_events"],
