@@ -1,17 +1,17 @@
 """Statistics: exact counts per UTC day and schema version (docs/stats.md).
 
-Whole days come from `consent_stats_daily`, which the database keeps equal to a COUNT over the
+Whole hours come from `consent_stats_hourly`, which the database keeps equal to a COUNT over the
 stored events (statement triggers of migration 0009 add every insert and subtract every delete in
 the same transaction), grouped by the events' effective choices as a whole; the counts per
-category are summed here. A range that starts or ends inside a day counts that part of the day from
-the events themselves (a BRIN index on `recorded_at` keeps it to the day's pages).
+category are summed here. A range that starts or ends inside an hour counts that part of the hour
+from the events themselves (a BRIN index on `recorded_at` keeps it to those pages).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import text
@@ -47,19 +47,19 @@ class Tally:
 
 Key = tuple[date, int, str]
 
-# Summed over shards by the database; the categories by the reader, from each effective map.
-WHOLE_DAYS = text(
+# Summed over hours and shards by the database; per category by the reader, from each map.
+WHOLE_HOURS = text(
     """
-    SELECT day, schema_version, event_type, effective, sum(events) AS events, sum(gpc) AS gpc,
-           sum(dnt) AS dnt
-    FROM consent_stats_daily
-    WHERE property = :property AND day >= :first AND day < :end
+    SELECT (hour AT TIME ZONE 'UTC')::date AS day, schema_version, event_type, effective,
+           sum(events) AS events, sum(gpc) AS gpc, sum(dnt) AS dnt
+    FROM consent_stats_hourly
+    WHERE property = :property AND hour >= :first AND hour < :end
     GROUP BY 1, 2, 3, 4
     """
 )
 
-# The same counts as the triggers keep, over the events of a part of a day.
-PART_OF_DAYS = text(
+# The same counts as the triggers keep, over the events of a part of an hour.
+PART_OF_HOURS = text(
     """
     SELECT (recorded_at AT TIME ZONE 'UTC')::date AS day, schema_version, event_type, effective,
            count(*) AS events, count(*) FILTER (WHERE gpc) AS gpc,
@@ -71,24 +71,28 @@ PART_OF_DAYS = text(
 )
 
 
-def _midnight(day: date) -> datetime:
-    return datetime.combine(day, time(), tzinfo=UTC)
+HOUR = timedelta(hours=1)
+
+
+def _hour_start(moment: datetime) -> datetime:
+    return moment.replace(minute=0, second=0, microsecond=0)
 
 
 def split(
     since: datetime, until: datetime
-) -> tuple[tuple[date, date] | None, list[tuple[datetime, datetime]]]:
-    """The whole UTC days in [since, until) as [first, end), and the parts of days around them."""
+) -> tuple[tuple[datetime, datetime] | None, list[tuple[datetime, datetime]]]:
+    """The whole UTC hours in [since, until) as [first, end), and the parts of hours around
+    them."""
     since, until = since.astimezone(UTC), until.astimezone(UTC)
-    first = since.date() if since == _midnight(since.date()) else since.date() + timedelta(days=1)
-    end = until.date()
-    if first >= end:  # no whole day: at most the parts of one or two days
+    first = since if since == _hour_start(since) else _hour_start(since) + HOUR
+    end = _hour_start(until)
+    if first >= end:  # no whole hour: at most the parts of one or two hours
         return None, [(since, until)]
     parts = []
-    if since < _midnight(first):
-        parts.append((since, _midnight(first)))
-    if _midnight(end) < until:
-        parts.append((_midnight(end), until))
+    if since < first:
+        parts.append((since, first))
+    if end < until:
+        parts.append((end, until))
     return (first, end), parts
 
 
@@ -101,13 +105,13 @@ async def tallies(
     if whole is not None:
         rows += (
             await session.execute(
-                WHOLE_DAYS, {"property": property_name, "first": whole[0], "end": whole[1]}
+                WHOLE_HOURS, {"property": property_name, "first": whole[0], "end": whole[1]}
             )
         ).all()
     for start, stop in parts:
         rows += (
             await session.execute(
-                PART_OF_DAYS, {"property": property_name, "since": start, "until": stop}
+                PART_OF_HOURS, {"property": property_name, "since": start, "until": stop}
             )
         ).all()
     for row in rows:

@@ -1,24 +1,25 @@
 from __future__ import annotations
 
-from datetime import date
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Date, Integer, SmallInteger, Text
+from sqlalchemy import BigInteger, DateTime, Integer, SmallInteger, Text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from service.core.db import Base
 
 
-class StatsDailyRow(Base):
-    """Counts per property, UTC day, schema version, event type, effective choices and shard,
+class StatsHourlyRow(Base):
+    """Counts per property, UTC hour, schema version, event type, effective choices and shard,
     kept equal to the stored events by the database's triggers (migration 0009); only the
     database writes it."""
 
-    __tablename__ = "consent_stats_daily"
+    __tablename__ = "consent_stats_hourly"
 
     property: Mapped[str] = mapped_column(Text, primary_key=True)
-    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    # The UTC hour the events were recorded in (its first instant).
+    hour: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
     schema_version: Mapped[int] = mapped_column(Integer, primary_key=True)
     event_type: Mapped[str] = mapped_column(Text, primary_key=True)
     # The events' effective choices as a whole: a reader sums per category.

@@ -52,10 +52,10 @@ async def in_one_transaction(connection: asyncpg.Connection, statements: list[st
             '(SELECT to_jsonb(a) || \'{"action": "erasure", "mode": "delete"}\''
             " FROM dsr_audit a), ARRAY(SELECT subject_id::text FROM consent_events), '{}')"
         ],
-        # The daily statistics: written only by the database's triggers (migration 0009).
-        ["UPDATE consent_stats_daily SET events = events + 1"],
+        # The statistics: written only by the database's triggers (migration 0009).
+        ["UPDATE consent_stats_hourly SET events = events + 1"],
         [
-            "INSERT INTO consent_stats_daily VALUES ('x', now(), 1, 'accept-all', '{}', 0, 1, 0, 0)"
+            "INSERT INTO consent_stats_hourly VALUES ('x', now(), 1, 'accept-all', '{}', 0, 1, 0, 0)"
         ],
         ["UPDATE consent_schema_versions SET content = '{}'::jsonb"],
         ["TRUNCATE consent_events"],

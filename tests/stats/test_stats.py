@@ -1,5 +1,5 @@
 """Statistics (docs/stats.md): hand-computed counts, GPC/DNT applied, erasures lowering them, and
-exactness against a COUNT over the stored events, for whole days and parts of days."""
+exactness against a COUNT over the stored events, for whole hours and parts of hours."""
 
 from __future__ import annotations
 
@@ -105,8 +105,9 @@ async def test_counts_by_hand_with_signals_applied_and_erasures_lowering_them(
     )
     assert await stats(client, reader, DAY1, DAY1 + timedelta(days=7)) == [day1, day2]
 
-    # Parts of days, counted from the events: 11:00 on day 1 to 01:00 on day 2.
-    part = await stats(client, reader, DAY1 + timedelta(hours=11), DAY1 + timedelta(hours=25))
+    # From 11:10 on day 1 (the rest of that hour counted from the events) to 01:00 on day 2.
+    since = DAY1 + timedelta(hours=11, minutes=10)
+    part = await stats(client, reader, since, DAY1 + timedelta(hours=25))
     assert part == [
         item(
             "2026-01-15",

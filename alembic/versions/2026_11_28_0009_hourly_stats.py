@@ -1,5 +1,5 @@
-"""Daily statistics kept exact by the database: event counts per property, UTC day, schema version,
-event type and effective choices, with GPC/DNT counts
+"""Hourly statistics kept exact by the database: event counts per property, UTC hour, schema
+version, event type and effective choices, with GPC/DNT counts
 
 Statement-level triggers with transition tables add every inserted event and subtract every
 deleted one in the same transaction, whatever path wrote or erased it, so the counts equal a
@@ -32,17 +32,17 @@ SHARDS = 8
 # grouped by their effective choices as a whole (a handful of distinct maps), not per category:
 # no JSON is taken apart on the write path; a reader sums per category.
 COUNT_TEMPLATE = """
-    INSERT INTO consent_stats_daily AS s (
-        property, day, schema_version, event_type, effective, shard, events, gpc, dnt
+    INSERT INTO consent_stats_hourly AS s (
+        property, hour, schema_version, event_type, effective, shard, events, gpc, dnt
     )
-    SELECT property, (recorded_at AT TIME ZONE 'UTC')::date, schema_version, event_type,
+    SELECT property, date_trunc('hour', recorded_at, 'UTC'), schema_version, event_type,
            effective, pg_backend_pid() % {shards}, {sign} * count(*),
            {sign} * count(*) FILTER (WHERE gpc), {sign} * count(*) FILTER (WHERE dnt)
     FROM {rows}
     GROUP BY 1, 2, 3, 4, 5
     -- One lock order for every writer: two statements on one shard never deadlock.
     ORDER BY 1, 2, 3, 4, 5
-    ON CONFLICT (property, day, schema_version, event_type, effective, shard) DO UPDATE
+    ON CONFLICT (property, hour, schema_version, event_type, effective, shard) DO UPDATE
     SET events = s.events + excluded.events,
         gpc = s.gpc + excluded.gpc,
         dnt = s.dnt + excluded.dnt;
@@ -73,9 +73,9 @@ BACKFILL = COUNT_TEMPLATE.format(rows="consent_events", sign=1, shards=SHARDS).r
 
 def upgrade() -> None:
     op.create_table(
-        "consent_stats_daily",
+        "consent_stats_hourly",
         sa.Column("property", sa.Text(), nullable=False),
-        sa.Column("day", sa.Date(), nullable=False),
+        sa.Column("hour", sa.DateTime(timezone=True), nullable=False),
         sa.Column("schema_version", sa.Integer(), nullable=False),
         sa.Column("event_type", sa.Text(), nullable=False),
         sa.Column("effective", JSONB(), nullable=False),
@@ -84,7 +84,7 @@ def upgrade() -> None:
         sa.Column("gpc", sa.BigInteger(), nullable=False),
         sa.Column("dnt", sa.BigInteger(), nullable=False),
         sa.PrimaryKeyConstraint(
-            "property", "day", "schema_version", "event_type", "effective", "shard"
+            "property", "hour", "schema_version", "event_type", "effective", "shard"
         ),
     )
     op.execute(TRIGGER_FUNCTION)
@@ -106,8 +106,8 @@ def upgrade() -> None:
         FOR EACH STATEMENT EXECUTE FUNCTION consent_stats_count()
         """
     )
-    op.execute("GRANT SELECT ON consent_stats_daily TO consent_api")
-    # The parts of days at either end of a range are counted from the events of those days.
+    op.execute("GRANT SELECT ON consent_stats_hourly TO consent_api")
+    # The parts of hours at either end of a range are counted from the events of those hours.
     op.execute(
         "CREATE INDEX ix_consent_events_recorded_at ON consent_events"
         " USING brin (recorded_at) WITH (autosummarize = on)"
@@ -118,5 +118,5 @@ def downgrade() -> None:
     op.drop_index("ix_consent_events_recorded_at", table_name="consent_events")
     op.execute("DROP TRIGGER consent_events_count_removed ON consent_events")
     op.execute("DROP TRIGGER consent_events_count_added ON consent_events")
-    op.drop_table("consent_stats_daily")
+    op.drop_table("consent_stats_hourly")
     op.execute("DROP FUNCTION consent_stats_count()")
