@@ -45,6 +45,11 @@ def _run(connection: Connection) -> None:
         with context.begin_transaction():
             context.run_migrations()
         connection.commit()
+    except BaseException:
+        # A failed migration leaves the transaction aborted: without this the unlock below would
+        # fail too, and its error would hide the migration's own.
+        connection.rollback()
+        raise
     finally:
         connection.execute(text("SELECT pg_advisory_unlock(:id)"), {"id": MIGRATION_LOCK_ID})
         connection.commit()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import random
 import statistics
@@ -105,15 +106,25 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--database-url", help="PostgreSQL server to use (default: embedded)")
+    parser.add_argument(
+        "--database",
+        help="an existing database to use as it is (migrated here, filled up to --size, kept)",
+    )
     parser.add_argument("--size", default="10M", help="events in the table (default 10M)")
     parser.add_argument("--requests", type=int, default=300, help="requests per kind of range")
     parser.add_argument("--keep", action="store_true", help="keep the bench database")
     args = parser.parse_args()
     size = parse_size(args.size)
     log_dir = Path(tempfile.mkdtemp(prefix="consent-bench-stats-"))
-    with database(args.database_url, args.keep) as db_url:
+    with (
+        contextlib.nullcontext(args.database)
+        if args.database
+        else database(args.database_url, args.keep)
+    ) as db_url:
         env = service_env(db_url)
+        started = time.perf_counter()
         cli(env, "migrate")
+        print(f"migrated in {time.perf_counter() - started:.1f} s")
         cli(env, "schema", "publish", "examples/schemas/itsailor.yaml")
         key = json.loads(
             cli(env, "keys", "create", "--name", "bench", "--scopes", "stats:read", "--json")

@@ -1,10 +1,11 @@
 """Statistics: exact counts per UTC day and schema version (docs/stats.md).
 
-Whole hours come from `consent_stats_hourly`, which the database keeps equal to a COUNT over the
-stored events (statement triggers of migration 0009 add every insert and subtract every delete in
-the same transaction), grouped by the events' effective choices as a whole; the counts per
-category are summed here. A range that starts or ends inside an hour counts that part of the hour
-from the events themselves (a BRIN index on `recorded_at` keeps it to those pages).
+Whole UTC days come from `consent_stats_daily`, whole hours of the days a range starts or ends in
+from `consent_stats_hourly`; the database keeps both equal to a COUNT over the stored events
+(statement triggers of migration 0009 add every insert and subtract every delete in the same
+transaction), grouped by the events' effective choices as a whole; the counts per category are
+summed here. What is left, parts of an hour at either end, is counted from the events themselves
+(a BRIN index on `recorded_at` keeps it to those pages).
 """
 
 from __future__ import annotations
@@ -47,19 +48,27 @@ class Tally:
 
 Key = tuple[date, int, str]
 
-# Summed over hours and shards by the database; per category by the reader, from each map.
+# Summed over shards (and hours) by the database; per category by the reader, from each map.
+WHOLE_DAYS = text(
+    """
+    SELECT day, schema_version, event_type, effective, sum(events) AS events, sum(gpc) AS gpc,
+           sum(dnt) AS dnt
+    FROM consent_stats_daily
+    WHERE property = :property AND day >= :since AND day < :until
+    GROUP BY 1, 2, 3, 4
+    """
+)
 WHOLE_HOURS = text(
     """
     SELECT (hour AT TIME ZONE 'UTC')::date AS day, schema_version, event_type, effective,
            sum(events) AS events, sum(gpc) AS gpc, sum(dnt) AS dnt
     FROM consent_stats_hourly
-    WHERE property = :property AND hour >= :first AND hour < :end
+    WHERE property = :property AND hour >= :since AND hour < :until
     GROUP BY 1, 2, 3, 4
     """
 )
-
 # The same counts as the triggers keep, over the events of a part of an hour.
-PART_OF_HOURS = text(
+EVENTS = text(
     """
     SELECT (recorded_at AT TIME ZONE 'UTC')::date AS day, schema_version, event_type, effective,
            count(*) AS events, count(*) FILTER (WHERE gpc) AS gpc,
@@ -70,50 +79,50 @@ PART_OF_HOURS = text(
     """
 )
 
-
-HOUR = timedelta(hours=1)
-
-
-def _hour_start(moment: datetime) -> datetime:
-    return moment.replace(minute=0, second=0, microsecond=0)
+Span = tuple[datetime, datetime]
 
 
-def split(
-    since: datetime, until: datetime
-) -> tuple[tuple[datetime, datetime] | None, list[tuple[datetime, datetime]]]:
-    """The whole UTC hours in [since, until) as [first, end), and the parts of hours around
-    them."""
-    since, until = since.astimezone(UTC), until.astimezone(UTC)
-    first = since if since == _hour_start(since) else _hour_start(since) + HOUR
-    end = _hour_start(until)
-    if first >= end:  # no whole hour: at most the parts of one or two hours
+def _whole(since: datetime, until: datetime, unit: timedelta) -> tuple[Span | None, list[Span]]:
+    """The whole units (UTC days or hours) in [since, until), and the parts around them."""
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    first = epoch + -((epoch - since) // unit) * unit  # the first boundary at or after since
+    end = epoch + ((until - epoch) // unit) * unit  # the last boundary at or before until
+    if first >= end:
         return None, [(since, until)]
-    parts = []
-    if since < first:
-        parts.append((since, first))
-    if end < until:
-        parts.append((end, until))
-    return (first, end), parts
+    return (first, end), [part for part in ((since, first), (end, until)) if part[0] < part[1]]
+
+
+def levels(since: datetime, until: datetime) -> tuple[list[Span], list[Span], list[Span]]:
+    """[since, until) as whole UTC days, whole hours in what is left, and the rest."""
+    since, until = since.astimezone(UTC), until.astimezone(UTC)
+    days, rest = _whole(since, until, timedelta(days=1))
+    hours: list[Span] = []
+    raw: list[Span] = []
+    for start, stop in rest:
+        whole_hours, parts = _whole(start, stop, timedelta(hours=1))
+        hours += [whole_hours] if whole_hours else []
+        raw += parts
+    return ([days] if days else []), hours, raw
 
 
 async def tallies(
     session: AsyncSession, property_name: str, since: datetime, until: datetime
 ) -> dict[Key, Tally]:
-    whole, parts = split(since, until)
+    days, hours, raw = levels(since, until)
     found: dict[Key, Tally] = defaultdict(Tally)
     rows: list[Any] = []
-    if whole is not None:
-        rows += (
-            await session.execute(
-                WHOLE_HOURS, {"property": property_name, "first": whole[0], "end": whole[1]}
-            )
-        ).all()
-    for start, stop in parts:
-        rows += (
-            await session.execute(
-                PART_OF_HOURS, {"property": property_name, "since": start, "until": stop}
-            )
-        ).all()
+    for statement, spans, as_dates in (
+        (WHOLE_DAYS, days, True),
+        (WHOLE_HOURS, hours, False),
+        (EVENTS, raw, False),
+    ):
+        for start, stop in spans:
+            bounds = (start.date(), stop.date()) if as_dates else (start, stop)
+            rows += (
+                await session.execute(
+                    statement, {"property": property_name, "since": bounds[0], "until": bounds[1]}
+                )
+            ).all()
     for row in rows:
         found[(row.day, row.schema_version, row.event_type)].add(
             int(row.events), int(row.gpc), int(row.dnt), row.effective

@@ -53,7 +53,8 @@ async def in_one_transaction(connection: asyncpg.Connection, statements: list[st
             " FROM dsr_audit a), ARRAY(SELECT subject_id::text FROM consent_events), '{}')"
         ],
         # The statistics: written only by the database's triggers (migration 0009).
-        ["UPDATE consent_stats_hourly SET events = events + 1"],
+        ["UPDATE consent_stats_daily SET events = events + 1"],
+        ["DELETE FROM consent_stats_hourly"],
         [
             "INSERT INTO consent_stats_hourly VALUES ('x', now(), 1, 'accept-all', '{}', 0, 1, 0, 0)"
         ],

@@ -1,5 +1,5 @@
-"""Hourly statistics kept exact by the database: event counts per property, UTC hour, schema
-version, event type and effective choices, with GPC/DNT counts
+"""Statistics kept exact by the database: event counts per property, UTC day (and UTC hour),
+schema version, event type and effective choices, with GPC/DNT counts
 
 Statement-level triggers with transition tables add every inserted event and subtract every
 deleted one in the same transaction, whatever path wrote or erased it, so the counts equal a
@@ -16,6 +16,7 @@ Create Date: 2026-11-28
 """
 
 from collections.abc import Sequence
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
@@ -32,21 +33,43 @@ SHARDS = 8
 # grouped by their effective choices as a whole (a handful of distinct maps), not per category:
 # no JSON is taken apart on the write path; a reader sums per category.
 COUNT_TEMPLATE = """
-    INSERT INTO consent_stats_hourly AS s (
-        property, hour, schema_version, event_type, effective, shard, events, gpc, dnt
+    INSERT INTO consent_stats_{table} AS s (
+        property, {bucket}, schema_version, event_type, effective, shard, events, gpc, dnt
     )
-    SELECT property, date_trunc('hour', recorded_at, 'UTC'), schema_version, event_type,
-           effective, pg_backend_pid() % {shards}, {sign} * count(*),
+    SELECT property, {bucket_of_recorded_at}, schema_version, event_type, effective,
+           pg_backend_pid() % {shards}, {sign} * count(*),
            {sign} * count(*) FILTER (WHERE gpc), {sign} * count(*) FILTER (WHERE dnt)
     FROM {rows}
     GROUP BY 1, 2, 3, 4, 5
     -- One lock order for every writer: two statements on one shard never deadlock.
     ORDER BY 1, 2, 3, 4, 5
-    ON CONFLICT (property, hour, schema_version, event_type, effective, shard) DO UPDATE
+    ON CONFLICT (property, {bucket}, schema_version, event_type, effective, shard) DO UPDATE
     SET events = s.events + excluded.events,
         gpc = s.gpc + excluded.gpc,
         dnt = s.dnt + excluded.dnt;
 """
+# Days answer whole days at the cost of a few hundred rows for 90 days; hours answer the parts of
+# days at either end of a range.
+BUCKETS = {
+    "daily": ("day", "(recorded_at AT TIME ZONE 'UTC')::date"),
+    "hourly": ("hour", "date_trunc('hour', recorded_at, 'UTC')"),
+}
+
+
+def counting(rows: str, sign: int) -> list[str]:
+    """One statement per table."""
+    return [
+        COUNT_TEMPLATE.format(
+            table=table,
+            bucket=bucket,
+            bucket_of_recorded_at=expression,
+            rows=rows,
+            sign=sign,
+            shards=SHARDS,
+        )
+        for table, (bucket, expression) in BUCKETS.items()
+    ]
+
 
 TRIGGER_FUNCTION = f"""
 CREATE FUNCTION consent_stats_count() RETURNS trigger
@@ -56,9 +79,9 @@ SET search_path = pg_catalog, public
 AS $$
 BEGIN
     IF TG_OP = 'INSERT' THEN
-        {COUNT_TEMPLATE.format(rows="added", sign=1, shards=SHARDS)}
+        {"".join(counting("added", 1))}
     ELSE
-        {COUNT_TEMPLATE.format(rows="removed", sign=-1, shards=SHARDS)}
+        {"".join(counting("removed", -1))}
     END IF;
     RETURN NULL;
 END;
@@ -66,32 +89,40 @@ $$
 """
 
 # The events stored before this migration, all in shard 0.
-BACKFILL = COUNT_TEMPLATE.format(rows="consent_events", sign=1, shards=SHARDS).replace(
-    f"pg_backend_pid() % {SHARDS}", "0"
-)
+BACKFILL = [
+    statement.replace(f"pg_backend_pid() % {SHARDS}", "0")
+    for statement in counting("consent_events", 1)
+]
 
 
 def upgrade() -> None:
-    op.create_table(
-        "consent_stats_hourly",
-        sa.Column("property", sa.Text(), nullable=False),
-        sa.Column("hour", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("schema_version", sa.Integer(), nullable=False),
-        sa.Column("event_type", sa.Text(), nullable=False),
-        sa.Column("effective", JSONB(), nullable=False),
-        sa.Column("shard", sa.SmallInteger(), nullable=False),
-        sa.Column("events", sa.BigInteger(), nullable=False),
-        sa.Column("gpc", sa.BigInteger(), nullable=False),
-        sa.Column("dnt", sa.BigInteger(), nullable=False),
-        sa.PrimaryKeyConstraint(
-            "property", "hour", "schema_version", "event_type", "effective", "shard"
-        ),
-    )
+    for table, (bucket, _) in BUCKETS.items():
+        bucket_type: sa.types.TypeEngine[Any] = (
+            sa.Date() if bucket == "day" else sa.DateTime(timezone=True)
+        )
+        op.create_table(
+            f"consent_stats_{table}",
+            sa.Column("property", sa.Text(), nullable=False),
+            sa.Column(bucket, bucket_type, nullable=False),
+            sa.Column("schema_version", sa.Integer(), nullable=False),
+            sa.Column("event_type", sa.Text(), nullable=False),
+            sa.Column("effective", JSONB(), nullable=False),
+            sa.Column("shard", sa.SmallInteger(), nullable=False),
+            sa.Column("events", sa.BigInteger(), nullable=False),
+            sa.Column("gpc", sa.BigInteger(), nullable=False),
+            sa.Column("dnt", sa.BigInteger(), nullable=False),
+            sa.PrimaryKeyConstraint(
+                "property", bucket, "schema_version", "event_type", "effective", "shard"
+            ),
+        )
+        op.execute(f"GRANT SELECT ON consent_stats_{table} TO consent_api")
     op.execute(TRIGGER_FUNCTION)
     op.execute("REVOKE ALL ON FUNCTION consent_stats_count() FROM PUBLIC")
     # No event may be written between the backfill and the triggers: writes wait meanwhile.
     op.execute("LOCK TABLE consent_events IN SHARE MODE")
-    op.execute(BACKFILL)
+    for statement in BACKFILL:
+        op.execute(statement)
+    op.execute("ANALYZE consent_stats_daily, consent_stats_hourly")  # plans for the first reads
     op.execute(
         """
         CREATE TRIGGER consent_events_count_added
@@ -106,7 +137,6 @@ def upgrade() -> None:
         FOR EACH STATEMENT EXECUTE FUNCTION consent_stats_count()
         """
     )
-    op.execute("GRANT SELECT ON consent_stats_hourly TO consent_api")
     # The parts of hours at either end of a range are counted from the events of those hours.
     op.execute(
         "CREATE INDEX ix_consent_events_recorded_at ON consent_events"
@@ -118,5 +148,6 @@ def downgrade() -> None:
     op.drop_index("ix_consent_events_recorded_at", table_name="consent_events")
     op.execute("DROP TRIGGER consent_events_count_removed ON consent_events")
     op.execute("DROP TRIGGER consent_events_count_added ON consent_events")
-    op.drop_table("consent_stats_hourly")
+    for table in BUCKETS:
+        op.drop_table(f"consent_stats_{table}")
     op.execute("DROP FUNCTION consent_stats_count()")
