@@ -129,7 +129,9 @@ def main() -> None:
         key = json.loads(
             cli(env, "keys", "create", "--name", "bench", "--scopes", "stats:read", "--json")
         )["secret"]
-        print(f"filling the event table to {size:,} rows (the triggers keep the statistics tables) ...")
+        print(
+            f"filling the event table to {size:,} rows (the triggers keep the statistics tables) ..."
+        )
         rows, _, seconds = asyncio.run(fill(db_url, size))
         print(f"  {rows:,} rows in {seconds:.0f} s")
         now = datetime.now(UTC)

@@ -55,9 +55,7 @@ async def in_one_transaction(connection: asyncpg.Connection, statements: list[st
         # The statistics: written only by the database's triggers (migration 0009).
         ["UPDATE consent_stats_daily SET events = events + 1"],
         ["DELETE FROM consent_stats_hourly"],
-        [
-            "INSERT INTO consent_stats_hourly VALUES ('x', now(), 1, 'accept-all', '{}', 0, 1, 0, 0)"
-        ],
+        ["INSERT INTO consent_stats_hourly VALUES ('x', now(), 1, 'accept-all', '{}', 0, 1, 0, 0)"],
         ["UPDATE consent_schema_versions SET content = '{}'::jsonb"],
         ["TRUNCATE consent_events"],
         ["DROP TABLE dsr_audit"],
