@@ -24,7 +24,7 @@ def stats(
     from service.core.db import create_sessionmaker
     from service.core.errors import NotFound
     from service.stats.bodies import StatsPage
-    from service.stats.routes import MAX_RANGE
+    from service.stats.routes import range_problem
     from service.stats.service import daily_stats
 
     settings = load_settings()
@@ -35,8 +35,9 @@ def stats(
         except ValidationError:
             raise fail(f"{name}: {value!r} is not an RFC 3339 time with an offset", 2) from None
     start, end = moments
-    if end <= start or end - start > MAX_RANGE:
-        raise fail("--until must be after --since, and at most 3660 days after it", 2)
+    why = range_problem(start, end)
+    if why is not None:
+        raise fail(why.replace("since", "--since").replace("until", "--until"), 2)
 
     async def work(engine: AsyncEngine) -> StatsPage:
         async with create_sessionmaker(engine)() as session:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
@@ -22,6 +22,22 @@ router = APIRouter(
 
 # Ten years of days: enough for any chart, and a bound on the work of one request.
 MAX_RANGE = timedelta(days=3660)
+# Whole days on either side stay representable (Python and PostgreSQL stop at years 1 and 9999).
+EARLIEST = datetime(1, 1, 2, tzinfo=UTC)
+LATEST = datetime(9999, 12, 31, tzinfo=UTC)
+
+
+def range_problem(since: datetime, until: datetime) -> str | None:
+    """What is wrong with [since, until), or None."""
+    try:
+        since, until = since.astimezone(UTC), until.astimezone(UTC)
+    except OverflowError:
+        return "since and until must fall in the years 2 to 9999 in UTC"
+    if not EARLIEST <= since < LATEST or not EARLIEST < until <= LATEST:
+        return "since and until must fall in the years 2 to 9999 in UTC"
+    if until <= since or until - since > MAX_RANGE:
+        return "until must be after since, and at most 3660 days after it"
+    return None
 
 
 @router.get(
@@ -42,8 +58,8 @@ async def property_stats(
     them), grouped by UTC day and schema version. A decision is an event of the first four types,
     whoever made it; a category's counts are over decisions, by the effective choice (GPC/DNT
     applied where the version honours them)."""
-    if until <= since or until - since > MAX_RANGE:
-        why = "until must be after since, and at most 3660 days after it"
+    why = range_problem(since, until)
+    if why is not None:
         raise Unprocessable(why, extra={"errors": [{"pointer": "/query/until", "detail": why}]})
     if not await property_exists(session, property):
         raise NotFound(f"there is no property named {property!r}")

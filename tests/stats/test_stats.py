@@ -222,6 +222,8 @@ async def test_the_scope_the_range_and_the_property_are_checked(
         ({"since": "2026-01-01T00:00:00", "until": window["until"]}, 422),  # no offset
         ({"since": "2016-01-01T00:00:00Z", "until": window["until"]}, 422),  # > 3660 days
         ({"until": window["until"]}, 422),
+        ({"since": "0001-01-01T00:30:00+01:00", "until": window["until"]}, 422),  # year 0 in UTC
+        ({"since": "9999-12-31T12:00:00Z", "until": "9999-12-31T23:59:59-05:00"}, 422),
     ):
         response = await client.get(STATS, params=params, headers=reader)
         assert response.status_code == status, (params, response.text)
