@@ -256,3 +256,21 @@ async def test_the_cli_prints_the_same_counts(
         "2026-01-15 v1: 1 decision(s) (accept-all 1); opted in: analytics 0/1, functional 0/1, "
         "marketing 0/1; gpc 1, dnt 0"
     )
+
+
+async def test_a_withdrawal_the_dsr_team_entered_is_a_decision_like_any_other(
+    client: httpx.AsyncClient, clock: Clock, reader: dict[str, str], db_url: str
+) -> None:
+    subject = uuid.uuid4()
+    await send(client, event("accept-all", subject_id=subject))
+    withdrawer = bearer(await api_key(db_url, "dsr:withdraw"))
+    response = await client.post(
+        "/v1/dsr/withdrawals",
+        json={"subject_id": str(subject), "reference": "T-9"},
+        headers=withdrawer,
+    )
+    assert response.status_code == 200, response.text
+    [day] = await stats(client, reader, DAY1, DAY1 + timedelta(days=1))
+    assert day["events"]["withdraw"] == 1
+    assert day["decisions"] == 2
+    assert day["categories"]["analytics"] == {"granted": 1, "denied": 1}
