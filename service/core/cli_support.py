@@ -8,12 +8,13 @@ import json
 import socket
 import ssl
 from collections.abc import Awaitable, Callable, Iterator
+from datetime import datetime
 from typing import Any, TypeVar
 
 import asyncpg
 import sqlalchemy.exc
 import typer
-from pydantic import BaseModel, ValidationError
+from pydantic import AwareDatetime, BaseModel, TypeAdapter, ValidationError
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
@@ -162,6 +163,14 @@ def _where(url: str) -> str:
 
 def print_json(payload: dict[str, Any] | list[dict[str, Any]]) -> None:
     typer.echo(json.dumps(payload, default=str))
+
+
+def parse_moment(option: str, value: str) -> datetime:
+    """An RFC 3339 time with an offset, as the API takes it; exit 2 naming the option otherwise."""
+    try:
+        return TypeAdapter(AwareDatetime).validate_python(value)
+    except ValidationError:
+        raise fail(f"{option}: {value!r} is not an RFC 3339 time with an offset", 2) from None
 
 
 def parse_options(model: type[Q], **fields: Any) -> Q:

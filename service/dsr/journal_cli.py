@@ -16,6 +16,7 @@ from service.core.cli_support import (
     CLI_ACTOR,
     fail,
     load_settings,
+    parse_moment,
     print_json,
     with_engine,
 )
@@ -39,19 +40,14 @@ def backup_journal(
         Path | None, typer.Option("-o", "--output", help="Write here (mode 0600), not stdout.")
     ] = None,
 ) -> None:
-    """Write the DSR journal: every audit row, oldest first, each erasure with the ids of the
-    events it erased, as JSON lines. Keep it apart from the database (with the backups): a
-    restore re-applies it."""
-    from pydantic import AwareDatetime, TypeAdapter, ValidationError
-
+    """Write the DSR journal: every audit row, oldest first, each erasure with its tokens (keyed
+    hashes of what it matched), as JSON lines. Keep it apart from the database (with the
+    backups): a restore re-applies it."""
     from service.core.db import create_sessionmaker
     from service.dsr.journal import journal_lines
 
     settings = load_settings()
-    try:
-        start = TypeAdapter(AwareDatetime).validate_python(since) if since else None
-    except ValidationError:
-        raise fail(f"--since: {since!r} is not an RFC 3339 time with an offset", 2) from None
+    start = parse_moment("--since", since) if since else None
 
     async def work(engine: AsyncEngine) -> list[str]:
         async with create_sessionmaker(engine).begin() as session:

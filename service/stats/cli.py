@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 import typer
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from service.core.cli_support import fail, load_settings, print_json, with_engine
+from service.core.cli_support import fail, load_settings, parse_moment, print_json, with_engine
 
 
 def stats(
@@ -18,8 +17,6 @@ def stats(
     as_json: Annotated[bool, typer.Option("--json", help="Print the API's JSON document.")] = False,
 ) -> None:
     """Events, decisions and opt-in per category, per UTC day and schema version (exact)."""
-    from pydantic import AwareDatetime, TypeAdapter, ValidationError
-
     from service.consent_schema.service import SchemaCatalog, property_exists
     from service.core.db import create_sessionmaker
     from service.core.errors import NotFound
@@ -28,13 +25,7 @@ def stats(
     from service.stats.service import daily_stats
 
     settings = load_settings()
-    moments: list[datetime] = []
-    for name, value in (("--since", since), ("--until", until)):
-        try:
-            moments.append(TypeAdapter(AwareDatetime).validate_python(value))
-        except ValidationError:
-            raise fail(f"{name}: {value!r} is not an RFC 3339 time with an offset", 2) from None
-    start, end = moments
+    start, end = parse_moment("--since", since), parse_moment("--until", until)
     why = range_problem(start, end)
     if why is not None:
         raise fail(why.replace("since", "--since").replace("until", "--until"), 2)
