@@ -32,6 +32,7 @@ from service.dsr.routes import router as dsr_router
 from service.health.routes import router as health_router
 from service.ledger.writer import EventWriter
 from service.state import State, install
+from service.stats.rollup import Rollup
 from service.stats.routes import router as stats_router
 
 log = get_logger("service.app")
@@ -100,6 +101,8 @@ async def _resources(app: ConsentAPI, settings: Settings, url: str) -> AsyncIter
     # A database that is not there yet is checked once it is: every few seconds until then.
     later = None if checked else asyncio.create_task(_check_role_when_reachable(engine, settings))
     writer.start()
+    rollup = Rollup(engine, settings.stats_rollup_seconds)
+    rollup.start()
     # What is loaded by now (FastAPI, SQLAlchemy, pydantic models) lives as long as the process:
     # out of the collector's way, its full collections stay short (they showed as latency spikes).
     gc.collect()
@@ -110,6 +113,7 @@ async def _resources(app: ConsentAPI, settings: Settings, url: str) -> AsyncIter
     finally:
         if later is not None:
             later.cancel()
+        await rollup.close()
         await writer.close()  # what was accepted is committed before the pool closes
         await engine.dispose()
         REQUEST_METRICS.flush()

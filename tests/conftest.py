@@ -142,6 +142,8 @@ def make_settings(db_url: str, tmp_path: Path, **overrides: object) -> Settings:
         "ip_hash_salt": SecretStr(TEST_KEY),
         "data_dir": tmp_path / "data",
         "log_level": "INFO",
+        # Tests roll the statistics up where they mean to (tests/stats/test_rollup.py).
+        "stats_rollup_seconds": 0,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[arg-type]

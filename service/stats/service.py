@@ -1,11 +1,11 @@
 """Statistics: exact counts per UTC day and schema version (docs/stats.md).
 
 Whole UTC days come from `consent_stats_daily`, whole hours of the days a range starts or ends in
-from `consent_stats_hourly`; the database keeps both equal to a COUNT over the stored events
-(statement triggers of migration 0009 add every insert and subtract every delete in the same
-transaction), grouped by the events' effective choices as a whole; the counts per category are
-summed here. What is left, parts of an hour at either end, is counted from the events themselves
-(a BRIN index on `recorded_at` keeps it to those pages).
+from `consent_stats_hourly`, grouped by the events' effective choices as a whole; the counts per
+category are summed here. Both tables hold the events up to a `seq` watermark: a rollup adds
+events to them off the write path, a trigger subtracts deleted ones (migrations 0009 and 0010).
+What is left is counted from the events themselves: parts of an hour at either end (a BRIN index
+on `recorded_at` keeps it to those pages) and the tail above the watermark (the primary key).
 """
 
 from __future__ import annotations
@@ -48,36 +48,38 @@ class Tally:
 
 Key = tuple[date, int, str]
 
-# Summed over shards (and hours) by the database; per category by the reader, from each map.
-WHOLE_DAYS = text(
-    """
+# The events a range's counts come from, read in one statement (one snapshot): the tables hold
+# the events up to `rolled` (docs/stats.md, "Rollup"), the events above it are counted directly.
+# Every part is summed over shards (and hours) by the database, per category by the reader.
+ROLLED = "(SELECT rolled FROM consent_stats_rollup)"
+DAYS = """
     SELECT day, schema_version, event_type, effective, sum(events) AS events, sum(gpc) AS gpc,
            sum(dnt) AS dnt
     FROM consent_stats_daily
-    WHERE property = :property AND day >= :since AND day < :until
+    WHERE property = :property AND day >= :since_{n} AND day < :until_{n}
     GROUP BY 1, 2, 3, 4
-    """
-)
-WHOLE_HOURS = text(
-    """
+"""
+HOURS = """
     SELECT (hour AT TIME ZONE 'UTC')::date AS day, schema_version, event_type, effective,
            sum(events) AS events, sum(gpc) AS gpc, sum(dnt) AS dnt
     FROM consent_stats_hourly
-    WHERE property = :property AND hour >= :since AND hour < :until
+    WHERE property = :property AND hour >= :since_{n} AND hour < :until_{n}
     GROUP BY 1, 2, 3, 4
-    """
-)
-# The same counts as the triggers keep, over the events of a part of an hour.
-EVENTS = text(
-    """
+"""
+# What the rollup counts, over the events of a part of an hour (a BRIN index on recorded_at).
+EVENTS = """
     SELECT (recorded_at AT TIME ZONE 'UTC')::date AS day, schema_version, event_type, effective,
            count(*) AS events, count(*) FILTER (WHERE gpc) AS gpc,
            count(*) FILTER (WHERE dnt) AS dnt
     FROM consent_events
-    WHERE property = :property AND recorded_at >= :since AND recorded_at < :until
+    WHERE property = :property AND recorded_at >= :since_{n} AND recorded_at < :until_{n}
+      AND {which}
     GROUP BY 1, 2, 3, 4
-    """
-)
+"""
+# `seq > :above` is what lets the planner use the primary key for the tail: `rolled` read before
+# the statement, a lower bound of the `rolled` it reads itself (only ever moves up).
+ROLLED_UP = f"seq <= {ROLLED}"
+TAIL = f"seq > :above AND seq > {ROLLED}"
 
 Span = tuple[datetime, datetime]
 
@@ -105,24 +107,31 @@ def levels(since: datetime, until: datetime) -> tuple[list[Span], list[Span], li
     return ([days] if days else []), hours, raw
 
 
+def statement(since: datetime, until: datetime) -> tuple[str, dict[str, Any]]:
+    """The SQL and parameters of `tallies` for [since, until), as one statement."""
+    days, hours, raw = levels(since, until)
+    parts: list[str] = []
+    bounds: dict[str, Any] = {}
+    for template, spans, which in (
+        (DAYS, [(a.date(), b.date()) for a, b in days], ""),
+        (HOURS, hours, ""),
+        (EVENTS, raw, ROLLED_UP),
+        (EVENTS, [(since, until)], TAIL),
+    ):
+        for start, stop in spans:
+            n = len(parts)
+            parts.append(template.format(n=n, which=which))
+            bounds |= {f"since_{n}": start, f"until_{n}": stop}
+    return "UNION ALL".join(parts), bounds
+
+
 async def tallies(
     session: AsyncSession, property_name: str, since: datetime, until: datetime
 ) -> dict[Key, Tally]:
-    days, hours, raw = levels(since, until)
+    above = (await session.execute(text(f"SELECT {ROLLED}"))).scalar_one()
+    sql, bounds = statement(since, until)
+    rows = await session.execute(text(sql), {"property": property_name, "above": above, **bounds})
     found: dict[Key, Tally] = defaultdict(Tally)
-    rows: list[Any] = []
-    for statement, spans, as_dates in (
-        (WHOLE_DAYS, days, True),
-        (WHOLE_HOURS, hours, False),
-        (EVENTS, raw, False),
-    ):
-        for start, stop in spans:
-            bounds = (start.date(), stop.date()) if as_dates else (start, stop)
-            rows += (
-                await session.execute(
-                    statement, {"property": property_name, "since": bounds[0], "until": bounds[1]}
-                )
-            ).all()
     for row in rows:
         found[(row.day, row.schema_version, row.event_type)].add(
             int(row.events), int(row.gpc), int(row.dnt), row.effective

@@ -3,7 +3,18 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Date, DateTime, Integer, SmallInteger, Text
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Date,
+    DateTime,
+    Integer,
+    SmallInteger,
+    Text,
+    func,
+    text,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -12,7 +23,7 @@ from service.core.db import Base
 
 class _Counts:
     """Counts per property, time bucket, schema version, event type, effective choices and shard,
-    kept equal to the stored events by the database's triggers (migration 0009); only the
+    of the events up to the rollup watermark (migrations 0009, 0010); only the
     database writes them."""
 
     property: Mapped[str] = mapped_column(Text, primary_key=True)
@@ -38,3 +49,21 @@ class StatsHourlyRow(_Counts, Base):
 
     # The UTC hour the events were recorded in (its first instant).
     hour: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
+
+
+class StatsRollupRow(Base):
+    """Which events the two tables hold: those with `seq <= rolled` (migration 0010). `sealed`:
+    no event with a lower `seq` can still appear. One row; only the database's functions write
+    it."""
+
+    __tablename__ = "consent_stats_rollup"
+    __table_args__ = (
+        CheckConstraint("one", name="consent_stats_rollup_one_check"),
+        CheckConstraint("rolled <= sealed", name="consent_stats_rollup_check"),
+    )
+
+    one: Mapped[bool] = mapped_column(Boolean, primary_key=True, server_default=text("true"))
+    sealed: Mapped[int] = mapped_column(BigInteger)
+    rolled: Mapped[int] = mapped_column(BigInteger)
+    sealed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    rolled_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

@@ -52,8 +52,17 @@ async def in_one_transaction(connection: asyncpg.Connection, statements: list[st
             '(SELECT to_jsonb(a) || \'{"action": "erasure", "mode": "delete"}\''
             " FROM dsr_audit a), ARRAY(SELECT subject_id::text FROM consent_events), '{}')"
         ],
-        # The statistics: written only by the database's triggers (migration 0009).
+        # The statistics: written only by the database's functions (migrations 0009, 0010).
         ["UPDATE consent_stats_daily SET events = events + 1"],
+        ["UPDATE consent_stats_rollup SET rolled = sealed + 1000, sealed = sealed + 1000"],
+        # An event slipped in below the rollup's watermark would never be counted.
+        [
+            "INSERT INTO consent_events (seq, event_id, property, subject_id, event_type,"
+            " schema_version, choices, effective, gpc, dnt, signals_applied, request_hash,"
+            " recorded_at) OVERRIDING SYSTEM VALUE SELECT 0, gen_random_uuid(), property,"
+            " subject_id, event_type, schema_version, choices, effective, gpc, dnt,"
+            " signals_applied, request_hash, recorded_at FROM consent_events"
+        ],
         ["DELETE FROM consent_stats_hourly"],
         ["INSERT INTO consent_stats_hourly VALUES ('x', now(), 1, 'accept-all', '{}', 0, 1, 0, 0)"],
         ["UPDATE consent_schema_versions SET content = '{}'::jsonb"],

@@ -1,0 +1,106 @@
+"""The rollup: adds new events to the statistics tables, off the write path (docs/stats.md).
+
+Every few seconds each worker seals (the database finds a `seq` below which no event can still
+appear) and then adds the sealed events to the tables in chunks. Both are functions of migration
+0010 that run as the owner. Two workers never roll up at once (the rollup row is locked), and a
+seal that would have to wait for a long insert gives up after 50 ms and is tried next time. A
+rollup that falls behind only makes reads count more events directly: never a wrong count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from prometheus_client import Counter
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from service.core.logging import get_logger
+
+log = get_logger("service.stats.rollup")
+
+ROLLED_UP = Counter(
+    "consent_stats_rolled_up_seq",
+    "Event sequence numbers the rollup has covered (events, and the gaps left by inserts that "
+    "were rolled back or skipped as duplicates).",
+)
+SEAL_SKIPPED = Counter(
+    "consent_stats_seal_skipped",
+    "Seals given up because an insert or a maintenance lock held consent_events for over 50 ms.",
+)
+
+# Rows a rollup transaction adds at most: a few hundred milliseconds of work, not minutes.
+CHUNK = 50_000
+LOCK_NOT_AVAILABLE = "55P03"
+
+
+def _sqlstate(exc: DBAPIError) -> str:
+    return str(getattr(exc.orig, "sqlstate", "") or "")
+
+
+async def seal(engine: AsyncEngine) -> bool:
+    """Move the seal up to the events stored now; False if it had to give up waiting."""
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(text("SELECT consent_stats_seal()"))
+    except DBAPIError as exc:
+        if _sqlstate(exc) != LOCK_NOT_AVAILABLE:
+            raise
+        SEAL_SKIPPED.inc()
+        return False
+    return True
+
+
+async def roll_up(engine: AsyncEngine, *, chunk: int = CHUNK) -> int:
+    """Add every sealed event to the tables; the number of `seq` values covered."""
+    total = 0
+    while True:
+        async with engine.begin() as connection:
+            covered = (
+                await connection.execute(text("SELECT consent_stats_rollup(:n)"), {"n": chunk})
+            ).scalar_one()
+        if not covered:
+            return total
+        total += covered
+        ROLLED_UP.inc(covered)
+
+
+async def seal_and_roll_up(engine: AsyncEngine) -> int:
+    await seal(engine)
+    return await roll_up(engine)
+
+
+class Rollup:
+    """The background task of one worker."""
+
+    def __init__(self, engine: AsyncEngine, interval: float) -> None:
+        self._engine = engine
+        self._interval = interval
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._interval > 0:
+            self._task = asyncio.create_task(self._run(), name="consent-stats-rollup")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        failing = False
+        while True:
+            await asyncio.sleep(self._interval)
+            try:
+                await seal_and_roll_up(self._engine)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the database away, or not migrated yet: next time
+                if not failing:
+                    log.warning("stats_rollup_failed", error=type(exc).__name__)
+                failing = True
+            else:
+                failing = False
