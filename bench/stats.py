@@ -5,9 +5,13 @@ and exactness against a COUNT over the events.
     uv run python bench/stats.py --size 1M --database-url postgresql://postgres@127.0.0.1/postgres
 
 The events are generated server-side (bench/reads.py's rows: one every second back from now, so
-10M cover about 116 days); the daily table is kept by the database's triggers while they load.
-Requests are sent one at a time (what a console does), for random 90-day ranges that start at a
-UTC midnight and, separately, at a random second (both ends then inside a day).
+10M cover about 116 days), then rolled up into the statistics tables as the service does, in the
+background (docs/stats.md, "Rollup"). Then `--tail` more events are added and left out of the
+tables, and the service measured runs no rollup: every request counts that tail from the events,
+as a request does just before a rollup (the default, 20,000, is two rollup intervals of a service
+taking 5,000 events a second). Requests are sent one at a time (what a console does), for random
+90-day ranges that start at a UTC midnight and, separately, at a random second (both ends then
+inside a day).
 """
 
 from __future__ import annotations
@@ -43,6 +47,20 @@ FROM consent_events
 WHERE property = 'itsailor' AND recorded_at >= $1 AND recorded_at < $2
 GROUP BY 1, 2
 """
+
+
+async def roll_up(db_url: str) -> tuple[int, float]:
+    """What the service's rollup does every few seconds, for everything stored."""
+    connection = await asyncpg.connect(db_url, command_timeout=3600)
+    try:
+        start = time.perf_counter()
+        await connection.execute("SELECT consent_stats_seal()")
+        total = 0
+        while covered := await connection.fetchval("SELECT consent_stats_rollup(1000000)"):
+            total += covered
+        return total, time.perf_counter() - start
+    finally:
+        await connection.close()
 
 
 def get(url: str, key: str) -> tuple[float, dict[str, Any]]:
@@ -112,6 +130,9 @@ def main() -> None:
     )
     parser.add_argument("--size", default="10M", help="events in the table (default 10M)")
     parser.add_argument("--requests", type=int, default=300, help="requests per kind of range")
+    parser.add_argument(
+        "--tail", type=int, default=20_000, help="events left out of the tables (default 20000)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the bench database")
     args = parser.parse_args()
     size = parse_size(args.size)
@@ -129,18 +150,26 @@ def main() -> None:
         key = json.loads(
             cli(env, "keys", "create", "--name", "bench", "--scopes", "stats:read", "--json")
         )["secret"]
-        print(
-            f"filling the event table to {size:,} rows (the triggers keep the statistics tables) ..."
-        )
+        print(f"filling the event table to {size:,} rows ...")
         rows, _, seconds = asyncio.run(fill(db_url, size))
         print(f"  {rows:,} rows in {seconds:.0f} s")
+        rolled, rollup_seconds = asyncio.run(roll_up(db_url))
+        print(f"  rolled up {rolled:,} sequence numbers in {rollup_seconds:.1f} s")
+        rows, _, _ = asyncio.run(fill(db_url, size + args.tail))
+        print(f"  and {args.tail:,} more events left to the reads (the tail)")
+        env["CONSENT_STATS_ROLLUP_SECONDS"] = "0"
         now = datetime.now(UTC)
         oldest = now - timedelta(seconds=size)
         span_days = max(1, (now - oldest).days - 90)
         rng = random.Random(1)
         port = free_port()
         with running(serve_command(port, 1), env, port, "/readyz", log_dir / "serve.log") as server:
-            results: dict[str, Any] = {"rows": rows, "load_seconds": round(seconds, 1)}
+            results: dict[str, Any] = {
+                "rows": rows,
+                "tail": args.tail,
+                "load_seconds": round(seconds, 1),
+                "rollup_seconds": round(rollup_seconds, 1),
+            }
             for name in ("midnight", "any_second"):
                 times = []
                 for i in range(args.requests + 20):
