@@ -7,8 +7,9 @@ A reader adds the events above it (the tail: seconds of events) from the table i
 snapshot, so the counts stay exact (docs/stats.md, "Rollup").
 
 - `consent_stats_seal()` finds a `seq` below which no event can still appear: under a brief SHARE
-  lock on `consent_events` (it waits for the inserts in flight and gives up after 50 ms), the
-  largest `seq` stored. Every event with a lower `seq` has committed or never will.
+  lock on `consent_events` (it waits for the inserts in flight and gives up after 50 ms, or at
+  once while maintenance holds the table), the largest `seq` stored. Every event with a lower
+  `seq` has committed or never will.
 - `consent_stats_rollup(max_rows)` adds the events in (rolled, sealed] to the tables and moves
   `rolled`, holding the row's lock (FOR UPDATE): at most one rollup at a time.
 - The delete trigger subtracts only deleted events at or below `rolled`, reading it FOR SHARE: a
@@ -70,6 +71,12 @@ def counting(rows: str, sign: int, shard: str) -> str:
     )
 
 
+SUBTRACTING = counting(
+    "(SELECT * FROM removed WHERE seq <= counted_to)", -1, f"pg_backend_pid() % {SHARDS}"
+)
+ADDING = counting("(SELECT * FROM consent_events WHERE seq > from_seq AND seq <= to_seq)", 1, "0")
+
+# (The f-strings below only join this file's constants.)
 SUBTRACT = f"""
 CREATE OR REPLACE FUNCTION consent_stats_count() RETURNS trigger
 LANGUAGE plpgsql
@@ -81,11 +88,11 @@ DECLARE
 BEGIN
     -- FOR SHARE waits for a rollup in progress, then reads what it committed.
     SELECT rolled INTO counted_to FROM consent_stats_rollup FOR SHARE;
-    {counting("(SELECT * FROM removed WHERE seq <= counted_to)", -1, f"pg_backend_pid() % {SHARDS}")}
+    {SUBTRACTING}
     RETURN NULL;
 END;
 $$
-"""
+"""  # noqa: S608
 
 SEAL = """
 CREATE FUNCTION consent_stats_seal() RETURNS bigint
@@ -98,6 +105,18 @@ AS $$
 DECLARE
     sealed_to bigint;
 BEGIN
+    -- A VACUUM, ANALYZE or index build holds a lock that SHARE waits for, maybe for minutes:
+    -- not worth queueing (and holding back inserts) for 50 ms only to give up.
+    IF EXISTS (
+        SELECT FROM pg_locks
+        WHERE locktype = 'relation' AND granted
+          AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+          AND relation = 'consent_events'::regclass
+          AND mode IN ('ShareUpdateExclusiveLock', 'ShareRowExclusiveLock', 'ExclusiveLock',
+                       'AccessExclusiveLock')
+    ) THEN
+        RETURN NULL;
+    END IF;
     -- Granted once no insert is in flight: every seq handed out so far is committed or gone.
     LOCK TABLE consent_events IN SHARE MODE;
     UPDATE consent_stats_rollup
@@ -131,12 +150,12 @@ BEGIN
     IF to_seq <= from_seq THEN
         RETURN 0;
     END IF;
-    {counting("(SELECT * FROM consent_events WHERE seq > from_seq AND seq <= to_seq)", 1, "0")}
+    {ADDING}
     UPDATE consent_stats_rollup SET rolled = to_seq, rolled_at = now();
     RETURN to_seq - from_seq;
 END;
 $$
-"""
+"""  # noqa: S608
 
 # The service's role inserts every column but `seq`.
 INSERTABLE = (

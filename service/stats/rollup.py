@@ -2,8 +2,9 @@
 
 Every few seconds each worker seals (the database finds a `seq` below which no event can still
 appear) and then adds the sealed events to the tables in chunks. Both are functions of migration
-0010 that run as the owner. Two workers never roll up at once (the rollup row is locked), and a
-seal that would have to wait for a long insert gives up after 50 ms and is tried next time. A
+0010 that run as the owner. Two workers never roll up at once (the rollup row is locked). A seal
+that would have to wait for a long insert gives up after 50 ms, and one that would wait for a
+VACUUM gives up at once; either is tried again next time. A
 rollup that falls behind only makes reads count more events directly: never a wrong count.
 """
 
@@ -28,7 +29,8 @@ ROLLED_UP = Counter(
 )
 SEAL_SKIPPED = Counter(
     "consent_stats_seal_skipped",
-    "Seals given up because an insert or a maintenance lock held consent_events for over 50 ms.",
+    "Seals given up: an insert held consent_events for over 50 ms, or maintenance (VACUUM, "
+    "ANALYZE, an index build) held it.",
 )
 
 # Rows a rollup transaction adds at most: a few hundred milliseconds of work, not minutes.
@@ -44,10 +46,12 @@ async def seal(engine: AsyncEngine) -> bool:
     """Move the seal up to the events stored now; False if it had to give up waiting."""
     try:
         async with engine.begin() as connection:
-            await connection.execute(text("SELECT consent_stats_seal()"))
+            sealed = (await connection.execute(text("SELECT consent_stats_seal()"))).scalar()
     except DBAPIError as exc:
         if _sqlstate(exc) != LOCK_NOT_AVAILABLE:
             raise
+        sealed = None
+    if sealed is None:  # it gave up waiting, or maintenance holds the table
         SEAL_SKIPPED.inc()
         return False
     return True

@@ -170,6 +170,15 @@ async def test_a_seal_does_not_pass_an_insert_still_in_flight(
         assert not await seal(engine)
         assert await owner.fetchval("SELECT sealed FROM consent_stats_rollup") == 0
         await transaction.commit()
+        # Nor queue behind maintenance (a VACUUM's lock) and hold back inserts meanwhile.
+        async with owner.transaction():
+            await owner.execute("LOCK TABLE consent_events IN SHARE UPDATE EXCLUSIVE MODE")
+            took = []
+            for _ in range(3):  # at once: not after the 50 ms lock_timeout
+                started = asyncio.get_running_loop().time()
+                assert not await seal(engine)
+                took.append(asyncio.get_running_loop().time() - started)
+            assert min(took) < 0.03
         assert await seal(engine)
         await roll_up(engine)
         assert await table_total(owner) == (6, 6)
