@@ -54,7 +54,15 @@ async def roll_up(db_url: str) -> tuple[int, float]:
     connection = await asyncpg.connect(db_url, command_timeout=3600)
     try:
         start = time.perf_counter()
-        await connection.execute("SELECT consent_stats_seal()")
+        # A seal gives up while an (auto)vacuum or analyze holds the table: as the service would,
+        # try again.
+        while True:
+            try:
+                if await connection.fetchval("SELECT consent_stats_seal()") is not None:
+                    break
+            except asyncpg.LockNotAvailableError:
+                pass
+            await asyncio.sleep(1)
         total = 0
         while covered := await connection.fetchval("SELECT consent_stats_rollup(1000000)"):
             total += covered
