@@ -2,14 +2,15 @@
 
 Migration 0009 counted every inserted batch in a statement trigger, in the writer's transaction:
 about 20 µs of PostgreSQL CPU per event on the ingest path. Now an insert costs nothing extra.
-A row in `consent_stats_rollup` says which events the tables hold: those with `seq <= rolled`.
+The row of `consent_stats_rollup` says which events the tables hold: those with `seq <= rolled`.
 A reader adds the events above it (the tail: seconds of events) from the table itself, in the same
 snapshot, so the counts stay exact (docs/stats.md, "Rollup").
 
 - `consent_stats_seal()` finds a `seq` below which no event can still appear: under a brief SHARE
   lock on `consent_events` (it waits for the inserts in flight and gives up after 50 ms, or at
   once while maintenance holds the table), the largest `seq` stored. Every event with a lower
-  `seq` has committed or never will.
+  `seq` has committed or never will. It is kept in a row of its own (`consent_stats_seal`): a seal
+  holding its lock never waits on a rollup's row.
 - `consent_stats_rollup(max_rows)` adds the events in (rolled, sealed] to the tables and moves
   `rolled`, holding the row's lock (FOR UPDATE): at most one rollup at a time.
 - The delete trigger subtracts only deleted events at or below `rolled`, reading it FOR SHARE: a
@@ -119,7 +120,7 @@ BEGIN
     END IF;
     -- Granted once no insert is in flight: every seq handed out so far is committed or gone.
     LOCK TABLE consent_events IN SHARE MODE;
-    UPDATE consent_stats_rollup
+    UPDATE consent_stats_seal
     SET sealed = GREATEST(sealed, (SELECT coalesce(max(seq), 0) FROM consent_events)),
         sealed_at = now()
     RETURNING sealed INTO sealed_to;
@@ -143,10 +144,11 @@ BEGIN
     IF current_setting('transaction_isolation') <> 'read committed' THEN
         RAISE EXCEPTION 'consent_stats_rollup runs in a READ COMMITTED transaction';
     END IF;
-    SELECT rolled, CASE WHEN sealed - rolled <= max_rows THEN sealed
-                        ELSE rolled + GREATEST(max_rows, 1) END
-    INTO from_seq, to_seq
-    FROM consent_stats_rollup FOR UPDATE;
+    SELECT rolled INTO from_seq FROM consent_stats_rollup FOR UPDATE;
+    SELECT CASE WHEN sealed - from_seq <= max_rows THEN sealed
+                ELSE from_seq + GREATEST(max_rows, 1) END
+    INTO to_seq
+    FROM consent_stats_seal;
     IF to_seq <= from_seq THEN
         RETURN 0;
     END IF;
@@ -168,11 +170,18 @@ INSERTABLE = (
 def upgrade() -> None:
     op.execute(
         """
-        CREATE TABLE consent_stats_rollup (
+        CREATE TABLE consent_stats_seal (
             one boolean PRIMARY KEY DEFAULT true CHECK (one),
             sealed bigint NOT NULL,
-            rolled bigint NOT NULL CHECK (rolled <= sealed),
-            sealed_at timestamptz NOT NULL DEFAULT now(),
+            sealed_at timestamptz NOT NULL DEFAULT now()
+        )
+        """
+    )
+    op.execute(
+        """
+        CREATE TABLE consent_stats_rollup (
+            one boolean PRIMARY KEY DEFAULT true CHECK (one),
+            rolled bigint NOT NULL,
             rolled_at timestamptz NOT NULL DEFAULT now()
         )
         """
@@ -181,14 +190,15 @@ def upgrade() -> None:
     # exactly the events stored.
     op.execute("LOCK TABLE consent_events IN SHARE MODE")
     op.execute("DROP TRIGGER consent_events_count_added ON consent_events")
-    op.execute(
-        "INSERT INTO consent_stats_rollup (sealed, rolled)"
-        " SELECT coalesce(max(seq), 0), coalesce(max(seq), 0) FROM consent_events"
-    )
+    for table, column in (("seal", "sealed"), ("rollup", "rolled")):
+        op.execute(
+            f"INSERT INTO consent_stats_{table} ({column})"  # noqa: S608 (constants)
+            " SELECT coalesce(max(seq), 0) FROM consent_events"
+        )
     op.execute(SUBTRACT)
     op.execute(SEAL)
     op.execute(ROLLUP)
-    op.execute("GRANT SELECT ON consent_stats_rollup TO consent_api")
+    op.execute("GRANT SELECT ON consent_stats_seal, consent_stats_rollup TO consent_api")
     for function in ("consent_stats_seal()", "consent_stats_rollup(bigint)"):
         op.execute(f"REVOKE ALL ON FUNCTION {function} FROM PUBLIC")
         op.execute(f"GRANT EXECUTE ON FUNCTION {function} TO consent_api")
@@ -202,10 +212,12 @@ def downgrade() -> None:
     # With writes held back: what the rollup has not added yet, then the trigger of 0009 back.
     op.execute("LOCK TABLE consent_events IN SHARE MODE")
     op.execute(
-        "UPDATE consent_stats_rollup"
+        "UPDATE consent_stats_seal"
         " SET sealed = GREATEST(sealed, (SELECT coalesce(max(seq), 0) FROM consent_events))"
     )
-    op.execute("SELECT consent_stats_rollup(sealed - rolled) FROM consent_stats_rollup")
+    op.execute(
+        "SELECT consent_stats_rollup(sealed - rolled) FROM consent_stats_seal, consent_stats_rollup"
+    )
     op.execute("DROP FUNCTION consent_stats_rollup(bigint)")
     op.execute("DROP FUNCTION consent_stats_seal()")
     op.execute(
@@ -234,3 +246,4 @@ def downgrade() -> None:
         """
     )
     op.execute("DROP TABLE consent_stats_rollup")
+    op.execute("DROP TABLE consent_stats_seal")

@@ -51,19 +51,25 @@ class StatsHourlyRow(_Counts, Base):
     hour: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
 
 
-class StatsRollupRow(Base):
-    """Which events the two tables hold: those with `seq <= rolled` (migration 0010). `sealed`:
-    no event with a lower `seq` can still appear. One row; only the database's functions write
-    it."""
+class StatsSealRow(Base):
+    """No event with a `seq` at or below `sealed` can still appear (migration 0010). One row;
+    only the database's functions write it."""
 
-    __tablename__ = "consent_stats_rollup"
-    __table_args__ = (
-        CheckConstraint("one", name="consent_stats_rollup_one_check"),
-        CheckConstraint("rolled <= sealed", name="consent_stats_rollup_check"),
-    )
+    __tablename__ = "consent_stats_seal"
+    __table_args__ = (CheckConstraint("one", name="consent_stats_seal_one_check"),)
 
     one: Mapped[bool] = mapped_column(Boolean, primary_key=True, server_default=text("true"))
     sealed: Mapped[int] = mapped_column(BigInteger)
-    rolled: Mapped[int] = mapped_column(BigInteger)
     sealed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class StatsRollupRow(Base):
+    """Which events the two tables hold: those with `seq <= rolled` (migration 0010). One row;
+    only the database's functions write it."""
+
+    __tablename__ = "consent_stats_rollup"
+    __table_args__ = (CheckConstraint("one", name="consent_stats_rollup_one_check"),)
+
+    one: Mapped[bool] = mapped_column(Boolean, primary_key=True, server_default=text("true"))
+    rolled: Mapped[int] = mapped_column(BigInteger)
     rolled_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

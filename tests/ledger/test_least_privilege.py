@@ -54,7 +54,8 @@ async def in_one_transaction(connection: asyncpg.Connection, statements: list[st
         ],
         # The statistics: written only by the database's functions (migrations 0009, 0010).
         ["UPDATE consent_stats_daily SET events = events + 1"],
-        ["UPDATE consent_stats_rollup SET rolled = sealed + 1000, sealed = sealed + 1000"],
+        ["UPDATE consent_stats_rollup SET rolled = rolled + 1000"],
+        ["UPDATE consent_stats_seal SET sealed = sealed + 1000"],
         # An event slipped in below the rollup's watermark would never be counted.
         [
             "INSERT INTO consent_events (seq, event_id, property, subject_id, event_type,"

@@ -168,7 +168,7 @@ async def test_a_seal_does_not_pass_an_insert_still_in_flight(
         await inserting.fetch(INSERT_SQL, batch_json([new_event(recorded_at=DAY)]))
         # Its seq is handed out but not committed: a seal now must not cover it, nor wait long.
         assert not await seal(engine)
-        assert await owner.fetchval("SELECT sealed FROM consent_stats_rollup") == 0
+        assert await owner.fetchval("SELECT sealed FROM consent_stats_seal") == 0
         await transaction.commit()
         # Nor queue behind maintenance (a VACUUM's lock) and hold back inserts meanwhile.
         async with owner.transaction():
@@ -179,7 +179,10 @@ async def test_a_seal_does_not_pass_an_insert_still_in_flight(
                 assert not await seal(engine)
                 took.append(asyncio.get_running_loop().time() - started)
             assert min(took) < 0.03
-        assert await seal(engine)
+        # A rollup in progress (holding its row) does not hold a seal, and so inserts, back.
+        async with owner.transaction():
+            await owner.execute("SELECT FROM consent_stats_rollup FOR UPDATE")
+            assert await seal(engine)
         await roll_up(engine)
         assert await table_total(owner) == (6, 6)
     finally:
