@@ -145,6 +145,9 @@ def problem_response(
     if request_id:
         body["instance"] = f"urn:request:{request_id}"
     body.update(extra or {})
+    # An error answers one request at one moment: no cache keeps it (a 404 is cacheable by
+    # default), and none keeps what a DSR error may echo.
+    headers = {"Cache-Control": "no-store", **(headers or {})}
     return JSONResponse(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
 
 

@@ -30,6 +30,7 @@ def problem_bytes(status: int, reason: str, slug: str, title: str, detail: str) 
     head = (
         f"HTTP/1.1 {status} {reason}\r\ncontent-type: {PROBLEM_MEDIA_TYPE}\r\n"
         f"content-length: {len(body)}\r\nx-content-type-options: nosniff\r\n"
+        "cache-control: no-store\r\n"
         "connection: close\r\n\r\n"
     )
     return head.encode("ascii") + body

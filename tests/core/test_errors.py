@@ -12,6 +12,7 @@ PROBLEM = "application/problem+json"
 def assert_problem(response: httpx.Response, status: int) -> dict[str, object]:
     assert response.status_code == status
     assert response.headers["content-type"] == PROBLEM
+    assert response.headers["cache-control"] == "no-store"  # an error is never cached
     body = response.json()
     assert body["status"] == status
     assert str(body["type"]).startswith("https://")
@@ -23,6 +24,11 @@ def assert_problem(response: httpx.Response, status: int) -> dict[str, object]:
 
 async def test_unknown_route_is_a_404_problem(client: httpx.AsyncClient) -> None:
     assert_problem(await client.get("/v1/nothing-here"), 404)
+
+
+async def test_an_admin_routes_errors_are_not_cached_either(client: httpx.AsyncClient) -> None:
+    assert_problem(await client.post("/v1/dsr/history", json={"subject_id": "x"}), 401)
+    assert_problem(await client.get("/v1/properties/nobody/stats"), 401)
 
 
 async def test_wrong_method_is_a_405_problem(client: httpx.AsyncClient) -> None:
