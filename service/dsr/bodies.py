@@ -121,8 +121,19 @@ class HistoryRequest(DsrQuery):
     )
 
 
+class HistoryRecord(ConsentRecord):
+    """An event as the DSR team sees it: the record, and where and in what browser it was made."""
+
+    page_url: str | None = Field(
+        description="The page the banner was on; null if not sent, or after anonymisation."
+    )
+    user_agent: str | None = Field(
+        description="The browser's User-Agent; null if not sent, or after anonymisation."
+    )
+
+
 class HistoryPage(BaseModel):
-    items: list[ConsentRecord]
+    items: list[HistoryRecord]
     next_cursor: str | None = Field(
         description="Pass as `cursor` for the next page; null at the end."
     )

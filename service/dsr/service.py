@@ -29,11 +29,11 @@ from service.dsr.bodies import (
     DsrQuery,
     ErasureMode,
     ErasureResult,
+    HistoryRecord,
     IdentifierType,
     identifier_of,
 )
 from service.dsr.tables import DsrAuditRow
-from service.ledger.bodies import ConsentRecord
 from service.ledger.event import (
     EXPORT_EVIDENCE_COLUMNS,
     RECORD_COLUMNS,
@@ -45,6 +45,7 @@ from service.ledger.tables import event_columns
 # What a record shows (with the insertion sequence, the key of pagination), and what an export
 # adds to it; both named once, in the ledger's definition of an event.
 RECORD_SELECT = event_columns("seq", *RECORD_COLUMNS)
+HISTORY_SELECT = (*RECORD_SELECT, *event_columns("page_url", "user_agent"))
 EXPORT_SELECT = (*RECORD_SELECT, *event_columns(*EXPORT_EVIDENCE_COLUMNS))
 
 
@@ -156,12 +157,13 @@ def read_cursor(hasher: Hasher, label: str, cursor: str, *, pointer: str) -> int
     return position
 
 
-async def records(rows: Sequence[Any], catalog: SchemaCatalog) -> list[ConsentRecord]:
+async def records(rows: Sequence[Any], catalog: SchemaCatalog) -> list[HistoryRecord]:
     result = []
     for row in rows:
         version = await catalog.version(row.property, row.schema_version)
         stored = record(row, optional=version.optional, ttl_days=version.ttl_days)
-        result.append(ConsentRecord.model_validate(stored))
+        stored |= {"page_url": row.page_url, "user_agent": row.user_agent}
+        result.append(HistoryRecord.model_validate(stored))
     return result
 
 
@@ -173,14 +175,14 @@ async def history_page(
     *,
     limit: int,
     cursor: str | None,
-) -> tuple[list[ConsentRecord], str | None]:
+) -> tuple[list[HistoryRecord], str | None]:
     """One page in insertion order. Keyset on the insertion sequence: a page never repeats or
     skips an event that existed when the look-up began, whatever is inserted meanwhile."""
     label = f"history\x00{_query_signature(query, hasher)}"
     after = read_cursor(hasher, label, cursor, pointer="/body/cursor") if cursor else 0
     rows = (
         await session.execute(
-            select(*RECORD_SELECT)
+            select(*HISTORY_SELECT)
             .where(*match(query, hasher), Event.seq > after)
             .order_by(Event.seq)
             .limit(limit + 1)

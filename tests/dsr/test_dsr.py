@@ -95,7 +95,7 @@ async def test_history_by_each_identifier(
 ) -> None:
     subject = uuid.uuid4()
     mine = [
-        await record(client, subject, user_id="acct-1"),
+        await record(client, subject, user_id="acct-1", page_url="https://example.com/a?q=1"),
         await record(client, subject, "withdraw"),
     ]
     await record(client, uuid.uuid4())  # someone else, same IP
@@ -103,7 +103,12 @@ async def test_history_by_each_identifier(
     by_subject = (
         await post(client, "/v1/dsr/history", {"subject_id": str(subject)}, keys["read"])
     ).json()
-    assert by_subject["items"] == mine  # the same records the banner got back
+    # The same records the banner got back, and where and in what browser they were made.
+    browser = client.headers["user-agent"]
+    assert by_subject["items"] == [
+        {**mine[0], "page_url": "https://example.com/a", "user_agent": browser},
+        {**mine[1], "page_url": None, "user_agent": browser},
+    ]
     assert by_subject["next_cursor"] is None
 
     by_user = (await post(client, "/v1/dsr/history", {"user_id": "acct-1"}, keys["read"])).json()
