@@ -54,7 +54,13 @@ for _ in $(seq 1 100); do
   if "$work/venv/bin/python" -c "import urllib.request, sys; urllib.request.urlopen('http://127.0.0.1:${port}/readyz', timeout=2)" 2>/dev/null; then
     # The browser client ships in the package too.
     "$work/venv/bin/python" -c "import urllib.request; from service.banner.client import CLIENT_VERSION as v; body = urllib.request.urlopen(f'http://127.0.0.1:${port}/client/{v}/consent.js', timeout=5).read(); assert b'ConsentRecord' in body"
-    echo "installed wheel: migrated, published, /readyz 200, /client/…/consent.js served"
+    # So does the web console: its page and every file it loads, under its CSP.
+    "$work/venv/bin/python" -c "import urllib.request; from service.console.routes import ASSETS, CSP
+for name in ('', *ASSETS):
+    answer = urllib.request.urlopen(f'http://127.0.0.1:${port}/console/{name}', timeout=5)
+    assert answer.status == 200 and answer.headers['Content-Security-Policy'] == CSP, name
+    assert answer.read(), name"
+    echo "installed wheel: migrated, published, /readyz 200, /client/…/consent.js and /console/ served"
     exit 0
   fi
   sleep 0.3

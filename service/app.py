@@ -15,6 +15,7 @@ from service.banner.client import router as client_router
 from service.banner.routes import router as banner_router
 from service.consent_schema.routes import router as consent_schema_router
 from service.consent_schema.service import SchemaCatalog
+from service.console.routes import router as console_router
 from service.core.api_docs import install_docs
 from service.core.client_address import ClientAddress
 from service.core.config import Settings, get_settings
@@ -198,6 +199,7 @@ def create_app(settings: Settings | None = None) -> ConsentAPI:
     app.include_router(consent_schema_router)
     app.include_router(dsr_router)
     app.include_router(stats_router)
+    app.include_router(console_router)
     app.include_router(health_router)
     install_docs(app)
     # The one middleware stack, innermost first; hot routes pass the same (core/pipeline.py).

@@ -1,0 +1,89 @@
+// The console's shell: sign-in and sign-out, the navigation (hash routes hold no data), the views.
+
+import {forgetEverything, storedKey, storeKey} from './api.js';
+import {setupAudit} from './audit.js';
+import {byId, clearAlert, showStatus} from './dom.js';
+import {setupPerson} from './person.js';
+import {setupProperties} from './properties.js';
+
+const ROUTES = {person: 'view-person', audit: 'view-audit', properties: 'view-properties'};
+const DEFAULT_ROUTE = 'person';
+const views = {}; // route → {show()} of the views that act when shown
+let shown = null;
+
+function routeName() {
+  const name = location.hash.replace(/^#\/?/, '');
+  return Object.hasOwn(ROUTES, name) ? name : DEFAULT_ROUTE;
+}
+
+function showView(id) {
+  for (const view of document.querySelectorAll('.view')) view.hidden = view.id !== id;
+}
+
+function render() {
+  const signedIn = Boolean(storedKey());
+  byId('nav').hidden = !signedIn;
+  byId('sign-out').hidden = !signedIn;
+  if (!signedIn) {
+    showView('view-signin');
+    document.title = 'Sign in · Consent console';
+    return;
+  }
+  const route = routeName();
+  showView(ROUTES[route]);
+  if (route !== shown) {
+    shown = route;
+    if (views[route] && views[route].show) views[route].show();
+  }
+  for (const link of byId('nav').querySelectorAll('a')) {
+    if (link.dataset.route === route) link.setAttribute('aria-current', 'page');
+    else link.removeAttribute('aria-current');
+  }
+  const heading = byId(ROUTES[route]).querySelector('h1');
+  document.title = `${heading ? heading.textContent : 'Console'} · Consent console`;
+}
+
+function signIn(event) {
+  event.preventDefault();
+  const input = byId('signin-key');
+  const secret = input.value.trim().replace(/^Bearer\s+/i, '');
+  if (!secret) return;
+  storeKey(secret);
+  input.value = '';
+  clearAlert();
+  if (!location.hash) history.replaceState(null, '', `#/${DEFAULT_ROUTE}`);
+  render();
+  const heading = byId(ROUTES[routeName()]).querySelector('h1');
+  if (heading) {
+    heading.tabIndex = -1;
+    heading.focus();
+  }
+}
+
+function signOut() {
+  forgetEverything();
+  // A fresh page: nothing of what was shown (a person's events, the audit trail) stays in memory.
+  location.replace(location.pathname);
+}
+
+function start() {
+  byId('signin-form').addEventListener('submit', signIn);
+  byId('sign-out').addEventListener('click', signOut);
+  window.addEventListener('hashchange', () => {
+    clearAlert();
+    showStatus('');
+    render();
+  });
+  for (const dialog of document.querySelectorAll('dialog')) {
+    for (const button of dialog.querySelectorAll('[data-close]')) {
+      button.addEventListener('click', () => dialog.close());
+    }
+  }
+  setupPerson();
+  views.audit = setupAudit();
+  views.properties = setupProperties();
+  render();
+  if (!storedKey()) byId('signin-key').focus();
+}
+
+start();

@@ -1,0 +1,254 @@
+// Find a person: their consent timeline (POST /v1/dsr/history, paged), an export as a download
+// (POST /v1/dsr/exports) and an erasure behind a confirmation (POST /v1/dsr/erasures).
+
+import {call, fail, saveBlob} from './api.js';
+import {
+  byId, clear, clearAlert, facts, formatTime, h, localInputAsUtc, openDialog, showStatus, utcDay,
+} from './dom.js';
+import {showVersion} from './schema.js';
+
+const KINDS = {subject_id: 'Consent id (subject_id)', ip: 'IP address', user_id: 'Account id (user_id)'};
+
+// The look-up on screen: its query (identifier, property, range) and what has been loaded.
+let state = null;
+
+function queryFromForm() {
+  const form = byId('person-form');
+  const kind = form.elements.kind.value;
+  const query = {[kind]: form.elements.value.value.trim()};
+  const property = form.elements.property.value.trim();
+  if (property) query.property = property;
+  const since = localInputAsUtc(form.elements.since.value);
+  const until = localInputAsUtc(form.elements.until.value);
+  if (since) query.since = since;
+  if (until) query.until = until;
+  return {kind, query, limit: Number(form.elements.limit.value) || 100};
+}
+
+async function fetchPage() {
+  const body = {...state.query, limit: state.limit};
+  if (state.cursor) body.cursor = state.cursor;
+  const page = await call('POST', '/v1/dsr/history', {body, scope: 'dsr:read'});
+  state.events.push(...page.items);
+  state.cursor = page.next_cursor;
+}
+
+async function search(event) {
+  event.preventDefault();
+  clearAlert();
+  clear(byId('person-receipt'));
+  const {kind, query, limit} = queryFromForm();
+  state = {kind, query, limit, events: [], cursor: null};
+  const button = event.submitter;
+  if (button) button.disabled = true;
+  try {
+    await fetchPage();
+    renderResults();
+    byId('person-results-title').focus();
+  } catch (error) {
+    state = null;
+    clear(byId('person-results'));
+    fail(error);
+  } finally {
+    if (button) button.disabled = false;
+  }
+}
+
+async function loadMore(event) {
+  const button = event.currentTarget;
+  button.disabled = true;
+  try {
+    const before = state.events.length;
+    await fetchPage();
+    renderResults();
+    const next = byId('person-results').querySelectorAll('.event')[before];
+    if (next) next.focus();
+  } catch (error) {
+    button.disabled = false;
+    fail(error);
+  }
+}
+
+function describeQuery(query) {
+  const kind = Object.keys(KINDS).find((name) => query[name] !== undefined);
+  const range = query.since || query.until
+    ? `${query.since ? formatTime(query.since) : 'the beginning'} to ${query.until ? formatTime(query.until) : 'now'}`
+    : 'all time';
+  return [
+    ['Identifier', `${KINDS[kind]}: ${query[kind]}`, 'identifier'],
+    ['Property', query.property || 'every property', 'property'],
+    ['Time range', range, 'range'],
+  ];
+}
+
+function choiceList(choices) {
+  const entries = Object.entries(choices || {});
+  if (!entries.length) return h('span', {class: 'muted'}, 'none');
+  return h('ul', {class: 'chips'}, entries.map(([category, on]) => h('li', {
+    class: `chip ${on ? 'chip-on' : 'chip-off'}`, 'data-category': category, 'data-on': String(on),
+  }, h('span', {class: 'chip-mark', 'aria-hidden': 'true', text: on ? '✓' : '✕'}), `${category}: ${on ? 'on' : 'off'}`)));
+}
+
+function signalsText(signals) {
+  const parts = [`GPC ${signals.gpc ? 'yes' : 'no'}`, `DNT ${signals.dnt ? 'yes' : 'no'}`];
+  const applied = signals.applied && signals.applied.length
+    ? `applied: ${signals.applied.join(', ').toUpperCase()}` : 'none applied';
+  return `${parts.join(' · ')} (${applied})`;
+}
+
+function evidenceCell(event, name) {
+  const value = event[name];
+  return value ? h('span', {class: 'break', text: value}) : h('span', {class: 'muted'}, 'not recorded');
+}
+
+function eventCard(event) {
+  const status = event.status
+    ? `${event.status}${event.expires_at ? `, lapses ${formatTime(event.expires_at)}` : ''}`
+    : 'decides nothing';
+  return h('li', {class: 'event', tabindex: '-1', 'data-event-id': event.event_id, 'data-event-type': event.event_type},
+    h('div', {class: 'event-head'},
+      h('time', {datetime: event.recorded_at, class: 'event-time', text: formatTime(event.recorded_at)}),
+      h('span', {class: `badge badge-type type-${event.event_type}`, text: event.event_type}),
+      event.signals.gpc ? h('span', {class: 'badge badge-signal', text: 'GPC'}) : null,
+      event.signals.dnt ? h('span', {class: 'badge badge-signal', text: 'DNT'}) : null,
+      h('button', {
+        type: 'button', class: 'btn btn-small version-button', 'data-version': event.schema_version,
+        'aria-label': `Open ${event.property} schema version ${event.schema_version}`,
+        onclick: () => showVersion(event.property, event.schema_version),
+      }, `${event.property} · v${event.schema_version}`)),
+    facts([
+      ['Choices', choiceList(event.choices), 'choices'],
+      ['Effective', choiceList(event.effective), 'effective'],
+      ['Signals', signalsText(event.signals), 'signals'],
+      ['Source', event.source, 'source'],
+      ['Status', status, 'status'],
+      ['Page URL', evidenceCell(event, 'page_url'), 'page_url'],
+      ['User agent', evidenceCell(event, 'user_agent'), 'user_agent'],
+      ['Event id', h('span', {class: 'mono break', text: event.event_id}), 'event_id'],
+      ['Consent id', h('span', {class: 'mono break', text: event.subject_id || 'anonymised'}), 'subject_id'],
+    ], 'facts event-facts'));
+}
+
+function renderResults() {
+  const {events, cursor} = state;
+  const count = `${events.length} event${events.length === 1 ? '' : 's'}${cursor ? ' so far (more to load)' : ''}`;
+  const results = clear(byId('person-results'));
+  results.append(h('section', {class: 'card results', 'aria-labelledby': 'person-results-title'},
+    h('div', {class: 'results-head'},
+      h('h2', {id: 'person-results-title', tabindex: '-1'}, 'Timeline ', h('span', {class: 'count', id: 'person-count', text: count})),
+      h('div', {class: 'toolbar'},
+        h('button', {type: 'button', class: 'btn', id: 'export-json', disabled: !events.length, onclick: () => exportAs('json')}, 'Export JSON'),
+        h('button', {type: 'button', class: 'btn', id: 'export-csv', disabled: !events.length, onclick: () => exportAs('csv')}, 'Export CSV'),
+        h('button', {type: 'button', class: 'btn btn-danger-outline', id: 'erase-open', disabled: !events.length, onclick: openErase}, 'Erase…'))),
+    facts(describeQuery(state.query), 'facts facts-inline'),
+    events.length
+      ? h('ol', {class: 'timeline', id: 'timeline'}, events.map(eventCard))
+      : h('p', {class: 'empty'}, 'No events match.'),
+    cursor ? h('div', {class: 'actions'}, h('button', {type: 'button', class: 'btn', id: 'person-more', onclick: loadMore}, 'Load more')) : null));
+}
+
+// --- export --------------------------------------------------------------------------------------
+
+async function exportResponse(format) {
+  return call('POST', '/v1/dsr/exports', {body: {...state.query, format}, scope: 'dsr:read', raw: true});
+}
+
+async function exportAs(format) {
+  clearAlert();
+  try {
+    const response = await exportResponse(format);
+    const blob = await response.blob();
+    const scope = state.query.property || 'all-properties';
+    saveBlob(blob, `dsr-export-${scope}-${utcDay()}.${format}`);
+    const count = response.headers.get('X-Event-Count');
+    showStatus(`Export (${format.toUpperCase()}${count ? `, ${count} events` : ''}) downloaded.`);
+  } catch (error) {
+    fail(error);
+  }
+}
+
+// --- erasure -------------------------------------------------------------------------------------
+
+function eraseMode() {
+  return byId('erase-form').elements.mode.value;
+}
+
+function renderEraseSummary() {
+  const count = state.events.length;
+  clear(byId('erase-summary')).append(facts([
+    ...describeQuery(state.query),
+    ['Events found', String(count), 'count'],
+    ['Mode', eraseMode() === 'delete' ? 'delete (remove the events)' : 'anonymise (keep them without identifiers)', 'mode'],
+  ]));
+  const confirm = byId('erase-confirm');
+  confirm.textContent = `${eraseMode() === 'delete' ? 'Delete' : 'Anonymise'} ${count} event${count === 1 ? '' : 's'}`;
+  confirm.disabled = !byId('erase-reference').value.trim();
+}
+
+async function openErase(event) {
+  const button = event.currentTarget;
+  clearAlert();
+  if (state.cursor) {
+    // The dialog says exactly how many events match: the remaining pages first.
+    button.disabled = true;
+    showStatus('Loading every remaining page to count the events…');
+    try {
+      while (state.cursor) await fetchPage();
+      renderResults();
+    } catch (error) {
+      button.disabled = false;
+      fail(error);
+      return;
+    }
+  }
+  const form = byId('erase-form');
+  form.reset();
+  renderEraseSummary();
+  openDialog(byId('erase-dialog'), byId('erase-reference'));
+}
+
+async function confirmErase(event) {
+  event.preventDefault();
+  const reference = byId('erase-reference').value.trim();
+  if (!reference) return;
+  const mode = eraseMode();
+  const confirm = byId('erase-confirm');
+  confirm.disabled = true;
+  try {
+    const receipt = await call('POST', '/v1/dsr/erasures', {body: {...state.query, mode, reference}, scope: 'dsr:erase'});
+    byId('erase-dialog').close();
+    showReceipt(receipt, reference);
+  } catch (error) {
+    byId('erase-dialog').close();
+    fail(error);
+  }
+}
+
+function showReceipt(receipt, reference) {
+  const erased = state.query;
+  state = null;
+  clear(byId('person-results'));
+  const panel = h('section', {class: 'card receipt', id: 'erasure-receipt', 'aria-labelledby': 'receipt-title', tabindex: '-1'},
+    h('h2', {id: 'receipt-title'}, 'Erasure receipt'),
+    h('p', {}, 'The service erased what matched and recorded it in the audit log. Keep this receipt with the request.'),
+    facts([
+      ['Erasure id', h('span', {class: 'mono break', text: receipt.erasure_id}), 'erasure_id'],
+      ['Mode', receipt.mode, 'mode'],
+      ['Matched', String(receipt.matched), 'matched'],
+      ['Deleted', String(receipt.deleted), 'deleted'],
+      ['Anonymised', String(receipt.anonymised), 'anonymised'],
+      ['Reference', reference, 'reference'],
+      ...describeQuery(erased),
+    ], 'facts'));
+  clear(byId('person-receipt')).append(panel);
+  panel.focus();
+  showStatus(`Erasure ${receipt.erasure_id} done: ${receipt.matched} matched.`);
+}
+
+export function setupPerson() {
+  byId('person-form').addEventListener('submit', search);
+  const form = byId('erase-form');
+  form.addEventListener('submit', confirmErase);
+  form.addEventListener('input', renderEraseSummary);
+  form.addEventListener('change', renderEraseSummary);
+}
