@@ -8,8 +8,8 @@ The events are generated server-side (bench/reads.py's rows: one every second ba
 10M cover about 116 days), then rolled up into the statistics tables as the service does, in the
 background (docs/stats.md, "Rollup"). Then `--tail` more events are added and left out of the
 tables, and the service measured runs no rollup: every request counts that tail from the events,
-as a request does just before a rollup (the default, 20,000, is two rollup intervals of a service
-taking 5,000 events a second). Requests are sent one at a time (what a console does), for random
+as a request does just before a rollup (the default, 10,000, is more than one rollup interval, a
+second, of the service at the peak rate bench/run.py measures: about 7,500 events a second). Requests are sent one at a time (what a console does), for random
 90-day ranges that start at a UTC midnight and, separately, at a random second (both ends then
 inside a day).
 """
@@ -139,7 +139,7 @@ def main() -> None:
     parser.add_argument("--size", default="10M", help="events in the table (default 10M)")
     parser.add_argument("--requests", type=int, default=300, help="requests per kind of range")
     parser.add_argument(
-        "--tail", type=int, default=20_000, help="events left out of the tables (default 20000)"
+        "--tail", type=int, default=10_000, help="events left out of the tables (default 10000)"
     )
     parser.add_argument("--keep", action="store_true", help="keep the bench database")
     args = parser.parse_args()
@@ -163,7 +163,7 @@ def main() -> None:
         print(f"  {rows:,} rows in {seconds:.0f} s")
         rolled, rollup_seconds = asyncio.run(roll_up(db_url))
         print(f"  rolled up {rolled:,} sequence numbers in {rollup_seconds:.1f} s")
-        rows, _, _ = asyncio.run(fill(db_url, size + args.tail))
+        rows, _, _ = asyncio.run(fill(db_url, rows + args.tail))
         print(f"  and {args.tail:,} more events left to the reads (the tail)")
         env["CONSENT_STATS_ROLLUP_SECONDS"] = "0"
         now = datetime.now(UTC)

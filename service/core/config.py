@@ -156,7 +156,7 @@ class Settings(BaseSettings):
         description="Seconds a database statement may take before its request is answered 503.",
     )
     stats_rollup_seconds: float = Field(
-        default=2.0,
+        default=1.0,
         ge=0,
         le=3600,
         description="Seconds between two rollups of new events into the statistics tables, per "
