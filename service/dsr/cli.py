@@ -20,7 +20,6 @@ from service.core.cli_support import (
     with_engine,
     with_session,
 )
-from service.core.errors import NotFound
 from service.core.hashing import hasher_from_settings
 
 dsr_app = typer.Typer(
@@ -53,7 +52,7 @@ def dsr_history(
     from service.consent_schema.service import SchemaCatalog
     from service.core.db import create_sessionmaker
     from service.dsr.bodies import DsrAction, DsrQuery
-    from service.dsr.service import history_page, record_audit
+    from service.dsr.service import history_page, known_property, record_audit
 
     settings = load_settings()
     query = parse_options(
@@ -105,7 +104,7 @@ def dsr_export(
     from service.core.db import create_sessionmaker
     from service.dsr.bodies import ExportRequest
     from service.dsr.export import stream_export
-    from service.dsr.service import plan_export
+    from service.dsr.service import known_property, plan_export
 
     settings = load_settings()
     request = parse_options(
@@ -159,7 +158,7 @@ def dsr_erase(
     """Erase everything matching (delete, or anonymise: keep rows, clear identifying columns), in
     one transaction with its audit row. Shows how many events match and asks first."""
     from service.dsr.bodies import DsrAction, ErasureRequest, ErasureResult
-    from service.dsr.service import count_matching, erase, record_audit
+    from service.dsr.service import count_matching, erase, known_property, record_audit
 
     settings = load_settings()
     request = parse_options(
@@ -221,6 +220,7 @@ def dsr_withdraw(
     from service.consent_schema.service import SchemaCatalog
     from service.core.db import create_sessionmaker
     from service.dsr.bodies import WithdrawalRequest, WithdrawalResult
+    from service.dsr.service import known_property
     from service.dsr.withdrawal import withdraw
 
     settings = load_settings()
@@ -249,14 +249,6 @@ def dsr_withdraw(
         typer.echo(
             f"  {item.property} {item.subject_id}: withdraw on version {item.schema_version}"
         )
-
-
-async def known_property(session: AsyncSession, property_name: str | None) -> None:
-    """A --property that names no property is a mistake to say, not an empty answer."""
-    from service.consent_schema.service import property_exists
-
-    if property_name is not None and not await property_exists(session, property_name):
-        raise NotFound(f"there is no property named {property_name!r}")
 
 
 def private_file(path: Path) -> BinaryIO:

@@ -30,6 +30,7 @@ from service.dsr.service import (
     audit_page,
     erase,
     history_page,
+    known_property,
     plan_export,
     record_audit,
 )
@@ -44,7 +45,7 @@ router = APIRouter(
 )
 
 AUTH_ERRORS = (401, 403, 422, 429)
-BODY_ERRORS = (*AUTH_ERRORS, 413, 415)
+BODY_ERRORS = (*AUTH_ERRORS, 404, 413, 415)
 # Identifiers and a time range: a few hundred bytes. Read only after the key was checked.
 MAX_BODY_BYTES = 16 * 1024
 
@@ -64,6 +65,7 @@ async def dsr_history(
     principal: DsrReader,
 ) -> HistoryPage:
     body = await read_json(request, HistoryRequest, limit=MAX_BODY_BYTES)
+    await known_property(session, body.property)
     items, next_cursor = await history_page(
         session, catalog, hasher, body, limit=body.limit, cursor=body.cursor
     )
@@ -102,6 +104,7 @@ async def dsr_export(
     principal: DsrReader,
 ) -> StreamingResponse:
     body = await read_json(request, ExportRequest, limit=MAX_BODY_BYTES)
+    await known_property(session, body.property)
     plan = await plan_export(session, hasher, body, actor=principal.key_id)
     await session.commit()  # audited before a byte is sent
     extension, media_type = (
@@ -140,6 +143,7 @@ async def dsr_erase(
     request: Request, session: Session, hasher: Hashing, principal: DsrEraser
 ) -> ErasureResult:
     body = await read_json(request, ErasureRequest, limit=MAX_BODY_BYTES)
+    await known_property(session, body.property)
     result = await erase(
         session,
         hasher,
@@ -168,6 +172,7 @@ async def dsr_withdraw(
     principal: DsrWithdrawer,
 ) -> WithdrawalResult:
     body = await read_json(request, WithdrawalRequest, limit=MAX_BODY_BYTES)
+    await known_property(session, body.property)
     result = await withdraw(session, catalog, hasher, body, actor=principal.key_id, now=clock())
     await session.commit()
     return result

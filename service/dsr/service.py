@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.consent_schema.document import canonical_json
 from service.consent_schema.service import SchemaCatalog
-from service.core.errors import Unprocessable
+from service.core.errors import NotFound, Unprocessable
 from service.core.hashing import Hasher, HashKey, normalise_ip
 from service.dsr.bodies import (
     DsrAction,
@@ -340,3 +340,12 @@ async def audit_page(
     more = len(rows) > limit
     rows = rows[:limit]
     return rows, (sign_cursor(hasher, "audit", rows[-1].seq) if more else None)
+
+
+async def known_property(session: AsyncSession, property_name: str | None) -> None:
+    """A property that names no property is a mistake to say, not an empty answer: a typo would
+    otherwise read as "we hold nothing about this person"."""
+    from service.consent_schema.service import property_exists
+
+    if property_name is not None and not await property_exists(session, property_name):
+        raise NotFound(f"there is no property named {property_name!r}")

@@ -122,6 +122,30 @@ async def test_history_by_each_identifier(
     assert len(mapped["items"]) == 3
 
 
+async def test_a_property_that_does_not_exist_is_a_404_not_an_empty_answer(
+    client: httpx.AsyncClient, keys: dict[str, dict[str, str]], db_url: str
+) -> None:
+    """A typo must not read as "we hold nothing about this person"."""
+    subject = uuid.uuid4()
+    await record(client, subject)
+    withdraw = bearer(await api_key(db_url, "dsr:withdraw"))
+    query = {"subject_id": str(subject), "property": "itsailr"}
+    for path, key in (
+        ("/v1/dsr/history", keys["read"]),
+        ("/v1/dsr/exports", keys["read"]),
+        ("/v1/dsr/erasures", keys["erase"]),
+        ("/v1/dsr/withdrawals", withdraw),
+    ):
+        body = {**query, "reference": "R-1"} if path.endswith("withdrawals") else query
+        response = await post(client, path, body, key)
+        assert response.status_code == 404, (path, response.text)
+        assert response.json()["detail"] == "there is no property named 'itsailr'"
+    audit = await client.get("/v1/dsr/audit", headers=keys["audit"])
+    assert audit.json()["items"] == []  # nothing was looked up, exported or erased
+    history = await post(client, "/v1/dsr/history", {"subject_id": str(subject)}, keys["read"])
+    assert len(history.json()["items"]) == 1
+
+
 async def test_history_narrowed_by_property_and_time(
     client: httpx.AsyncClient, keys: dict[str, dict[str, str]], app: ConsentAPI
 ) -> None:
