@@ -76,20 +76,27 @@ export async function call(method, path, {body, query, scope, raw} = {}) {
   return raw ? response : response.json();
 }
 
+/** `text` as a sentence: its own full stop, so the next one does not run into it. */
+function sentence(text) {
+  const trimmed = text.trim();
+  return !trimmed || /[.!?]$/.test(trimmed) ? trimmed : `${trimmed}.`;
+}
+
 /** What to tell the user about a failed call: title, detail and the invalid fields. */
 export function describe(error) {
   if (!(error instanceof ApiError)) {
     return {title: 'Something went wrong in the console', detail: String(error && error.message || error), items: []};
   }
   const {status, problem} = error;
-  const detail = typeof problem.detail === 'string' ? problem.detail : '';
-  const items = Array.isArray(problem.errors)
+  const detail = sentence(typeof problem.detail === 'string' ? problem.detail : '');
+  // One invalid field is already the detail; several are listed under it.
+  const items = Array.isArray(problem.errors) && problem.errors.length > 1
     ? problem.errors.map((item) => `${item.pointer}: ${item.detail}`)
     : [];
   if (status === 401) {
     return {
       title: 'The API key is missing or invalid (401).',
-      detail: `${detail} Sign out and sign in again with a valid key.`.trim(),
+      detail: `${detail} Sign in again with a valid key.`.trim(),
       items,
     };
   }

@@ -1,6 +1,6 @@
 // The console's shell: sign-in and sign-out, the navigation (hash routes hold no data), the views.
 
-import {forgetEverything, storedKey, storeKey} from './api.js';
+import {ApiError, call, fail, forgetEverything, storedKey, storeKey} from './api.js';
 import {setupAudit} from './audit.js';
 import {byId, clearAlert, showStatus} from './dom.js';
 import {setupPerson} from './person.js';
@@ -43,14 +43,26 @@ function render() {
   document.title = `${heading ? heading.textContent : 'Console'} · Consent console`;
 }
 
-function signIn(event) {
+async function signIn(event) {
   event.preventDefault();
   const input = byId('signin-key');
   const secret = input.value.trim().replace(/^Bearer\s+/i, '');
   if (!secret) return;
   storeKey(secret);
-  input.value = '';
   clearAlert();
+  // A key the service does not know is refused here, not at the first search. (The audit log
+  // answers 403 to a valid key without audit:read: that key is fine.)
+  try {
+    await call('GET', '/v1/dsr/audit', {query: {limit: 1}, scope: 'audit:read'});
+  } catch (error) {
+    if (!(error instanceof ApiError) || error.status !== 403) {
+      forgetEverything();
+      fail(error);
+      input.focus();
+      return;
+    }
+  }
+  input.value = '';
   if (!location.hash) history.replaceState(null, '', `#/${DEFAULT_ROUTE}`);
   render();
   const heading = byId(ROUTES[routeName()]).querySelector('h1');

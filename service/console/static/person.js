@@ -36,6 +36,7 @@ async function fetchPage() {
 async function search(event) {
   event.preventDefault();
   clearAlert();
+  showStatus('');
   clear(byId('person-receipt'));
   const {kind, query, limit} = queryFromForm();
   state = {kind, query, limit, events: [], cursor: null};
@@ -195,6 +196,7 @@ async function openErase(event) {
     try {
       while (state.cursor) await fetchPage();
       renderResults();
+      showStatus('');
     } catch (error) {
       button.disabled = false;
       fail(error);
