@@ -165,7 +165,7 @@ def main() -> None:
         print(f"  rolled up {rolled:,} sequence numbers in {rollup_seconds:.1f} s")
         rows, _, _ = asyncio.run(fill(db_url, rows + args.tail))
         print(f"  and {args.tail:,} more events left to the reads (the tail)")
-        env["CONSENT_STATS_ROLLUP_SECONDS"] = "0"
+        env["CONSENT_SEAL_SECONDS"] = "0"
         now = datetime.now(UTC)
         oldest = now - timedelta(seconds=size)
         span_days = max(1, (now - oldest).days - 90)

@@ -31,6 +31,7 @@ from service.core.pipeline import ConsentAPI
 from service.core.rate_limit import RateLimiter
 from service.dsr.routes import router as dsr_router
 from service.health.routes import router as health_router
+from service.ledger.sealer import seal_ledger
 from service.ledger.writer import EventWriter
 from service.state import State, install
 from service.stats.rollup import Rollup
@@ -102,7 +103,7 @@ async def _resources(app: ConsentAPI, settings: Settings, url: str) -> AsyncIter
     # A database that is not there yet is checked once it is: every few seconds until then.
     later = None if checked else asyncio.create_task(_check_role_when_reachable(engine, settings))
     writer.start()
-    rollup = Rollup(engine, settings.stats_rollup_seconds)
+    rollup = Rollup(engine, settings.seal_seconds, then=seal_ledger)
     rollup.start()
     # What is loaded by now (FastAPI, SQLAlchemy, pydantic models) lives as long as the process:
     # out of the collector's way, its full collections stay short (they showed as latency spikes).

@@ -143,7 +143,7 @@ def make_settings(db_url: str, tmp_path: Path, **overrides: object) -> Settings:
         "data_dir": tmp_path / "data",
         "log_level": "INFO",
         # Tests roll the statistics up where they mean to (tests/stats/test_rollup.py).
-        "stats_rollup_seconds": 0,
+        "seal_seconds": 0,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[arg-type]

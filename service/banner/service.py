@@ -27,6 +27,7 @@ from service.ledger.event import (
     expiry,
     record,
 )
+from service.ledger.leaf import attach_leaf
 from service.ledger.tables import ConsentEventRow as Event
 from service.ledger.tables import event_columns
 
@@ -75,7 +76,7 @@ def new_event(
     else:
         applied = among(present, version.honours)
     user_agent = headers.get(b"user-agent")
-    return NewEvent(
+    new = NewEvent(
         event_id=event.event_id or uuid.uuid4(),
         property=property_name,
         subject_id=event.subject_id,
@@ -103,6 +104,7 @@ def new_event(
         request_hash=event.request_hash(property_name),
         recorded_at=now,
     )
+    return attach_leaf(new, version.content_hash)
 
 
 def _check_signal_decision(

@@ -155,13 +155,14 @@ class Settings(BaseSettings):
         le=600,
         description="Seconds a database statement may take before its request is answered 503.",
     )
-    stats_rollup_seconds: float = Field(
+    seal_seconds: float = Field(
         default=1.0,
         ge=0,
         le=3600,
-        description="Seconds between two rollups of new events into the statistics tables, per "
-        "worker (0: none; the statistics stay exact but count every event since the last rollup "
-        "from the event table).",
+        description="Seconds between two seals of new events, per worker: each adds them to the "
+        "statistics tables and closes them into a ledger seal (0: neither; the statistics stay "
+        "exact but count every event since the last rollup from the event table, and the ledger "
+        "is not sealed).",
     )
 
     @field_validator("ip_hash_previous_salts", "trusted_proxies", "cors_origins", mode="before")

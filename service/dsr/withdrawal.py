@@ -22,6 +22,7 @@ from service.dsr.bodies import (
 from service.dsr.service import match, record_audit
 from service.ledger.bodies import ConsentRecord
 from service.ledger.event import EventSource, EventType, NewEvent, record
+from service.ledger.leaf import attach_leaf
 from service.ledger.tables import ConsentEventRow as Event
 
 
@@ -62,31 +63,34 @@ async def withdraw(
             )
         )
         events.append(
-            NewEvent(
-                event_id=uuid.uuid4(),
-                property=property_name,
-                subject_id=subject_id,
-                event_type=EventType.WITHDRAW.value,
-                schema_version=version.version,
-                choices=choices,
-                effective=dict(choices),
-                gpc=False,
-                dnt=False,
-                signals_applied=[],
-                source=EventSource.DSR.value,
-                entered_by=actor,
-                ip_hash=None,
-                # Linked to the account it was asked for, so a later look-up by it finds it.
-                user_hash=user_hash,
-                hash_key_id=hasher.current.key_id if user_hash else None,
-                user_agent=None,
-                page_url=None,
-                tcf_string=None,
-                gpp_string=None,
-                request_hash=hasher.current.digest(
-                    "withdrawal", f"{withdrawal_id}/{subject_id}/{property_name}"
+            attach_leaf(
+                NewEvent(
+                    event_id=uuid.uuid4(),
+                    property=property_name,
+                    subject_id=subject_id,
+                    event_type=EventType.WITHDRAW.value,
+                    schema_version=version.version,
+                    choices=choices,
+                    effective=dict(choices),
+                    gpc=False,
+                    dnt=False,
+                    signals_applied=[],
+                    source=EventSource.DSR.value,
+                    entered_by=actor,
+                    ip_hash=None,
+                    # Linked to the account it was asked for, so a later look-up by it finds it.
+                    user_hash=user_hash,
+                    hash_key_id=hasher.current.key_id if user_hash else None,
+                    user_agent=None,
+                    page_url=None,
+                    tcf_string=None,
+                    gpp_string=None,
+                    request_hash=hasher.current.digest(
+                        "withdrawal", f"{withdrawal_id}/{subject_id}/{property_name}"
+                    ),
+                    recorded_at=now,
                 ),
-                recorded_at=now,
+                version.content_hash,
             )
         )
     if events:

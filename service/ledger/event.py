@@ -6,7 +6,9 @@ which views it belongs to:
 - `RECORD`: part of the record the banner gets back (and DSR history returns);
 - `EVIDENCE`: exported with the record, to prove where and how the decision was made;
 - `IDENTIFYING`: could point back at a person, so anonymisation clears it
-  (docs/guarantees.md, "Erasure is complete").
+  (docs/guarantees.md, "Erasure is complete");
+- `LEDGER`: the event's place in the tamper-evident ledger, not part of its leaf
+  (docs/evidence.md).
 The writer's INSERT, the record, the export columns and the erasure's cleared columns are all
 derived from these fields; `tests/ledger/test_definition.py` fails if the table, the migration's
 guard, the API model or the export drift from them.
@@ -25,6 +27,7 @@ from sqlalchemy import Row
 RECORD = "record"
 EVIDENCE = "evidence"
 IDENTIFYING = "identifying"
+LEDGER = "ledger"
 
 
 class EventType(StrEnum):
@@ -67,6 +70,8 @@ _EVIDENCE = _roles(EVIDENCE)
 _RECORD_IDENTIFYING = _roles(RECORD, IDENTIFYING)
 _EVIDENCE_IDENTIFYING = _roles(EVIDENCE, IDENTIFYING)
 _IDENTIFYING = _roles(IDENTIFYING)
+_LEDGER = _roles(LEDGER)
+_LEDGER_IDENTIFYING = _roles(LEDGER, IDENTIFYING)
 
 
 @dataclass(slots=True)
@@ -97,6 +102,11 @@ class NewEvent:
     # Derived from the identifiers, so anonymisation clears it; never shown.
     request_hash: str = field(metadata=_IDENTIFYING)
     recorded_at: datetime = field(metadata=_RECORD)
+    # Random bytes hashed into the leaf (ledger/leaf.py), so a leaf cannot be matched against a
+    # guessed record; anonymisation clears them, and the leaf can then no longer be recomputed.
+    salt: bytes = field(default=b"", metadata=_LEDGER_IDENTIFYING)
+    # The RFC 9162 leaf hash of the event's canonical record with its salt.
+    leaf: bytes = field(default=b"", metadata=_LEDGER)
 
 
 def _with(role: str) -> tuple[str, ...]:
@@ -108,6 +118,8 @@ def _with(role: str) -> tuple[str, ...]:
 DATABASE_COLUMNS = ("seq", "anonymised_at")
 WRITTEN_COLUMNS = tuple(f.name for f in fields(NewEvent))
 RECORD_COLUMNS = _with(RECORD)
+# What an event's leaf is computed over, with its schema version's content hash and its salt.
+LEAF_COLUMNS = tuple(name for name in WRITTEN_COLUMNS if name not in _with(LEDGER))
 # What an export adds to each record: the evidence columns, and when the row was anonymised.
 EXPORT_EVIDENCE_COLUMNS = (*_with(EVIDENCE), "anonymised_at")
 IDENTIFYING_COLUMNS = _with(IDENTIFYING)

@@ -16,6 +16,7 @@ from sqlalchemy import (
     Identity,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     text,
@@ -95,6 +96,10 @@ class ConsentEventRow(Base):
     request_hash: Mapped[str | None] = mapped_column(String(64))
     recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     anonymised_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The ledger (migration 0011): NULL only for events stored before it, and `salt` after an
+    # anonymising erasure.
+    salt: Mapped[bytes | None] = mapped_column(LargeBinary)
+    leaf: Mapped[bytes | None] = mapped_column(LargeBinary)
 
     def __repr__(self) -> str:  # never print identifiers
         return f"<ConsentEventRow {self.event_id} {self.event_type}>"
@@ -104,3 +109,31 @@ def event_columns(*names: str) -> tuple[KeyedColumnElement[Any], ...]:
     """The table's columns of those names, e.g. `event_columns(*RECORD_COLUMNS)` for a select."""
     table = ConsentEventRow.__table__
     return tuple(table.c[name] for name in names)
+
+
+class LedgerTombstoneRow(Base):
+    """The leaf of a deleted event: its seal still verifies; nothing identifies anyone."""
+
+    __tablename__ = "ledger_tombstones"
+
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    leaf: Mapped[bytes] = mapped_column(LargeBinary)
+    erased_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=text("now()")
+    )
+
+
+class LedgerSealRow(Base):
+    """The Merkle root of the leaves with `seq` in (first_seq, last_seq], chained to the previous
+    seal (docs/evidence.md, "Seals")."""
+
+    __tablename__ = "ledger_seals"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    first_seq: Mapped[int] = mapped_column(BigInteger)
+    last_seq: Mapped[int] = mapped_column(BigInteger)
+    tree_size: Mapped[int] = mapped_column(BigInteger)
+    root: Mapped[bytes] = mapped_column(LargeBinary)
+    prev_hash: Mapped[bytes] = mapped_column(LargeBinary)
+    seal_hash: Mapped[bytes] = mapped_column(LargeBinary)
+    sealed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -52,9 +52,16 @@ INSERT_SQL = (
 )
 
 
+def _bytea(value: object) -> str:
+    """bytes as PostgreSQL's bytea input (hex), for jsonb_populate_recordset."""
+    if isinstance(value, bytes):
+        return "\\x" + value.hex()
+    raise TypeError(type(value).__name__)
+
+
 def batch_json(batch: list[NewEvent]) -> str:
     """The rows of `batch` as one JSON array (orjson writes a dataclass as an object)."""
-    return orjson.dumps(batch).decode()
+    return orjson.dumps(batch, default=_bytea).decode()
 
 
 @dataclass(slots=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 
 from prometheus_client import Counter
 from sqlalchemy import text
@@ -79,9 +80,16 @@ async def seal_and_roll_up(engine: AsyncEngine) -> int:
 class Rollup:
     """The background task of one worker."""
 
-    def __init__(self, engine: AsyncEngine, interval: float) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        interval: float,
+        then: Callable[[AsyncEngine], Awaitable[object]] | None = None,
+    ) -> None:
+        """`then` runs after each rollup, on what the seal covers (app.py: the ledger's seal)."""
         self._engine = engine
         self._interval = interval
+        self._then = then
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -100,6 +108,8 @@ class Rollup:
             await asyncio.sleep(self._interval)
             try:
                 await seal_and_roll_up(self._engine)
+                if self._then is not None:
+                    await self._then(self._engine)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the database away, or not migrated yet: next time

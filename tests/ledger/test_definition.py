@@ -23,6 +23,7 @@ from service.ledger.event import (
     NewEvent,
     record,
 )
+from service.ledger.leaf import attach_leaf
 from service.ledger.tables import ConsentEventRow
 from service.ledger.writer import INSERT_SQL, batch_json
 from tests.factories import api_key, bearer, event, example, published
@@ -39,7 +40,7 @@ def new_event(**changes: object) -> NewEvent:
         "recorded_at": datetime(2026, 11, 28, 12, 0, 0, 123456, tzinfo=UTC),
     }  # fmt: skip
     values.update(changes)
-    return NewEvent(**values)  # type: ignore[arg-type]
+    return attach_leaf(NewEvent(**values), "e" * 64)  # type: ignore[arg-type]
 
 
 def test_the_table_holds_exactly_the_written_columns_and_the_databases_own() -> None:
@@ -67,7 +68,7 @@ def test_the_record_is_the_api_model_field_for_field(event_type: str) -> None:
     assert shown == set(RECORD_COLUMNS)
     assert set(asdict(stored)) - set(RECORD_COLUMNS) == {
         "entered_by", "ip_hash", "user_hash", "hash_key_id", "user_agent", "page_url",
-        "tcf_string", "gpp_string", "request_hash",
+        "tcf_string", "gpp_string", "request_hash", "salt", "leaf",
     }  # fmt: skip
 
 
@@ -125,7 +126,7 @@ async def test_the_erasure_guard_lets_anonymisation_clear_exactly_the_identifyin
     changed = {
         "uuid": "gen_random_uuid()", "text": "'changed'", "character varying": "'changed'",
         "integer": "{c} + 1", "jsonb": "'{{\"changed\": true}}'::jsonb", "boolean": "NOT {c}",
-        "timestamp with time zone": "{c} + interval '1 second'",
+        "timestamp with time zone": "{c} + interval '1 second'", "bytea": "sha256({c})",
     }  # fmt: skip
 
     async def refused(assignments: list[str]) -> bool:

@@ -53,7 +53,7 @@ async def test_the_erasure_path_may_only_clear_identifying_columns(db: asyncpg.C
         await db.execute(
             "UPDATE consent_events SET subject_id = NULL, ip_hash = NULL, user_hash = NULL,"
             " hash_key_id = NULL, user_agent = NULL, page_url = NULL, tcf_string = NULL,"
-            " gpp_string = NULL, request_hash = NULL, anonymised_at = now()"
+            " gpp_string = NULL, request_hash = NULL, salt = NULL, anonymised_at = now()"
         )
     assert await db.fetchval("SELECT count(*) FROM consent_events WHERE subject_id IS NULL") == 1
     async with db.transaction():

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from service.core.db import create_engine
 from service.core.pipeline import ConsentAPI
 from service.ledger.event import NewEvent
+from service.ledger.leaf import attach_leaf
 from service.ledger.writer import INSERT_SQL, batch_json
 from service.state import of as services
 from service.stats.rollup import roll_up, seal, seal_and_roll_up
@@ -47,7 +48,7 @@ def new_event(
     """An event as the writer receives it (the values need not have come through the API)."""
     rng = rng or random.Random()
     choices = {key: rng.random() < 0.5 for key in ("analytics", "functional", "marketing")}
-    return NewEvent(
+    event = NewEvent(
         event_id=uuid.uuid4(),
         property=APPLYING,
         subject_id=uuid.uuid4(),
@@ -70,6 +71,7 @@ def new_event(
         request_hash="0" * 64,
         recorded_at=recorded_at,
     )
+    return attach_leaf(event, "e" * 64)
 
 
 async def table_total(owner: asyncpg.Connection) -> tuple[int, int]:
@@ -256,7 +258,7 @@ async def test_the_service_rolls_up_in_the_background(
 
     await published(db_url, applying_example())
     await write(db_url, 30, random.Random(3))
-    app: ConsentAPI = create_app(make_settings(db_url, tmp_path, stats_rollup_seconds=0.05))
+    app: ConsentAPI = create_app(make_settings(db_url, tmp_path, seal_seconds=0.05))
     owner = await asyncpg.connect(owner_url)
     try:
         async with app.router.lifespan_context(app):

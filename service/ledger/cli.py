@@ -1,0 +1,89 @@
+"""`consent-service ledger`: verify the tamper-evident ledger; print its head (docs/evidence.md)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from service.core.cli_support import fail, load_settings, print_json, with_engine
+
+ledger_app = typer.Typer(
+    rich_markup_mode=None,
+    help="The tamper-evident ledger: verify it, print its head (docs/evidence.md).",
+    no_args_is_help=True,
+)
+
+
+@ledger_app.command("verify")
+def ledger_verify(
+    since: Annotated[int, typer.Option(help="Start at this seal (0: the genesis seal).")] = 0,
+    head: Annotated[
+        Path | None,
+        typer.Option(help="A head printed earlier by `ledger head --json`: it must still be in."),
+    ] = None,
+) -> None:
+    """Recompute every leaf that can be, every seal's root and the chain of seal hashes. Exits 0,
+    or 1 naming the first event or seal that does not match."""
+    from service.ledger.verify import LedgerBroken, verify_ledger
+
+    settings = load_settings()
+    published: dict[str, Any] | None = None
+    if head is not None:
+        try:
+            published = json.loads(head.read_text())
+            int(published["seal"]), str(published["seal_hash"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise fail(f"{head}: not a head written by `ledger head --json` ({exc})") from None
+
+    async def work(engine: AsyncEngine) -> str:
+        async with engine.connect() as connection:
+            try:
+                report = await verify_ledger(connection, since=since, head=published)
+            except LedgerBroken as exc:
+                return f"ledger broken: {exc}"
+        return (
+            f"ledger verified: seals {since} to {report.head['seal']},"
+            f" {report.leaves} sealed leaves ({report.recomputed} recomputed,"
+            f" {report.anonymised} anonymised, {report.tombstones} erased) and"
+            f" {report.unsealed} not sealed yet; head {report.head['seal_hash']}"
+        )
+
+    outcome = with_engine(settings, work)
+    if outcome.startswith("ledger broken"):
+        typer.echo(outcome, err=True)
+        raise typer.Exit(1)
+    typer.echo(outcome)
+
+
+@ledger_app.command("head")
+def ledger_head(
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """The latest seal: publish it elsewhere (a git commit, a transparency log), so a later
+    `ledger verify --head FILE` proves the ledger still extends it."""
+    from service.ledger.sealer import Seal
+
+    settings = load_settings()
+
+    async def work(engine: AsyncEngine) -> dict[str, Any]:
+        async with engine.connect() as connection:
+            row = (
+                await connection.execute(
+                    text("SELECT * FROM ledger_seals ORDER BY id DESC LIMIT 1")
+                )
+            ).one()
+        return Seal.from_row(row).head()
+
+    found = with_engine(settings, work)
+    if as_json:
+        print_json(found)
+    else:
+        typer.echo(
+            f"seal {found['seal']} at {found['sealed_at']}: {found['tree_size']} leaves up to seq"
+            f" {found['last_seq']}, root {found['root']}, hash {found['seal_hash']}"
+        )

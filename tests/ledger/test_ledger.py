@@ -1,0 +1,219 @@
+"""The tamper-evident ledger (docs/evidence.md): every event's leaf is the documented hash of its
+canonical record; seals chain; `ledger verify` passes on a ledger with erasures, and names the
+event a superuser rewrote, the seal whose fields changed, or the head the ledger no longer
+reaches."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from service.cli import app as cli
+from service.core.pipeline import ConsentAPI
+from service.ledger.event import LEAF_COLUMNS
+from service.ledger.sealer import seal_ledger
+from service.state import of as services
+from service.stats.rollup import seal
+from tests.conftest import TEST_KEY
+from tests.factories import api_key, bearer, event, example, published
+
+EVENTS = "/v1/properties/itsailor/consent-events"
+
+
+@pytest.fixture
+async def erase_key(db_url: str) -> dict[str, str]:
+    await published(db_url, example("itsailor"))
+    return bearer(await api_key(db_url, "dsr:erase"))
+
+
+async def send(
+    client: httpx.AsyncClient, subject: uuid.UUID, event_type: str = "accept-all"
+) -> str:
+    response = await client.post(
+        EVENTS, json=event(event_type, subject_id=subject, page_url="https://itsailor.io/a")
+    )
+    assert response.status_code == 201, response.text
+    return str(response.json()["event_id"])
+
+
+async def seal_now(app: ConsentAPI) -> None:
+    engine = services(app).engine
+    assert await seal(engine)
+    assert await seal_ledger(engine) is not None
+
+
+def run(db_url: str, *args: str) -> tuple[int, str]:
+    env = {"CONSENT_DATABASE_URL": db_url, "CONSENT_IP_HASH_SALT": TEST_KEY}
+    result = CliRunner().invoke(cli, ["ledger", *args], env=env)
+    return result.exit_code, result.stdout + result.stderr
+
+
+async def ledger(db_url: str, *args: str) -> tuple[int, str]:
+    return await asyncio.to_thread(run, db_url, *args)
+
+
+def documented_leaf(row: asyncpg.Record, content_hash: str) -> bytes:
+    """docs/evidence.md, "The leaf", written out again with the standard library's JSON."""
+    document: dict[str, Any] = {}
+    for name in LEAF_COLUMNS:
+        value = row[name]
+        if name in ("choices", "effective", "signals_applied"):
+            value = json.loads(value)
+        elif name == "recorded_at":
+            value = value.isoformat().replace("+00:00", "Z")
+        elif isinstance(value, uuid.UUID):
+            value = str(value)
+        document[name] = value
+    document |= {"content_hash": content_hash, "salt": bytes(row["salt"]).hex(), "v": 1}
+    data = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(b"\x00" + data.encode()).digest()
+
+
+async def test_every_leaf_is_the_documented_hash_of_its_record(
+    client: httpx.AsyncClient, erase_key: dict[str, str], db: asyncpg.Connection
+) -> None:
+    for event_type in ("accept-all", "reject-all", "withdraw"):
+        await send(client, uuid.uuid4(), event_type)
+    rows = await db.fetch(
+        "SELECT e.*, v.content_sha256 AS content_hash FROM consent_events e"
+        " JOIN consent_schema_versions v"
+        " ON v.property = e.property AND v.version = e.schema_version"
+    )
+    assert len(rows) == 3
+    for row in rows:
+        assert len(bytes(row["salt"])) == 16
+        assert bytes(row["leaf"]) == documented_leaf(row, row["content_hash"])
+    assert len({bytes(row["salt"]) for row in rows}) == 3
+
+
+async def test_verify_passes_with_erasures_and_names_an_event_a_superuser_rewrote(
+    app: ConsentAPI,
+    client: httpx.AsyncClient,
+    erase_key: dict[str, str],
+    db: asyncpg.Connection,
+    db_url: str,
+) -> None:
+    deleted, anonymised, kept = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    for subject in (deleted, anonymised, kept, deleted, kept):
+        await send(client, subject)
+    await seal_now(app)
+    target = await send(client, kept, "withdraw")
+    for subject, mode in ((deleted, "delete"), (anonymised, "anonymise")):
+        response = await client.post(
+            "/v1/dsr/erasures", json={"subject_id": str(subject), "mode": mode}, headers=erase_key
+        )
+        assert response.status_code == 200, response.text
+    await seal_now(app)
+    await send(client, kept)  # stored, not sealed yet
+
+    assert await db.fetchval("SELECT count(*) FROM ledger_tombstones") == 2
+    assert await db.fetchval("SELECT count(*) FROM consent_events WHERE salt IS NULL") == 1
+    code, out = await ledger(db_url, "verify")
+    assert code == 0, out
+    assert "seals 0 to 2, 6 sealed leaves (3 recomputed, 1 anonymised, 2 erased)" in out
+    assert "1 not sealed yet" in out
+
+    # A superuser rewrites a decision, around the append-only trigger.
+    async with db.transaction():
+        await db.execute("ALTER TABLE consent_events DISABLE TRIGGER consent_events_append_only")
+        await db.execute(
+            "UPDATE consent_events SET event_type = 'accept-all' WHERE event_id = $1",
+            uuid.UUID(target),
+        )
+        await db.execute("ALTER TABLE consent_events ENABLE TRIGGER consent_events_append_only")
+    code, out = await ledger(db_url, "verify")
+    assert code == 1
+    assert f"event {target} (seq" in out
+    assert "does not match its leaf" in out
+
+    # Recomputing the leaf of the rewritten record, and storing it, moves the seal's root.
+    row = await db.fetchrow(
+        "SELECT e.*, v.content_sha256 FROM consent_events e JOIN consent_schema_versions v"
+        " ON v.property = e.property AND v.version = e.schema_version WHERE event_id = $1",
+        uuid.UUID(target),
+    )
+    assert row is not None
+    async with db.transaction():
+        await db.execute("ALTER TABLE consent_events DISABLE TRIGGER consent_events_append_only")
+        await db.execute(
+            "UPDATE consent_events SET leaf = $2 WHERE event_id = $1",
+            uuid.UUID(target),
+            documented_leaf(row, row["content_sha256"]),
+        )
+        await db.execute("ALTER TABLE consent_events ENABLE TRIGGER consent_events_append_only")
+    code, out = await ledger(db_url, "verify", "--since", "2")
+    assert code == 1
+    assert "seal 2: its root does not match" in out
+
+
+async def test_verify_head_catches_seals_removed_from_the_end(
+    app: ConsentAPI,
+    client: httpx.AsyncClient,
+    erase_key: dict[str, str],
+    db: asyncpg.Connection,
+    db_url: str,
+    tmp_path: Path,
+) -> None:
+    heads: list[Path] = []
+    for _ in range(3):
+        await send(client, uuid.uuid4())
+        await seal_now(app)
+        code, out = await ledger(db_url, "head", "--json")
+        assert code == 0, out
+        heads.append(tmp_path / f"head-{len(heads)}.json")
+        heads[-1].write_text(out)
+    assert json.loads(heads[-1].read_text())["seal"] == 3
+    assert (await ledger(db_url, "verify", "--head", str(heads[-1])))[0] == 0
+
+    async with db.transaction():
+        await db.execute("ALTER TABLE ledger_seals DISABLE TRIGGER USER")
+        await db.execute("DELETE FROM ledger_seals WHERE id >= 2")
+        await db.execute("ALTER TABLE ledger_seals ENABLE TRIGGER USER")
+    code, out = await ledger(db_url, "verify", "--head", str(heads[-1]))
+    assert code == 1
+    assert "no longer holds seal 3 published earlier" in out
+    assert (await ledger(db_url, "verify", "--head", str(heads[0])))[0] == 0
+
+    # A seal rewritten in place: its hash no longer matches its fields.
+    async with db.transaction():
+        await db.execute("ALTER TABLE ledger_seals DISABLE TRIGGER USER")
+        await db.execute("UPDATE ledger_seals SET tree_size = 2 WHERE id = 1")
+        await db.execute("ALTER TABLE ledger_seals ENABLE TRIGGER USER")
+    code, out = await ledger(db_url, "verify")
+    assert code == 1
+    assert "seal 1: its hash does not match its fields" in out
+
+
+async def test_one_sealer_at_a_time_and_the_database_refuses_a_seal_that_does_not_link(
+    app: ConsentAPI, client: httpx.AsyncClient, erase_key: dict[str, str], db_url: str
+) -> None:
+    for _ in range(5):
+        await send(client, uuid.uuid4())
+    engine = services(app).engine
+    assert await seal(engine)
+    results = await asyncio.gather(*(seal_ledger(engine, max_leaves=1) for _ in range(4)))
+    assert sum(r or 0 for r in results) <= 5
+    await seal_ledger(engine)
+    assert (await ledger(db_url, "verify"))[0] == 0
+    connection = await asyncpg.connect(db_url)  # the service's own role
+    try:
+        with pytest.raises(asyncpg.IntegrityConstraintViolationError, match="does not extend"):
+            await connection.execute(
+                "INSERT INTO ledger_seals SELECT id + 1, first_seq, last_seq, tree_size, root,"
+                " prev_hash, seal_hash, sealed_at FROM ledger_seals ORDER BY id DESC LIMIT 1"
+            )
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await connection.execute("DELETE FROM ledger_seals WHERE id > 0")
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await connection.execute("DELETE FROM ledger_tombstones")
+    finally:
+        await connection.close()
