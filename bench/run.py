@@ -114,6 +114,7 @@ def service_env(db_url: str) -> dict[str, str]:
         CONSENT_ENV="production",
         CONSENT_DATABASE_URL=db_url,
         CONSENT_IP_HASH_SALT=KEY,
+        CONSENT_RECEIPT_KEY="YmVuY2gtcmVjZWlwdC1rZXktMDEyMzQ1Njc4OWFiY2Q",
         CONSENT_TRUSTED_PROXIES="127.0.0.1/32",
         CONSENT_LOG_LEVEL="INFO",
     )

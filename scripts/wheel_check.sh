@@ -34,6 +34,7 @@ admin "CREATE DATABASE ${db}"
 url=$(python3 -c 'import sys; from urllib.parse import urlsplit, urlunsplit; p = urlsplit(sys.argv[1]); print(urlunsplit(p._replace(path="/" + sys.argv[2])))' "$server_url" "$db")
 export CONSENT_ENV=production CONSENT_DATABASE_URL="$url" CONSENT_METRICS_PUBLIC=true
 export CONSENT_IP_HASH_SALT="wheel-check-$(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')"
+export CONSENT_RECEIPT_KEY="$(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')"
 cd "$work"  # nowhere near the checkout
 "$work/venv/bin/consent-service" --version
 # The API documents need no configuration; outside a checkout `--check` has nothing to compare

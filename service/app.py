@@ -31,6 +31,8 @@ from service.core.pipeline import ConsentAPI
 from service.core.rate_limit import RateLimiter
 from service.dsr.routes import router as dsr_router
 from service.health.routes import router as health_router
+from service.ledger.receipts import receipt_signer_from_settings
+from service.ledger.routes import router as ledger_router
 from service.ledger.sealer import seal_ledger
 from service.ledger.writer import EventWriter
 from service.state import State, install
@@ -70,6 +72,10 @@ TAGS = [
         "description": "Exact counts per UTC day and schema version: events by type, decisions, "
         "opt-in per category, signals. Needs the `stats:read` scope.",
     },
+    {
+        "name": "evidence",
+        "description": "The public keys that verify consent receipts (docs/evidence.md).",
+    },
     {"name": "operations", "description": "Health, readiness and metrics."},
 ]
 
@@ -79,7 +85,11 @@ async def _resources(app: ConsentAPI, settings: Settings, url: str) -> AsyncIter
     engine = create_engine(
         url, pool_size=settings.db_pool_size, command_timeout=settings.db_command_timeout
     )
-    writer = EventWriter(sync_dsn(url), command_timeout=settings.db_command_timeout)
+    writer = EventWriter(
+        sync_dsn(url),
+        receipts=receipt_signer_from_settings(settings),
+        command_timeout=settings.db_command_timeout,
+    )
     install(
         app,
         State(
@@ -201,6 +211,7 @@ def create_app(settings: Settings | None = None) -> ConsentAPI:
     app.include_router(dsr_router)
     app.include_router(stats_router)
     app.include_router(console_router)
+    app.include_router(ledger_router)
     app.include_router(health_router)
     install_docs(app)
     # The one middleware stack, innermost first; hot routes pass the same (core/pipeline.py).

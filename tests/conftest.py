@@ -30,6 +30,8 @@ from service.core.migrations import upgrade_to_head
 from service.core.pipeline import ConsentAPI
 
 TEST_KEY = "test-key-0123456789-abcdefghijklmnopqrstuvwxyz"
+# An Ed25519 seed (32 bytes, base64url) that signs the tests' receipts.
+TEST_RECEIPT_KEY = "dGVzdC1yZWNlaXB0LWtleS0wMTIzNDU2Nzg5YWJjZGU"
 # A documentation address (RFC 5737) used for nothing else: finding it anywhere is a leak.
 CLIENT_IP = "203.0.113.77"
 
@@ -140,6 +142,7 @@ def make_settings(db_url: str, tmp_path: Path, **overrides: object) -> Settings:
         "env": Environment.DEV,
         "database_url": SecretStr(db_url),
         "ip_hash_salt": SecretStr(TEST_KEY),
+        "receipt_key": SecretStr(TEST_RECEIPT_KEY),
         "data_dir": tmp_path / "data",
         "log_level": "INFO",
         # Tests roll the statistics up where they mean to (tests/stats/test_rollup.py).

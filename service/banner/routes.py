@@ -21,7 +21,7 @@ from service.consent_schema.bodies import PropertyName
 from service.core.errors import OriginNotAllowed, OutcomeUnknown, TooManyRequests, problem_responses
 from service.core.json_input import StrictJSONRoute, read_json
 from service.core.pipeline import body_read_by_hand, hot
-from service.ledger.bodies import ConsentRecord
+from service.ledger.bodies import RecordedEvent
 from service.ledger.event import record
 from service.ledger.writer import CommitUnconfirmed
 from service.state import (
@@ -45,9 +45,9 @@ ACCEPTED_MEDIA_TYPES = ("application/json", "text/plain")
     "/consent-events",
     summary="Record one consent event",
     status_code=status.HTTP_201_CREATED,
-    response_model=ConsentRecord,
+    response_model=RecordedEvent,
     responses={
-        200: {"model": ConsentRecord, "description": "A retry of a stored event: the original"},
+        200: {"model": RecordedEvent, "description": "A retry of a stored event: the original"},
         **problem_responses(403, 404, 409, 413, 415, 422, 429, 503),
     },
 )
@@ -104,7 +104,7 @@ async def record_consent_event(
         now=clock(),
     )
     try:
-        created = await writer.write(new)
+        written = await writer.write(new)
     except CommitUnconfirmed:
         raise OutcomeUnknown(
             f"the database did not confirm the commit in time: event {new.event_id} may or may "
@@ -112,14 +112,18 @@ async def record_consent_event(
             "(if it was stored, the retry answers 200 with it; if not, 201)",
             extra={"event_id": str(new.event_id)},
         ) from None
-    if created:
+    if written.created:
         body = record(new, optional=version.optional, ttl_days=version.ttl_days)
+        body["receipt"] = written.receipt
+        body["receipt_proof"] = written.proof.body() if written.proof else None
         return Response(
             orjson.dumps(body, option=orjson.OPT_UTC_Z),
             status_code=status.HTTP_201_CREATED,
             media_type="application/json",
         )
-    original = ConsentRecord.model_validate(await stored_record(engine, catalog, new))
+    original = RecordedEvent.model_validate(
+        await stored_record(engine, catalog, new, writer.receipts)
+    )
     return Response(original.model_dump_json(), media_type="application/json")
 
 

@@ -28,6 +28,7 @@ from service.ledger.event import (
     record,
 )
 from service.ledger.leaf import attach_leaf
+from service.ledger.receipts import ReceiptSigner
 from service.ledger.tables import ConsentEventRow as Event
 from service.ledger.tables import event_columns
 
@@ -206,14 +207,18 @@ def apply_signals(
 
 
 async def stored_record(
-    engine: AsyncEngine, catalog: SchemaCatalog, new: NewEvent
+    engine: AsyncEngine,
+    catalog: SchemaCatalog,
+    new: NewEvent,
+    receipts: ReceiptSigner | None = None,
 ) -> dict[str, Any]:
     """`new`'s event_id was stored already: the original record for a retry of the same request,
-    409 for a different event reusing the id."""
+    with a receipt of its own (a tree of this one leaf), or 409 for a different event reusing the
+    id."""
     async with engine.connect() as connection:
         existing = (
             await connection.execute(
-                select(*event_columns(*RECORD_COLUMNS, "request_hash")).where(
+                select(*event_columns(*RECORD_COLUMNS, "request_hash", "salt", "leaf")).where(
                     Event.event_id == new.event_id
                 )
             )
@@ -224,7 +229,12 @@ async def stored_record(
             "use a new event_id for a new event"
         )
     version = await catalog.version(existing.property, existing.schema_version)
-    return record(existing, optional=version.optional, ttl_days=version.ttl_days)
+    found = record(existing, optional=version.optional, ttl_days=version.ttl_days)
+    found["receipt"] = found["receipt_proof"] = None
+    if receipts is not None and existing.leaf is not None and existing.salt is not None:
+        receipt, [proof] = receipts.sign_batch([bytes(existing.leaf)], [bytes(existing.salt)])
+        found["receipt"], found["receipt_proof"] = receipt, proof.body()
+    return found
 
 
 def _required_only(version: PublishedVersion) -> dict[str, bool]:

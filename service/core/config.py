@@ -5,6 +5,7 @@ not turn a local `consent-service serve` in the same checkout into a production 
 
 from __future__ import annotations
 
+import base64
 import importlib.util
 import ipaddress
 import math
@@ -105,6 +106,16 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Comma-separated older keys, used only for DSR look-ups.",
     )
+    receipt_key: SecretStr | None = Field(
+        default=None,
+        description="The Ed25519 key that signs consent receipts: 32 random bytes in base64url "
+        "(dev without one: generated once in the data folder).",
+    )
+    receipt_previous_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated retired receipt keys: their public halves stay in "
+        "/.well-known/jwks.json, so receipts they signed still verify.",
+    )
     trusted_proxies: Annotated[IpNetworks, NoDecode] = Field(
         default_factory=list,
         description="Comma-separated networks whose X-Forwarded-For / Forwarded is believed.",
@@ -165,10 +176,34 @@ class Settings(BaseSettings):
         "is not sealed).",
     )
 
-    @field_validator("ip_hash_previous_salts", "trusted_proxies", "cors_origins", mode="before")
+    @field_validator(
+        "ip_hash_previous_salts",
+        "receipt_previous_keys",
+        "trusted_proxies",
+        "cors_origins",
+        mode="before",
+    )
     @classmethod
     def _csv(cls, value: object) -> object:
         return _split_csv(value)
+
+    @field_validator("receipt_key", mode="before")
+    @classmethod
+    def _unset_receipt_key(cls, value: object) -> object:
+        return None if value == "" else value  # `CONSENT_RECEIPT_KEY=` as in .env.example
+
+    @field_validator("receipt_key", "receipt_previous_keys")
+    @classmethod
+    def _receipt_keys(cls, value: SecretStr | list[SecretStr] | None) -> object:
+        for key in value if isinstance(value, list) else [value] if value else []:
+            text = key.get_secret_value().strip()
+            try:
+                seed = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+            except ValueError:
+                seed = b""
+            if len(seed) != 32:
+                raise ValueError("a receipt key is 32 random bytes in base64url (43 characters)")
+        return value
 
     @field_validator("cors_origins")
     @classmethod
@@ -227,6 +262,12 @@ class Settings(BaseSettings):
                 "CONSENT_ENV=production "
                 "(generate one with: python -c 'import secrets; print(secrets.token_urlsafe(48))')"
             )
+        if self.receipt_key is None:
+            raise ValueError(
+                "CONSENT_RECEIPT_KEY is required when CONSENT_ENV=production: 32 random bytes in "
+                "base64url (generate one with: python -c 'import secrets; "
+                "print(secrets.token_urlsafe(32))')"
+            )
         return self
 
     @property
@@ -275,6 +316,19 @@ def _estimated_bits(value: str) -> float:
 
 def dev_key_path(settings: Settings) -> Path:
     return settings.data_dir / "ip-hash.key"
+
+
+def ensure_dev_receipt_key(settings: Settings) -> tuple[SecretStr, bool]:
+    """The dev-mode receipt key, generated once in the data folder (production requires
+    CONSENT_RECEIPT_KEY); the key and whether it was just created."""
+    path = settings.data_dir / "receipt.key"
+    if path.exists():
+        return SecretStr(path.read_text().strip()), False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(32)  # 32 random bytes in base64url: an Ed25519 seed
+    path.touch(mode=0o600)
+    path.write_text(key + "\n")
+    return SecretStr(key), True
 
 
 def ensure_dev_key(settings: Settings) -> tuple[SecretStr, bool]:

@@ -42,3 +42,26 @@ class ConsentRecord(BaseModel):
     expires_at: datetime | None = Field(
         description="When the decision lapses (recorded_at + the version's consent_ttl_days)."
     )
+
+
+class ReceiptProof(BaseModel):
+    """Where the event's leaf sits in the tree whose root its receipt signs (RFC 9162 §2.1)."""
+
+    leaf: str = Field(description="The event's leaf hash (hex): SHA-256(0x00 ‖ canonical record).")
+    leaf_index: int = Field(description="Its position among the leaves the receipt signs.")
+    tree_size: int = Field(description="How many leaves the receipt signs.")
+    path: list[str] = Field(description="The inclusion path to the signed root, nearest first.")
+    salt: str = Field(description="The random salt hashed into the leaf (hex).")
+
+
+class RecordedEvent(ConsentRecord):
+    """The record of an event just stored (or stored already), with its signed receipt."""
+
+    receipt: str | None = Field(
+        description="A compact JWS (EdDSA) over the Merkle root of the events committed with this "
+        "one; verify it with the keys at /.well-known/jwks.json (docs/evidence.md). Null for an "
+        "event stored before receipts, or whose salt an erasure has cleared."
+    )
+    receipt_proof: ReceiptProof | None = Field(
+        description="The path from this event's leaf to the root the receipt signs."
+    )

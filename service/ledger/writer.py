@@ -21,6 +21,7 @@ from prometheus_client import Histogram
 
 from service.core.logging import get_logger
 from service.ledger.event import WRITTEN_COLUMNS, NewEvent
+from service.ledger.receipts import Proof, ReceiptSigner
 
 log = get_logger("service.ledger.writer")
 
@@ -64,10 +65,23 @@ def batch_json(batch: list[NewEvent]) -> str:
     return orjson.dumps(batch, default=_bytea).decode()
 
 
+@dataclass(frozen=True, slots=True)
+class Written:
+    """What became of an event: stored now (with its batch's receipt and its proof), or stored
+    already (its event_id was known)."""
+
+    created: bool
+    receipt: str | None = None
+    proof: Proof | None = None
+
+
+ALREADY_STORED = Written(created=False)
+
+
 @dataclass(slots=True)
 class _Pending:
     event: NewEvent
-    done: asyncio.Future[bool]
+    done: asyncio.Future[Written]
 
 
 class WriterClosed(RuntimeError):
@@ -87,9 +101,15 @@ class EventWriter:
     so a burst of requests can never starve it of a connection."""
 
     def __init__(
-        self, dsn: str, *, max_batch: int = MAX_BATCH, command_timeout: float = 30.0
+        self,
+        dsn: str,
+        *,
+        receipts: ReceiptSigner | None = None,
+        max_batch: int = MAX_BATCH,
+        command_timeout: float = 30.0,
     ) -> None:
         self._dsn = dsn
+        self.receipts = receipts
         self._command_timeout = command_timeout
         self._reconnect_delay = FIRST_RECONNECT_DELAY / 2
         self._retry_at = 0.0
@@ -113,11 +133,11 @@ class EventWriter:
             await self._connection.close()
             self._connection = None
 
-    async def write(self, event: NewEvent) -> bool:
-        """Insert and commit `event`; True if new, False if its event_id was already stored."""
+    async def write(self, event: NewEvent) -> Written:
+        """Insert and commit `event`: created, with its receipt, or its event_id stored already."""
         if self._closing:
             raise WriterClosed("the service is shutting down")
-        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        done: asyncio.Future[Written] = asyncio.get_running_loop().create_future()
         self._queue.append(_Pending(event, done))
         self._wakeup.set()
         return await done
@@ -148,11 +168,27 @@ class EventWriter:
             return
         BATCH_SECONDS.observe(time.perf_counter() - started)
         BATCH_ROWS.observe(len(batch))
+        created: list[_Pending] = []
         for pending in batch:
             # The same event_id twice in one batch is stored once: the first is the new one.
             event_id = pending.event.event_id
-            _settle(pending.done, inserted=event_id in inserted)
-            inserted.discard(event_id)
+            if event_id in inserted:
+                created.append(pending)
+                inserted.discard(event_id)
+            else:
+                _settle(pending.done, written=ALREADY_STORED)
+        if not created:
+            return
+        if self.receipts is None:
+            for pending in created:
+                _settle(pending.done, written=Written(created=True))
+            return
+        # One signature for everything this commit stored (docs/evidence.md, "Receipts").
+        receipt, proofs = self.receipts.sign_batch(
+            [pending.event.leaf for pending in created], [pending.event.salt for pending in created]
+        )
+        for pending, proof in zip(created, proofs, strict=True):
+            _settle(pending.done, written=Written(created=True, receipt=receipt, proof=proof))
 
     async def _insert(self, batch: list[NewEvent]) -> set[uuid.UUID]:
         document = batch_json(batch)
@@ -212,11 +248,14 @@ def _row_error(exc: BaseException) -> bool:
 
 
 def _settle(
-    done: asyncio.Future[bool], *, inserted: bool = False, exc: BaseException | None = None
+    done: asyncio.Future[Written],
+    *,
+    written: Written = ALREADY_STORED,
+    exc: BaseException | None = None,
 ) -> None:
     if done.done():  # its request went away; the row is committed (or not) regardless
         return
     if exc is not None:
         done.set_exception(exc)
     else:
-        done.set_result(inserted)
+        done.set_result(written)

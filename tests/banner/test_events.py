@@ -17,7 +17,7 @@ import pytest
 from service.app import create_app
 from service.core.hashing import Hasher
 from service.core.pipeline import ConsentAPI
-from service.ledger.bodies import ConsentRecord
+from service.ledger.bodies import RecordedEvent
 from service.state import of as services
 from tests.conftest import CLIENT_IP, make_settings
 from tests.factories import (
@@ -79,11 +79,12 @@ async def test_accept_all_returns_and_stores_the_record(
     assert record["schema_version"] == 1
     assert record["recorded_at"] == iso(clock.now)
     assert record["expires_at"] == iso(clock.now + timedelta(days=365))
-    # The hot path writes this JSON by hand: it must be exactly the documented ConsentRecord.
-    assert ConsentRecord.model_validate(record).model_dump(mode="json") == record
+    # The hot path writes this JSON by hand: it must be exactly the documented RecordedEvent.
+    assert RecordedEvent.model_validate(record).model_dump(mode="json") == record
     assert set(record) == {
         "event_id", "subject_id", "property", "event_type", "schema_version", "recorded_at",
-        "choices", "effective", "signals", "source", "status", "expires_at",
+        "choices", "effective", "signals", "source", "status", "expires_at", "receipt",
+        "receipt_proof",
     }  # fmt: skip
 
     row = await stored(db, record["event_id"])

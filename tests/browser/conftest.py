@@ -52,7 +52,7 @@ from tests.browser import (
     _publish_file,
     readme_page,
 )
-from tests.conftest import TEST_KEY
+from tests.conftest import TEST_KEY, TEST_RECEIPT_KEY
 from tests.factories import api_key
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -277,6 +277,7 @@ def _service_env(db_url: str, cors_origin: str) -> dict[str, str]:
         CONSENT_ENV="production",
         CONSENT_DATABASE_URL=db_url,
         CONSENT_IP_HASH_SALT=TEST_KEY,
+        CONSENT_RECEIPT_KEY=TEST_RECEIPT_KEY,
         CONSENT_CORS_ORIGINS=cors_origin,
         CONSENT_LOG_LEVEL="INFO",
     )

@@ -211,6 +211,7 @@ def test_the_service_serves_its_banner_endpoints_hot() -> None:
     app = create_app(Settings(_env_file=None, cors_origins=[]))
     assert isinstance(app, ConsentAPI)
     assert sorted(route.path for route in app.fast_routes()) == [
+        "/.well-known/jwks.json",
         "/client/{version}/{name}",
         "/v1/properties/{property}/consent-events",
         "/v1/properties/{property}/consents/{subject_id}",

@@ -51,7 +51,8 @@ async def record(
 ) -> dict[str, Any]:
     response = await client.post(EVENTS, json=event(event_type, subject_id=subject, **fields))
     assert response.status_code == 201, response.text
-    return dict(response.json())
+    # The record, without the receipt only the banner gets (docs/evidence.md).
+    return {k: v for k, v in response.json().items() if not k.startswith("receipt")}
 
 
 # --- authorisation ----------------------------------------------------------------------------

@@ -38,6 +38,7 @@ PROGRAM = "consent-service"
 CONSENT_NAME = re.compile(r"\bCONSENT_[A-Za-z0-9_]+")
 ASSIGNMENT = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=(.*)$")
 STRONG_TEST_KEY = "Jx3k_9QfZ-2mLr8TvB1nYc7WpE4sHd0uQ2wX5rT8"
+TEST_RECEIPT_KEY = "dGVzdC1yZWNlaXB0LWtleS0wMTIzNDU2Nzg5YWJjZGU"
 
 
 # --- checkers ------------------------------------------------------------------------------------
@@ -329,10 +330,18 @@ def test_env_example_placeholder_key_is_refused_and_the_rest_parses(
     with pytest.raises(ValidationError, match="CONSENT_IP_HASH_SALT"):
         Settings(_env_file=ENV_EXAMPLE, database_url=url)
 
-    # With a real key filled in, every other value in the example is valid.
+    # With a real IP-hash key, it still needs a receipt key.
     filled = tmp_path / ".env"
+    example = re.sub(
+        r"(?m)^CONSENT_IP_HASH_SALT=.*$", f"CONSENT_IP_HASH_SALT={STRONG_TEST_KEY}", example
+    )
+    filled.write_text(example)
+    with pytest.raises(ValidationError, match="CONSENT_RECEIPT_KEY is required"):
+        Settings(_env_file=filled, database_url=url)
+
+    # With both keys filled in, every other value in the example is valid.
     filled.write_text(
-        re.sub(r"(?m)^CONSENT_IP_HASH_SALT=.*$", f"CONSENT_IP_HASH_SALT={STRONG_TEST_KEY}", example)
+        re.sub(r"(?m)^CONSENT_RECEIPT_KEY=.*$", f"CONSENT_RECEIPT_KEY={TEST_RECEIPT_KEY}", example)
     )
     settings = Settings(_env_file=filled, database_url=url)
     assert not settings.is_dev

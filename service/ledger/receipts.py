@@ -1,0 +1,139 @@
+"""Signed consent receipts: one EdDSA (Ed25519) compact JWS per group commit over the Merkle root
+of its events' leaves, and per event the path from its leaf to that root (docs/evidence.md,
+"Receipts").
+
+Signing costs tens of microseconds, which one signature per event would pay on every request; a
+batch of n events pays it once. The JWS verifies with the public keys at
+`/.well-known/jwks.json` (RFC 7517; `kid` is the key's RFC 7638 thumbprint); the retired keys of
+`CONSENT_RECEIPT_PREVIOUS_KEYS` stay there, so a receipt signed before a rotation still verifies.
+
+    header  {"alg": "EdDSA", "kid": …, "typ": "consent-receipt+jws"}
+    payload {"iat": seconds, "root": hex, "tree_size": n, "v": 1}
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from service.core.config import Settings, ensure_dev_receipt_key
+from service.core.logging import get_logger
+from service.ledger import merkle
+
+log = get_logger("service.ledger.receipts")
+
+TYPE = "consent-receipt+jws"
+SEED_BYTES = 32
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def b64url_decode(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def parse_seed(text: str) -> Ed25519PrivateKey:
+    """A private key from its 32-byte seed in base64url (what CONSENT_RECEIPT_KEY holds)."""
+    try:
+        seed = b64url_decode(text.strip())
+    except ValueError as exc:
+        raise ValueError("a receipt key is 32 random bytes in base64url") from exc
+    if len(seed) != SEED_BYTES:
+        raise ValueError(f"a receipt key is 32 random bytes in base64url, not {len(seed)} bytes")
+    return Ed25519PrivateKey.from_private_bytes(seed)
+
+
+def public_jwk(key: Ed25519PublicKey) -> dict[str, str]:
+    raw = key.public_bytes(Encoding.Raw, PublicFormat.Raw)
+    jwk = {"crv": "Ed25519", "kty": "OKP", "x": b64url(raw)}
+    # RFC 7638: the SHA-256 of the required members, in this order, without whitespace.
+    thumbprint = hashlib.sha256(orjson.dumps(jwk, option=orjson.OPT_SORT_KEYS)).digest()
+    return {**jwk, "kid": b64url(thumbprint), "alg": "EdDSA", "use": "sig"}
+
+
+@dataclass(frozen=True, slots=True)
+class Proof:
+    """One event's place in its batch's tree."""
+
+    leaf: bytes
+    index: int
+    size: int
+    path: list[bytes]
+    salt: bytes
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "leaf": self.leaf.hex(),
+            "leaf_index": self.index,
+            "tree_size": self.size,
+            "path": [node.hex() for node in self.path],
+            "salt": self.salt.hex(),
+        }
+
+
+class ReceiptSigner:
+    """The service's current key, and the public keys of the retired ones."""
+
+    def __init__(self, current: Ed25519PrivateKey, previous: list[Ed25519PrivateKey]) -> None:
+        self._key = current
+        self._jwk = public_jwk(current.public_key())
+        header = {"alg": "EdDSA", "kid": self._jwk["kid"], "typ": TYPE}
+        self._header = b64url(orjson.dumps(header))
+        seen = {self._jwk["kid"]}
+        keys = [self._jwk]
+        for key in previous:
+            jwk = public_jwk(key.public_key())
+            if jwk["kid"] not in seen:
+                seen.add(jwk["kid"])
+                keys.append(jwk)
+        self.jwks: dict[str, Any] = {"keys": keys}
+        self.jwks_body = orjson.dumps(self.jwks)
+
+    @property
+    def kid(self) -> str:
+        return self._jwk["kid"]
+
+    def sign_root(self, root: bytes, size: int) -> str:
+        payload = {"iat": int(time.time()), "root": root.hex(), "tree_size": size, "v": 1}
+        signing_input = f"{self._header}.{b64url(orjson.dumps(payload))}"
+        return f"{signing_input}.{b64url(self._key.sign(signing_input.encode()))}"
+
+    def sign_batch(self, leaves: list[bytes], salts: list[bytes]) -> tuple[str, list[Proof]]:
+        """One receipt for the whole batch, and each event's proof (in the batch's order)."""
+        size = len(leaves)
+        receipt = self.sign_root(merkle.root(leaves), size)
+        paths = merkle.paths(leaves)
+        return receipt, [
+            Proof(leaf, index, size, paths[index], salt)
+            for index, (leaf, salt) in enumerate(zip(leaves, salts, strict=True))
+        ]
+
+
+def receipt_signer_from_settings(settings: Settings) -> ReceiptSigner:
+    """The configured key; in dev mode without one, the key generated once in the data folder
+    (settings refuse production without a key)."""
+    key = settings.receipt_key
+    if key is None:
+        key, created = ensure_dev_receipt_key(settings)
+        if created:
+            log.warning(
+                "dev_receipt_key_generated",
+                path=str(settings.data_dir / "receipt.key"),
+                hint="set CONSENT_RECEIPT_KEY in production",
+            )
+    return ReceiptSigner(
+        parse_seed(key.get_secret_value()),
+        [parse_seed(old.get_secret_value()) for old in settings.receipt_previous_keys],
+    )
