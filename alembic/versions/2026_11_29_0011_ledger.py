@@ -142,6 +142,8 @@ def upgrade() -> None:
         )
         """
     )
+    # An export finds the seal of each of its events.
+    op.execute("CREATE INDEX ix_ledger_seals_last_seq ON ledger_seals (last_seq)")
     op.execute(TOMBSTONE_FUNCTION)
     op.execute("REVOKE ALL ON FUNCTION ledger_keep_tombstones() FROM PUBLIC")
     op.execute(SEAL_LINK_FUNCTION)

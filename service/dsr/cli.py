@@ -105,6 +105,7 @@ def dsr_export(
     from service.dsr.bodies import ExportRequest
     from service.dsr.export import stream_export
     from service.dsr.service import known_property, plan_export
+    from service.ledger.receipts import receipt_signer_from_settings
 
     settings = load_settings()
     request = parse_options(
@@ -127,6 +128,7 @@ def dsr_export(
                     engine, SchemaCatalog(engine), hasher, plan,
                     export_format=request.format, exported_at=datetime.now(UTC),
                     request_id=None, progress=bar.update,
+                    receipts=receipt_signer_from_settings(settings),
                 ):  # fmt: skip
                     sink.write(data)
         finally:

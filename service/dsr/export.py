@@ -9,6 +9,7 @@ so it proves on its own what the person was shown (EDPB 05/2020 ¶108): anyone c
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 from collections.abc import AsyncIterator, Callable
@@ -24,6 +25,9 @@ from service.dsr.bodies import ExportFormat, identifier_of
 from service.dsr.service import ExportPlan, export_chunks, searched_hashes
 from service.ledger.bodies import ConsentRecord
 from service.ledger.event import EXPORT_EVIDENCE_COLUMNS, record
+from service.ledger.proofs import SealProofs, seal_body
+from service.ledger.receipts import ReceiptSigner
+from service.ledger.sealer import Seal
 
 CHUNK = 1000
 
@@ -48,9 +52,11 @@ async def _event_dicts(
     hasher: Hasher,
     plan: ExportPlan,
     versions: dict[tuple[str, int], str],
+    seals: dict[int, Seal],
 ) -> AsyncIterator[list[dict[str, Any]]]:
     after = 0
     async with engine.connect() as connection:
+        proofs = SealProofs(connection)
         while True:
             rows = (await connection.execute(export_chunks(plan, hasher, after, CHUNK))).all()
             if not rows:
@@ -65,7 +71,13 @@ async def _event_dicts(
                 for name in EXPORT_EVIDENCE_COLUMNS:
                     value = getattr(row, name)
                     item[name] = _iso(value) if isinstance(value, datetime) else value
+                item["ledger"] = await proofs.proof(
+                    row.seq,
+                    bytes(row.leaf) if row.leaf is not None else None,
+                    bytes(row.salt) if row.salt is not None else None,
+                )
                 chunk.append(item)
+            seals.update(proofs.seals)
             yield chunk
             after = rows[-1].seq
 
@@ -80,13 +92,44 @@ async def stream_export(
     exported_at: datetime,
     request_id: str | None,
     progress: Callable[[int], None] | None = None,
+    receipts: ReceiptSigner | None = None,
 ) -> AsyncIterator[bytes]:
     versions: dict[tuple[str, int], str] = {}
-    events = _event_dicts(engine, catalog, hasher, plan, versions)
+    seals: dict[int, Seal] = {}
+    events = _event_dicts(engine, catalog, hasher, plan, versions, seals)
     if export_format is ExportFormat.CSV:
         async for data in _csv(events, progress):
             yield data
         return
+    signed = hashlib.sha256()
+    length = 0
+    async for data in _json(
+        events, catalog, plan, hasher, versions, seals, exported_at, request_id, progress
+    ):
+        signed.update(data)
+        length += len(data)
+        yield data
+    # The signature closes the document; it covers every byte before it (docs/evidence.md).
+    signature = None
+    if receipts is not None:
+        signature = receipts.sign(
+            {"export_id": str(plan.audit_id), "bytes": length, "sha256": signed.hexdigest()},
+            typ="consent-export+jws",
+        )
+    yield (f',\n"signature": {json.dumps(signature)}}}\n').encode()
+
+
+async def _json(
+    events: AsyncIterator[list[dict[str, Any]]],
+    catalog: SchemaCatalog,
+    plan: ExportPlan,
+    hasher: Hasher,
+    versions: dict[tuple[str, int], str],
+    seals: dict[int, Seal],
+    exported_at: datetime,
+    request_id: str | None,
+    progress: Callable[[int], None] | None,
+) -> AsyncIterator[bytes]:
     kind, value = identifier_of(plan.query)
     header = {
         "format": "consent-service/dsr-export",
@@ -126,7 +169,12 @@ async def stream_export(
         version = await catalog.version(property_name, number)
         entry = {**version.summary(), "content": version.content}
         yield (("\n" if index == 0 else ",\n") + json.dumps(entry)).encode()
-    yield b"\n]}\n"
+    # The seals the events' `ledger` proofs lead to: check each `seal_hash`, and that the ledger
+    # still holds them (`consent-service ledger verify`).
+    yield b'\n], "ledger_seals": ['
+    for index, seal_id in enumerate(sorted(seals)):
+        yield (("\n" if index == 0 else ",\n") + json.dumps(seal_body(seals[seal_id]))).encode()
+    yield b"\n]"
 
 
 async def _csv(

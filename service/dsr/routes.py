@@ -35,7 +35,7 @@ from service.dsr.service import (
     record_audit,
 )
 from service.dsr.withdrawal import withdraw
-from service.state import Catalog, Clock, Engine, Hashing, Session
+from service.state import Catalog, Clock, Engine, Hashing, Session, Writer
 
 router = APIRouter(
     prefix="/v1/dsr",
@@ -101,6 +101,7 @@ async def dsr_export(
     catalog: Catalog,
     hasher: Hashing,
     clock: Clock,
+    writer: Writer,
     principal: DsrReader,
 ) -> StreamingResponse:
     body = await read_json(request, ExportRequest, limit=MAX_BODY_BYTES)
@@ -120,6 +121,7 @@ async def dsr_export(
         export_format=body.format,
         exported_at=clock(),
         request_id=structlog.contextvars.get_contextvars().get("request_id"),
+        receipts=writer.receipts,
     )
     return StreamingResponse(
         stream,

@@ -46,7 +46,11 @@ from service.ledger.tables import event_columns
 # adds to it; both named once, in the ledger's definition of an event.
 RECORD_SELECT = event_columns("seq", *RECORD_COLUMNS)
 HISTORY_SELECT = (*RECORD_SELECT, *event_columns("page_url", "user_agent"))
-EXPORT_SELECT = (*RECORD_SELECT, *event_columns(*EXPORT_EVIDENCE_COLUMNS))
+EXPORT_SELECT = (
+    *RECORD_SELECT,
+    *event_columns(*EXPORT_EVIDENCE_COLUMNS),
+    *event_columns("salt", "leaf"),
+)
 
 
 def searched_hashes(query: DsrQuery, hasher: Hasher) -> list[tuple[str, str]]:

@@ -106,8 +106,14 @@ class ReceiptSigner:
         return self._jwk["kid"]
 
     def sign_root(self, root: bytes, size: int) -> str:
-        payload = {"iat": int(time.time()), "root": root.hex(), "tree_size": size, "v": 1}
-        signing_input = f"{self._header}.{b64url(orjson.dumps(payload))}"
+        return self.sign({"iat": int(time.time()), "root": root.hex(), "tree_size": size, "v": 1})
+
+    def sign(self, payload: dict[str, Any], typ: str = TYPE) -> str:
+        """A compact JWS of `payload` (JSON) with the current key."""
+        header = self._header
+        if typ != TYPE:
+            header = b64url(orjson.dumps({"alg": "EdDSA", "kid": self.kid, "typ": typ}))
+        signing_input = f"{header}.{b64url(orjson.dumps(payload))}"
         return f"{signing_input}.{b64url(self._key.sign(signing_input.encode()))}"
 
     def sign_batch(self, leaves: list[bytes], salts: list[bytes]) -> tuple[str, list[Proof]]:

@@ -128,6 +128,7 @@ class LedgerSealRow(Base):
     seal (docs/evidence.md, "Seals")."""
 
     __tablename__ = "ledger_seals"
+    __table_args__ = (Index("ix_ledger_seals_last_seq", "last_seq"),)
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     first_seq: Mapped[int] = mapped_column(BigInteger)

@@ -98,6 +98,7 @@ async def test_the_json_export_item_is_the_record_plus_the_evidence(
         *ConsentRecord.model_fields,
         "schema_content_hash",
         *EXPORT_EVIDENCE_COLUMNS,
+        "ledger",  # its inclusion proof (docs/evidence.md), null until sealed
     ]
     assert {k: item[k] for k in ConsentRecord.model_fields} == {
         k: v for k, v in stored.json().items() if not k.startswith("receipt")

@@ -1,0 +1,85 @@
+"""A JSON export proves on its own that its events are in the ledger (docs/evidence.md,
+"Exports"): each sealed event's path leads from its leaf to the root of a seal the export lists,
+each listed seal's hash matches its fields, and the export's closing signature covers every byte
+before it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from typing import Any
+
+import httpx
+from jwcrypto import jwk, jws  # type: ignore[import-untyped]
+
+from service.core.pipeline import ConsentAPI
+from service.ledger import merkle
+from service.ledger.sealer import seal_hash
+from tests.factories import api_key, bearer, event, example, published
+from tests.ledger.test_ledger import seal_now
+
+EVENTS = "/v1/properties/itsailor/consent-events"
+
+
+async def test_an_export_carries_inclusion_proofs_and_is_signed(
+    app: ConsentAPI, client: httpx.AsyncClient, db_url: str
+) -> None:
+    from datetime import datetime
+
+    await published(db_url, example("itsailor"))
+    reader = bearer(await api_key(db_url, "dsr:read"))
+    subject = uuid.uuid4()
+    for _ in range(3):
+        await client.post(EVENTS, json=event("accept-all", subject_id=subject))
+        await client.post(EVENTS, json=event("reject-all", subject_id=uuid.uuid4()))
+        await seal_now(app)
+    await client.post(EVENTS, json=event("withdraw", subject_id=subject))  # not sealed yet
+
+    response = await client.post(
+        "/v1/dsr/exports", json={"subject_id": str(subject)}, headers=reader
+    )
+    assert response.status_code == 200
+    raw = response.content
+    document: dict[str, Any] = json.loads(raw)
+    seals = {seal["id"]: seal for seal in document["ledger_seals"]}
+    assert len(seals) == 3
+    for seal in seals.values():
+        expected = seal_hash(
+            bytes.fromhex(seal["prev_hash"]),
+            bytes.fromhex(seal["root"]),
+            seal["id"],
+            seal["first_seq"],
+            seal["last_seq"],
+            seal["tree_size"],
+            datetime.fromisoformat(seal["sealed_at"]),
+        )
+        assert expected.hex() == seal["seal_hash"]
+    sealed = [item for item in document["events"] if item["ledger"] is not None]
+    assert [item["event_type"] for item in sealed] == ["accept-all"] * 3
+    assert document["events"][-1]["ledger"] is None  # the withdrawal, not sealed yet
+    for item in sealed:
+        proof = item["ledger"]
+        seal = seals[proof["seal"]]
+        assert proof["tree_size"] == seal["tree_size"]
+        path = [bytes.fromhex(node) for node in proof["path"]]
+        assert merkle.verify(
+            bytes.fromhex(proof["leaf"]),
+            proof["leaf_index"],
+            proof["tree_size"],
+            path,
+            bytes.fromhex(seal["root"]),
+        )
+
+    # The signature: a JWS whose payload names the SHA-256 of every byte before it.
+    jwks = (await client.get("/.well-known/jwks.json")).json()
+    token = jws.JWS()
+    token.deserialize(document["signature"])
+    token.verify(jwk.JWKSet.from_json(json.dumps(jwks)).get_key(token.jose_header["kid"]))
+    assert token.jose_header["typ"] == "consent-export+jws"
+    claims = json.loads(token.payload)
+    assert claims["export_id"] == document["export_id"]
+    assert raw[claims["bytes"] :].startswith(b',\n"signature": ')
+    assert hashlib.sha256(raw[: claims["bytes"]]).hexdigest() == claims["sha256"]
+    tampered = raw.replace(b'"accept-all"', b'"reject-all"', 1)
+    assert hashlib.sha256(tampered[: claims["bytes"]]).hexdigest() != claims["sha256"]
