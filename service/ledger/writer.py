@@ -179,14 +179,24 @@ class EventWriter:
                 _settle(pending.done, written=ALREADY_STORED)
         if not created:
             return
-        if self.receipts is None:
+        try:
+            # One signature for everything this commit stored (docs/evidence.md, "Receipts").
+            signed = (
+                self.receipts.sign_batch(
+                    [pending.event.leaf for pending in created],
+                    [pending.event.salt for pending in created],
+                )
+                if self.receipts is not None
+                else None
+            )
+        except Exception as exc:  # the rows are committed: never fail (or hang) their requests
+            log.error("receipt_signing_failed", size=len(created), error=type(exc).__name__)
+            signed = None
+        if signed is None:
             for pending in created:
                 _settle(pending.done, written=Written(created=True))
             return
-        # One signature for everything this commit stored (docs/evidence.md, "Receipts").
-        receipt, proofs = self.receipts.sign_batch(
-            [pending.event.leaf for pending in created], [pending.event.salt for pending in created]
-        )
+        receipt, proofs = signed
         for pending, proof in zip(created, proofs, strict=True):
             _settle(pending.done, written=Written(created=True, receipt=receipt, proof=proof))
 

@@ -20,8 +20,10 @@ from jwcrypto import jwk, jws  # type: ignore[import-untyped]
 from pydantic import SecretStr
 
 from service.app import create_app
+from service.core.pipeline import ConsentAPI
 from service.ledger import merkle
 from service.ledger.receipts import parse_seed, public_jwk
+from service.state import of as services
 from tests.conftest import TEST_RECEIPT_KEY, make_settings
 from tests.factories import event, example, published
 from tests.ledger.test_ledger import documented_leaf
@@ -154,3 +156,24 @@ async def test_a_retired_key_stays_in_the_key_set(db_url: str, tmp_path: Path) -
         public_jwk(parse_seed(TEST_RECEIPT_KEY).public_key())["kid"],
         public_jwk(parse_seed(retired).public_key())["kid"],
     ]
+
+
+async def test_an_event_is_acknowledged_even_if_its_receipt_cannot_be_signed(
+    app: ConsentAPI, client: httpx.AsyncClient, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rows are committed before the signature: a failing signer must not fail (or hang)
+    the requests waiting for them."""
+    await published(db_url, example("itsailor"))
+    signer = services(app).writer.receipts
+    assert signer is not None
+
+    def broken(*_: object) -> None:
+        raise RuntimeError("no key")
+
+    monkeypatch.setattr(signer, "sign_batch", broken)
+    response = await client.post(EVENTS, json=event("accept-all", subject_id=uuid.uuid4()))
+    assert response.status_code == 201
+    assert (response.json()["receipt"], response.json()["receipt_proof"]) == (None, None)
+    monkeypatch.undo()
+    again = await client.post(EVENTS, json=event("accept-all", subject_id=uuid.uuid4()))
+    assert again.json()["receipt"] is not None  # the writer lives on
