@@ -219,6 +219,18 @@ async def no_horizontal_overflow(page: Page) -> None:
     assert widths[0] <= widths[1], f"the page scrolls sideways: {widths}"
 
 
+async def not_covered(page: Page, mark: Locator, tooltip: Locator) -> None:
+    """Focused, `mark` shows its tooltip, and the tooltip does not cover it."""
+    await mark.focus()
+    await tooltip.wait_for(state="visible")
+    a, b = await mark.bounding_box(), await tooltip.bounding_box()
+    assert a is not None
+    assert b is not None
+    overlap_x = min(a["x"] + a["width"], b["x"] + b["width"]) - max(a["x"], b["x"])
+    overlap_y = min(a["y"] + a["height"], b["y"] + b["height"]) - max(a["y"], b["y"])
+    assert overlap_x <= 0 or overlap_y <= 0, (a, b)
+
+
 async def sign_in(page: Page, service: LiveService, secret: str) -> None:
     response = await page.goto(f"{service.url}/console/")
     assert response is not None
@@ -480,6 +492,8 @@ async def test_a_privacy_officer_finds_exports_and_erases_a_person(
     decisions_tip = page.locator("#chart-decisions-tooltip")
     await decisions_tip.wait_for(state="visible")
     assert "2 of 3 decisions" in await decisions_tip.inner_text()
+    await not_covered(page, segment, decisions_tip)
+    await segment.focus()
     await shot(page, "console-charts-laptop")
 
     # Erase: confirmed, with a reference, then the receipt.
@@ -556,6 +570,10 @@ async def test_a_privacy_officer_finds_exports_and_erases_a_person(
     await page.set_viewport_size(PHONE)
     await page.locator("#chart-optin .mark").first.wait_for()
     await no_horizontal_overflow(page)
+    for chart in ("decisions", "versions", "optin"):  # the marks at a narrow plot's edges
+        tip = page.locator(f"#chart-{chart}-tooltip")
+        await not_covered(page, page.locator(f"#chart-{chart} .mark").last, tip)
+        await not_covered(page, page.locator(f"#chart-{chart} .mark").first, tip)
     await shot(page, "console-charts-phone")
     await search(page, "subject_id", other)
     await timeline.first.wait_for()

@@ -32,10 +32,16 @@ function placeTooltip(tooltip, plot, mark) {
   tooltip.hidden = false;
   const width = tooltip.offsetWidth;
   const height = tooltip.offsetHeight;
-  const left = Math.max(0, Math.min(box.left - host.left + box.width / 2 - width / 2, host.width - width));
+  // Above the mark, centred on it; where that would cover the mark (at the plot's right edge, or
+  // above the tallest bar), beside it: to its left if there is room, else to its right.
+  let left = box.left - host.left + box.width / 2 - width / 2;
   let top = box.top - host.top - height - 8;
-  if (top < 0) top = box.bottom - host.top + 8;
-  tooltip.style.left = `${Math.round(left)}px`;
+  if (top < 0 || left < 0 || left + width > host.width) {
+    const before = box.left - host.left - width - 8;
+    left = before >= 0 ? before : Math.min(box.right - host.left + 8, host.width - width);
+    top = Math.max(0, Math.min(box.top - host.top, host.height - height));
+  }
+  tooltip.style.left = `${Math.round(Math.max(0, left))}px`;
   tooltip.style.top = `${Math.round(top)}px`;
 }
 
@@ -58,7 +64,10 @@ function bindMark(mark, lines, value, context) {
   };
   mark.addEventListener('mouseenter', show);
   mark.addEventListener('focus', show);
-  mark.addEventListener('mouseleave', hide);
+  // A mark tapped (or tabbed to) keeps its numbers until it loses focus.
+  mark.addEventListener('mouseleave', () => {
+    if (document.activeElement !== mark) hide();
+  });
   mark.addEventListener('blur', hide);
 }
 
