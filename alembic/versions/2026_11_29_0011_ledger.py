@@ -1,12 +1,13 @@
 """A tamper-evident ledger: each event's leaf hash, tombstones that outlive erasure, chained seals
 
-Every event stored from now on carries `salt` (16 random bytes) and `leaf`, the RFC 9162 leaf
-hash of its canonical record with that salt (docs/evidence.md). The service computes both; the
+Every event stored from now on carries `salt` (16 random bytes), `identity` (a digest of its
+identifying columns with the salt) and `leaf`, the RFC 9162 leaf hash of its canonical record
+(docs/evidence.md). The service computes both; the
 database refuses an event without a leaf. Events already stored stay outside the ledger: the
 genesis seal (id 0) ends at the largest `seq` stored now.
 
-- An anonymising erasure now also clears `salt`: the leaf stays, and can no longer be recomputed
-  or linked to a copy of the record.
+- An anonymising erasure now also clears `salt`; `identity` and the leaf stay, so the leaf is
+  still recomputed from what remains and the anonymised record stays protected.
 - A deleting erasure (or any delete) leaves the event's leaf in `ledger_tombstones`: `seq` and
   leaf, nothing that identifies anyone. So the seals still verify.
 - `ledger_seals`: each seal covers the events and tombstones with `seq` in (`first_seq`,
@@ -116,7 +117,10 @@ $$
 
 
 def upgrade() -> None:
-    op.execute("ALTER TABLE consent_events ADD COLUMN salt bytea, ADD COLUMN leaf bytea")
+    op.execute(
+        "ALTER TABLE consent_events ADD COLUMN salt bytea, ADD COLUMN identity bytea,"
+        " ADD COLUMN leaf bytea"
+    )
     op.execute(GUARD_FUNCTION)
     op.execute(ERASE_ROWS_FUNCTION)
     op.execute(
@@ -162,7 +166,7 @@ def upgrade() -> None:
     )
     op.execute("GRANT SELECT ON ledger_tombstones TO consent_api")
     op.execute("GRANT SELECT, INSERT ON ledger_seals TO consent_api")
-    op.execute("GRANT INSERT (salt, leaf) ON consent_events TO consent_api")
+    op.execute("GRANT INSERT (salt, identity, leaf) ON consent_events TO consent_api")
 
     # With writes held back: the genesis seal ends at the last event stored without a leaf, and
     # every later event must have one.
@@ -178,7 +182,8 @@ def upgrade() -> None:
         BEGIN
             EXECUTE format(
                 'ALTER TABLE consent_events ADD CONSTRAINT ck_consent_events_leaf'
-                ' CHECK (seq <= %s OR octet_length(leaf) = 32)', genesis);
+                ' CHECK (seq <= %s OR (octet_length(leaf) = 32 AND octet_length(identity) = 32))',
+                genesis);
             ALTER TABLE consent_events ADD CONSTRAINT ck_consent_events_salt
                 CHECK (salt IS NULL OR octet_length(salt) = 16);
             INSERT INTO ledger_seals (id, first_seq, last_seq, tree_size, root, prev_hash,
@@ -207,8 +212,10 @@ def downgrade() -> None:
     op.execute("DROP TABLE ledger_tombstones")
     op.execute("DROP FUNCTION ledger_seal_links()")
     op.execute("DROP FUNCTION ledger_keep_tombstones()")
-    op.execute("REVOKE INSERT (salt, leaf) ON consent_events FROM consent_api")
-    op.execute("ALTER TABLE consent_events DROP COLUMN salt, DROP COLUMN leaf")
+    op.execute("REVOKE INSERT (salt, identity, leaf) ON consent_events FROM consent_api")
+    op.execute(
+        "ALTER TABLE consent_events DROP COLUMN salt, DROP COLUMN identity, DROP COLUMN leaf"
+    )
     # (0006's guard and 0008's erasing function, without salt.)
     op.execute(
         GUARD_FUNCTION.replace(', "salt"', "")

@@ -75,6 +75,7 @@ async def _event_dicts(
                     row.seq,
                     bytes(row.leaf) if row.leaf is not None else None,
                     bytes(row.salt) if row.salt is not None else None,
+                    bytes(row.identity) if row.identity is not None else None,
                 )
                 chunk.append(item)
             seals.update(proofs.seals)

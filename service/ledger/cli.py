@@ -48,8 +48,8 @@ def ledger_verify(
                 return f"ledger broken: {exc}"
         return (
             f"ledger verified: seals {since} to {report.head['seal']},"
-            f" {report.leaves} sealed leaves ({report.recomputed} recomputed,"
-            f" {report.anonymised} anonymised, {report.tombstones} erased) and"
+            f" {report.leaves} sealed leaves ({report.recomputed} events recomputed, of them"
+            f" {report.anonymised} anonymised; {report.tombstones} erased) and"
             f" {report.unsealed} not sealed yet; head {report.head['seal_hash']}"
         )
 

@@ -105,7 +105,10 @@ class NewEvent:
     # Random bytes hashed into the leaf (ledger/leaf.py), so a leaf cannot be matched against a
     # guessed record; anonymisation clears them, and the leaf can then no longer be recomputed.
     salt: bytes = field(default=b"", metadata=_LEDGER_IDENTIFYING)
-    # The RFC 9162 leaf hash of the event's canonical record with its salt.
+    # SHA-256 of the identifying columns with the salt (ledger/leaf.py): kept by anonymisation, so
+    # the leaf of an anonymised event can still be recomputed from what remains.
+    identity: bytes = field(default=b"", metadata=_LEDGER)
+    # The RFC 9162 leaf hash of the event's canonical record.
     leaf: bytes = field(default=b"", metadata=_LEDGER)
 
 
@@ -118,8 +121,11 @@ def _with(role: str) -> tuple[str, ...]:
 DATABASE_COLUMNS = ("seq", "anonymised_at")
 WRITTEN_COLUMNS = tuple(f.name for f in fields(NewEvent))
 RECORD_COLUMNS = _with(RECORD)
-# What an event's leaf is computed over, with its schema version's content hash and its salt.
+# What an event's leaf is computed over (ledger/leaf.py): the identifying columns through the
+# `identity` digest, the others as they are.
 LEAF_COLUMNS = tuple(name for name in WRITTEN_COLUMNS if name not in _with(LEDGER))
+IDENTITY_COLUMNS = tuple(name for name in LEAF_COLUMNS if name in _with(IDENTIFYING))
+RECORD_LEAF_COLUMNS = tuple(name for name in LEAF_COLUMNS if name not in IDENTITY_COLUMNS)
 # What an export adds to each record: the evidence columns, and when the row was anonymised.
 EXPORT_EVIDENCE_COLUMNS = (*_with(EVIDENCE), "anonymised_at")
 IDENTIFYING_COLUMNS = _with(IDENTIFYING)

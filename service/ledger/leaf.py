@@ -1,14 +1,21 @@
 """An event's leaf in the tamper-evident ledger (docs/evidence.md, "The leaf").
 
-The leaf's data is the event's canonical record: a JSON object of every written column but the
-ledger's own (`event.LEAF_COLUMNS`), plus `content_hash` (the schema version the banner showed),
-`salt` (hex) and `v` (1), with keys sorted at every level, no whitespace, UTF-8, times in RFC 3339
-UTC with a `Z`. The leaf is `SHA-256(0x00 ‖ data)`. The salt is 16 random bytes kept with the
-event, so a leaf cannot be confirmed against a guessed record; anonymisation clears it.
+Two canonical JSON documents (keys sorted at every level, no whitespace, UTF-8; see
+docs/evidence.md for every rule):
+
+    identity = SHA-256({the identifying columns (IDENTITY_COLUMNS), "salt": hex})
+    data     = {the other written columns (RECORD_LEAF_COLUMNS), "content_hash": hex,
+                "identity": hex, "v": 2}
+    leaf     = SHA-256(0x00 ‖ data)
+
+The salt (16 random bytes) makes `identity` impossible to confirm against guessed identifiers.
+Anonymisation clears the identifying columns and the salt but keeps `identity`: the leaf of an
+anonymised event is still recomputed from what remains, so its choices stay protected.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import uuid
 from collections.abc import Mapping
@@ -16,11 +23,11 @@ from typing import Any
 
 import orjson
 
-from service.ledger.event import LEAF_COLUMNS, NewEvent
+from service.ledger.event import IDENTITY_COLUMNS, RECORD_LEAF_COLUMNS, NewEvent
 from service.ledger.merkle import leaf_hash
 
 SALT_BYTES = 16
-LEAF_VERSION = 1
+LEAF_VERSION = 2
 _CANONICAL = orjson.OPT_SORT_KEYS | orjson.OPT_UTC_Z
 
 
@@ -31,18 +38,30 @@ def _text(value: object) -> str:
     raise TypeError(type(value).__name__)
 
 
-def leaf_data(columns: Mapping[str, Any], content_hash: str, salt: bytes) -> bytes:
-    """The canonical record of an event, from its LEAF_COLUMNS (a row or a NewEvent's fields)."""
-    document = {name: columns[name] for name in LEAF_COLUMNS}
-    document["content_hash"] = content_hash
-    document["salt"] = salt.hex()
-    document["v"] = LEAF_VERSION
+def _canonical(document: dict[str, Any]) -> bytes:
     return orjson.dumps(document, option=_CANONICAL, default=_text)
 
 
+def identity_digest(columns: Mapping[str, Any], salt: bytes) -> bytes:
+    """SHA-256 of the identifying columns with the salt."""
+    document = {name: columns[name] for name in IDENTITY_COLUMNS}
+    document["salt"] = salt.hex()
+    return hashlib.sha256(_canonical(document)).digest()
+
+
+def leaf_data(columns: Mapping[str, Any], content_hash: str, identity: bytes) -> bytes:
+    """The canonical record of an event, from its columns (a row or a NewEvent's fields)."""
+    document = {name: columns[name] for name in RECORD_LEAF_COLUMNS}
+    document["content_hash"] = content_hash
+    document["identity"] = identity.hex()
+    document["v"] = LEAF_VERSION
+    return _canonical(document)
+
+
 def attach_leaf(event: NewEvent, content_hash: str) -> NewEvent:
-    """Give `event` its salt and leaf (every path that stores an event calls this)."""
+    """Give `event` its salt, identity and leaf (every path that stores an event calls this)."""
     event.salt = os.urandom(SALT_BYTES)
-    columns = {name: getattr(event, name) for name in LEAF_COLUMNS}
-    event.leaf = leaf_hash(leaf_data(columns, content_hash, event.salt))
+    columns = {name: getattr(event, name) for name in (*IDENTITY_COLUMNS, *RECORD_LEAF_COLUMNS)}
+    event.identity = identity_digest(columns, event.salt)
+    event.leaf = leaf_hash(leaf_data(columns, content_hash, event.identity))
     return event

@@ -28,7 +28,7 @@ class SealProofs:
         self.seals: dict[int, Seal] = {}
 
     async def proof(
-        self, seq: int, leaf: bytes | None, salt: bytes | None
+        self, seq: int, leaf: bytes | None, salt: bytes | None, identity: bytes | None
     ) -> dict[str, Any] | None:
         """The event's place in its seal, or None: outside the ledger, or not sealed yet."""
         if leaf is None:
@@ -47,7 +47,9 @@ class SealProofs:
         index = next(i for i, (at, _) in enumerate(leaves) if at == seq)
         return {
             "seal": seal.id,
+            "seq": seq,
             "leaf": leaf.hex(),
+            "identity": identity.hex() if identity is not None else None,
             "salt": salt.hex() if salt is not None else None,
             "leaf_index": index,
             "tree_size": len(leaves),

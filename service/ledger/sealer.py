@@ -81,9 +81,11 @@ class Seal:
         """What `consent-service ledger head --json` prints, to publish elsewhere."""
         return {
             "seal": self.id,
+            "first_seq": self.first_seq,
             "last_seq": self.last_seq,
             "tree_size": self.tree_size,
             "root": self.root.hex(),
+            "prev_hash": self.prev_hash.hex(),
             "seal_hash": self.seal_hash.hex(),
             "sealed_at": self.sealed_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
         }

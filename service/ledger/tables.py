@@ -99,6 +99,7 @@ class ConsentEventRow(Base):
     # The ledger (migration 0011): NULL only for events stored before it, and `salt` after an
     # anonymising erasure.
     salt: Mapped[bytes | None] = mapped_column(LargeBinary)
+    identity: Mapped[bytes | None] = mapped_column(LargeBinary)
     leaf: Mapped[bytes | None] = mapped_column(LargeBinary)
 
     def __repr__(self) -> str:  # never print identifiers

@@ -1,10 +1,11 @@
 """`consent-service ledger verify`: recompute every leaf that can be, every seal and the chain
 (docs/evidence.md, "Verifying").
 
-A leaf is recomputed from the event's columns, its schema version's content hash and its salt.
-It cannot be after an anonymising erasure (the salt is cleared) or a deleting one (only the
-tombstone is left). Either way the leaf still counts in its seal's root, so every seal still
-verifies.
+Every stored event's leaf is recomputed: from its columns, its schema version's content hash and
+its `identity`, which is itself recomputed from the identifying columns and the salt while the
+event has them. An anonymised event (no salt) must really be one: `anonymised_at` set, every
+identifying column empty. A deleted event leaves only its tombstone, whose leaf counts in its
+seal's root like any other.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.ledger import merkle
-from service.ledger.leaf import leaf_data
+from service.ledger.event import IDENTITY_COLUMNS
+from service.ledger.leaf import identity_digest, leaf_data
 from service.ledger.sealer import Seal
 
 ZERO = bytes(32)
@@ -66,17 +68,22 @@ async def _leaves(
         name = f"event {row['event_id']} (seq {row['seq']})"
         if row["leaf"] is None:
             raise LedgerBroken(f"{name} has no leaf: it was stored around the ledger")
+        if row["content_hash"] is None or row["identity"] is None:
+            raise LedgerBroken(f"{name} names no stored schema version, or has no identity")
+        columns = dict(row)
         if row["salt"] is not None:
-            if row["content_hash"] is None:
-                raise LedgerBroken(f"{name} names a schema version that is not stored")
-            data = leaf_data(dict(row), row["content_hash"], bytes(row["salt"]))
-            if merkle.leaf_hash(data) != bytes(row["leaf"]):
-                raise LedgerBroken(
-                    f"{name} does not match its leaf: it changed after it was stored"
-                )
-            report.recomputed += 1
+            if identity_digest(columns, bytes(row["salt"])) != bytes(row["identity"]):
+                raise LedgerBroken(f"{name}: its identifying columns changed after it was stored")
+        elif row["anonymised_at"] is None or any(
+            row[column] is not None for column in IDENTITY_COLUMNS
+        ):
+            raise LedgerBroken(f"{name} has no salt but is not anonymised")
         else:
             report.anonymised += 1
+        data = leaf_data(columns, row["content_hash"], bytes(row["identity"]))
+        if merkle.leaf_hash(data) != bytes(row["leaf"]):
+            raise LedgerBroken(f"{name} does not match its leaf: it changed after it was stored")
+        report.recomputed += 1
         merged.append((row["seq"], bytes(row["leaf"])))
     report.tombstones += len(tombstones)
     merged += [(row.seq, bytes(row.leaf)) for row in tombstones]

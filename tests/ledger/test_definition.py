@@ -68,7 +68,7 @@ def test_the_record_is_the_api_model_field_for_field(event_type: str) -> None:
     assert shown == set(RECORD_COLUMNS)
     assert set(asdict(stored)) - set(RECORD_COLUMNS) == {
         "entered_by", "ip_hash", "user_hash", "hash_key_id", "user_agent", "page_url",
-        "tcf_string", "gpp_string", "request_hash", "salt", "leaf",
+        "tcf_string", "gpp_string", "request_hash", "salt", "identity", "leaf",
     }  # fmt: skip
 
 

@@ -60,6 +60,20 @@ async def test_an_export_carries_inclusion_proofs_and_is_signed(
     assert document["events"][-1]["ledger"] is None  # the withdrawal, not sealed yet
     for item in sealed:
         proof = item["ledger"]
+        # The leaf, recomputed from the exported record alone (docs/evidence.md, "Exports").
+        canonical = {
+            **{key: item[key] for key in ("event_id", "property", "event_type", "schema_version")},
+            **{key: item[key] for key in ("choices", "effective", "source", "entered_by")},
+            "recorded_at": item["recorded_at"],
+            "gpc": item["signals"]["gpc"],
+            "dnt": item["signals"]["dnt"],
+            "signals_applied": item["signals"]["applied"],
+            "content_hash": item["schema_content_hash"],
+            "identity": proof["identity"],
+            "v": 2,
+        }
+        data = json.dumps(canonical, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        assert hashlib.sha256(b"\x00" + data.encode()).hexdigest() == proof["leaf"]
         seal = seals[proof["seal"]]
         assert proof["tree_size"] == seal["tree_size"]
         path = [bytes.fromhex(node) for node in proof["path"]]

@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from service.cli import app as cli
 from service.core.pipeline import ConsentAPI
-from service.ledger.event import LEAF_COLUMNS
+from service.ledger.event import IDENTITY_COLUMNS, RECORD_LEAF_COLUMNS
 from service.ledger.sealer import seal_ledger
 from service.state import of as services
 from service.stats.rollup import seal
@@ -61,21 +61,31 @@ async def ledger(db_url: str, *args: str) -> tuple[int, str]:
     return await asyncio.to_thread(run, db_url, *args)
 
 
+def canonical(document: dict[str, Any]) -> bytes:
+    return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def column_value(row: asyncpg.Record, name: str) -> Any:
+    value = row[name]
+    if name in ("choices", "effective", "signals_applied"):
+        return json.loads(value)
+    if name == "recorded_at":
+        return value.isoformat().replace("+00:00", "Z")
+    return str(value) if isinstance(value, uuid.UUID) else value
+
+
+def documented_identity(row: asyncpg.Record) -> bytes:
+    """docs/evidence.md, "The leaf": the identifying columns with the salt."""
+    document = {name: column_value(row, name) for name in IDENTITY_COLUMNS}
+    document["salt"] = bytes(row["salt"]).hex()
+    return hashlib.sha256(canonical(document)).digest()
+
+
 def documented_leaf(row: asyncpg.Record, content_hash: str) -> bytes:
     """docs/evidence.md, "The leaf", written out again with the standard library's JSON."""
-    document: dict[str, Any] = {}
-    for name in LEAF_COLUMNS:
-        value = row[name]
-        if name in ("choices", "effective", "signals_applied"):
-            value = json.loads(value)
-        elif name == "recorded_at":
-            value = value.isoformat().replace("+00:00", "Z")
-        elif isinstance(value, uuid.UUID):
-            value = str(value)
-        document[name] = value
-    document |= {"content_hash": content_hash, "salt": bytes(row["salt"]).hex(), "v": 1}
-    data = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(b"\x00" + data.encode()).digest()
+    document = {name: column_value(row, name) for name in RECORD_LEAF_COLUMNS}
+    document |= {"content_hash": content_hash, "identity": bytes(row["identity"]).hex(), "v": 2}
+    return hashlib.sha256(b"\x00" + canonical(document)).digest()
 
 
 async def test_every_leaf_is_the_documented_hash_of_its_record(
@@ -91,6 +101,7 @@ async def test_every_leaf_is_the_documented_hash_of_its_record(
     assert len(rows) == 3
     for row in rows:
         assert len(bytes(row["salt"])) == 16
+        assert bytes(row["identity"]) == documented_identity(row)
         assert bytes(row["leaf"]) == documented_leaf(row, row["content_hash"])
     assert len({bytes(row["salt"]) for row in rows}) == 3
 
@@ -119,7 +130,9 @@ async def test_verify_passes_with_erasures_and_names_an_event_a_superuser_rewrot
     assert await db.fetchval("SELECT count(*) FROM consent_events WHERE salt IS NULL") == 1
     code, out = await ledger(db_url, "verify")
     assert code == 0, out
-    assert "seals 0 to 2, 6 sealed leaves (3 recomputed, 1 anonymised, 2 erased)" in out
+    assert (
+        "seals 0 to 2, 6 sealed leaves (4 events recomputed, of them 1 anonymised; 2 erased)" in out
+    )
     assert "1 not sealed yet" in out
 
     # A superuser rewrites a decision, around the append-only trigger.
@@ -217,3 +230,53 @@ async def test_one_sealer_at_a_time_and_the_database_refuses_a_seal_that_does_no
             await connection.execute("DELETE FROM ledger_tombstones")
     finally:
         await connection.close()
+
+
+async def test_an_anonymised_event_stays_protected_and_a_cleared_salt_is_no_disguise(
+    app: ConsentAPI,
+    client: httpx.AsyncClient,
+    erase_key: dict[str, str],
+    db: asyncpg.Connection,
+    db_url: str,
+) -> None:
+    anonymised, kept = uuid.uuid4(), uuid.uuid4()
+    await send(client, anonymised)
+    target = await send(client, kept)
+    response = await client.post(
+        "/v1/dsr/erasures",
+        json={"subject_id": str(anonymised), "mode": "anonymise"},
+        headers=erase_key,
+    )
+    assert response.status_code == 200, response.text
+    await seal_now(app)
+    assert (await ledger(db_url, "verify"))[0] == 0
+
+    async def as_superuser(statement: str, *args: object) -> None:
+        async with db.transaction():
+            await db.execute(
+                "ALTER TABLE consent_events DISABLE TRIGGER consent_events_append_only"
+            )
+            await db.execute(statement, *args)
+            await db.execute("ALTER TABLE consent_events ENABLE TRIGGER consent_events_append_only")
+
+    # The anonymised event's decision, rewritten: its leaf is recomputed from what remains.
+    await as_superuser(
+        "UPDATE consent_events SET event_type = 'reject-all' WHERE anonymised_at IS NOT NULL"
+    )
+    code, out = await ledger(db_url, "verify")
+    assert code == 1
+    assert "does not match its leaf" in out
+    await as_superuser(
+        "UPDATE consent_events SET event_type = 'accept-all' WHERE anonymised_at IS NOT NULL"
+    )
+    assert (await ledger(db_url, "verify"))[0] == 0
+
+    # Clearing a salt to pass a rewritten event off as anonymised.
+    await as_superuser(
+        "UPDATE consent_events SET event_type = 'reject-all', salt = NULL WHERE event_id = $1",
+        uuid.UUID(target),
+    )
+    code, out = await ledger(db_url, "verify")
+    assert code == 1
+    assert f"event {target} (seq" in out
+    assert "has no salt but is not anonymised" in out
