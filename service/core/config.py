@@ -318,33 +318,30 @@ def dev_key_path(settings: Settings) -> Path:
     return settings.data_dir / "ip-hash.key"
 
 
-def ensure_dev_receipt_key(settings: Settings) -> tuple[SecretStr, bool]:
-    """The dev-mode receipt key, generated once in the data folder (production requires
-    CONSENT_RECEIPT_KEY); the key and whether it was just created."""
-    path = settings.data_dir / "receipt.key"
-    if path.exists():
-        return SecretStr(path.read_text().strip()), False
-    path.parent.mkdir(parents=True, exist_ok=True)
-    key = secrets.token_urlsafe(32)  # 32 random bytes in base64url: an Ed25519 seed
-    path.touch(mode=0o600)
-    path.write_text(key + "\n")
-    return SecretStr(key), True
-
-
 def ensure_dev_key(settings: Settings) -> tuple[SecretStr, bool]:
     """The dev-mode IP-hash key: generated once and kept in the data folder.
 
     Returns the key and whether it was just created. Only for dev mode: production refuses to start
     without `CONSENT_IP_HASH_SALT`, because a key that lives beside the data protects nothing.
     """
-    path = dev_key_path(settings)
+    return _generated_once(dev_key_path(settings), secrets.token_urlsafe(48))
+
+
+def ensure_dev_receipt_key(settings: Settings) -> tuple[SecretStr, bool]:
+    """The dev-mode receipt key, generated once in the data folder (production requires
+    CONSENT_RECEIPT_KEY); the key and whether it was just created."""
+    # 32 random bytes in base64url: an Ed25519 seed.
+    return _generated_once(settings.data_dir / "receipt.key", secrets.token_urlsafe(32))
+
+
+def _generated_once(path: Path, new_key: str) -> tuple[SecretStr, bool]:
+    """The key kept at `path`, or `new_key` written there (mode 0600) if there is none yet."""
     if path.exists():
         return SecretStr(path.read_text().strip()), False
     path.parent.mkdir(parents=True, exist_ok=True)
-    key = secrets.token_urlsafe(48)
     path.touch(mode=0o600)
-    path.write_text(key + "\n")
-    return SecretStr(key), True
+    path.write_text(new_key + "\n")
+    return SecretStr(new_key), True
 
 
 @lru_cache
