@@ -7,8 +7,6 @@ sites pin the version they tested.
 
 from __future__ import annotations
 
-import hashlib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
@@ -17,6 +15,7 @@ from fastapi import Path as PathParam
 
 from service.core.errors import NotFound, problem_responses
 from service.core.pipeline import hot
+from service.core.resources import static_file
 
 CLIENT_VERSION = "1.0.0"
 WEB = Path(__file__).resolve().parent / "web"
@@ -24,25 +23,11 @@ MEDIA_TYPES = {".js": "text/javascript; charset=utf-8", ".ts": "text/plain; char
 CACHE = "public, max-age=31536000, immutable"
 
 
-@dataclass(frozen=True, slots=True)
-class ClientFile:
-    body: bytes
-    media_type: str
-    etag: str
-
-
-def _load() -> dict[str, ClientFile]:
-    files = {}
-    for path in sorted(WEB.iterdir()):
-        if path.suffix in MEDIA_TYPES:
-            body = path.read_bytes()
-            files[path.name] = ClientFile(
-                body, MEDIA_TYPES[path.suffix], f'"{hashlib.sha256(body).hexdigest()[:32]}"'
-            )
-    return files
-
-
-FILES = _load()
+FILES = {
+    path.name: static_file(path, MEDIA_TYPES[path.suffix])
+    for path in sorted(WEB.iterdir())
+    if path.suffix in MEDIA_TYPES
+}
 
 router = APIRouter(tags=["banner"])
 

@@ -10,8 +10,6 @@ nosniff` is added to every answer of the app by core/observe.py, these included.
 
 from __future__ import annotations
 
-import hashlib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
@@ -19,6 +17,7 @@ from fastapi import APIRouter, Header, Response
 from fastapi.responses import RedirectResponse
 
 from service.core.errors import problem_response
+from service.core.resources import static_file
 
 STATIC = Path(__file__).resolve().parent / "static"
 MEDIA_TYPES = {
@@ -54,23 +53,7 @@ SECURITY_HEADERS = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class Asset:
-    body: bytes
-    media_type: str
-    etag: str
-
-
-def _load() -> dict[str, Asset]:
-    files = {}
-    for name in ASSETS:
-        body = (STATIC / name).read_bytes()
-        media_type = MEDIA_TYPES[Path(name).suffix]
-        files[name] = Asset(body, media_type, f'"{hashlib.sha256(body).hexdigest()[:32]}"')
-    return files
-
-
-FILES = _load()
+FILES = {name: static_file(STATIC / name, MEDIA_TYPES[Path(name).suffix]) for name in ASSETS}
 
 router = APIRouter(include_in_schema=False)
 

@@ -7,6 +7,8 @@ pyproject.toml), so an installed `consent-service` migrates and publishes from a
 
 from __future__ import annotations
 
+import hashlib
+from dataclasses import dataclass
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1]
@@ -29,3 +31,17 @@ EXAMPLE_SCHEMAS = _first(PACKAGE / "_examples", CHECKOUT / "examples" / "schemas
 def in_checkout() -> bool:
     """Running from the repository (where the committed API documents live)."""
     return (CHECKOUT / "pyproject.toml").is_file() and (CHECKOUT / "alembic" / "env.py").is_file()
+
+
+@dataclass(frozen=True, slots=True)
+class StaticFile:
+    """A file the service serves as it is (the browser client, the console), read once."""
+
+    body: bytes
+    media_type: str
+    etag: str  # quoted, from the content: it changes exactly when the file does
+
+
+def static_file(path: Path, media_type: str) -> StaticFile:
+    body = path.read_bytes()
+    return StaticFile(body, media_type, f'"{hashlib.sha256(body).hexdigest()[:32]}"')
