@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.core.cli_support import fail, load_settings, print_json, with_engine
@@ -66,17 +65,13 @@ def ledger_head(
 ) -> None:
     """The latest seal: publish it elsewhere (a git commit, a transparency log), so a later
     `ledger verify --head FILE` proves the ledger still extends it."""
-    from service.ledger.sealer import Seal
+    from service.ledger.sealer import LAST_SEAL, Seal
 
     settings = load_settings()
 
     async def work(engine: AsyncEngine) -> dict[str, Any]:
         async with engine.connect() as connection:
-            row = (
-                await connection.execute(
-                    text("SELECT * FROM ledger_seals ORDER BY id DESC LIMIT 1")
-                )
-            ).one()
+            row = (await connection.execute(LAST_SEAL)).one()
         return Seal.from_row(row).head()
 
     found = with_engine(settings, work)
