@@ -29,6 +29,7 @@ from service.ledger.event import (
 )
 from service.ledger.leaf import attach_leaf
 from service.ledger.receipts import ReceiptSigner
+from service.ledger.stored_receipts import StoredReceipts
 from service.ledger.tables import ConsentEventRow as Event
 from service.ledger.tables import event_columns
 
@@ -213,27 +214,32 @@ async def stored_record(
     receipts: ReceiptSigner | None = None,
 ) -> dict[str, Any]:
     """`new`'s event_id was stored already: the original record for a retry of the same request,
-    with a receipt of its own (a tree of this one leaf), or 409 for a different event reusing the
-    id."""
+    with the receipt its batch was given (or, for an event stored before receipts were kept, one
+    of its own: a tree of this one leaf), or 409 for a different event reusing the id."""
     async with engine.connect() as connection:
         existing = (
             await connection.execute(
-                select(*event_columns(*RECORD_COLUMNS, "request_hash", "salt", "leaf")).where(
-                    Event.event_id == new.event_id
-                )
+                select(
+                    *event_columns(*RECORD_COLUMNS, "request_hash", "salt", "leaf", "receipt")
+                ).where(Event.event_id == new.event_id)
             )
         ).one()
-    if existing.request_hash != new.request_hash:
-        raise Conflict(
-            f"event_id {new.event_id} is already recorded with a different body; "
-            "use a new event_id for a new event"
-        )
+        if existing.request_hash != new.request_hash:
+            raise Conflict(
+                f"event_id {new.event_id} is already recorded with a different body; "
+                "use a new event_id for a new event"
+            )
+        leaf = bytes(existing.leaf) if existing.leaf is not None else None
+        salt = bytes(existing.salt) if existing.salt is not None else None
+        kept = await StoredReceipts(connection).proof(existing.receipt, leaf, salt)
     version = await catalog.version(existing.property, existing.schema_version)
     found = record(existing, optional=version.optional, ttl_days=version.ttl_days)
     found["receipt"] = found["receipt_proof"] = None
-    if receipts is not None and existing.leaf is not None and existing.salt is not None:
-        receipt, [proof] = receipts.sign_batch([bytes(existing.leaf)], [bytes(existing.salt)])
-        found["receipt"], found["receipt_proof"] = receipt, proof.body()
+    if kept is None and receipts is not None and leaf is not None and salt is not None:
+        jws, [proof] = receipts.sign_batch([leaf], [salt])
+        kept = jws, proof
+    if kept is not None:
+        found["receipt"], found["receipt_proof"] = kept[0], kept[1].body()
     return found
 
 

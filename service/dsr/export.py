@@ -28,6 +28,7 @@ from service.ledger.event import EXPORT_EVIDENCE_COLUMNS, record
 from service.ledger.proofs import SealProofs, seal_body
 from service.ledger.receipts import ReceiptSigner
 from service.ledger.sealer import Seal
+from service.ledger.stored_receipts import StoredReceipts
 
 CHUNK = 1000
 
@@ -57,6 +58,7 @@ async def _event_dicts(
     after = 0
     async with engine.connect() as connection:
         proofs = SealProofs(connection)
+        receipts = StoredReceipts(connection)
         while True:
             rows = (await connection.execute(export_chunks(plan, hasher, after, CHUNK))).all()
             if not rows:
@@ -71,12 +73,15 @@ async def _event_dicts(
                 for name in EXPORT_EVIDENCE_COLUMNS:
                     value = getattr(row, name)
                     item[name] = _iso(value) if isinstance(value, datetime) else value
+                leaf = bytes(row.leaf) if row.leaf is not None else None
                 item["ledger"] = await proofs.proof(
                     row.seq,
-                    bytes(row.leaf) if row.leaf is not None else None,
+                    leaf,
                     bytes(row.salt) if row.salt is not None else None,
                     bytes(row.identity) if row.identity is not None else None,
                 )
+                # The receipt its batch was given, and its path in it (docs/evidence.md).
+                item["receipt"] = await receipts.body(row.receipt, leaf)
                 chunk.append(item)
             seals.update(proofs.seals)
             yield chunk

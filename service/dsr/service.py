@@ -49,7 +49,7 @@ HISTORY_SELECT = (*RECORD_SELECT, *event_columns("page_url", "user_agent"))
 EXPORT_SELECT = (
     *RECORD_SELECT,
     *event_columns(*EXPORT_EVIDENCE_COLUMNS),
-    *event_columns("salt", "identity", "leaf"),
+    *event_columns("salt", "identity", "leaf", "receipt"),
 )
 
 

@@ -58,9 +58,10 @@ class RecordedEvent(ConsentRecord):
     """The record of an event just stored (or stored already), with its signed receipt."""
 
     receipt: str | None = Field(
-        description="A compact JWS (EdDSA) over the Merkle root of the events committed with this "
-        "one; verify it with the keys at /.well-known/jwks.json (docs/evidence.md). Null for an "
-        "event stored before receipts, or whose salt an erasure has cleared."
+        description="A compact JWS (EdDSA) over the Merkle root of the leaves of this event's "
+        "group commit, kept with the event (a retry gets the same one); verify it with the keys "
+        "at /.well-known/jwks.json (docs/evidence.md). Null for an event stored before the "
+        "ledger, or whose receipt could not be signed."
     )
     receipt_proof: ReceiptProof | None = Field(
         description="The path from this event's leaf to the root the receipt signs."

@@ -28,6 +28,7 @@ def ledger_verify(
 ) -> None:
     """Recompute every leaf that can be, every seal's root and the chain of seal hashes. Exits 0,
     or 1 naming the first event or seal that does not match."""
+    from service.ledger.receipts import receipt_signer_from_settings
     from service.ledger.verify import LedgerBroken, verify_ledger
 
     settings = load_settings()
@@ -39,17 +40,22 @@ def ledger_verify(
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise fail(f"{head}: not a head written by `ledger head --json` ({exc})") from None
 
+    signer = receipt_signer_from_settings(settings)
+
     async def work(engine: AsyncEngine) -> str:
         async with engine.connect() as connection:
             try:
-                report = await verify_ledger(connection, since=since, head=published)
+                report = await verify_ledger(
+                    connection, since=since, head=published, keys=signer.public_keys
+                )
             except LedgerBroken as exc:
                 return f"ledger broken: {exc}"
         return (
             f"ledger verified: seals {since} to {report.head['seal']},"
             f" {report.leaves} sealed leaves ({report.recomputed} events recomputed, of them"
             f" {report.anonymised} anonymised; {report.tombstones} erased) and"
-            f" {report.unsealed} not sealed yet; head {report.head['seal_hash']}"
+            f" {report.unsealed} not sealed yet; {report.receipts} receipts;"
+            f" head {report.head['seal_hash']}"
         )
 
     outcome = with_engine(settings, work)

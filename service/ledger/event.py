@@ -116,9 +116,9 @@ def _with(role: str) -> tuple[str, ...]:
     return tuple(f.name for f in fields(NewEvent) if role in f.metadata["roles"])
 
 
-# Columns the database fills in itself: the insertion sequence (the key of DSR pagination) and
-# the time of an anonymising erasure.
-DATABASE_COLUMNS = ("seq", "anonymised_at")
+# Columns the database fills in itself: the insertion sequence (the key of DSR pagination), the
+# time of an anonymising erasure, and the group commit's stored receipt (ledger/writer.py).
+DATABASE_COLUMNS = ("seq", "anonymised_at", "receipt")
 WRITTEN_COLUMNS = tuple(f.name for f in fields(NewEvent))
 RECORD_COLUMNS = _with(RECORD)
 # What an event's leaf is computed over (ledger/leaf.py): the identifying columns through the

@@ -91,12 +91,13 @@ class ReceiptSigner:
         self._jwk = public_jwk(current.public_key())
         header = {"alg": "EdDSA", "kid": self._jwk["kid"], "typ": TYPE}
         self._header = b64url(orjson.dumps(header))
-        seen = {self._jwk["kid"]}
+        # Every key a stored receipt may name, by kid (ledger verify checks them).
+        self.public_keys = {self._jwk["kid"]: current.public_key()}
         keys = [self._jwk]
         for key in previous:
             jwk = public_jwk(key.public_key())
-            if jwk["kid"] not in seen:
-                seen.add(jwk["kid"])
+            if jwk["kid"] not in self.public_keys:
+                self.public_keys[jwk["kid"]] = key.public_key()
                 keys.append(jwk)
         self.jwks: dict[str, Any] = {"keys": keys}
         self.jwks_body = orjson.dumps(self.jwks)

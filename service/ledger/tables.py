@@ -101,6 +101,9 @@ class ConsentEventRow(Base):
     salt: Mapped[bytes | None] = mapped_column(LargeBinary)
     identity: Mapped[bytes | None] = mapped_column(LargeBinary)
     leaf: Mapped[bytes | None] = mapped_column(LargeBinary)
+    # The group commit's signed receipt (migration 0012): NULL for events stored before it, or
+    # whose receipt could not be signed.
+    receipt: Mapped[int | None] = mapped_column(BigInteger)
 
     def __repr__(self) -> str:  # never print identifiers
         return f"<ConsentEventRow {self.event_id} {self.event_type}>"
@@ -122,6 +125,22 @@ class LedgerTombstoneRow(Base):
     erased_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=text("now()")
     )
+    # The dsr_audit id of the erasure that deleted the event (migration 0012; NULL before it).
+    erasure: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+
+
+class LedgerReceiptRow(Base):
+    """A group commit's signed receipt and the leaves of its tree, in order, 32 bytes each
+    (docs/evidence.md, "Receipts"), committed in the same statement as its events."""
+
+    __tablename__ = "ledger_receipts"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    signed_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=text("now()")
+    )
+    jws: Mapped[str] = mapped_column(Text)
+    leaves: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class LedgerSealRow(Base):

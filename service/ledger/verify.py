@@ -5,7 +5,8 @@ Every stored event's leaf is recomputed: from its columns, its schema version's 
 its `identity`, which is itself recomputed from the identifying columns and the salt while the
 event has them. An anonymised event (no salt) must really be one: `anonymised_at` set, every
 identifying column empty. A deleted event leaves only its tombstone, whose leaf counts in its
-seal's root like any other.
+seal's root like any other, and names the audited erasure that made it. Every stored receipt
+is checked against its leaves and the service's public keys.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -21,6 +23,7 @@ from service.ledger import merkle
 from service.ledger.event import IDENTITY_COLUMNS
 from service.ledger.leaf import identity_digest, leaf_data
 from service.ledger.sealer import Seal
+from service.ledger.stored_receipts import ReceiptMismatch, check_receipt
 
 ZERO = bytes(32)
 
@@ -41,6 +44,36 @@ TOMBSTONES = text(
 )
 
 
+# Every stored receipt, a chunk at a time.
+RECEIPTS = text(
+    "SELECT id, jws, leaves FROM ledger_receipts WHERE id > :after ORDER BY id LIMIT 1000"
+)
+# Events whose receipt is missing, or does not hold their leaf at a leaf's offset.
+UNRECEIPTED = text(
+    """
+    SELECT e.event_id, e.seq, e.receipt FROM consent_events e
+    LEFT JOIN ledger_receipts r ON r.id = e.receipt
+    WHERE e.receipt IS NOT NULL
+      AND (r.id IS NULL OR position(e.leaf IN r.leaves) % 32 <> 1)
+    ORDER BY e.seq LIMIT 1
+    """
+)
+# Erasures whose tombstones their audit row does not account for: no such erasure, not a deleting
+# one, or more tombstones than it deleted (events stored before the ledger leave none).
+UNAUDITED = text(
+    """
+    SELECT t.erasure, count(*) AS tombstones, min(t.seq) AS seq, a.action, a.mode, a.deleted
+    FROM ledger_tombstones t LEFT JOIN dsr_audit a ON a.id = t.erasure
+    WHERE t.erasure IS NOT NULL
+    GROUP BY t.erasure, a.action, a.mode, a.deleted
+    HAVING a.action IS NULL OR a.action NOT IN ('erasure', 'erasure-reapplied')
+        OR a.mode IS DISTINCT FROM 'delete' OR count(*) > a.deleted
+    ORDER BY min(t.seq) LIMIT 1
+    """
+)
+UNLINKED = text("SELECT count(*) FROM ledger_tombstones WHERE erasure IS NULL")
+
+
 class LedgerBroken(Exception):
     """The first thing that does not match: an event, a seal, or the chain."""
 
@@ -53,6 +86,9 @@ class Report:
     anonymised: int = 0
     tombstones: int = 0
     unsealed: int = 0
+    receipts: int = 0
+    # Tombstones made before migration 0012, which name no erasure.
+    unlinked: int = 0
     head: dict[str, Any] = field(default_factory=dict)
 
 
@@ -92,11 +128,56 @@ async def _leaves(
         yield seq, leaf
 
 
+async def verify_receipts(
+    connection: AsyncConnection, keys: dict[str, Ed25519PublicKey], report: Report
+) -> None:
+    """Every stored receipt is signed by a key of the service over the root of its leaves, and
+    every event's receipt holds its leaf."""
+    after = 0
+    while rows := (await connection.execute(RECEIPTS, {"after": after})).all():
+        for row in rows:
+            try:
+                check_receipt(row.jws, bytes(row.leaves), keys)
+            except ReceiptMismatch as exc:
+                raise LedgerBroken(f"receipt {row.id}: {exc}") from None
+        report.receipts += len(rows)
+        after = rows[-1].id
+    stray = (await connection.execute(UNRECEIPTED)).one_or_none()
+    if stray is not None:
+        raise LedgerBroken(
+            f"event {stray.event_id} (seq {stray.seq}): receipt {stray.receipt} does not hold its"
+            " leaf"
+        )
+
+
+async def verify_erasures(connection: AsyncConnection, report: Report) -> None:
+    """Every tombstone names an audited deleting erasure that accounts for it."""
+    found = (await connection.execute(UNAUDITED)).one_or_none()
+    if found is not None:
+        audit = (
+            "no audit row"
+            if found.action is None
+            else f"an audit row of {found.action} ({found.mode}, {found.deleted} deleted)"
+        )
+        raise LedgerBroken(
+            f"{found.tombstones} tombstone(s) from seq {found.seq} name erasure {found.erasure},"
+            f" which has {audit}: events were deleted outside an audited erasure"
+        )
+    report.unlinked = int((await connection.execute(UNLINKED)).scalar_one())
+
+
 async def verify_ledger(
-    connection: AsyncConnection, *, since: int = 0, head: dict[str, Any] | None = None
+    connection: AsyncConnection,
+    *,
+    since: int = 0,
+    head: dict[str, Any] | None = None,
+    keys: dict[str, Ed25519PublicKey] | None = None,
 ) -> Report:
     """Raise LedgerBroken at the first mismatch; the report of what was checked otherwise."""
     report = Report()
+    await verify_erasures(connection, report)
+    if keys is not None:
+        await verify_receipts(connection, keys, report)
     seals = [Seal.from_row(row) for row in (await connection.execute(SEALS, {"since": since}))]
     if not seals:
         raise LedgerBroken(f"there is no seal from {since} on")

@@ -44,12 +44,18 @@ MAX_RECONNECT_DELAY = 5.0
 # microseconds a row where encoding one typed array per column cost about thirty, and the
 # statement is the same for any batch size, so it is prepared once per connection. A single
 # statement is atomic on its own: no BEGIN/COMMIT round trips around it. The columns are
-# NewEvent's fields, which are also the keys of each row object.
+# NewEvent's fields, which are also the keys of each row object. The batch's signed receipt is
+# inserted by the same statement, and each event names it: a receipt is committed with its events
+# (docs/evidence.md, "Receipts").
 _NAMES = ", ".join(WRITTEN_COLUMNS)
 INSERT_SQL = (
-    f"INSERT INTO consent_events ({_NAMES}) "  # noqa: S608 (a constant column list)
-    f"SELECT {_NAMES} FROM jsonb_populate_recordset(NULL::consent_events, $1::jsonb) "
-    "ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
+    "WITH receipt AS ("  # noqa: S608 (a constant column list)
+    " INSERT INTO ledger_receipts (jws, leaves) SELECT $2::text, $3::bytea"
+    " WHERE $2::text IS NOT NULL RETURNING id) "
+    f"INSERT INTO consent_events ({_NAMES}, receipt) "
+    f"SELECT {_NAMES}, (SELECT id FROM receipt)"
+    " FROM jsonb_populate_recordset(NULL::consent_events, $1::jsonb)"
+    " ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
 )
 
 
@@ -155,8 +161,10 @@ class EventWriter:
 
     async def _flush(self, batch: list[_Pending]) -> None:
         started = time.perf_counter()
+        events = [pending.event for pending in batch]
+        signed = self._sign(events)
         try:
-            inserted = await self._insert([pending.event for pending in batch])
+            inserted = await self._insert(events, signed)
         except Exception as exc:
             log.warning("event_batch_failed", size=len(batch), error=type(exc).__name__)
             if len(batch) > 1 and _row_error(exc):
@@ -168,43 +176,43 @@ class EventWriter:
             return
         BATCH_SECONDS.observe(time.perf_counter() - started)
         BATCH_ROWS.observe(len(batch))
-        created: list[_Pending] = []
-        for pending in batch:
+        for index, pending in enumerate(batch):
             # The same event_id twice in one batch is stored once: the first is the new one.
             event_id = pending.event.event_id
-            if event_id in inserted:
-                created.append(pending)
-                inserted.discard(event_id)
-            else:
+            if event_id not in inserted:
                 _settle(pending.done, written=ALREADY_STORED)
-        if not created:
-            return
-        try:
-            # One signature for everything this commit stored (docs/evidence.md, "Receipts").
-            signed = (
-                self.receipts.sign_batch(
-                    [pending.event.leaf for pending in created],
-                    [pending.event.salt for pending in created],
-                )
-                if self.receipts is not None
-                else None
-            )
-        except Exception as exc:  # the rows are committed: never fail (or hang) their requests
-            log.error("receipt_signing_failed", size=len(created), error=type(exc).__name__)
-            signed = None
-        if signed is None:
-            for pending in created:
+                continue
+            inserted.discard(event_id)
+            if signed is None:
                 _settle(pending.done, written=Written(created=True))
-            return
-        receipt, proofs = signed
-        for pending, proof in zip(created, proofs, strict=True):
-            _settle(pending.done, written=Written(created=True, receipt=receipt, proof=proof))
+            else:
+                receipt, proofs = signed
+                written = Written(created=True, receipt=receipt, proof=proofs[index])
+                _settle(pending.done, written=written)
 
-    async def _insert(self, batch: list[NewEvent]) -> set[uuid.UUID]:
+    def _sign(self, events: list[NewEvent]) -> tuple[str, list[Proof]] | None:
+        """One signature over every leaf of the batch (docs/evidence.md, "Receipts"), or None:
+        receipts are off, or signing failed (the events are stored and answered without one)."""
+        if self.receipts is None:
+            return None
+        try:
+            return self.receipts.sign_batch(
+                [event.leaf for event in events], [event.salt for event in events]
+            )
+        except Exception as exc:
+            log.error("receipt_signing_failed", size=len(events), error=type(exc).__name__)
+            return None
+
+    async def _insert(
+        self, batch: list[NewEvent], signed: tuple[str, list[Proof]] | None
+    ) -> set[uuid.UUID]:
         document = batch_json(batch)
+        receipt, leaves = (
+            (None, None) if signed is None else (signed[0], b"".join(event.leaf for event in batch))
+        )
         connection = await self._connected()
         try:
-            rows = await connection.fetch(INSERT_SQL, document)
+            rows = await connection.fetch(INSERT_SQL, document, receipt, leaves)
         except (
             TimeoutError,
             OSError,

@@ -49,8 +49,9 @@ def test_the_table_holds_exactly_the_written_columns_and_the_databases_own() -> 
 
 
 def test_the_writer_inserts_every_written_column_from_the_batch_document() -> None:
-    inserted = INSERT_SQL.split("(", 1)[1].split(")", 1)[0]
-    assert [name.strip() for name in inserted.split(",")] == list(WRITTEN_COLUMNS)
+    inserted = INSERT_SQL.split("INSERT INTO consent_events (", 1)[1].split(")", 1)[0]
+    # ...and the batch's stored receipt, which the database numbers (migration 0012).
+    assert [name.strip() for name in inserted.split(",")] == [*WRITTEN_COLUMNS, "receipt"]
     [row] = orjson.loads(batch_json([new_event()]))
     assert list(row) == list(WRITTEN_COLUMNS)
 
@@ -99,6 +100,7 @@ async def test_the_json_export_item_is_the_record_plus_the_evidence(
         "schema_content_hash",
         *EXPORT_EVIDENCE_COLUMNS,
         "ledger",  # its inclusion proof (docs/evidence.md), null until sealed
+        "receipt",  # the receipt its 201 carried, and its path in it
     ]
     assert {k: item[k] for k in ConsentRecord.model_fields} == {
         k: v for k, v in stored.json().items() if not k.startswith("receipt")

@@ -30,11 +30,14 @@ async def test_an_export_carries_inclusion_proofs_and_is_signed(
     await published(db_url, example("itsailor"))
     reader = bearer(await api_key(db_url, "dsr:read"))
     subject = uuid.uuid4()
+    answered: dict[str, dict[str, Any]] = {}
     for _ in range(3):
-        await client.post(EVENTS, json=event("accept-all", subject_id=subject))
+        sent = await client.post(EVENTS, json=event("accept-all", subject_id=subject))
+        answered[sent.json()["event_id"]] = sent.json()
         await client.post(EVENTS, json=event("reject-all", subject_id=uuid.uuid4()))
         await seal_now(app)
-    await client.post(EVENTS, json=event("withdraw", subject_id=subject))  # not sealed yet
+    sent = await client.post(EVENTS, json=event("withdraw", subject_id=subject))  # not sealed yet
+    answered[sent.json()["event_id"]] = sent.json()
 
     response = await client.post(
         "/v1/dsr/exports", json={"subject_id": str(subject)}, headers=reader
@@ -84,6 +87,14 @@ async def test_an_export_carries_inclusion_proofs_and_is_signed(
             path,
             bytes.fromhex(seal["root"]),
         )
+
+    # Every event carries the receipt its 201 carried, with the same path to the signed root.
+    for item in document["events"]:
+        given = answered[item["event_id"]]
+        assert item["receipt"]["jws"] == given["receipt"]
+        assert {key: item["receipt"][key] for key in ("leaf_index", "tree_size", "path")} == {
+            key: given["receipt_proof"][key] for key in ("leaf_index", "tree_size", "path")
+        }
 
     # The signature: a JWS whose payload names the SHA-256 of every byte before it.
     jwks = (await client.get("/.well-known/jwks.json")).json()

@@ -23,16 +23,10 @@ from service.ledger.event import IDENTITY_COLUMNS, RECORD_LEAF_COLUMNS
 from service.ledger.sealer import seal_ledger
 from service.state import of as services
 from service.stats.rollup import seal
-from tests.conftest import TEST_KEY
-from tests.factories import api_key, bearer, event, example, published
+from tests.conftest import TEST_KEY, TEST_RECEIPT_KEY
+from tests.factories import event
 
 EVENTS = "/v1/properties/itsailor/consent-events"
-
-
-@pytest.fixture
-async def erase_key(db_url: str) -> dict[str, str]:
-    await published(db_url, example("itsailor"))
-    return bearer(await api_key(db_url, "dsr:erase"))
 
 
 async def send(
@@ -52,7 +46,11 @@ async def seal_now(app: ConsentAPI) -> None:
 
 
 def run(db_url: str, *args: str) -> tuple[int, str]:
-    env = {"CONSENT_DATABASE_URL": db_url, "CONSENT_IP_HASH_SALT": TEST_KEY}
+    env = {
+        "CONSENT_DATABASE_URL": db_url,
+        "CONSENT_IP_HASH_SALT": TEST_KEY,
+        "CONSENT_RECEIPT_KEY": TEST_RECEIPT_KEY,
+    }
     result = CliRunner().invoke(cli, ["ledger", *args], env=env)
     return result.exit_code, result.stdout + result.stderr
 
@@ -161,6 +159,18 @@ async def test_verify_passes_with_erasures_and_names_an_event_a_superuser_rewrot
             "UPDATE consent_events SET leaf = $2 WHERE event_id = $1",
             uuid.UUID(target),
             documented_leaf(row, row["content_sha256"]),
+        )
+        await db.execute("ALTER TABLE consent_events ENABLE TRIGGER consent_events_append_only")
+    # The receipt kept with the event no longer holds its leaf...
+    code, out = await ledger(db_url, "verify", "--since", "2")
+    assert code == 1
+    assert f"event {target} (seq" in out
+    assert "does not hold its leaf" in out
+    # ...and with the event unhooked from its receipt, the seal's root no longer matches.
+    async with db.transaction():
+        await db.execute("ALTER TABLE consent_events DISABLE TRIGGER consent_events_append_only")
+        await db.execute(
+            "UPDATE consent_events SET receipt = NULL WHERE event_id = $1", uuid.UUID(target)
         )
         await db.execute("ALTER TABLE consent_events ENABLE TRIGGER consent_events_append_only")
     code, out = await ledger(db_url, "verify", "--since", "2")

@@ -127,19 +127,29 @@ async def test_a_live_receipt_verifies_two_ways_and_its_path_leads_to_the_signed
     assert not path_leads_to_root(other, with_jwcrypto(jwks, receipt)["root"])
 
 
-async def test_a_retry_gets_a_receipt_of_its_own_leaf(
-    client: httpx.AsyncClient, db_url: str
+async def test_a_retry_gets_the_receipt_its_event_was_stored_with(
+    client: httpx.AsyncClient, db_url: str, db: asyncpg.Connection
 ) -> None:
     await published(db_url, example("itsailor"))
     sent = event("reject-all", subject_id=uuid.uuid4(), event_id=str(uuid.uuid4()))
     first = await client.post(EVENTS, json=sent)
     again = await client.post(EVENTS, json=sent)
     assert (first.status_code, again.status_code) == (201, 200)
+    assert again.json()["receipt"] == first.json()["receipt"]
+    assert again.json()["receipt_proof"] == first.json()["receipt_proof"]
+    # Kept in the same statement as the event: the stored leaves are the tree the JWS signs.
+    stored = await db.fetchrow(
+        "SELECT r.jws, r.leaves FROM consent_events e JOIN ledger_receipts r ON r.id = e.receipt"
+        " WHERE e.event_id = $1",
+        uuid.UUID(sent["event_id"]),
+    )
+    assert stored is not None
+    assert stored["jws"] == first.json()["receipt"]
+    leaves = bytes(stored["leaves"])
     jwks = (await client.get("/.well-known/jwks.json")).json()
-    proof = again.json()["receipt_proof"]
-    assert (proof["tree_size"], proof["leaf_index"], proof["path"]) == (1, 0, [])
-    assert proof["leaf"] == first.json()["receipt_proof"]["leaf"]
-    assert with_jwcrypto(jwks, again.json()["receipt"])["root"] == proof["leaf"]
+    signed = with_jwcrypto(jwks, stored["jws"])
+    tree = [leaves[at : at + 32] for at in range(0, len(leaves), 32)]
+    assert signed["root"] == merkle.root(tree).hex()
 
 
 async def test_a_retired_key_stays_in_the_key_set(db_url: str, tmp_path: Path) -> None:
@@ -161,8 +171,8 @@ async def test_a_retired_key_stays_in_the_key_set(db_url: str, tmp_path: Path) -
 async def test_an_event_is_acknowledged_even_if_its_receipt_cannot_be_signed(
     app: ConsentAPI, client: httpx.AsyncClient, db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The rows are committed before the signature: a failing signer must not fail (or hang)
-    the requests waiting for them."""
+    """A failing signer must not fail (or hang) the requests waiting for their rows: the events
+    are stored without a receipt, and a retry then gets a receipt of its own leaf."""
     await published(db_url, example("itsailor"))
     signer = services(app).writer.receipts
     assert signer is not None
@@ -171,9 +181,16 @@ async def test_an_event_is_acknowledged_even_if_its_receipt_cannot_be_signed(
         raise RuntimeError("no key")
 
     monkeypatch.setattr(signer, "sign_batch", broken)
-    response = await client.post(EVENTS, json=event("accept-all", subject_id=uuid.uuid4()))
+    sent = event("accept-all", subject_id=uuid.uuid4(), event_id=str(uuid.uuid4()))
+    response = await client.post(EVENTS, json=sent)
     assert response.status_code == 201
     assert (response.json()["receipt"], response.json()["receipt_proof"]) == (None, None)
     monkeypatch.undo()
+    retry = await client.post(EVENTS, json=sent)
+    assert retry.status_code == 200
+    proof = retry.json()["receipt_proof"]
+    assert (proof["tree_size"], proof["leaf_index"], proof["path"]) == (1, 0, [])
+    jwks = (await client.get("/.well-known/jwks.json")).json()
+    assert with_jwcrypto(jwks, retry.json()["receipt"])["root"] == proof["leaf"]
     again = await client.post(EVENTS, json=event("accept-all", subject_id=uuid.uuid4()))
     assert again.json()["receipt"] is not None  # the writer lives on

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import asyncpg
 import httpx
 import pytest
@@ -58,6 +60,11 @@ async def test_the_erasure_path_may_only_clear_identifying_columns(db: asyncpg.C
     assert await db.fetchval("SELECT count(*) FROM consent_events WHERE subject_id IS NULL") == 1
     async with db.transaction():
         await db.execute("SET LOCAL consent.erasure = 'on'")
+        # A delete names the audited erasure its tombstones belong to (migration 0012).
+        with pytest.raises(asyncpg.exceptions.InsufficientPrivilegeError, match="audited erasure"):
+            async with db.transaction():
+                await db.execute("DELETE FROM consent_events")
+        await db.execute(f"SET LOCAL consent.erasure_id = '{uuid.uuid4()}'")
         await db.execute("DELETE FROM consent_events")
     assert await db.fetchval("SELECT count(*) FROM consent_events") == 0
 

@@ -1,0 +1,123 @@
+"""What `ledger verify` checks beyond the seals (docs/evidence.md, "Verifying"): every tombstone
+belongs to an audited erasure that accounts for it, and every stored receipt is signed by the
+service over the leaves it holds, one of them each of its events' leaf."""
+
+from __future__ import annotations
+
+import uuid
+
+import asyncpg
+import httpx
+import pytest
+
+from service.core.pipeline import ConsentAPI
+from tests.ledger.test_ledger import ledger, seal_now, send
+
+
+async def erase(client: httpx.AsyncClient, key: dict[str, str], subject: uuid.UUID) -> str:
+    response = await client.post(
+        "/v1/dsr/erasures", json={"subject_id": str(subject), "mode": "delete"}, headers=key
+    )
+    assert response.status_code == 200, response.text
+    return str(response.json()["erasure_id"])
+
+
+async def delete_as_owner(db: asyncpg.Connection, erasure: uuid.UUID, event_id: str) -> None:
+    """The owner's way around the erasure function: the erasure switch set by hand."""
+    async with db.transaction():
+        await db.execute("SET LOCAL consent.erasure = 'on'")
+        await db.execute(f"SET LOCAL consent.erasure_id = '{erasure}'")
+        await db.execute("DELETE FROM consent_events WHERE event_id = $1", uuid.UUID(event_id))
+
+
+async def test_tombstones_name_their_erasure_and_a_delete_outside_one_is_named(
+    app: ConsentAPI,
+    client: httpx.AsyncClient,
+    erase_key: dict[str, str],
+    db: asyncpg.Connection,
+    db_url: str,
+) -> None:
+    erased, kept = uuid.uuid4(), uuid.uuid4()
+    for subject in (erased, kept, erased):
+        await send(client, subject)
+    victim = await send(client, kept)
+    erasure = await erase(client, erase_key, erased)
+    await seal_now(app)
+    named = await db.fetch("SELECT erasure FROM ledger_tombstones")
+    assert [str(row["erasure"]) for row in named] == [erasure, erasure]
+    assert (await ledger(db_url, "verify"))[0] == 0
+
+    # Without naming an erasure, the database refuses the delete outright.
+    async with db.transaction():
+        await db.execute("SET LOCAL consent.erasure = 'on'")
+        with pytest.raises(asyncpg.InsufficientPrivilegeError, match="audited erasure"):
+            async with db.transaction():  # a savepoint
+                await db.execute(
+                    "DELETE FROM consent_events WHERE event_id = $1", uuid.UUID(victim)
+                )
+
+    # Naming a real erasure that deleted fewer events: its audit row does not account for it.
+    await delete_as_owner(db, uuid.UUID(erasure), victim)
+    code, out = await ledger(db_url, "verify")
+    assert code == 1
+    assert f"3 tombstone(s) from seq 1 name erasure {erasure}" in out
+    assert "outside an audited erasure" in out
+
+
+async def test_a_tombstone_naming_no_audited_erasure_is_named(
+    client: httpx.AsyncClient, erase_key: dict[str, str], db: asyncpg.Connection, db_url: str
+) -> None:
+    victim = await send(client, uuid.uuid4())
+    invented = uuid.uuid4()
+    await delete_as_owner(db, invented, victim)
+    code, out = await ledger(db_url, "verify")
+    assert code == 1
+    assert f"name erasure {invented}, which has no audit row" in out
+
+
+async def test_a_stored_receipt_that_does_not_sign_its_leaves_is_named(
+    app: ConsentAPI,
+    client: httpx.AsyncClient,
+    erase_key: dict[str, str],
+    db: asyncpg.Connection,
+    db_url: str,
+) -> None:
+    first = await send(client, uuid.uuid4())
+    second = await send(client, uuid.uuid4())
+    await seal_now(app)
+    code, out = await ledger(db_url, "verify")
+    assert code == 0, out
+    assert "2 receipts" in out
+
+    async def as_superuser(statement: str, *args: object) -> None:
+        async with db.transaction():
+            await db.execute("ALTER TABLE ledger_receipts DISABLE TRIGGER USER")
+            await db.execute("ALTER TABLE consent_events DISABLE TRIGGER USER")
+            await db.execute(statement, *args)
+            await db.execute("ALTER TABLE consent_events ENABLE TRIGGER USER")
+            await db.execute("ALTER TABLE ledger_receipts ENABLE TRIGGER USER")
+
+    receipt = await db.fetchval(
+        "SELECT receipt FROM consent_events WHERE event_id = $1", uuid.UUID(first)
+    )
+    # An event pointed at another batch's receipt: that receipt does not hold its leaf.
+    await as_superuser(
+        "UPDATE consent_events SET receipt = (SELECT receipt FROM consent_events"
+        " WHERE event_id = $2) WHERE event_id = $1",
+        uuid.UUID(first),
+        uuid.UUID(second),
+    )
+    code, out = await ledger(db_url, "verify")
+    assert code == 1
+    assert f"event {first} (seq 1): receipt" in out
+    assert "does not hold its leaf" in out
+    await as_superuser(
+        "UPDATE consent_events SET receipt = $2 WHERE event_id = $1", uuid.UUID(first), receipt
+    )
+    assert (await ledger(db_url, "verify"))[0] == 0
+
+    # A receipt's leaves rewritten: its signature no longer covers them.
+    await as_superuser("UPDATE ledger_receipts SET leaves = sha256(leaves) WHERE id = $1", receipt)
+    code, out = await ledger(db_url, "verify")
+    assert code == 1
+    assert f"receipt {receipt}: it does not sign the root of its 1 stored leaves" in out
