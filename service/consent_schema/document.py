@@ -78,17 +78,58 @@ class CookieEntry(_Strict):
     storage: Storage
 
 
+class DpvPurpose(StrEnum):
+    """W3C DPV 2.1 purposes a cookie category can be: `https://w3id.org/dpv#` + the value
+    (docs/dpv.md)."""
+
+    SERVICE_PROVISION = "ServiceProvision"
+    ENFORCE_SECURITY = "EnforceSecurity"
+    SERVICE_PERSONALISATION = "ServicePersonalisation"
+    USER_INTERFACE_PERSONALISATION = "UserInterfacePersonalisation"
+    SERVICE_USAGE_ANALYTICS = "ServiceUsageAnalytics"
+    MARKETING = "Marketing"
+    ADVERTISING = "Advertising"
+    PERSONALISED_ADVERTISING = "PersonalisedAdvertising"
+    TARGETED_ADVERTISING = "TargetedAdvertising"
+
+
 class Category(_Strict):
     key: str = Field(pattern=CATEGORY_KEY_PATTERN, examples=["analytics"])
     label: str = Field(min_length=1, max_length=200)
     description: str = Field(min_length=1, max_length=4000)
     required: StrictBool = Field(description="Strictly necessary: always on, cannot be refused.")
+    dpv_purpose: DpvPurpose | None = Field(
+        default=None,
+        description="The W3C DPV purpose this category serves, for the DPV export "
+        "(`dpv:` + the value); without it the category is a plain `dpv:Purpose`.",
+    )
     cookies: list[CookieEntry]
 
     @field_validator("cookies")
     @classmethod
     def _unique_cookie_names(cls, cookies: list[CookieEntry]) -> list[CookieEntry]:
         return _unique(cookies, "cookies", "name")
+
+
+class Controller(_Strict):
+    """Who decides why and how the data is processed (GDPR art. 4(7)), as the policy names them:
+    the data controller of the DPV export (docs/dpv.md)."""
+
+    name: str | None = Field(
+        default=None, min_length=1, max_length=300, examples=["Michal Jatczak T/A ITSailor"]
+    )
+    email: str | None = Field(
+        default=None, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", max_length=254,
+        examples=["dsr@itsailor.io"],
+    )  # fmt: skip
+    address: str | None = Field(default=None, min_length=1, max_length=500)
+    contact_url: HttpUrl | None = None
+
+    @model_validator(mode="after")
+    def _named_or_reachable(self) -> Self:
+        if self.name is None and self.email is None and self.contact_url is None:
+            raise ValueError("a controller needs a name, an email or a contact_url")
+        return self
 
 
 SignalHandling = StrictBool | Literal["apply", "record"]
@@ -129,6 +170,11 @@ class ConsentSchemaDocument(_Strict):
         ge=1, le=3650, description="How long a decision stays valid before the banner asks again."
     )
     signals: HonouredSignals
+    controller: Controller | None = Field(
+        default=None,
+        description="The data controller the policy names (name, email, postal address, contact "
+        "page); the DPV export's `hasDataController`.",
+    )
     categories: list[Category] = Field(min_length=1)
     google_consent_mode: dict[GoogleConsentType, str] | None = Field(
         default=None,

@@ -44,6 +44,8 @@ class DsrAction(StrEnum):
 class ExportFormat(StrEnum):
     JSON = "json"
     CSV = "csv"
+    # W3C DPV consent records in JSON-LD, after ISO/IEC TS 27560 (docs/dpv.md).
+    DPV = "dpv"
 
 
 class ErasureMode(StrEnum):

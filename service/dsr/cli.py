@@ -94,12 +94,15 @@ def dsr_export(
     property_name: PropertyOption = None,
     since: SinceOption = None,
     until: UntilOption = None,
-    export_format: Annotated[str, typer.Option("--format", help="json or csv.")] = "json",
+    export_format: Annotated[
+        str, typer.Option("--format", help="json, csv or dpv (JSON-LD).")
+    ] = "json",
     output: Annotated[
         Path | None, typer.Option("-o", "--output", help="Write here instead of stdout.")
     ] = None,
 ) -> None:
-    """Export the complete history (JSON evidence or CSV), with a progress bar for files."""
+    """Export the complete history (JSON evidence, CSV, or DPV consent records in JSON-LD), with
+    a progress bar for files."""
     from service.consent_schema.service import SchemaCatalog
     from service.core.db import create_sessionmaker
     from service.dsr.bodies import ExportRequest

@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from service import __version__
 from service.consent_schema.service import SchemaCatalog
 from service.core.hashing import Hasher
+from service.dsr import dpv
 from service.dsr.bodies import ExportFormat, identifier_of
 from service.dsr.service import ExportPlan, export_chunks, searched_hashes
 from service.ledger.bodies import ConsentRecord
@@ -109,9 +110,14 @@ async def stream_export(
         return
     signed = hashlib.sha256()
     length = 0
-    async for data in _json(
-        events, catalog, plan, hasher, versions, seals, exported_at, request_id, progress
-    ):
+    body = (
+        dpv.document(events, catalog, versions, progress)
+        if export_format is ExportFormat.DPV
+        else _json(
+            events, catalog, plan, hasher, versions, seals, exported_at, request_id, progress
+        )
+    )
+    async for data in body:
         signed.update(data)
         length += len(data)
         yield data

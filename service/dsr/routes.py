@@ -81,14 +81,21 @@ async def dsr_history(
     return HistoryPage(items=items, next_cursor=next_cursor)
 
 
+EXPORT_FILES = {
+    ExportFormat.JSON: ("json", "application/json"),
+    ExportFormat.CSV: ("csv", "text/csv; charset=utf-8"),
+    ExportFormat.DPV: ("jsonld", "application/ld+json"),
+}
+
+
 @router.post(
     "/exports",
-    summary="Export a person's complete history (JSON evidence or CSV), streamed",
+    summary="Export a person's complete history (JSON evidence, CSV or DPV JSON-LD), streamed",
     response_class=StreamingResponse,
     responses={
         200: {
             "description": "The export",
-            "content": {"application/json": {}, "text/csv": {}},
+            "content": {"application/json": {}, "text/csv": {}, "application/ld+json": {}},
         },
         **problem_responses(*BODY_ERRORS),
     },
@@ -108,11 +115,7 @@ async def dsr_export(
     await known_property(session, body.property)
     plan = await plan_export(session, hasher, body, actor=principal.key_id)
     await session.commit()  # audited before a byte is sent
-    extension, media_type = (
-        ("csv", "text/csv; charset=utf-8")
-        if body.format is ExportFormat.CSV
-        else ("json", "application/json")
-    )
+    extension, media_type = EXPORT_FILES[body.format]
     stream = stream_export(
         engine,
         catalog,
