@@ -1,5 +1,6 @@
 """The HTTP/1.1 server protocol: uvicorn's httptools protocol, with a cap on the request head and
-problem documents for what the server itself refuses.
+problem documents for what the server itself refuses, and a response's head and body sent in
+one write.
 
 httptools has no limit of its own on a request line and headers: a client could send megabytes of
 header before the app sees anything, and they would be held in memory (a 30 MB header was
@@ -7,10 +8,17 @@ answered 200). Here a head past MAX_HEAD_BYTES is answered 431 and the connectio
 the app is called (the head held is at most that plus one read). uvicorn's own "Invalid HTTP
 request" 400 is sent as problem+json, like every other error. The count costs an addition per
 header.
+
+uvicorn writes a response's head (at `http.response.start`) and its body (at
+`http.response.body`) with two `transport.write` calls: two `send` system calls and two TCP
+segments per response, about a tenth of a worker's CPU per consent event. `OneWrite` holds the
+head until the body's first write and sends both together (docs/architecture.md, "One write per
+response").
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import orjson
@@ -52,6 +60,38 @@ class HeadTooLarge(Exception):
     pass
 
 
+class OneWrite:
+    """A response cycle's view of the connection: its head is held until the first body write,
+    then both leave in one write. A `100 Continue` interim response and everything after the
+    first body write pass straight through; closing sends what is held first. A response to
+    HEAD (no body write follows) is not held."""
+
+    __slots__ = ("_held", "_transport")
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self._transport = transport
+        self._held: bytes | None = None
+
+    def write(self, data: bytes) -> None:
+        held = self._held
+        if held is not None:
+            self._held = None
+            self._transport.write(held + data)
+        elif data.startswith(b"HTTP/1.1 ") and not data.startswith(b"HTTP/1.1 1"):
+            self._held = data
+        else:
+            self._transport.write(data)
+
+    def close(self) -> None:
+        if self._held is not None:
+            self._transport.write(self._held)
+            self._held = None
+        self._transport.close()
+
+    def __getattr__(self, name: str) -> Any:  # is_closing, get_extra_info…
+        return getattr(self._transport, name)
+
+
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
     """Counts a request's head twice: exactly, from the request line and each header as the
     parser completes them; and roughly, by the bytes read while the head is still incomplete
@@ -81,7 +121,11 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._in_head = False
+        previous = self.cycle
         super().on_headers_complete()
+        cycle = self.cycle
+        if cycle is not previous and cycle is not None and self.scope["method"] != "HEAD":
+            cycle.transport = OneWrite(self.transport)  # type: ignore[assignment]
 
     def _count(self, size: int) -> None:
         self._head_bytes += size

@@ -16,6 +16,7 @@ anonymised event is still recomputed from what remains, so its choices stay prot
 from __future__ import annotations
 
 import hashlib
+import operator
 import os
 import uuid
 from collections.abc import Mapping
@@ -58,10 +59,21 @@ def leaf_data(columns: Mapping[str, Any], content_hash: str, identity: bytes) ->
     return _canonical(document)
 
 
+_IDENTITY = operator.attrgetter(*IDENTITY_COLUMNS)
+_RECORD = operator.attrgetter(*RECORD_LEAF_COLUMNS)
+
+
 def attach_leaf(event: NewEvent, content_hash: str) -> NewEvent:
-    """Give `event` its salt, identity and leaf (every path that stores an event calls this)."""
-    event.salt = os.urandom(SALT_BYTES)
-    columns = {name: getattr(event, name) for name in (*IDENTITY_COLUMNS, *RECORD_LEAF_COLUMNS)}
-    event.identity = identity_digest(columns, event.salt)
-    event.leaf = leaf_hash(leaf_data(columns, content_hash, event.identity))
+    """Give `event` its salt, identity and leaf (every path that stores an event calls this).
+    The documents are identity_digest's and leaf_data's, built straight from the event (this runs
+    on every request; tests/ledger/test_ledger.py recomputes both the documented way)."""
+    salt = event.salt = os.urandom(SALT_BYTES)
+    document = dict(zip(IDENTITY_COLUMNS, _IDENTITY(event), strict=True))
+    document["salt"] = salt.hex()
+    identity = event.identity = hashlib.sha256(_canonical(document)).digest()
+    document = dict(zip(RECORD_LEAF_COLUMNS, _RECORD(event), strict=True))
+    document["content_hash"] = content_hash
+    document["identity"] = identity.hex()
+    document["v"] = LEAF_VERSION
+    event.leaf = leaf_hash(_canonical(document))
     return event

@@ -1,11 +1,13 @@
 """The server protocol `serve` runs: a request head past the cap is 431 and malformed HTTP is 400,
-both as problem+json, before the app does any work; ordinary requests pass untouched."""
+both as problem+json, before the app does any work; ordinary requests pass untouched, each
+response in one write."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 import uvicorn
@@ -14,11 +16,33 @@ from service.app import create_app
 from service.core.config import Settings
 from service.core.http_server import MAX_HEAD_BYTES, BoundedHttpToolsProtocol
 
+WRITES: list[bytes] = []
+
+
+class Spy:
+    """The connection's transport, recording every write."""
+
+    def __init__(self, transport: Any) -> None:
+        self._transport = transport
+
+    def write(self, data: bytes) -> None:
+        WRITES.append(data)
+        self._transport.write(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
+class SpiedProtocol(BoundedHttpToolsProtocol):
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(transport)
+        self.transport = Spy(self.transport)
+
 
 @pytest.fixture
 async def port(settings: Settings) -> AsyncIterator[int]:
     config = uvicorn.Config(
-        create_app(settings), host="127.0.0.1", port=0, http=BoundedHttpToolsProtocol,
+        create_app(settings), host="127.0.0.1", port=0, http=SpiedProtocol,
         log_config=None, access_log=False, lifespan="on",
     )  # fmt: skip
     server = uvicorn.Server(config)
@@ -82,3 +106,40 @@ async def test_malformed_http_is_400_problem(port: int) -> None:
     assert status == 400
     assert headers["content-type"] == "application/problem+json"
     assert json.loads(body)["title"] == "Bad request"
+
+
+async def test_a_response_leaves_in_one_write(port: int) -> None:
+    """Head and body together (one send, one TCP segment); a HEAD response and a 100 Continue
+    are not held back."""
+    WRITES.clear()
+    status, _, body = await exchange(
+        port, b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+    )
+    assert (status, json.loads(body)) == (200, {"status": "ok"})
+    [written] = WRITES
+    assert written.startswith(b"HTTP/1.1 200 ")
+    assert written.endswith(b'{"status":"ok"}')
+
+    WRITES.clear()
+    status, _, body = await exchange(
+        port, b"HEAD /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+    )
+    assert (status, body) == (405, b"")  # answered, head only
+    assert len(WRITES) == 1
+
+    WRITES.clear()
+    request = (
+        b"POST /v1/properties/itsailor/consent-events HTTP/1.1\r\nHost: t\r\n"
+        b"Content-Type: application/json\r\nContent-Length: 2\r\nExpect: 100-continue\r\n"
+        b"Connection: close\r\n\r\n"
+    )
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(request)
+    interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=10)
+    assert interim.startswith(b"HTTP/1.1 100 Continue")  # before the body was sent
+    writer.write(b"{}")
+    final = await asyncio.wait_for(reader.read(), timeout=10)
+    writer.close()
+    assert final.startswith(b"HTTP/1.1 4")
+    assert WRITES[0].startswith(b"HTTP/1.1 100 Continue")
+    assert len(WRITES) == 2
