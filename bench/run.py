@@ -299,6 +299,15 @@ async def stored_ids(db_url: str) -> set[str]:
         await connection.close()
 
 
+async def group_commits(db_url: str) -> int:
+    """Group commits so far: each stores one signed receipt (docs/evidence.md, "Receipts")."""
+    connection = await asyncpg.connect(db_url)
+    try:
+        return int(await connection.fetchval("SELECT count(*) FROM ledger_receipts"))
+    finally:
+        await connection.close()
+
+
 async def reset_events(db_url: str) -> None:
     """Empty the event table between runs (the bench's own database: TRUNCATE is refused by the
     append-only trigger, so the trigger is bypassed for this session only)."""
@@ -349,6 +358,7 @@ def ingest(
         )  # warm-up
         time.sleep(2)  # let the warm-up's last requests (wrk stops without reading them) finish
         asyncio.run(reset_events(db_url))
+        commits_before = asyncio.run(group_commits(db_url))
         profilers = []
         if args.profile:
             # Sampled while the measured run goes: where the time goes, as collapsed stacks.
@@ -378,6 +388,8 @@ def ingest(
             profiler.wait(30)
         run["rss_mb"] = server.rss_mb()
     stored = asyncio.run(stored_ids(db_url))
+    commits = asyncio.run(group_commits(db_url)) - commits_before
+    run["events_per_commit"] = round(len(stored) / commits, 1) if commits else None
     run["acknowledged"] = len(acked)
     run["stored"] = len(stored)
     run["lost"] = len(acked - stored)
@@ -406,6 +418,7 @@ def print_ingest(result: dict[str, Any]) -> None:
     print(
         f"  acknowledged {s['acknowledged']}, stored {s['stored']}, lost {s['lost']}, stored but not acknowledged {s['unacknowledged_stored']}"
     )
+    print(f"  events per group commit: {s['events_per_commit']}")
 
 
 # --- main ---------------------------------------------------------------------------------------

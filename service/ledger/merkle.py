@@ -17,6 +17,14 @@ from collections.abc import Sequence
 EMPTY_ROOT = hashlib.sha256(b"").digest()
 
 
+HASH_BYTES = 32
+
+
+def split(concatenated: bytes) -> list[bytes]:
+    """Hashes stored one after another (a receipt's leaves, a seal's) as a list."""
+    return [concatenated[at : at + HASH_BYTES] for at in range(0, len(concatenated), HASH_BYTES)]
+
+
 def leaf_hash(data: bytes) -> bytes:
     return hashlib.sha256(b"\x00" + data).digest()
 
@@ -65,7 +73,13 @@ def path(leaves: Sequence[bytes], index: int) -> list[bytes]:
 
 
 def paths(leaves: Sequence[bytes]) -> list[list[bytes]]:
-    """Every leaf's inclusion path, sharing the subtree hashes (a batch's receipts)."""
+    """Every leaf's inclusion path, sharing the subtree hashes."""
+    return root_and_paths(leaves)[1]
+
+
+def root_and_paths(leaves: Sequence[bytes]) -> tuple[bytes, list[list[bytes]]]:
+    """The root and every leaf's inclusion path, each subtree hashed once (a batch's
+    receipts)."""
     found: list[list[bytes]] = [[] for _ in leaves]
 
     def walk(lo: int, hi: int) -> bytes:
@@ -79,9 +93,9 @@ def paths(leaves: Sequence[bytes]) -> list[list[bytes]]:
             found[i].append(left)
         return node_hash(left, right)
 
-    if leaves:
-        walk(0, len(leaves))
-    return found
+    if not leaves:
+        return EMPTY_ROOT, found
+    return walk(0, len(leaves)), found
 
 
 def verify(

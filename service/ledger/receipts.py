@@ -120,8 +120,8 @@ class ReceiptSigner:
     def sign_batch(self, leaves: list[bytes], salts: list[bytes]) -> tuple[str, list[Proof]]:
         """One receipt for the whole batch, and each event's proof (in the batch's order)."""
         size = len(leaves)
-        receipt = self.sign_root(merkle.root(leaves), size)
-        paths = merkle.paths(leaves)
+        root, paths = merkle.root_and_paths(leaves)
+        receipt = self.sign_root(root, size)
         return receipt, [
             Proof(leaf, index, size, paths[index], salt)
             for index, (leaf, salt) in enumerate(zip(leaves, salts, strict=True))

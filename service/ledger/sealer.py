@@ -42,6 +42,20 @@ LEAVES = text(
 )
 
 
+# The same leaves, in the same order, as one value: PostgreSQL concatenates them, and the sealer
+# splits them, rather than decoding a row per event.
+CONCATENATED_LEAVES = text(
+    """
+    SELECT coalesce(string_agg(leaf, ''::bytea ORDER BY seq), ''::bytea) FROM (
+        SELECT seq, leaf FROM consent_events
+        WHERE seq > :after AND seq <= :upto AND leaf IS NOT NULL
+        UNION ALL
+        SELECT seq, leaf FROM ledger_tombstones WHERE seq > :after AND seq <= :upto
+    ) AS ledger
+    """
+)
+
+
 @dataclass(frozen=True, slots=True)
 class Seal:
     id: int
@@ -127,10 +141,9 @@ async def seal_ledger(engine: AsyncEngine, *, max_leaves: int = MAX_LEAVES) -> i
             if sealed <= last.last_seq:
                 return total
             upto = min(sealed, last.last_seq + max_leaves)
-            leaves = [
-                bytes(row.leaf)
-                for row in await connection.execute(LEAVES, {"after": last.last_seq, "upto": upto})
-            ]
+            leaves = merkle.split(
+                await connection.scalar(CONCATENATED_LEAVES, {"after": last.last_seq, "upto": upto})
+            )
             now = datetime.now(UTC)
             new = Seal(
                 id=last.id + 1,

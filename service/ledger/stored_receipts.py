@@ -19,13 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from service.ledger import merkle
 from service.ledger.receipts import Proof, b64url_decode
 
-LEAF_BYTES = 32
-
 RECEIPT = text("SELECT jws, leaves FROM ledger_receipts WHERE id = :id")
-
-
-def split(leaves: bytes) -> list[bytes]:
-    return [leaves[at : at + LEAF_BYTES] for at in range(0, len(leaves), LEAF_BYTES)]
 
 
 class StoredReceipts:
@@ -45,7 +39,7 @@ class StoredReceipts:
             row = (await self._connection.execute(RECEIPT, {"id": receipt})).one_or_none()
             if row is None:
                 return None
-            self._found[receipt] = (row.jws, split(bytes(row.leaves)))
+            self._found[receipt] = (row.jws, merkle.split(bytes(row.leaves)))
         jws, leaves = self._found[receipt]
         if leaf not in leaves:
             return None
@@ -83,7 +77,7 @@ def check_receipt(jws: str, leaves: bytes, keys: dict[str, Ed25519PublicKey]) ->
         raise ReceiptMismatch(f"it names a key the service does not hold ({exc})") from None
     except (ValueError, InvalidSignature) as exc:
         raise ReceiptMismatch(f"its signature does not verify ({type(exc).__name__})") from None
-    tree = split(leaves)
+    tree = merkle.split(leaves)
     if payload.get("tree_size") != len(tree) or payload.get("root") != merkle.root(tree).hex():
         raise ReceiptMismatch(f"it does not sign the root of its {len(tree)} stored leaves")
 
