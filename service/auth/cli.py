@@ -24,7 +24,7 @@ def keys_create(
         str,
         typer.Option(
             help="Comma-separated: dsr:read, dsr:erase, dsr:withdraw, schemas:write, "
-            "audit:read, metrics:read.",
+            "audit:read, metrics:read, stats:read.",
         ),
     ],
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,

@@ -427,6 +427,13 @@ async def test_a_privacy_officer_finds_exports_and_erases_a_person(
     rows = list(csv.DictReader(io.StringIO(await download_text(download))))
     assert [row["event_id"] for row in rows] == ids
     assert rows[0]["gpc"] == "true"
+    async with page.expect_download() as dpv_download:
+        await page.locator("#export-dpv").click()
+    download = await dpv_download.value
+    assert download.suggested_filename.endswith(".jsonld")
+    graph = json.loads(await download_text(download))["@graph"]
+    records = [node["@id"] for node in graph if node["@type"] == "dpv:ConsentRecord"]
+    assert records == [f"urn:uuid:{event_id}" for event_id in ids]
 
     # Per property: the versions, one opened, a diff of two.
     await page.locator('#nav a[data-route="properties"]').click()

@@ -140,6 +140,7 @@ function renderResults() {
       h('div', {class: 'toolbar'},
         h('button', {type: 'button', class: 'btn', id: 'export-json', disabled: !events.length, onclick: () => exportAs('json')}, 'Export JSON'),
         h('button', {type: 'button', class: 'btn', id: 'export-csv', disabled: !events.length, onclick: () => exportAs('csv')}, 'Export CSV'),
+        h('button', {type: 'button', class: 'btn', id: 'export-dpv', disabled: !events.length, title: 'W3C DPV consent records (JSON-LD)', onclick: () => exportAs('dpv')}, 'Export DPV'),
         h('button', {type: 'button', class: 'btn btn-danger-outline', id: 'erase-open', disabled: !events.length, onclick: openErase}, 'Erase…'))),
     facts(describeQuery(state.query), 'facts facts-inline'),
     events.length
@@ -160,7 +161,8 @@ async function exportAs(format) {
     const response = await exportResponse(format);
     const blob = await response.blob();
     const scope = state.query.property || 'all-properties';
-    saveBlob(blob, `dsr-export-${scope}-${utcDay()}.${format}`);
+    const extension = format === 'dpv' ? 'jsonld' : format;
+    saveBlob(blob, `dsr-export-${scope}-${utcDay()}.${extension}`);
     const count = response.headers.get('X-Event-Count');
     showStatus(`Export (${format.toUpperCase()}${count ? `, ${count} events` : ''}) downloaded.`);
   } catch (error) {
