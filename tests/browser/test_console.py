@@ -550,7 +550,7 @@ async def test_a_privacy_officer_finds_exports_and_erases_a_person(
     assert await entries.count() == 1
     await page.locator("#audit-action").select_option("export")
     actions = await entries.evaluate_all("(rows) => rows.map((row) => row.dataset.action)")
-    assert actions == ["export"] * 2  # the JSON and the CSV download
+    assert actions == ["export"] * 3  # the JSON, CSV and DPV downloads
     await page.locator("#audit-action").select_option("")
     await page.locator("#audit-reference").fill("0042")
     assert await entries.count() == 1

@@ -36,7 +36,7 @@ class Spy:
 class SpiedProtocol(BoundedHttpToolsProtocol):
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
-        self.transport = Spy(self.transport)
+        self.transport = Spy(self.transport)  # type: ignore[assignment]
 
 
 @pytest.fixture
