@@ -25,6 +25,7 @@ from service.state import of as services
 from service.stats.rollup import seal
 from tests.conftest import TEST_KEY, TEST_RECEIPT_KEY
 from tests.factories import event
+from tests.ledger.tampering import as_superuser
 
 EVENTS = "/v1/properties/itsailor/consent-events"
 
@@ -134,13 +135,11 @@ async def test_verify_passes_with_erasures_and_names_an_event_a_superuser_rewrot
     assert "1 not sealed yet" in out
 
     # A superuser rewrites a decision, around the append-only trigger.
-    async with db.transaction():
-        await db.execute("ALTER TABLE consent_events DISABLE TRIGGER consent_events_append_only")
-        await db.execute(
-            "UPDATE consent_events SET event_type = 'accept-all' WHERE event_id = $1",
-            uuid.UUID(target),
-        )
-        await db.execute("ALTER TABLE consent_events ENABLE TRIGGER consent_events_append_only")
+    await as_superuser(
+        db,
+        "UPDATE consent_events SET event_type = 'accept-all' WHERE event_id = $1",
+        uuid.UUID(target),
+    )
     code, out = await ledger(db_url, "verify")
     assert code == 1
     assert f"event {target} (seq" in out
@@ -153,26 +152,21 @@ async def test_verify_passes_with_erasures_and_names_an_event_a_superuser_rewrot
         uuid.UUID(target),
     )
     assert row is not None
-    async with db.transaction():
-        await db.execute("ALTER TABLE consent_events DISABLE TRIGGER consent_events_append_only")
-        await db.execute(
-            "UPDATE consent_events SET leaf = $2 WHERE event_id = $1",
-            uuid.UUID(target),
-            documented_leaf(row, row["content_sha256"]),
-        )
-        await db.execute("ALTER TABLE consent_events ENABLE TRIGGER consent_events_append_only")
+    await as_superuser(
+        db,
+        "UPDATE consent_events SET leaf = $2 WHERE event_id = $1",
+        uuid.UUID(target),
+        documented_leaf(row, row["content_sha256"]),
+    )
     # The receipt kept with the event no longer holds its leaf...
     code, out = await ledger(db_url, "verify", "--since", "2")
     assert code == 1
     assert f"event {target} (seq" in out
     assert "does not hold its leaf" in out
     # ...and with the event unhooked from its receipt, the seal's root no longer matches.
-    async with db.transaction():
-        await db.execute("ALTER TABLE consent_events DISABLE TRIGGER consent_events_append_only")
-        await db.execute(
-            "UPDATE consent_events SET receipt = NULL WHERE event_id = $1", uuid.UUID(target)
-        )
-        await db.execute("ALTER TABLE consent_events ENABLE TRIGGER consent_events_append_only")
+    await as_superuser(
+        db, "UPDATE consent_events SET receipt = NULL WHERE event_id = $1", uuid.UUID(target)
+    )
     code, out = await ledger(db_url, "verify", "--since", "2")
     assert code == 1
     assert "seal 2: its root does not match" in out
@@ -197,20 +191,16 @@ async def test_verify_head_catches_seals_removed_from_the_end(
     assert json.loads(heads[-1].read_text())["seal"] == 3
     assert (await ledger(db_url, "verify", "--head", str(heads[-1])))[0] == 0
 
-    async with db.transaction():
-        await db.execute("ALTER TABLE ledger_seals DISABLE TRIGGER USER")
-        await db.execute("DELETE FROM ledger_seals WHERE id >= 2")
-        await db.execute("ALTER TABLE ledger_seals ENABLE TRIGGER USER")
+    await as_superuser(db, "DELETE FROM ledger_seals WHERE id >= 2", tables=("ledger_seals",))
     code, out = await ledger(db_url, "verify", "--head", str(heads[-1]))
     assert code == 1
     assert "no longer holds seal 3 published earlier" in out
     assert (await ledger(db_url, "verify", "--head", str(heads[0])))[0] == 0
 
     # A seal rewritten in place: its hash no longer matches its fields.
-    async with db.transaction():
-        await db.execute("ALTER TABLE ledger_seals DISABLE TRIGGER USER")
-        await db.execute("UPDATE ledger_seals SET tree_size = 2 WHERE id = 1")
-        await db.execute("ALTER TABLE ledger_seals ENABLE TRIGGER USER")
+    await as_superuser(
+        db, "UPDATE ledger_seals SET tree_size = 2 WHERE id = 1", tables=("ledger_seals",)
+    )
     code, out = await ledger(db_url, "verify")
     assert code == 1
     assert "seal 1: its hash does not match its fields" in out
@@ -261,28 +251,21 @@ async def test_an_anonymised_event_stays_protected_and_a_cleared_salt_is_no_disg
     await seal_now(app)
     assert (await ledger(db_url, "verify"))[0] == 0
 
-    async def as_superuser(statement: str, *args: object) -> None:
-        async with db.transaction():
-            await db.execute(
-                "ALTER TABLE consent_events DISABLE TRIGGER consent_events_append_only"
-            )
-            await db.execute(statement, *args)
-            await db.execute("ALTER TABLE consent_events ENABLE TRIGGER consent_events_append_only")
-
     # The anonymised event's decision, rewritten: its leaf is recomputed from what remains.
     await as_superuser(
-        "UPDATE consent_events SET event_type = 'reject-all' WHERE anonymised_at IS NOT NULL"
+        db, "UPDATE consent_events SET event_type = 'reject-all' WHERE anonymised_at IS NOT NULL"
     )
     code, out = await ledger(db_url, "verify")
     assert code == 1
     assert "does not match its leaf" in out
     await as_superuser(
-        "UPDATE consent_events SET event_type = 'accept-all' WHERE anonymised_at IS NOT NULL"
+        db, "UPDATE consent_events SET event_type = 'accept-all' WHERE anonymised_at IS NOT NULL"
     )
     assert (await ledger(db_url, "verify"))[0] == 0
 
     # Clearing a salt to pass a rewritten event off as anonymised.
     await as_superuser(
+        db,
         "UPDATE consent_events SET event_type = 'reject-all', salt = NULL WHERE event_id = $1",
         uuid.UUID(target),
     )

@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from service.core.pipeline import ConsentAPI
+from tests.ledger.tampering import as_superuser
 from tests.ledger.test_ledger import ledger, seal_now, send
 
 
@@ -89,19 +90,12 @@ async def test_a_stored_receipt_that_does_not_sign_its_leaves_is_named(
     assert code == 0, out
     assert "2 receipts" in out
 
-    async def as_superuser(statement: str, *args: object) -> None:
-        async with db.transaction():
-            await db.execute("ALTER TABLE ledger_receipts DISABLE TRIGGER USER")
-            await db.execute("ALTER TABLE consent_events DISABLE TRIGGER USER")
-            await db.execute(statement, *args)
-            await db.execute("ALTER TABLE consent_events ENABLE TRIGGER USER")
-            await db.execute("ALTER TABLE ledger_receipts ENABLE TRIGGER USER")
-
     receipt = await db.fetchval(
         "SELECT receipt FROM consent_events WHERE event_id = $1", uuid.UUID(first)
     )
     # An event pointed at another batch's receipt: that receipt does not hold its leaf.
     await as_superuser(
+        db,
         "UPDATE consent_events SET receipt = (SELECT receipt FROM consent_events"
         " WHERE event_id = $2) WHERE event_id = $1",
         uuid.UUID(first),
@@ -112,12 +106,17 @@ async def test_a_stored_receipt_that_does_not_sign_its_leaves_is_named(
     assert f"event {first} (seq 1): receipt" in out
     assert "does not hold its leaf" in out
     await as_superuser(
-        "UPDATE consent_events SET receipt = $2 WHERE event_id = $1", uuid.UUID(first), receipt
+        db, "UPDATE consent_events SET receipt = $2 WHERE event_id = $1", uuid.UUID(first), receipt
     )
     assert (await ledger(db_url, "verify"))[0] == 0
 
     # A receipt's leaves rewritten: its signature no longer covers them.
-    await as_superuser("UPDATE ledger_receipts SET leaves = sha256(leaves) WHERE id = $1", receipt)
+    await as_superuser(
+        db,
+        "UPDATE ledger_receipts SET leaves = sha256(leaves) WHERE id = $1",
+        receipt,
+        tables=("ledger_receipts",),
+    )
     code, out = await ledger(db_url, "verify")
     assert code == 1
     assert f"receipt {receipt}: it does not sign the root of its 1 stored leaves" in out
