@@ -26,6 +26,7 @@ from service.core.resources import CHECKOUT, in_checkout
 from service.dsr.cli import dsr_app
 from service.dsr.journal_cli import backup_app
 from service.ledger.cli import ledger_app
+from service.retention.cli import retention_app
 from service.stats.cli import stats
 
 app = typer.Typer(
@@ -61,6 +62,7 @@ app.add_typer(schema_app, name="schema")
 app.add_typer(dsr_app, name="dsr")
 app.add_typer(backup_app, name="backup")
 app.add_typer(ledger_app, name="ledger")
+app.add_typer(retention_app, name="retention")
 app.command("stats")(stats)
 
 log = get_logger("service.cli")

@@ -132,6 +132,31 @@ class Controller(_Strict):
         return self
 
 
+# How long a claim about consent can be brought, when no retention is given: kept past the time
+# a record is relied on (docs/retention.md). An assumption to replace with your counsel's figure.
+LIMITATION_DAYS = 3 * 365
+
+
+class Retention(_Strict):
+    """How long this property's events are kept (GDPR art. 5(1)(e); docs/retention.md)."""
+
+    superseded_days: StrictInt = Field(
+        default=LIMITATION_DAYS,
+        ge=1,
+        le=36500,
+        description="Days a decision is kept after a later decision of the same subject replaced "
+        "it (with the re-prompts after it).",
+    )
+    current_days: StrictInt | None = Field(
+        default=None,
+        ge=1,
+        le=36500,
+        description="Days a subject's latest decision (and the re-prompts after it) is kept after "
+        "it was recorded; default consent_ttl_days + superseded_days: relied on until it lapses, "
+        "then kept as long as a claim can be brought.",
+    )
+
+
 SignalHandling = StrictBool | Literal["apply", "record"]
 _SIGNAL_HANDLING = (
     "`false`: ignored. `apply` (or `true`): every optional category is off while the signal is "
@@ -174,6 +199,12 @@ class ConsentSchemaDocument(_Strict):
         default=None,
         description="The data controller the policy names (name, email, postal address, contact "
         "page); the DPV export's `hasDataController`.",
+    )
+    retention: Retention | None = Field(
+        default=None,
+        description="How long events are kept; `consent-service retention purge` deletes what is "
+        "past it (docs/retention.md). Without it: 3 years after a decision is replaced, and "
+        "consent_ttl_days + 3 years after the latest one.",
     )
     categories: list[Category] = Field(min_length=1)
     google_consent_mode: dict[GoogleConsentType, str] | None = Field(

@@ -39,6 +39,9 @@ class DsrAction(StrEnum):
     # An erasure of another copy of the database applied to this one after a restore
     # (`reference`: that erasure's id; docs/backup.md).
     ERASURE_REAPPLIED = "erasure-reapplied"
+    # A run of `consent-service retention purge`: no identifier; `until` is its as-of time
+    # (docs/retention.md).
+    RETENTION_PURGE = "retention-purge"
 
 
 class ExportFormat(StrEnum):
@@ -197,8 +200,12 @@ class AuditEntry(BaseModel):
     id: uuid.UUID
     action: DsrAction
     actor: str = Field(description="The API key id, or `cli`.")
-    identifier_type: IdentifierType
-    identifier_hash: str = Field(description="Keyed hash of the identifier (never the identifier).")
+    identifier_type: IdentifierType | None = Field(
+        description="Null for a retention purge, which names no one."
+    )
+    identifier_hash: str | None = Field(
+        description="Keyed hash of the identifier (never the identifier); null for a purge."
+    )
     hash_key_id: str
     property: str | None
     since: datetime | None

@@ -21,8 +21,9 @@ class DsrAuditRow(Base):
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), unique=True)
     action: Mapped[str] = mapped_column(Text)
     actor: Mapped[str] = mapped_column(Text)
-    identifier_type: Mapped[str] = mapped_column(Text)
-    identifier_hash: Mapped[str] = mapped_column(String(64))
+    # NULL only for a retention purge, which names no one (migration 0013).
+    identifier_type: Mapped[str | None] = mapped_column(Text)
+    identifier_hash: Mapped[str | None] = mapped_column(String(64))
     hash_key_id: Mapped[str] = mapped_column(String(32))
     property: Mapped[str | None] = mapped_column(Text)
     since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -58,15 +58,16 @@ UNRECEIPTED = text(
     ORDER BY e.seq LIMIT 1
     """
 )
-# Erasures whose tombstones their audit row does not account for: no such erasure, not a deleting
-# one, or more tombstones than it deleted (events stored before the ledger leave none).
+# Erasures (and retention purges) whose tombstones their audit row does not account for: no such
+# erasure, not a deleting one, or more tombstones than it deleted (events stored before the ledger
+# leave none).
 UNAUDITED = text(
     """
     SELECT t.erasure, count(*) AS tombstones, min(t.seq) AS seq, a.action, a.mode, a.deleted
     FROM ledger_tombstones t LEFT JOIN dsr_audit a ON a.id = t.erasure
     WHERE t.erasure IS NOT NULL
     GROUP BY t.erasure, a.action, a.mode, a.deleted
-    HAVING a.action IS NULL OR a.action NOT IN ('erasure', 'erasure-reapplied')
+    HAVING a.action IS NULL OR a.action NOT IN ('erasure', 'erasure-reapplied', 'retention-purge')
         OR a.mode IS DISTINCT FROM 'delete' OR count(*) > a.deleted
     ORDER BY min(t.seq) LIMIT 1
     """

@@ -95,8 +95,10 @@ function row(entry) {
     h('time', {datetime: entry.created_at, text: formatTime(entry.created_at)}),
     h('span', {class: `badge badge-action action-${entry.action}`, text: entry.action}),
     h('span', {class: 'mono', text: entry.actor}),
-    h('span', {}, h('span', {text: entry.identifier_type}), h('br'),
-      h('span', {class: 'mono muted', title: `keyed hash ${entry.identifier_hash} (key ${entry.hash_key_id})`, text: `${entry.identifier_hash.slice(0, 10)}…`})),
+    entry.identifier_type
+      ? h('span', {}, h('span', {text: entry.identifier_type}), h('br'),
+        h('span', {class: 'mono muted', title: `keyed hash ${entry.identifier_hash} (key ${entry.hash_key_id})`, text: `${entry.identifier_hash.slice(0, 10)}…`}))
+      : h('span', {class: 'muted', text: 'no one (retention purge)'}),
     h('span', {}, h('span', {text: entry.property || 'every property'}), h('br'), h('span', {class: 'muted', text: rangeText(entry)})),
     h('span', {text: entry.mode || '—'}),
     h('span', {class: 'break', text: entry.reference || '—'}),

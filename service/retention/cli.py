@@ -1,0 +1,66 @@
+"""`consent-service retention purge`: delete what is past retention (docs/retention.md)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import typer
+from sqlalchemy.exc import ProgrammingError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from service.core.cli_support import fail, load_settings, parse_moment, print_json, with_engine
+
+retention_app = typer.Typer(
+    rich_markup_mode=None,
+    help="Retention: delete the events past their property's retention (docs/retention.md).",
+    no_args_is_help=True,
+)
+
+
+@retention_app.command("purge")
+def retention_purge(
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Count what is due and audit the run; delete nothing.")
+    ] = False,
+    as_of: Annotated[
+        str | None,
+        typer.Option(
+            help="Apply retention as of this RFC 3339 time (default: now), e.g. to see what a "
+            "later date would purge."
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Delete every event past its property's retention, through the erasure path (the ledger
+    keeps their leaves), and write one audit row with the counts. Safe to run again and
+    concurrently (one at a time). Connect as the table owner, like `migrate`."""
+    from service.retention.purge import purge
+
+    settings = load_settings()
+    moment = parse_moment("--as-of", as_of) if as_of else datetime.now(UTC)
+
+    async def work(engine: AsyncEngine) -> dict[str, Any]:
+        try:
+            return await purge(engine, as_of=moment, actor="cli", dry_run=dry_run)
+        except ProgrammingError as exc:
+            if "permission denied" in str(exc.orig):
+                raise fail(
+                    "retention purge runs as the owner of the tables (the role `migrate` uses): "
+                    "the service's role may not delete evidence"
+                ) from None
+            raise
+
+    summary = with_engine(settings, work)
+    if as_json:
+        print_json(summary)
+        return
+    verb = "would delete" if summary["dry_run"] else "deleted"
+    count = summary["due"] if summary["dry_run"] else summary["deleted"]
+    typer.echo(
+        f"retention as of {summary['as_of']}: {verb} {count} events (audit {summary['audit_id']})"
+    )
+    for property_name, rules in sorted(summary["by_property"].items()):
+        typer.echo(
+            f"  {property_name}: " + ", ".join(f"{rule} {n}" for rule, n in sorted(rules.items()))
+        )
