@@ -110,13 +110,17 @@ DECLARE
     touched integer := 0;
 BEGIN
     PERFORM pg_advisory_xact_lock({PURGE_LOCK});
-    SELECT coalesce(array_agg(d.seq), '{{}}') INTO targets FROM consent_retention_due(p_as_of) d;
-    SELECT coalesce(jsonb_object_agg(property, rules), '{{}}') INTO counts FROM (
-        SELECT property, jsonb_object_agg(rule, n) AS rules FROM (
-            SELECT d.property, d.rule, count(*) AS n
-            FROM consent_retention_due(p_as_of) d GROUP BY d.property, d.rule
-        ) per_rule GROUP BY property
-    ) per_property;
+    -- The rules run once: the targets and their counts come from the same result.
+    WITH due AS MATERIALIZED (SELECT * FROM consent_retention_due(p_as_of)),
+    per_rule AS (SELECT due.property, due.rule, count(*) AS n FROM due GROUP BY 1, 2),
+    per_property AS (
+        SELECT per_rule.property, jsonb_object_agg(per_rule.rule, per_rule.n) AS rules
+        FROM per_rule GROUP BY 1
+    )
+    SELECT (SELECT coalesce(array_agg(due.seq), '{{}}') FROM due),
+           (SELECT coalesce(jsonb_object_agg(per_property.property, per_property.rules), '{{}}')
+            FROM per_property)
+    INTO targets, counts;
     IF NOT p_dry_run THEN
         PERFORM set_config('consent.erasure_id', p_audit_id::text, true);
         PERFORM set_config('consent.retention', 'on', true);
