@@ -21,6 +21,7 @@ import asyncpg
 import httpx
 import yaml
 from playwright.async_api import Download, Locator, Page, ViewportSize
+from playwright.async_api import TimeoutError as PlaywrightTimeoutError
 
 from service.console.routes import CSP
 from service.core.resources import EXAMPLE_SCHEMAS
@@ -220,12 +221,21 @@ async def no_horizontal_overflow(page: Page) -> None:
 
 
 async def not_covered(page: Page, mark: Locator, tooltip: Locator) -> None:
-    """Focused, `mark` shows its tooltip, and the tooltip does not cover it."""
-    await mark.focus()
-    await tooltip.wait_for(state="visible")
-    a, b = await mark.bounding_box(), await tooltip.bounding_box()
-    assert a is not None
-    assert b is not None
+    """Focused, `mark` shows its tooltip, and the tooltip does not cover it. A chart redraws
+    when its width changes (a ResizeObserver, after a viewport change) and replaces its marks:
+    a mark focused just before that is gone, so the mark is found and focused again until its
+    tooltip shows."""
+    for _ in range(20):
+        await mark.evaluate("(element) => { element.blur(); element.focus(); }")
+        try:
+            await tooltip.wait_for(state="visible", timeout=1000)
+        except PlaywrightTimeoutError:
+            continue
+        a, b = await mark.bounding_box(), await tooltip.bounding_box()
+        if a is not None and b is not None and await tooltip.is_visible():
+            break
+    else:
+        raise AssertionError(f"{mark} never showed its tooltip when focused")
     overlap_x = min(a["x"] + a["width"], b["x"] + b["width"]) - max(a["x"], b["x"])
     overlap_y = min(a["y"] + a["height"], b["y"] + b["height"]) - max(a["y"], b["y"])
     assert overlap_x <= 0 or overlap_y <= 0, (a, b)
