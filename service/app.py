@@ -27,6 +27,7 @@ from service.core.hashing import hasher_from_settings
 from service.core.logging import configure_logging, get_logger, readable_logs
 from service.core.migrations import head_revision
 from service.core.observe import REQUEST_METRICS, ObserveMiddleware
+from service.core.periodic import Periodic
 from service.core.pipeline import ConsentAPI
 from service.core.rate_limit import RateLimiter
 from service.dsr.routes import router as dsr_router
@@ -35,8 +36,9 @@ from service.ledger.receipts import receipt_signer_from_settings
 from service.ledger.routes import router as ledger_router
 from service.ledger.sealer import seal_ledger
 from service.ledger.writer import EventWriter
+from service.retention.purge import purge_due
 from service.state import State, install
-from service.stats.rollup import Rollup
+from service.stats.rollup import seal_and_roll_up
 from service.stats.routes import router as stats_router
 
 log = get_logger("service.app")
@@ -113,8 +115,19 @@ async def _resources(app: ConsentAPI, settings: Settings, url: str) -> AsyncIter
     # A database that is not there yet is checked once it is: every few seconds until then.
     later = None if checked else asyncio.create_task(_check_role_when_reachable(engine, settings))
     writer.start()
-    rollup = Rollup(engine, settings.seal_seconds, then=seal_ledger)
+
+    async def seal_all() -> None:
+        # The statistics seal first: the ledger seals what it covers (docs/evidence.md).
+        await seal_and_roll_up(engine)
+        await seal_ledger(engine)
+
+    rollup = Periodic("stats_rollup", settings.seal_seconds, seal_all)
     rollup.start()
+    # A purge (when configured) of what is due now; one worker at a time (docs/retention.md).
+    purging = Periodic(
+        "retention_purge", settings.retention_purge_hours * 3600, lambda: purge_due(engine)
+    )
+    purging.start()
     # What is loaded by now (FastAPI, SQLAlchemy, pydantic models) lives as long as the process:
     # out of the collector's way, its full collections stay short (they showed as latency spikes).
     gc.collect()
@@ -129,6 +142,7 @@ async def _resources(app: ConsentAPI, settings: Settings, url: str) -> AsyncIter
     finally:
         if later is not None:
             later.cancel()
+        await purging.close()
         await rollup.close()
         await writer.close()  # what was accepted is committed before the pool closes
         await engine.dispose()

@@ -13,6 +13,8 @@
   and writes one `dsr_audit` row, `retention-purge`, with the counts (`until` = the as-of time).
   The table owner's alone: the service's role may not call it (an as-of date in the future would
   purge early).
+- `consent_retention_purge_due(p_audit_id)`: what the service's role may call (`serve`, every
+  CONSENT_RETENTION_PURGE_HOURS): a purge as of now, or NULL at once if another purge runs.
 - A purge leaves the statistics as they are (aggregates hold nobody's data): the delete trigger
   subtracts only for an erasure.
 - `dsr_audit.identifier_type` and `identifier_hash` may be NULL: a purge names no one.
@@ -145,6 +147,24 @@ $$
 """  # noqa: S608 (this file's constants)
 
 
+# `serve`'s purge (CONSENT_RETENTION_PURGE_HOURS), as the service's role: due now, never earlier;
+# NULL without waiting when another purge runs.
+PURGE_DUE_FUNCTION = f"""
+CREATE FUNCTION consent_retention_purge_due(p_audit_id uuid) RETURNS jsonb
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, public
+AS $$
+BEGIN
+    IF NOT pg_try_advisory_xact_lock({PURGE_LOCK}) THEN
+        RETURN NULL;
+    END IF;
+    RETURN consent_retention_purge(now(), p_audit_id, 'serve', false);
+END;
+$$
+"""
+
+
 def _migration_0010_count_function() -> str:
     path = Path(__file__).with_name("2026_11_29_0010_stats_rollup.py")
     spec = importlib.util.spec_from_file_location(path.stem, path)
@@ -169,11 +189,14 @@ def upgrade() -> None:
     op.execute("ALTER TABLE dsr_audit ALTER COLUMN identifier_hash DROP NOT NULL")
     op.execute(DUE_FUNCTION)
     op.execute(PURGE_FUNCTION)
+    op.execute(PURGE_DUE_FUNCTION)
     for function in (
         "consent_retention_due(timestamptz)",
         "consent_retention_purge(timestamptz, uuid, text, boolean)",
+        "consent_retention_purge_due(uuid)",
     ):
         op.execute(f"REVOKE ALL ON FUNCTION {function} FROM PUBLIC")
+    op.execute("GRANT EXECUTE ON FUNCTION consent_retention_purge_due(uuid) TO consent_api")
     count = _migration_0010_count_function()
     assert count.count(SKIP[0]) == 1
     op.execute(count.replace(*SKIP))
@@ -181,6 +204,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.execute(_migration_0010_count_function())
+    op.execute("DROP FUNCTION consent_retention_purge_due(uuid)")
     op.execute("DROP FUNCTION consent_retention_purge(timestamptz, uuid, text, boolean)")
     op.execute("DROP FUNCTION consent_retention_due(timestamptz)")
     op.execute("ALTER TABLE dsr_audit ALTER COLUMN identifier_hash SET NOT NULL")

@@ -176,6 +176,15 @@ class Settings(BaseSettings):
         "is not sealed).",
     )
 
+    retention_purge_hours: float = Field(
+        default=0,
+        ge=0,
+        le=8760,
+        description="Hours between two retention purges of what is due now, per worker, one "
+        "worker or replica at a time (0: never; run `consent-service retention purge` from cron "
+        "instead). docs/retention.md.",
+    )
+
     @field_validator(
         "ip_hash_previous_salts",
         "receipt_previous_keys",

@@ -10,18 +10,10 @@ rollup that falls behind only makes reads count more events directly: never a wr
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import Awaitable, Callable
-
 from prometheus_client import Counter
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
-
-from service.core.logging import get_logger
-
-log = get_logger("service.stats.rollup")
 
 ROLLED_UP = Counter(
     "consent_stats_rolled_up_seq",
@@ -75,46 +67,3 @@ async def roll_up(engine: AsyncEngine, *, chunk: int = CHUNK) -> int:
 async def seal_and_roll_up(engine: AsyncEngine) -> int:
     await seal(engine)
     return await roll_up(engine)
-
-
-class Rollup:
-    """The background task of one worker."""
-
-    def __init__(
-        self,
-        engine: AsyncEngine,
-        interval: float,
-        then: Callable[[AsyncEngine], Awaitable[object]] | None = None,
-    ) -> None:
-        """`then` runs after each rollup, on what the seal covers (app.py: the ledger's seal)."""
-        self._engine = engine
-        self._interval = interval
-        self._then = then
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        if self._interval > 0:
-            self._task = asyncio.create_task(self._run(), name="consent-stats-rollup")
-
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _run(self) -> None:
-        failing = False
-        while True:
-            await asyncio.sleep(self._interval)
-            try:
-                await seal_and_roll_up(self._engine)
-                if self._then is not None:
-                    await self._then(self._engine)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # the database away, or not migrated yet: next time
-                if not failing:
-                    log.warning("stats_rollup_failed", error=type(exc).__name__)
-                failing = True
-            else:
-                failing = False

@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 SERVICE = Path(__file__).resolve().parents[2] / "service"
-AREAS = ("auth", "banner", "consent_schema", "console", "dsr", "health", "ledger", "stats")
+AREAS = (
+    "auth", "banner", "consent_schema", "console", "dsr", "health", "ledger", "retention", "stats",
+)  # fmt: skip
 
 
 def imports(folder: str) -> dict[str, set[str]]:

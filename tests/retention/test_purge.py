@@ -9,7 +9,8 @@ import asyncio
 import json
 import uuid
 from collections import defaultdict
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -17,11 +18,12 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
+from service.app import create_app
 from service.cli import app as cli
 from service.consent_schema.document import ConsentSchemaDocument, Retention
 from service.core.pipeline import ConsentAPI
 from service.state import of as services
-from tests.conftest import TEST_KEY, TEST_RECEIPT_KEY
+from tests.conftest import TEST_KEY, TEST_RECEIPT_KEY, make_settings
 from tests.factories import (
     APPLYING,
     Clock,
@@ -204,3 +206,43 @@ async def test_statistics_outlive_a_purge(
     assert (code, json.loads(out)["deleted"]) == (0, 3), out
     assert await db.fetchval("SELECT count(*) FROM consent_events") == 0
     assert await db.fetchval("SELECT sum(events) FROM consent_stats_daily") == before == 3
+
+
+async def test_serve_purges_what_is_due_now_one_at_a_time(
+    db: asyncpg.Connection, db_url: str, tmp_path: Path
+) -> None:
+    """CONSENT_RETENTION_PURGE_HOURS: the service's role purges what is due now (never what a
+    later date would), one purge at a time, audited as `serve`."""
+    await published(db_url, with_retention(example("itsailor"), 1, 5))
+    settings = make_settings(db_url, tmp_path, retention_purge_hours=0.0002)  # 0.72 s
+    app = create_app(settings)
+    clock = Clock(datetime.now(UTC) - 30 * DAY)
+    async with app.router.lifespan_context(app):
+        services(app).clock = clock
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+            old = await http.post("/v1/properties/itsailor/consent-events", json=event())
+            clock.now = datetime.now(UTC) - DAY  # within current_days: kept
+            recent = await http.post("/v1/properties/itsailor/consent-events", json=event())
+            assert (old.status_code, recent.status_code) == (201, 201)
+            for _ in range(100):
+                left = await db.fetch("SELECT event_id FROM consent_events")
+                if len(left) == 1:
+                    break
+                await asyncio.sleep(0.1)
+    assert [str(row["event_id"]) for row in left] == [recent.json()["event_id"]]
+    runs = await db.fetch(
+        "SELECT actor, deleted FROM dsr_audit WHERE action = 'retention-purge' ORDER BY seq"
+    )
+    assert runs[0]["actor"] == "serve"
+    assert sum(run["deleted"] for run in runs) == 1
+    # Another purge running: the scheduled one returns at once, purging nothing.
+    async with db.transaction():
+        await db.execute("SELECT pg_advisory_xact_lock($1)", 0x636F6E73656E7402)
+        api = await asyncpg.connect(db_url)
+        try:
+            assert (
+                await api.fetchval("SELECT consent_retention_purge_due(gen_random_uuid())") is None
+            )
+        finally:
+            await api.close()
