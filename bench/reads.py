@@ -36,7 +36,7 @@ LOAD_CHUNK = 1_000_000
 LOAD_SQL = """
 INSERT INTO consent_events (event_id, property, subject_id, event_type, schema_version, choices,
     effective, gpc, dnt, signals_applied, ip_hash, user_hash, hash_key_id, user_agent, page_url,
-    request_hash, recorded_at)
+    request_hash, recorded_at, salt, identity, leaf)
 SELECT gen_random_uuid(), 'itsailor', md5('subject-' || (i / $3))::uuid,
     (ARRAY['accept-all', 'reject-all', 'save-selection', 'withdraw', 're-prompt'])[1 + i % 5], 1,
     '{"necessary": true, "functional": false, "analytics": true, "marketing": false}',
@@ -45,7 +45,11 @@ SELECT gen_random_uuid(), 'itsailor', md5('subject-' || (i / $3))::uuid,
     CASE WHEN i % 5 = 0 THEN md5('user-' || (i / 10)) || md5('user2-' || (i / 10)) END,
     'bench', 'Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0',
     'https://itsailor.io/pricing', md5(i::text) || md5(i::text),
-    now() - make_interval(secs => i)
+    now() - make_interval(secs => i),
+    -- Stand-ins of the right size for the ledger's columns (the database requires them): these
+    -- rows' leaves are not the hashes of their records, so `ledger verify` would name them.
+    substring(sha256(('salt-' || i)::bytea) FROM 1 FOR 16), sha256(('identity-' || i)::bytea),
+    sha256(('leaf-' || i)::bytea)
 FROM generate_series($1::bigint, $2::bigint) AS i
 """
 
