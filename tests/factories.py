@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -107,6 +108,9 @@ async def bulk_events(
             uuid.uuid4(), property_name, subject_id or uuid.uuid4(), "accept-all", schema_version,
             '{"necessary": true}', '{"necessary": true}', False, False, "[]", ip_hash, None,
             hash_key_id, "bulk", None, None, None, "0" * 64, recorded + timedelta(seconds=i),
+            # Stand-ins of the ledger's columns, which the database requires (not the record's
+            # hashes: `ledger verify` would name these rows).
+            os.urandom(32), os.urandom(32),
         )
         for i in range(count)
     ]  # fmt: skip
@@ -119,7 +123,7 @@ async def bulk_events(
                 "event_id", "property", "subject_id", "event_type", "schema_version", "choices",
                 "effective", "gpc", "dnt", "signals_applied", "ip_hash", "user_hash",
                 "hash_key_id", "user_agent", "page_url", "tcf_string", "gpp_string",
-                "request_hash", "recorded_at",
+                "request_hash", "recorded_at", "identity", "leaf",
             ],
         )  # fmt: skip
     finally:

@@ -10,6 +10,8 @@
   refused, so removing an event without an audit row means bypassing the triggers, and then the
   tombstone is missing and the seal no longer verifies. `ledger verify` checks each erasure's
   tombstones against its audit row's count. Tombstones made before this migration name none.
+- The check that every event after the genesis seal has a leaf and an identity now holds for
+  NULL too (0011's passed a NULL leaf: a CHECK that evaluates to NULL passes).
 
 Revision ID: 0012
 Revises: 0011
@@ -75,6 +77,24 @@ def _naming(function: str, erasure_id: str) -> str:
     )
 
 
+# 0011's check let an event through without a leaf: octet_length(NULL) is NULL, and a CHECK that
+# is NULL passes. Every event after the genesis seal must carry both (verify names one that does
+# not, but the database now refuses it first).
+LEAF_CHECK = """
+DO $$
+DECLARE
+    genesis bigint := (SELECT last_seq FROM ledger_seals WHERE id = 0);
+BEGIN
+    ALTER TABLE consent_events DROP CONSTRAINT ck_consent_events_leaf;
+    EXECUTE format(
+        'ALTER TABLE consent_events ADD CONSTRAINT ck_consent_events_leaf CHECK (seq <= %s OR '
+        '%s)', genesis, '{condition}');
+END;
+$$
+"""
+REQUIRED = "(octet_length(leaf) = 32 AND octet_length(identity) = 32)"
+
+
 def upgrade() -> None:
     op.execute(
         """
@@ -101,12 +121,14 @@ def upgrade() -> None:
 
     op.execute("ALTER TABLE ledger_tombstones ADD COLUMN erasure uuid")
     op.execute(TOMBSTONE_FUNCTION)
+    op.execute(LEAF_CHECK.format(condition=f"coalesce({REQUIRED}, false)"))
     m0008 = _migration(M0008)
     op.execute(_naming(m0008.ERASE_FUNCTION, "p_audit_id::text"))
     op.execute(_naming(m0008.REAPPLY_FUNCTION, "p_reapplied->>'id'"))
 
 
 def downgrade() -> None:
+    op.execute(LEAF_CHECK.format(condition=REQUIRED))
     m0008 = _migration(M0008)
     op.execute(m0008.ERASE_FUNCTION.replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION", 1))
     op.execute(m0008.REAPPLY_FUNCTION.replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION", 1))

@@ -140,8 +140,9 @@ async def seed_earlier_days(db_url: str, today: date) -> list[Sent]:
         await connection.executemany(
             """INSERT INTO consent_events (event_id, property, subject_id, event_type,
                    schema_version, choices, effective, gpc, dnt, signals_applied, request_hash,
-                   recorded_at)
-               VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7::jsonb, $8, $9, $10::jsonb, $11, $12)""",
+                   recorded_at, identity, leaf)
+               VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7::jsonb, $8, $9, $10::jsonb, $11, $12,
+                       sha256($3::uuid::text::bytea), sha256($1::uuid::text::bytea))""",
             rows,
         )
     finally:

@@ -82,3 +82,17 @@ async def test_migrations_match_the_models(db_url: str) -> None:
     finally:
         await engine.dispose()
     assert differences == []
+
+
+@pytest.mark.usefixtures("one_event")
+async def test_an_event_without_a_leaf_is_refused(db: asyncpg.Connection) -> None:
+    """Every event after the genesis seal is in the ledger: the database refuses one without a
+    leaf and identity, even from the owner (a NULL must not pass the check)."""
+    with pytest.raises(asyncpg.exceptions.CheckViolationError, match="ck_consent_events_leaf"):
+        await db.execute(
+            "INSERT INTO consent_events (event_id, property, subject_id, event_type,"
+            " schema_version, choices, effective, gpc, dnt, signals_applied, request_hash,"
+            " recorded_at) SELECT gen_random_uuid(), property, subject_id, event_type,"
+            " schema_version, choices, effective, gpc, dnt, signals_applied, request_hash,"
+            " recorded_at FROM consent_events"
+        )

@@ -185,7 +185,7 @@ def test_dsr_commands_find_export_and_erase_with_audit(
     assert code == 0
     rows = ", ".join(
         f"('{uuid_text}', 'itsailor', '{subject}', 'accept-all', 1, '{{}}', '{{}}', false, false,"
-        f" '[]', now())"
+        f" '[]', now(), sha256('identity'::bytea), sha256('{uuid_text}'::bytea))"
         for uuid_text in (
             "11111111-1111-4111-8111-111111111111",
             "22222222-2222-4222-8222-222222222222",
@@ -194,7 +194,8 @@ def test_dsr_commands_find_export_and_erase_with_audit(
     fetchval(
         db_url,
         "INSERT INTO consent_events (event_id, property, subject_id, event_type, schema_version,"
-        f" choices, effective, gpc, dnt, signals_applied, recorded_at) VALUES {rows} RETURNING 1",
+        " choices, effective, gpc, dnt, signals_applied, recorded_at, identity, leaf)"
+        f" VALUES {rows} RETURNING 1",
     )
 
     code, out, err = run(cli_env, "dsr", "history", "--subject-id", subject)
