@@ -72,11 +72,6 @@ def path(leaves: Sequence[bytes], index: int) -> list[bytes]:
     return proof
 
 
-def paths(leaves: Sequence[bytes]) -> list[list[bytes]]:
-    """Every leaf's inclusion path, sharing the subtree hashes."""
-    return root_and_paths(leaves)[1]
-
-
 def root_and_paths(leaves: Sequence[bytes]) -> tuple[bytes, list[list[bytes]]]:
     """The root and every leaf's inclusion path, each subtree hashed once (a batch's
     receipts)."""

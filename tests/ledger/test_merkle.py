@@ -80,7 +80,7 @@ def test_inclusion_paths_are_the_reference_paths(
     leaves = LEAVES[:size]
     index = position - 1
     assert [node.hex() for node in merkle.path(leaves, index)] == expected
-    assert [node.hex() for node in merkle.paths(leaves)[index]] == expected
+    assert [node.hex() for node in merkle.root_and_paths(leaves)[1][index]] == expected
     assert merkle.verify(
         leaves[index], index, size, merkle.path(leaves, index), merkle.root(leaves)
     )
@@ -91,7 +91,7 @@ def test_every_path_of_random_trees_verifies_and_a_changed_leaf_does_not() -> No
     for size in [*range(1, 40), 63, 64, 65, 200]:
         leaves = [merkle.leaf_hash(rng.randbytes(rng.randint(0, 20))) for _ in range(size)]
         top = merkle.root(leaves)
-        all_paths = merkle.paths(leaves)
+        all_paths = merkle.root_and_paths(leaves)[1]
         for index in range(size):
             proof = merkle.path(leaves, index)
             assert all_paths[index] == proof
