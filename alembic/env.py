@@ -14,6 +14,7 @@ from sqlalchemy.pool import NullPool
 
 import service.tables  # noqa: F401  (registers every table on Base.metadata)
 from service.core.db import Base
+from service.ledger.tables import not_a_partition
 
 config = context.config
 target_metadata = Base.metadata
@@ -39,6 +40,7 @@ def _run(connection: Connection) -> None:
             connection=connection,
             target_metadata=target_metadata,
             compare_type=True,
+            include_name=not_a_partition,
             process_revision_directives=_skip_empty_autogenerate,
             transaction_per_migration=True,
         )

@@ -32,6 +32,8 @@ from service.core.pipeline import ConsentAPI
 from service.core.rate_limit import RateLimiter
 from service.dsr.routes import router as dsr_router
 from service.health.routes import router as health_router
+from service.ledger.partitions import INTERVAL_SECONDS as PARTITIONS_INTERVAL
+from service.ledger.partitions import months_ahead
 from service.ledger.receipts import receipt_signer_from_settings
 from service.ledger.routes import router as ledger_router
 from service.ledger.sealer import seal_ledger
@@ -128,6 +130,11 @@ async def _resources(app: ConsentAPI, settings: Settings, url: str) -> AsyncIter
         "retention_purge", settings.retention_purge_hours * 3600, lambda: purge_due(engine)
     )
     purging.start()
+    # This month's event partition and the next three (docs/retention.md, "Partitions").
+    partitions = Periodic(
+        "event_partitions", PARTITIONS_INTERVAL, lambda: months_ahead(engine), at_start=True
+    )
+    partitions.start()
     # What is loaded by now (FastAPI, SQLAlchemy, pydantic models) lives as long as the process:
     # out of the collector's way, its full collections stay short (they showed as latency spikes).
     gc.collect()
@@ -142,6 +149,7 @@ async def _resources(app: ConsentAPI, settings: Settings, url: str) -> AsyncIter
     finally:
         if later is not None:
             later.cancel()
+        await partitions.close()
         await purging.close()
         await rollup.close()
         await writer.close()  # what was accepted is committed before the pool closes

@@ -96,7 +96,7 @@ async def bulk_events(
     property_name: str,
     schema_version: int = 1,
     subject_id: uuid.UUID | None = None,
-    ip_hash: str | None = None,
+    ip_hash: bytes | None = None,
     hash_key_id: str | None = None,
 ) -> None:
     """Real rows, fast: COPY straight into consent_events (for volume tests)."""
@@ -107,7 +107,7 @@ async def bulk_events(
         (
             uuid.uuid4(), property_name, subject_id or uuid.uuid4(), "accept-all", schema_version,
             '{"necessary": true}', '{"necessary": true}', False, False, "[]", ip_hash, None,
-            hash_key_id, "bulk", None, None, None, "0" * 64, recorded + timedelta(seconds=i),
+            hash_key_id, "bulk", None, None, None, bytes(32), recorded + timedelta(seconds=i),
             # Stand-ins of the ledger's columns, which the database requires (not the record's
             # hashes: `ledger verify` would name these rows).
             os.urandom(32), os.urandom(32),

@@ -31,7 +31,7 @@ from service.ledger.leaf import attach_leaf
 from service.ledger.receipts import ReceiptSigner
 from service.ledger.stored_receipts import StoredReceipts
 from service.ledger.tables import ConsentEventRow as Event
-from service.ledger.tables import event_columns
+from service.ledger.tables import EventIdRow, event_columns
 
 USER_AGENT_MAX = 512
 
@@ -221,7 +221,14 @@ async def stored_record(
             await connection.execute(
                 select(
                     *event_columns(*RECORD_COLUMNS, "request_hash", "salt", "leaf", "receipt")
-                ).where(Event.event_id == new.event_id)
+                ).where(
+                    Event.event_id == new.event_id,
+                    # Its partition: the month its id row says it was recorded in.
+                    Event.recorded_at
+                    == select(EventIdRow.recorded_at)
+                    .where(EventIdRow.event_id == new.event_id)
+                    .scalar_subquery(),
+                )
             )
         ).one()
         if existing.request_hash != new.request_hash:

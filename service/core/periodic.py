@@ -1,9 +1,9 @@
 """A worker's background job: some database work every few seconds, which never stops the worker.
 
-The statistics rollup and ledger seal (every second) and the retention purge (every few hours)
-run this way in each worker; the database keeps them to one at a time (a row lock, advisory
-locks). A failure (the database away, or not migrated yet) is logged once, and the job is tried
-again at the next interval.
+The statistics rollup and ledger seal (every second), the event table's partitions made ahead
+(every hour) and the retention purge (every few hours) run this way in each worker; the database
+keeps them to one at a time (a row lock, advisory locks). A failure (the database away, or not
+migrated yet) is logged once, and the job is tried again at the next interval.
 """
 
 from __future__ import annotations
@@ -18,9 +18,18 @@ log = get_logger("service.core.periodic")
 
 
 class Periodic:
-    def __init__(self, name: str, interval: float, work: Callable[[], Awaitable[object]]) -> None:
-        """`work` every `interval` seconds, the first time after one interval (0: never)."""
+    def __init__(
+        self,
+        name: str,
+        interval: float,
+        work: Callable[[], Awaitable[object]],
+        *,
+        at_start: bool = False,
+    ) -> None:
+        """`work` every `interval` seconds (0: never), the first time at once with `at_start`,
+        else after one interval."""
         self._name = name
+        self._at_start = at_start
         self._interval = interval
         self._work = work
         self._task: asyncio.Task[None] | None = None
@@ -37,8 +46,10 @@ class Periodic:
 
     async def _run(self) -> None:
         failing = False
+        wait = 0.0 if self._at_start else self._interval
         while True:
-            await asyncio.sleep(self._interval)
+            await asyncio.sleep(wait)
+            wait = self._interval
             try:
                 await self._work()
             except asyncio.CancelledError:

@@ -1,8 +1,13 @@
 """The consent-event table: append-only evidence, written only by `ledger.writer` and erased
-only through the DSR erasure path. Its written columns are `event.NewEvent`'s fields."""
+only through the DSR erasure path. Its written columns are `event.NewEvent`'s fields.
+
+It is partitioned by month of `recorded_at` (migration 0014, docs/retention.md "Partitions"):
+`consent_event_ids` keeps `event_id` unique across the partitions.
+"""
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import datetime
 from typing import Any
@@ -21,11 +26,36 @@ from sqlalchemy import (
     Text,
     text,
 )
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Mapped, mapped_column
 from sqlalchemy.sql.elements import KeyedColumnElement
+from sqlalchemy.types import TypeDecorator
 
 from service.core.db import Base
+
+# The monthly partitions and the default one, and their indexes: made by the database (migration
+# 0014), not by a model.
+PARTITION = re.compile(r"consent_events_(\d{4}_\d{2}|default)\b")
+
+
+def not_a_partition(name: str | None, type_: str, parent_names: object) -> bool:
+    """Alembic's `include_name`: compare the models with every table but the partitions."""
+    return name is None or PARTITION.match(name) is None
+
+
+class HexDigest(TypeDecorator[str]):
+    """A SHA-256 digest stored as its 32 bytes and shown as 64 hex characters (migration 0014)."""
+
+    impl = LargeBinary
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> bytes | None:
+        return None if value is None else bytes.fromhex(value)
+
+    def process_result_value(self, value: bytes | None, dialect: Dialect) -> str | None:
+        return None if value is None else bytes(value).hex()
 
 
 class ConsentEventRow(Base):
@@ -49,6 +79,9 @@ class ConsentEventRow(Base):
         CheckConstraint(
             "(source = 'dsr') = (entered_by IS NOT NULL)", name="dsr_entries_name_their_actor"
         ),
+        CheckConstraint("octet_length(ip_hash) = 32", name="ip_hash"),
+        CheckConstraint("octet_length(user_hash) = 32", name="user_hash"),
+        CheckConstraint("octet_length(request_hash) = 32", name="request_hash"),
         Index("ix_consent_events_subject", "subject_id", "seq"),
         Index(
             "ix_consent_events_ip_hash",
@@ -69,11 +102,14 @@ class ConsentEventRow(Base):
             "seq",
             postgresql_where=text("user_hash IS NOT NULL"),
         ),
+        {"postgresql_partition_by": "RANGE (recorded_at)"},
     )
 
-    # Insertion order: the stable key of DSR pagination.
+    # Insertion order: the stable key of DSR pagination. The primary key is (seq, recorded_at):
+    # a partitioned table's key must hold the partition key; the sequence alone keeps seq unique.
     seq: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
-    event_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), unique=True)
+    # Unique through consent_event_ids (EventIdRow).
+    event_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
     property: Mapped[str] = mapped_column(Text)
     # NULL only after an anonymising erasure.
     subject_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
@@ -86,15 +122,15 @@ class ConsentEventRow(Base):
     signals_applied: Mapped[list[str]] = mapped_column(JSONB)
     source: Mapped[str] = mapped_column(Text, server_default="banner")
     entered_by: Mapped[str | None] = mapped_column(Text)
-    ip_hash: Mapped[str | None] = mapped_column(String(64))
-    user_hash: Mapped[str | None] = mapped_column(String(64))
+    ip_hash: Mapped[str | None] = mapped_column(HexDigest)
+    user_hash: Mapped[str | None] = mapped_column(HexDigest)
     hash_key_id: Mapped[str | None] = mapped_column(String(32))
     user_agent: Mapped[str | None] = mapped_column(Text)
     page_url: Mapped[str | None] = mapped_column(Text)
     tcf_string: Mapped[str | None] = mapped_column(Text)
     gpp_string: Mapped[str | None] = mapped_column(Text)
-    request_hash: Mapped[str | None] = mapped_column(String(64))
-    recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    request_hash: Mapped[str | None] = mapped_column(HexDigest)
+    recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
     anonymised_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # The ledger (migration 0011): NULL only for events stored before it, and `salt` after an
     # anonymising erasure.
@@ -107,6 +143,17 @@ class ConsentEventRow(Base):
 
     def __repr__(self) -> str:  # never print identifiers
         return f"<ConsentEventRow {self.event_id} {self.event_type}>"
+
+
+class EventIdRow(Base):
+    """Every stored event's id, and when it was recorded (the partition it is in): the arbiter of
+    idempotency across partitions. The writer inserts here first (ledger/writer.py); a row goes
+    only with its event (the delete trigger)."""
+
+    __tablename__ = "consent_event_ids"
+
+    event_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 def event_columns(*names: str) -> tuple[KeyedColumnElement[Any], ...]:
@@ -158,3 +205,23 @@ class LedgerSealRow(Base):
     prev_hash: Mapped[bytes] = mapped_column(LargeBinary)
     seal_hash: Mapped[bytes] = mapped_column(LargeBinary)
     sealed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+def input_type(name: str) -> str:
+    """The SQL type a written column arrives as in the writer's JSON (hex text for a digest)."""
+    column_type = ConsentEventRow.__table__.c[name].type
+    if isinstance(column_type, HexDigest):
+        return "text"
+    return str(column_type.compile(dialect=postgresql.dialect()))  # type: ignore[no-untyped-call]
+
+
+def stored_value(name: str) -> str:
+    """The SQL expression that stores a column of the writer's input (a digest: its bytes)."""
+    column_type = ConsentEventRow.__table__.c[name].type
+    return f"decode({name}, 'hex')" if isinstance(column_type, HexDigest) else name
+
+
+# The columns stored as bytes and handled as hex (HexDigest).
+HEX_COLUMNS = tuple(
+    column.name for column in ConsentEventRow.__table__.c if isinstance(column.type, HexDigest)
+)

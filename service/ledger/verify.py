@@ -24,6 +24,7 @@ from service.ledger.event import IDENTITY_COLUMNS
 from service.ledger.leaf import identity_digest, leaf_data
 from service.ledger.sealer import Seal
 from service.ledger.stored_receipts import ReceiptMismatch, check_receipt
+from service.ledger.tables import HEX_COLUMNS
 
 ZERO = bytes(32)
 
@@ -108,6 +109,9 @@ async def _leaves(
         if row["content_hash"] is None or row["identity"] is None:
             raise LedgerBroken(f"{name} names no stored schema version, or has no identity")
         columns = dict(row)
+        for column in HEX_COLUMNS:  # leaves were computed over the hex the service handles
+            if columns[column] is not None:
+                columns[column] = bytes(columns[column]).hex()
         if row["salt"] is not None:
             if identity_digest(columns, bytes(row["salt"])) != bytes(row["identity"]):
                 raise LedgerBroken(f"{name}: its identifying columns changed after it was stored")

@@ -22,6 +22,7 @@ from prometheus_client import Histogram
 from service.core.logging import get_logger
 from service.ledger.event import WRITTEN_COLUMNS, NewEvent
 from service.ledger.receipts import Proof, ReceiptSigner
+from service.ledger.tables import input_type, stored_value
 
 log = get_logger("service.ledger.writer")
 
@@ -44,18 +45,26 @@ MAX_RECONNECT_DELAY = 5.0
 # microseconds a row where encoding one typed array per column cost about thirty, and the
 # statement is the same for any batch size, so it is prepared once per connection. A single
 # statement is atomic on its own: no BEGIN/COMMIT round trips around it. The columns are
-# NewEvent's fields, which are also the keys of each row object. The batch's signed receipt is
-# inserted by the same statement, and each event names it: a receipt is committed with its events
-# (docs/evidence.md, "Receipts").
+# NewEvent's fields, which are also the keys of each row object; the hashes arrive as hex and are
+# stored as bytes. The batch's signed receipt is inserted by the same statement, and each event
+# names it: a receipt is committed with its events (docs/evidence.md, "Receipts"). An event is
+# stored only if its id was new to consent_event_ids, which keeps ids unique across the table's
+# monthly partitions (migration 0014).
 _NAMES = ", ".join(WRITTEN_COLUMNS)
+_INPUT = ", ".join(f"{name} {input_type(name)}" for name in WRITTEN_COLUMNS)
+_STORED = ", ".join(stored_value(name) for name in WRITTEN_COLUMNS)
 INSERT_SQL = (
-    "WITH receipt AS ("  # noqa: S608 (a constant column list)
+    "WITH input AS MATERIALIZED ("  # noqa: S608 (constant column lists)
+    f" SELECT * FROM jsonb_to_recordset($1::jsonb) AS r({_INPUT})),"
+    " new_ids AS ("
+    " INSERT INTO consent_event_ids (event_id, recorded_at) SELECT event_id, recorded_at FROM input"
+    " ON CONFLICT (event_id) DO NOTHING RETURNING event_id),"
+    " receipt AS ("
     " INSERT INTO ledger_receipts (jws, leaves) SELECT $2::text, $3::bytea"
     " WHERE $2::text IS NOT NULL RETURNING id) "
     f"INSERT INTO consent_events ({_NAMES}, receipt) "
-    f"SELECT {_NAMES}, (SELECT id FROM receipt)"
-    " FROM jsonb_populate_recordset(NULL::consent_events, $1::jsonb)"
-    " ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
+    f"SELECT {_STORED}, (SELECT id FROM receipt)"
+    " FROM input WHERE event_id IN (SELECT event_id FROM new_ids) RETURNING event_id"
 )
 
 
@@ -206,7 +215,7 @@ class EventWriter:
     async def _insert(
         self, batch: list[NewEvent], signed: tuple[str, list[Proof]] | None
     ) -> set[uuid.UUID]:
-        document = batch_json(batch)
+        document = batch_json(_first_of_each_id(batch))
         receipt, leaves = (
             (None, None) if signed is None else (signed[0], b"".join(event.leaf for event in batch))
         )
@@ -252,6 +261,20 @@ class EventWriter:
         self._retry_at = 0.0
         self._connection = connection
         return connection
+
+
+def _first_of_each_id(batch: list[NewEvent]) -> list[NewEvent]:
+    """The same event_id twice in one batch is stored once: the first is the new one (the ids
+    insert would take it once, but the events insert would take both rows)."""
+    ids = {event.event_id for event in batch}
+    if len(ids) == len(batch):
+        return batch
+    first: list[NewEvent] = []
+    for event in batch:
+        if event.event_id in ids:
+            ids.discard(event.event_id)
+            first.append(event)
+    return first
 
 
 def _row_error(exc: BaseException) -> bool:

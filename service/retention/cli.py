@@ -57,8 +57,11 @@ def retention_purge(
         return
     verb = "would delete" if summary["dry_run"] else "deleted"
     count = summary["due"] if summary["dry_run"] else summary["deleted"]
+    whole = summary["whole_partitions"]
+    months = f", {whole} whole monthly partitions {'to drop' if summary['dry_run'] else 'dropped'}"
     typer.echo(
-        f"retention as of {summary['as_of']}: {verb} {count} events (audit {summary['audit_id']})"
+        f"retention as of {summary['as_of']}: {verb} {count} events"
+        f"{months if whole else ''} (audit {summary['audit_id']})"
     )
     for property_name, rules in sorted(summary["by_property"].items()):
         typer.echo(

@@ -50,10 +50,16 @@ def clock(app: ConsentAPI) -> Clock:
     return clock
 
 
-async def stored(db: asyncpg.Connection, event_id: str) -> asyncpg.Record:
+async def stored(db: asyncpg.Connection, event_id: str) -> dict[str, object]:
+    """The stored row, its digests (stored as 32 bytes) in the hex the service computes."""
     row = await db.fetchrow("SELECT * FROM consent_events WHERE event_id = $1", uuid.UUID(event_id))
     assert row is not None
-    return row
+    found = dict(row)
+    for name in ("ip_hash", "user_hash", "request_hash"):
+        if found[name] is not None:
+            assert len(found[name]) == 32
+            found[name] = bytes(found[name]).hex()
+    return found
 
 
 def iso(value: datetime) -> str:

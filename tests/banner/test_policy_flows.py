@@ -81,7 +81,8 @@ async def test_itsailor_accept_withdraw_material_bump_reprompt_select(
 
     # The audit rows the policy promises, one per event, in order.
     rows = await db.fetch(
-        "SELECT event_type, schema_version, choices, user_agent, ip_hash, hash_key_id, recorded_at"
+        "SELECT event_type, schema_version, choices, user_agent, encode(ip_hash, 'hex') AS ip_hash,"
+        " hash_key_id, recorded_at"
         " FROM consent_events WHERE subject_id = $1 ORDER BY seq",
         subject,
     )

@@ -132,7 +132,7 @@ async def seed_earlier_days(db_url: str, today: date) -> list[Sent]:
         rows.append(
             (
                 uuid.uuid4(), "itsailor", uuid.uuid4(), event_type, 1, json.dumps(chosen),
-                json.dumps(chosen), False, False, "[]", "0" * 64, recorded,
+                json.dumps(chosen), False, False, "[]", bytes(32), recorded,
             )
         )  # fmt: skip
     connection = await asyncpg.connect(db_url)

@@ -159,7 +159,7 @@ def test_the_cli_withdraws_with_actor_cli(db_url: str, monkeypatch: pytest.Monke
                 "INSERT INTO consent_events (event_id, property, subject_id, event_type, schema_version,"
                 " choices, effective, gpc, dnt, signals_applied, request_hash, recorded_at,"
                 " identity, leaf) VALUES ($1, 'itsailor', $2, 'accept-all', 1, '{}', '{}', false,"
-                " false, '[]', 'x', now(), sha256('i'::bytea), sha256($1::uuid::text::bytea))",
+                " false, '[]', sha256('x'), now(), sha256('i'::bytea), sha256($1::uuid::text::bytea))",
                 uuid.uuid4(), subject,
             )  # fmt: skip
         finally:

@@ -121,12 +121,7 @@ async def test_the_erasure_guard_lets_anonymisation_clear_exactly_the_identifyin
             " WHERE table_name = 'consent_events'"
         )
     }
-    await db.execute(
-        "INSERT INTO consent_events (" + ", ".join(WRITTEN_COLUMNS) + ")"
-        " SELECT " + ", ".join(WRITTEN_COLUMNS) + " FROM jsonb_populate_recordset("
-        "NULL::consent_events, $1::jsonb)",
-        batch_json([new_event(property="itsailor")]),
-    )
+    await db.fetch(INSERT_SQL, batch_json([new_event(property="itsailor")]), None, None)
     cleared = [f"{name} = NULL" for name in IDENTIFYING_COLUMNS] + ["anonymised_at = now()"]
     changed = {
         "uuid": "gen_random_uuid()", "text": "'changed'", "character varying": "'changed'",

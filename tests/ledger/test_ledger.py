@@ -70,6 +70,8 @@ def column_value(row: asyncpg.Record, name: str) -> Any:
         return json.loads(value)
     if name == "recorded_at":
         return value.isoformat().replace("+00:00", "Z")
+    if isinstance(value, bytes):  # a digest (ip_hash, user_hash, request_hash): as hex
+        return value.hex()
     return str(value) if isinstance(value, uuid.UUID) else value
 
 
