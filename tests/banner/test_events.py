@@ -50,7 +50,7 @@ def clock(app: ConsentAPI) -> Clock:
     return clock
 
 
-async def stored(db: asyncpg.Connection, event_id: str) -> dict[str, object]:
+async def stored(db: asyncpg.Connection, event_id: str) -> dict[str, Any]:
     """The stored row, its digests (stored as 32 bytes) in the hex the service computes."""
     row = await db.fetchrow("SELECT * FROM consent_events WHERE event_id = $1", uuid.UUID(event_id))
     assert row is not None
