@@ -223,15 +223,18 @@ async def stored_record(
                     *event_columns(*RECORD_COLUMNS, "request_hash", "salt", "leaf", "receipt")
                 ).where(
                     Event.event_id == new.event_id,
-                    # Its partition: the month its id row says it was recorded in.
+                    # A retry has the same body, so the same subject: the subject's index in the
+                    # one partition the id's row names (docs/retention.md, "Partitions").
+                    Event.subject_id == new.subject_id,
                     Event.recorded_at
                     == select(EventIdRow.recorded_at)
                     .where(EventIdRow.event_id == new.event_id)
                     .scalar_subquery(),
                 )
             )
-        ).one()
-        if existing.request_hash != new.request_hash:
+        ).one_or_none()
+        # Not found: the id belongs to another subject's event (or to one anonymised since).
+        if existing is None or existing.request_hash != new.request_hash:
             raise Conflict(
                 f"event_id {new.event_id} is already recorded with a different body; "
                 "use a new event_id for a new event"
