@@ -350,11 +350,30 @@ BEGIN
             PERFORM set_config('consent.erasure', 'off', true);
             dropped := dropped + 1;
         END LOOP;
-        touched := consent_erase_rows('delete', ARRAY(
-            SELECT t.seq FROM unnest(targets, parts) AS t(seq, part)
-            WHERE t.part <> ALL (whole)));
-        touched := touched + (SELECT count(*) FROM unnest(parts) AS t(part)
-                              WHERE t.part = ANY (whole));
+        touched := (SELECT count(*) FROM unnest(parts) AS t(part) WHERE t.part = ANY (whole));
+        -- The rest, a partition at a time: a delete naming the month's bounds reads that month
+        -- only (by seq alone it would look in every month for every event).
+        FOR part IN
+            SELECT t.part, array_agg(t.seq) AS seqs,
+                   regexp_match(pg_get_expr(c.relpartbound, c.oid),
+                                'FROM \\(''([^'']+)''\\) TO \\(''([^'']+)''\\)') AS bounds
+            FROM unnest(targets, parts) AS t(seq, part)
+            JOIN pg_class c ON c.oid = t.part
+            WHERE t.part <> ALL (whole)
+            GROUP BY t.part, c.oid
+        LOOP
+            IF part.bounds IS NULL THEN  -- the default partition
+                touched := touched + consent_erase_rows('delete', part.seqs);
+                CONTINUE;
+            END IF;
+            PERFORM set_config('consent.erasure', 'on', true);
+            EXECUTE 'DELETE FROM consent_events WHERE recorded_at >= $1 AND recorded_at < $2'
+                    ' AND seq = ANY ($3)'
+            USING part.bounds[1]::timestamptz, part.bounds[2]::timestamptz, part.seqs;
+            GET DIAGNOSTICS stored = ROW_COUNT;
+            PERFORM set_config('consent.erasure', 'off', true);
+            touched := touched + stored;
+        END LOOP;
         PERFORM set_config('consent.retention', 'off', true);
     END IF;
     INSERT INTO dsr_audit (
