@@ -169,10 +169,6 @@ ERASE_EDITS = {
         ("ip_hash = ANY (p_values)", "ip_hash = ANY (consent_hex_digests(p_values))"),
         ("user_hash = ANY (p_values)", "user_hash = ANY (consent_hex_digests(p_values))"),
     ),
-    # Many targets (a purge) join; few (an erasure) still use the seq index of each partition.
-    "consent_erase_rows": (
-        ("WHERE seq = ANY (p_targets);", "WHERE seq IN (SELECT unnest(p_targets));"),
-    ),
 }
 
 EDIT_FUNCTION = """
