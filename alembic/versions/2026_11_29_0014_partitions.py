@@ -160,37 +160,102 @@ $$
 
 # The erasure functions compared text hashes; they now compare bytes (migration 0008's text as
 # 0012 left it, these lines changed).
+# Each erasure names the months its events are in, so its delete (or anonymising update) opens
+# those partitions only: by seq alone it would open every month's table and indexes, about
+# 10 ms with thirty months.
+TARGETS = "SELECT coalesce(array_agg(seq), '{}') INTO targets FROM consent_events"
+TARGETS_AND_TIMES = (
+    "SELECT coalesce(array_agg(seq), '{}'), coalesce(array_agg(recorded_at), '{}')"
+    " INTO targets, times FROM consent_events"
+)
+DECLARE_TIMES = ("targets bigint[];", "targets bigint[];\n    times timestamptz[];")
+
+# The erasure functions compared text hashes; they now compare bytes (migration 0008's text as
+# 0012 left it, these lines changed).
 ERASE_EDITS = {
     "consent_erase": (
         ("ip_hash = ANY (p_ip_hashes)", "ip_hash = ANY (consent_hex_digests(p_ip_hashes))"),
         ("user_hash = ANY (p_user_hashes)", "user_hash = ANY (consent_hex_digests(p_user_hashes))"),
+        DECLARE_TIMES,  # first: each edit is a whole function the database checks
+        (TARGETS, TARGETS_AND_TIMES),
+        ("consent_erase_rows(p_mode, targets)", "consent_erase_rows(p_mode, targets, times)"),
     ),
     "consent_reapply_erasure": (
         ("ip_hash = ANY (p_values)", "ip_hash = ANY (consent_hex_digests(p_values))"),
         ("user_hash = ANY (p_values)", "user_hash = ANY (consent_hex_digests(p_values))"),
+        DECLARE_TIMES,  # first: each edit is a whole function the database checks
+        (TARGETS, TARGETS_AND_TIMES),
+        (
+            "consent_erase_rows(original.mode, targets)",
+            "consent_erase_rows(original.mode, targets, times)",
+        ),
     ),
 }
+
+# consent_erase_rows with the events' times, each statement planned for the values it is given
+# (a one-shot plan): it opens those months' partitions only.
+ROWS_IN_MONTHS = """
+CREATE FUNCTION consent_erase_rows(p_mode text, p_targets bigint[], p_times timestamptz[])
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, public
+AS $$
+DECLARE
+    touched integer;
+BEGIN
+    PERFORM set_config('consent.erasure', 'on', true);
+    IF p_mode = 'delete' THEN
+        EXECUTE 'DELETE FROM consent_events WHERE seq = ANY ($1) AND recorded_at = ANY ($2)'
+        USING p_targets, p_times;
+    ELSE
+        EXECUTE 'UPDATE consent_events SET CLEARED, anonymised_at = now()'
+                ' WHERE seq = ANY ($1) AND recorded_at = ANY ($2)'
+        USING p_targets, p_times;
+    END IF;
+    GET DIAGNOSTICS touched = ROW_COUNT;
+    PERFORM set_config('consent.erasure', 'off', true);
+    RETURN touched;
+END;
+$$
+"""
+# Their statements are planned once per session (docs/retention.md, "Partitions").
+GENERIC_PLANS = (
+    "consent_erase(text, uuid, text[], text[], text, timestamptz, timestamptz, uuid, text, text,"
+    " text, text, text, text, text[])",
+    "consent_reapply_erasure(jsonb, text[], jsonb)",
+)
 
 EDIT_FUNCTION = """
 DO $$
 DECLARE
     body text := pg_get_functiondef('{name}'::regproc);
 BEGIN
-    IF position('{old}' IN body) = 0 THEN
+    IF position($o${old}$o$ IN body) = 0 THEN
         RAISE EXCEPTION 'migration 0014: {name} does not read as expected';
     END IF;
-    EXECUTE replace(body, '{old}', '{new}');
+    EXECUTE replace(body, $o${old}$o$, $n${new}$n$);
 END;
 $$
 """
 
 
 def _edit_functions(*, reverse: bool) -> None:
+    if not reverse:
+        cleared = ", ".join(f"{name} = NULL" for name in _migration("0011_ledger").IDENTIFYING)
+        op.execute(ROWS_IN_MONTHS.replace("CLEARED", cleared))
+        op.execute(
+            "REVOKE ALL ON FUNCTION consent_erase_rows(text, bigint[], timestamptz[]) FROM PUBLIC"
+        )
     for name, edits in ERASE_EDITS.items():
-        for old, new in edits:
+        for old, new in reversed(edits) if reverse else edits:
             if reverse:
                 old, new = new, old
             op.execute(EDIT_FUNCTION.format(name=name, old=old, new=new))
+    for function in GENERIC_PLANS:
+        setting = "RESET plan_cache_mode" if reverse else "SET plan_cache_mode = force_generic_plan"
+        op.execute(f"ALTER FUNCTION {function} {setting}")
+    if reverse:
+        op.execute("DROP FUNCTION consent_erase_rows(text, bigint[], timestamptz[])")
 
 
 COPY = """
@@ -392,8 +457,8 @@ $$
 """.replace("PURGE_LOCK", str(0x636F6E73656E7402))  # migration 0013's lock
 
 
-def _migration_0013() -> ModuleType:
-    path = Path(__file__).with_name("2026_11_29_0013_retention.py")
+def _migration(name: str) -> ModuleType:
+    path = Path(__file__).with_name(f"2026_11_29_{name}.py")
     spec = importlib.util.spec_from_file_location(path.stem, path)
     assert spec is not None
     assert spec.loader is not None
@@ -403,7 +468,7 @@ def _migration_0013() -> ModuleType:
 
 
 def _due_function(*, edited: bool) -> str:
-    due = str(_migration_0013().DUE_FUNCTION)
+    due = str(_migration("0013_retention").DUE_FUNCTION)
     if edited:
         for old, new in DUE_EDITS:
             assert due.count(old) == 1, old
@@ -468,7 +533,9 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.execute("LOCK TABLE consent_events IN ACCESS EXCLUSIVE MODE")
     _edit_functions(reverse=True)
-    op.execute(str(_migration_0013().PURGE_FUNCTION).replace("CREATE ", "CREATE OR REPLACE ", 1))
+    op.execute(
+        str(_migration("0013_retention").PURGE_FUNCTION).replace("CREATE ", "CREATE OR REPLACE ", 1)
+    )
     op.execute("DROP FUNCTION consent_retention_due(timestamptz)")
     op.execute(_due_function(edited=False))
     op.execute("REVOKE ALL ON FUNCTION consent_retention_due(timestamptz) FROM PUBLIC")
