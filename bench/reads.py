@@ -31,27 +31,68 @@ from bench.run import (
 )
 
 EVENTS_PER_SUBJECT = 5
+# Generated row i belongs to subject i % SUBJECTS, so a subject's events are SUBJECTS rows (and
+# SUBJECTS * SECONDS_APART seconds, about 162 days) apart, as a returning visitor's are, not
+# side by side. Fixed, so the subjects of a 1M fill are those of the 10M fill it grows into: at
+# 10M every subject has EVENTS_PER_SUBJECT events, below 2M rows the first `rows` have one each.
+SUBJECTS = 2_000_000
+# Row i is recorded i * SECONDS_APART seconds back from now: 10M rows cover about 27 months, so
+# the partitioned table (migration 0014) holds them in about 27 monthly partitions.
+SECONDS_APART = 7
+# How far back the monthly partitions are made before a fill (the owner's function, 0014).
+PARTITION_MONTHS = 30
 LOAD_CHUNK = 1_000_000
 
-LOAD_SQL = """
+# The generated rows. $1, $2: the first and last row number; $3: SUBJECTS; $4: SECONDS_APART.
+_ROWS = """
+SELECT i, gen_random_uuid() AS event_id, md5('subject-' || (i % $3))::uuid AS subject_id,
+    now() - make_interval(secs => i * $4) AS recorded_at
+FROM generate_series($1::bigint, $2::bigint) AS i
+"""
+
+# The three hashes as 64 hex characters (each schema stores them its own way: `_insert`).
+_HASHES = {
+    "IP_HASH": "md5('ip-' || (i % 3000000)) || md5('ip2-' || (i % 3000000))",
+    "USER_HASH": "md5('user-' || (i / 10)) || md5('user2-' || (i / 10))",
+    "REQUEST_HASH": "md5(i::text) || md5(i::text)",
+}
+
+_INSERT = """
 INSERT INTO consent_events (event_id, property, subject_id, event_type, schema_version, choices,
     effective, gpc, dnt, signals_applied, ip_hash, user_hash, hash_key_id, user_agent, page_url,
     request_hash, recorded_at, salt, identity, leaf)
-SELECT gen_random_uuid(), 'itsailor', md5('subject-' || (i / $3))::uuid,
+SELECT event_id, 'itsailor', subject_id,
     (ARRAY['accept-all', 'reject-all', 'save-selection', 'withdraw', 're-prompt'])[1 + i % 5], 1,
     '{"necessary": true, "functional": false, "analytics": true, "marketing": false}',
     '{"necessary": true, "functional": false, "analytics": true, "marketing": false}',
-    i % 10 = 0, false, '[]', md5('ip-' || (i % 3000000)) || md5('ip2-' || (i % 3000000)),
-    CASE WHEN i % 5 = 0 THEN md5('user-' || (i / 10)) || md5('user2-' || (i / 10)) END,
+    i % 10 = 0, false, '[]', IP_HASH, CASE WHEN i % 5 = 0 THEN USER_HASH END,
     'bench', 'Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0',
-    'https://itsailor.io/pricing', md5(i::text) || md5(i::text),
-    now() - make_interval(secs => i),
+    'https://itsailor.io/pricing', REQUEST_HASH, recorded_at,
     -- Stand-ins of the right size for the ledger's columns (the database requires them): these
     -- rows' leaves are not the hashes of their records, so `ledger verify` would name them.
     substring(sha256(('salt-' || i)::bytea) FROM 1 FOR 16), sha256(('identity-' || i)::bytea),
     sha256(('leaf-' || i)::bytea)
-FROM generate_series($1::bigint, $2::bigint) AS i
+FROM rows
 """
+
+
+def _insert(digest: str) -> str:
+    """The INSERT with each hash as `digest` makes it of its hex text."""
+    insert = _INSERT
+    for name, hex_text in _HASHES.items():
+        insert = insert.replace(name, digest.format(hex_text))
+    return insert
+
+
+# Before migration 0014: one table, hashes as 64 hex characters, event_id unique in it.
+LOAD_SQL_TEXT_HASHES = f"WITH rows AS ({_ROWS}){_insert('{}')}"
+# Since 0014: the table partitioned by month, hashes as their 32 bytes, and each event's id and
+# time in consent_event_ids too, as the writer stores them.
+LOAD_SQL = (
+    f"WITH rows AS MATERIALIZED ({_ROWS}),"
+    " ids AS (INSERT INTO consent_event_ids (event_id, recorded_at)"
+    " SELECT event_id, recorded_at FROM rows)"
+) + _insert("decode({}, 'hex')")
 
 
 def parse_size(text: str) -> int:
@@ -65,25 +106,65 @@ def subject_id(number: int) -> str:
 
 
 async def fill(db_url: str, target: int) -> tuple[int, int, float]:
-    """Add generated events until the table holds `target` rows (server-side, in 1M chunks).
-    Returns the rows in the table, how many of them were generated, and the seconds it took."""
+    """Add generated events until the table holds `target` rows (server-side, in 1M chunks), as
+    the database's schema stores them (before or since migration 0014's partitions). Returns the
+    rows in the table, how many of them were generated, and the seconds it took."""
     connection = await asyncpg.connect(db_url, command_timeout=3600)
     try:
+        partitioned = await connection.fetchval(
+            "SELECT to_regclass('consent_event_ids') IS NOT NULL"
+        )
         have = await connection.fetchval("SELECT count(*) FROM consent_events")
         generated = await connection.fetchval(
             "SELECT count(*) FROM consent_events WHERE hash_key_id = 'bench'"
         )
         start = time.perf_counter()
+        if partitioned:
+            # As the owner (the bench's connection): every month the rows span gets its partition.
+            made = await connection.fetchval(
+                "SELECT consent_events_add_months(now() - make_interval(months => $1), now())",
+                PARTITION_MONTHS,
+            )
+            print(f"  made {made} monthly partitions", flush=True)
+        load = LOAD_SQL if partitioned else LOAD_SQL_TEXT_HASHES
         while have < target:
             chunk = min(LOAD_CHUNK, target - have)
-            await connection.execute(LOAD_SQL, generated, generated + chunk - 1, EVENTS_PER_SUBJECT)
+            await connection.execute(
+                load, generated, generated + chunk - 1, SUBJECTS, SECONDS_APART
+            )
             generated += chunk
             have += chunk
             print(f"  loaded {have:,} rows ({time.perf_counter() - start:.0f} s)", flush=True)
         await connection.execute("VACUUM ANALYZE consent_events")
+        if partitioned:
+            await connection.execute("VACUUM ANALYZE consent_event_ids")
+            await check_partitions(connection, have)
         return have, generated, time.perf_counter() - start
     finally:
         await connection.close()
+
+
+async def check_partitions(connection: asyncpg.Connection, rows: int) -> None:
+    """The loaded rows are in the monthly partitions, none in the default one, one id each."""
+    outside = await connection.fetchval("SELECT count(*) FROM consent_events_default")
+    ids = await connection.fetchval("SELECT count(*) FROM consent_event_ids")
+    partitions = [
+        r[0]
+        for r in await connection.fetch(
+            "SELECT c.oid::regclass::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+            " WHERE i.inhparent = 'consent_events'::regclass ORDER BY 1"
+        )
+    ]
+    holding = 0
+    for name in partitions:
+        holding += await connection.fetchval(f"SELECT EXISTS (SELECT FROM {name})")
+    print(
+        f"  {holding} of {len(partitions)} partitions hold rows; the default one {outside:,};"
+        f" {ids:,} event ids for {rows:,} events",
+        flush=True,
+    )
+    if outside:
+        raise RuntimeError(f"{outside:,} generated rows landed in consent_events_default")
 
 
 def erasure_times(base: str, key: str, subjects: list[str]) -> list[float]:
@@ -134,7 +215,8 @@ def read_latencies(
         size = parse_size(size_text)
         print(f"\nfilling the event table to {size:,} rows ...", flush=True)
         rows, generated, seconds = asyncio.run(fill(db_url, size))
-        population = generated // EVENTS_PER_SUBJECT
+        # Row i is subject i % SUBJECTS's: those below min(generated, SUBJECTS) have events.
+        population = min(generated, SUBJECTS)
         picks = random.sample(range(population), k=min(2000, population))
         result: dict[str, Any] = {"rows": rows, "load_seconds": round(seconds, 1)}
         with tempfile.TemporaryDirectory() as folder:

@@ -4,9 +4,9 @@ and exactness against a COUNT over the events.
     uv run python bench/stats.py                       # 10M events, embedded PostgreSQL
     uv run python bench/stats.py --size 1M --database-url postgresql://postgres@127.0.0.1/postgres
 
-The events are generated server-side (bench/reads.py's rows: one every second back from now, so
-10M cover about 116 days), then rolled up into the statistics tables as the service does, in the
-background (docs/stats.md, "Rollup"). Then `--tail` more events are added and left out of the
+The events are generated server-side (bench/reads.py's rows: one every 7 seconds back from now,
+SECONDS_APART, so 10M cover about 27 months), then rolled up into the statistics tables as the
+service does, in the background (docs/stats.md, "Rollup"). Then `--tail` more events are added and left out of the
 tables, and the service measured runs no rollup: every request counts that tail from the events,
 as a request does just before a rollup (the default, 10,000, is more than one rollup interval, a
 second, of the service at the peak rate bench/run.py measures: about 7,500 events a second). Requests are sent one at a time (what a console does), for random
@@ -32,7 +32,7 @@ from typing import Any
 
 import asyncpg
 
-from bench.reads import fill, parse_size
+from bench.reads import SECONDS_APART, fill, parse_size
 from bench.run import cli, database, free_port, running, serve_command, service_env
 
 # A COUNT over the events, grouped as the API groups them (optional keys of itsailor only).
@@ -167,7 +167,7 @@ def main() -> None:
         print(f"  and {args.tail:,} more events left to the reads (the tail)")
         env["CONSENT_SEAL_SECONDS"] = "0"
         now = datetime.now(UTC)
-        oldest = now - timedelta(seconds=size)
+        oldest = now - timedelta(seconds=size * SECONDS_APART)
         span_days = max(1, (now - oldest).days - 90)
         rng = random.Random(1)
         port = free_port()
