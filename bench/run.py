@@ -315,6 +315,9 @@ async def reset_events(db_url: str) -> None:
     try:
         await connection.execute("SET session_replication_role = replica")
         await connection.execute("DELETE FROM consent_events")
+        # The triggers that take an event's id along are off too (migration 0014).
+        if await connection.fetchval("SELECT to_regclass('consent_event_ids') IS NOT NULL"):
+            await connection.execute("DELETE FROM consent_event_ids")
         await connection.execute("VACUUM consent_events")
     finally:
         await connection.close()
