@@ -528,6 +528,9 @@ def upgrade() -> None:
     op.execute("GRANT SELECT ON consent_events TO consent_api")
     op.execute(f"GRANT INSERT ({INSERTABLE}) ON consent_events TO consent_api")
     op.execute("GRANT SELECT, INSERT ON consent_event_ids TO consent_api")
+    # The copies have no statistics yet: plans would guess until autovacuum's next pass.
+    op.execute("ANALYZE consent_events")
+    op.execute("ANALYZE consent_event_ids")
 
 
 def downgrade() -> None:
