@@ -207,21 +207,20 @@ class LedgerSealRow(Base):
     sealed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
+# The columns stored as bytes and handled as hex (HexDigest).
+HEX_COLUMNS = tuple(
+    column.name for column in ConsentEventRow.__table__.c if isinstance(column.type, HexDigest)
+)
+
+
 def input_type(name: str) -> str:
     """The SQL type a written column arrives as in the writer's JSON (hex text for a digest)."""
-    column_type = ConsentEventRow.__table__.c[name].type
-    if isinstance(column_type, HexDigest):
+    if name in HEX_COLUMNS:
         return "text"
+    column_type = ConsentEventRow.__table__.c[name].type
     return str(column_type.compile(dialect=postgresql.dialect()))  # type: ignore[no-untyped-call]
 
 
 def stored_value(name: str) -> str:
     """The SQL expression that stores a column of the writer's input (a digest: its bytes)."""
-    column_type = ConsentEventRow.__table__.c[name].type
-    return f"decode({name}, 'hex')" if isinstance(column_type, HexDigest) else name
-
-
-# The columns stored as bytes and handled as hex (HexDigest).
-HEX_COLUMNS = tuple(
-    column.name for column in ConsentEventRow.__table__.c if isinstance(column.type, HexDigest)
-)
+    return f"decode({name}, 'hex')" if name in HEX_COLUMNS else name
