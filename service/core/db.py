@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
 
-from sqlalchemy import MetaData, text
+from sqlalchemy import MetaData, event, exc, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -59,12 +64,14 @@ def create_engine(
     application_name: str = "consent-service",
     command_timeout: float = 30.0,
 ) -> AsyncEngine:
-    """At most `pool_size` connections: a request that finds them all busy waits for one."""
-    return create_async_engine(
+    """At most `pool_size` connections: a request that finds them all busy waits for one.
+
+    A connection that sat idle for `IDLE_PING_SECONDS` is pinged before it is handed out; one in
+    steady use is not (docs/architecture.md, "Connections")."""
+    engine = create_async_engine(
         async_url(url),
         pool_size=pool_size,
         max_overflow=0,
-        pool_pre_ping=True,
         pool_recycle=1800,
         # A statement's parameters are a person's identifiers: never in an error's text (logs).
         hide_parameters=True,
@@ -76,6 +83,45 @@ def create_engine(
             "timeout": 5,
         },
     )
+    _ping_when_idle(engine)
+    return engine
+
+
+# A connection back in the pool within this long is handed out again without a round trip.
+IDLE_PING_SECONDS = 10.0
+
+
+def _ping_when_idle(engine: AsyncEngine) -> None:
+    """SQLAlchemy's `pool_pre_ping` pings on every check-out: a round trip (about 0.25 ms here)
+    before every request's statement. A connection that was in use a moment ago is as good as a
+    ping says; one that idled may have outlived its server (a restart, a failover), so only that
+    one is pinged, and replaced when the ping fails (the pool retries the check-out)."""
+    dialect = engine.dialect
+
+    @event.listens_for(engine.sync_engine, "checkin")
+    def _returned(dbapi_connection: Any, record: Any) -> None:
+        record.info["returned_at"] = time.monotonic()
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _taken(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        returned = record.info.get("returned_at")
+        if returned is None or time.monotonic() - returned < IDLE_PING_SECONDS:
+            return
+        try:
+            dialect.do_ping(dbapi_connection)
+        except dialect.loaded_dbapi.Error as error:
+            if dialect.is_disconnect(error, dbapi_connection, None):
+                raise exc.DisconnectionError() from error
+            raise
+
+
+@asynccontextmanager
+async def reading(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A connection for statements that only read, each complete in itself: no BEGIN before and
+    no ROLLBACK after, two round trips fewer than `engine.connect()` (docs/architecture.md,
+    "Connections")."""
+    async with engine.connect() as connection:
+        yield await connection.execution_options(isolation_level="AUTOCOMMIT")
 
 
 ROLE_POWERS = text(

@@ -6,9 +6,12 @@ from __future__ import annotations
 import asyncio
 import uuid
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
+import pytest
+from sqlalchemy import text
 
 from service.app import create_app
 from tests.conftest import CLIENT_IP, make_settings
@@ -66,3 +69,55 @@ async def test_a_process_stays_within_its_pool_and_the_writers_connection(
     assert set(statuses) == {201 + 200 + 200 + 200}
     assert max(seen) > 1  # the sampler saw the load
     assert max(seen) <= POOL_SIZE + 1
+
+
+async def test_a_connection_that_idled_is_pinged_and_replaced_when_its_server_dropped_it(
+    db_url: str, db: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from service.core import db as database
+
+    engine = database.create_engine(db_url, pool_size=1)
+    try:
+        async with engine.connect() as connection:
+            first = await connection.scalar(text("SELECT pg_backend_pid()"))
+        # The server drops the pooled connection (a restart, a failover, an idle timeout) …
+        assert await db.fetchval("SELECT pg_terminate_backend($1)", first)
+        # … while it sat idle for longer than the ping threshold: the check-out pings, finds it
+        # gone and hands out a new one, so the request never sees the dead connection.
+        monkeypatch.setattr(database, "IDLE_PING_SECONDS", 0.0)
+        async with engine.connect() as connection:
+            second = await connection.scalar(text("SELECT pg_backend_pid()"))
+        assert second != first
+    finally:
+        await engine.dispose()
+
+
+async def test_a_connection_in_steady_use_is_not_pinged_and_reads_begin_no_transaction(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from service.core import db as database
+
+    engine = database.create_engine(db_url, pool_size=1)
+    pings: list[object] = []
+    real_ping = engine.dialect.do_ping
+
+    def counted(connection: Any) -> bool:
+        pings.append(connection)
+        return real_ping(connection)
+
+    monkeypatch.setattr(engine.dialect, "do_ping", counted)
+    # Two statements in one transaction share its id; each alone has its own.
+    xid = text("SELECT txid_current()")
+    try:
+        async with engine.connect() as connection:
+            assert await connection.scalar(xid) == await connection.scalar(xid)
+        for _ in range(3):
+            async with database.reading(engine) as connection:
+                assert await connection.scalar(xid) != await connection.scalar(xid)
+        assert pings == []
+        monkeypatch.setattr(database, "IDLE_PING_SECONDS", 0.0)
+        async with database.reading(engine) as connection:
+            await connection.scalar(xid)
+        assert len(pings) == 1
+    finally:
+        await engine.dispose()
