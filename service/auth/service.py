@@ -12,6 +12,7 @@ from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from service.auth.tables import ApiKeyRow
+from service.core.db import autocommit
 from service.core.errors import BadRequest, NotFound
 
 SECRET_PREFIX = "csk_"  # noqa: S105 (a prefix, so leaked keys are recognisable)
@@ -107,7 +108,8 @@ AUTHENTICATE = text(
 
 async def authenticate(engine: AsyncEngine, secret: str) -> Principal | None:
     """The key behind `secret` if it exists and is not revoked; records its use."""
-    async with engine.begin() as connection:
+    # One statement, atomic alone: no BEGIN/COMMIT round trips around it.
+    async with autocommit(engine) as connection:
         row = (await connection.execute(AUTHENTICATE, {"digest": _digest(secret)})).one_or_none()
     if row is None:
         return None

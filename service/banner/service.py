@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.banner.bodies import ConsentEventIn, ConsentState, RepromptReason
 from service.consent_schema.service import PropertyState, PublishedVersion, SchemaCatalog
-from service.core.db import reading
+from service.core.db import autocommit
 from service.core.errors import Conflict, Unprocessable
 from service.core.hashing import Hasher
 from service.ledger.event import (
@@ -217,7 +217,7 @@ async def stored_record(
     """`new`'s event_id was stored already: the original record for a retry of the same request,
     with the receipt its batch was given (or, for an event stored before receipts were kept, one
     of its own: a tree of this one leaf), or 409 for a different event reusing the id."""
-    async with reading(engine) as connection:
+    async with autocommit(engine) as connection:
         existing = (
             await connection.execute(
                 select(
@@ -294,7 +294,7 @@ async def current_state(
     prop: PropertyState = await catalog.state(property_name)
     current = await catalog.version(property_name, prop.current_version)
     applied = among(signals, current.honours)
-    async with reading(engine) as connection:
+    async with autocommit(engine) as connection:
         latest = (
             await connection.execute(
                 select(

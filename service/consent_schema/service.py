@@ -21,7 +21,7 @@ from service.consent_schema.document import (
     canonical_json,
 )
 from service.consent_schema.tables import PropertyRow, SchemaVersionRow
-from service.core.db import reading
+from service.core.db import autocommit
 from service.core.errors import NotFound
 
 CURRENT_POINTER_TTL_SECONDS = 1.0
@@ -257,7 +257,7 @@ class SchemaCatalog:
         self._current[property_name] = (running[0], task.result())
 
     async def _read_state(self, property_name: str) -> PropertyState | None:
-        async with reading(self._engine) as connection:
+        async with autocommit(self._engine) as connection:
             row = (await connection.execute(_state_query(property_name))).one_or_none()
         return _state_of(property_name, row)
 
@@ -266,7 +266,7 @@ class SchemaCatalog:
         cached = self._versions.get(key)
         if cached is not None:
             return cached
-        async with reading(self._engine) as connection:
+        async with autocommit(self._engine) as connection:
             row = (
                 await connection.execute(
                     select(SchemaVersionRow).where(

@@ -116,9 +116,10 @@ def _ping_when_idle(engine: AsyncEngine) -> None:
 
 
 @asynccontextmanager
-async def reading(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
-    """A connection for statements that only read, each complete in itself: no BEGIN before and
-    no ROLLBACK after, two round trips fewer than `engine.connect()` (docs/architecture.md,
+async def autocommit(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A connection whose statements are each a transaction of their own: no BEGIN before and no
+    ROLLBACK or COMMIT after, two round trips fewer than `engine.connect()` or `engine.begin()`.
+    For one look-up, or one statement that is atomic alone (docs/architecture.md,
     "Connections")."""
     async with engine.connect() as connection:
         yield await connection.execution_options(isolation_level="AUTOCOMMIT")

@@ -10,7 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
 
 from service.auth.dependencies import metrics_reader
-from service.core.db import reading
+from service.core.db import autocommit
 from service.core.errors import problem_responses
 from service.core.json_input import StrictJSONRoute
 from service.core.logging import get_logger
@@ -47,7 +47,7 @@ async def healthz() -> Liveness:
 )
 async def readyz(engine: Engine, head: MigrationHead) -> JSONResponse:
     try:
-        async with asyncio.timeout(READINESS_TIMEOUT_SECONDS), reading(engine) as connection:
+        async with asyncio.timeout(READINESS_TIMEOUT_SECONDS), autocommit(engine) as connection:
             revision = await current_revision(connection)
     except Exception as exc:  # any failure to reach the database means "not ready"
         log.warning("readiness_database_unreachable", error=type(exc).__name__)

@@ -112,11 +112,11 @@ async def test_a_connection_in_steady_use_is_not_pinged_and_reads_begin_no_trans
         async with engine.connect() as connection:
             assert await connection.scalar(xid) == await connection.scalar(xid)
         for _ in range(3):
-            async with database.reading(engine) as connection:
+            async with database.autocommit(engine) as connection:
                 assert await connection.scalar(xid) != await connection.scalar(xid)
         assert pings == []
         monkeypatch.setattr(database, "IDLE_PING_SECONDS", 0.0)
-        async with database.reading(engine) as connection:
+        async with database.autocommit(engine) as connection:
             await connection.scalar(xid)
         assert len(pings) == 1
     finally:
