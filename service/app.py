@@ -18,7 +18,7 @@ from service.consent_schema.service import SchemaCatalog
 from service.console.routes import router as console_router
 from service.core.api_docs import install_docs
 from service.core.client_address import ClientAddress
-from service.core.config import Settings, get_settings
+from service.core.config import PoolMode, Settings, get_settings
 from service.core.cors import BrowserOrigins, ProblemCORSMiddleware
 from service.core.db import create_engine, create_sessionmaker, role_powers, sync_dsn
 from service.core.embedded import database_url
@@ -86,13 +86,18 @@ TAGS = [
 
 @asynccontextmanager
 async def _resources(app: ConsentAPI, settings: Settings, url: str) -> AsyncIterator[None]:
+    pooled = settings.db_pool_mode == PoolMode.TRANSACTION
     engine = create_engine(
-        url, pool_size=settings.db_pool_size, command_timeout=settings.db_command_timeout
+        url,
+        pool_size=settings.db_pool_size,
+        command_timeout=settings.db_command_timeout,
+        transaction_pooled=pooled,
     )
     writer = EventWriter(
         sync_dsn(url),
         receipts=receipt_signer_from_settings(settings),
         command_timeout=settings.db_command_timeout,
+        transaction_pooled=pooled,
     )
     install(
         app,

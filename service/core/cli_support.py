@@ -18,7 +18,7 @@ from pydantic import AwareDatetime, BaseModel, TypeAdapter, ValidationError
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from service.core.config import Settings
+from service.core.config import PoolMode, Settings
 from service.core.embedded import database_url
 from service.core.errors import ConsentServiceError
 
@@ -68,7 +68,12 @@ def with_engine(settings: Settings, work: Callable[[AsyncEngine], Awaitable[T]])
     from service.core.db import create_engine
 
     async def run(url: str) -> T:
-        engine = create_engine(url, pool_size=2, application_name="consent-service-cli")
+        engine = create_engine(
+            url,
+            pool_size=2,
+            application_name="consent-service-cli",
+            transaction_pooled=settings.db_pool_mode == PoolMode.TRANSACTION,
+        )
         try:
             return await work(engine)
         finally:

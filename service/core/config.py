@@ -32,6 +32,15 @@ class Environment(StrEnum):
     PRODUCTION = "production"
 
 
+class PoolMode(StrEnum):
+    """What is at the other end of CONSENT_DATABASE_URL: PostgreSQL itself or a pooler that
+    keeps a server connection per client (`session`), or a pooler that lends one per
+    transaction (`transaction`: PgBouncer's `pool_mode = transaction`)."""
+
+    SESSION = "session"
+    TRANSACTION = "transaction"
+
+
 def _split_csv(value: object) -> object:
     if isinstance(value, str):
         return [item.strip() for item in value.split(",") if item.strip()]
@@ -136,6 +145,13 @@ class Settings(BaseSettings):
         ge=1,
         description="Database connections per API process for requests (the event writer has "
         "one more of its own).",
+    )
+
+    db_pool_mode: PoolMode = Field(
+        default=PoolMode.SESSION,
+        description="`transaction` when CONSENT_DATABASE_URL is a pooler in transaction pooling "
+        "mode (PgBouncer `pool_mode = transaction`): no prepared statement outlives its "
+        'transaction and every statement runs inside one (docs/scaling.md, "PgBouncer").',
     )
 
     event_rate_limit: int = Field(

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from sqlalchemy import MetaData, event, exc, text
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -33,28 +36,55 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
-def async_url(url: str) -> URL:
-    """Accept the usual `postgresql://` form and drive it with asyncpg.
+def _hosts(url: str) -> tuple[str, list[str]]:
+    """libpq's form for several servers, `postgresql://user@h1:5432,h2:5432/db`, tried in order
+    (with `?target_session_attrs=read-write`, the first that takes writes: docs/scaling.md,
+    "Failover"): the URL without its hosts, and the hosts, each with its port. One host: the URL
+    as given and no list."""
+    parts = urlsplit(url)
+    userinfo, at, hostlist = parts.netloc.rpartition("@")
+    if "," not in hostlist:
+        return url, []
+    hosts = [host if re.search(r":\d+$", host) else f"{host}:5432" for host in hostlist.split(",")]
+    if not all(host.rsplit(":", 1)[0] for host in hosts):
+        raise ValueError("a database URL's host list has an empty entry")
+    return urlunsplit(parts._replace(netloc=userinfo + at)), hosts
 
-    `sslmode` (libpq's name) becomes asyncpg's `ssl`, so URLs copied from a provider work as given.
-    """
+
+def _postgresql(url: str) -> URL:
     parsed = make_url(url)
     if parsed.get_backend_name() not in {"postgresql", "postgres"}:
         raise ValueError(f"not a PostgreSQL URL: {parsed.render_as_string(hide_password=True)}")
-    parsed = parsed.set(drivername="postgresql+asyncpg")
-    query = dict(parsed.query)
-    if "sslmode" in query:
-        query["ssl"] = query.pop("sslmode")
-        parsed = parsed.set(query=query)
     return parsed
 
 
+def async_url(url: str) -> URL:
+    """Accept the usual `postgresql://` form and drive it with asyncpg.
+
+    `sslmode` (libpq's name) becomes asyncpg's `ssl`, so URLs copied from a provider work as given;
+    several hosts become SQLAlchemy's `?host=h1:p1&host=h2:p2`.
+    """
+    single, hosts = _hosts(url)
+    parsed = _postgresql(single).set(drivername="postgresql+asyncpg")
+    query = dict(parsed.query)
+    if "sslmode" in query:
+        query["ssl"] = query.pop("sslmode")
+    if hosts:
+        query["host"] = tuple(hosts)
+    return parsed.set(query=query)
+
+
 def sync_dsn(url: str) -> str:
-    """The same URL as plain `postgresql://` (libpq's query names kept), for asyncpg.connect."""
-    parsed = make_url(url)
-    if parsed.get_backend_name() not in {"postgresql", "postgres"}:
-        raise ValueError(f"not a PostgreSQL URL: {parsed.render_as_string(hide_password=True)}")
-    return parsed.set(drivername="postgresql").render_as_string(hide_password=False)
+    """The same URL as plain `postgresql://` (libpq's query names and host list kept), for
+    asyncpg.connect."""
+    single, hosts = _hosts(url)
+    rendered = (
+        _postgresql(single).set(drivername="postgresql").render_as_string(hide_password=False)
+    )
+    if not hosts:
+        return rendered
+    parts = urlsplit(rendered)
+    return urlunsplit(parts._replace(netloc=parts.netloc + ",".join(hosts)))
 
 
 def create_engine(
@@ -63,11 +93,25 @@ def create_engine(
     pool_size: int = 10,
     application_name: str = "consent-service",
     command_timeout: float = 30.0,
+    transaction_pooled: bool = False,
 ) -> AsyncEngine:
     """At most `pool_size` connections: a request that finds them all busy waits for one.
 
     A connection that sat idle for `IDLE_PING_SECONDS` is pinged before it is handed out; one in
-    steady use is not (docs/architecture.md, "Connections")."""
+    steady use is not (docs/architecture.md, "Connections").
+
+    `transaction_pooled`: the URL is a pooler that lends a server connection per transaction
+    (CONSENT_DB_POOL_MODE=transaction), so every statement is unnamed and runs in a transaction.
+    """
+    pooled: dict[str, object] = {}
+    if transaction_pooled:
+        pooled = {
+            # asyncpg's own cache and SQLAlchemy's both keep named statements on a server
+            # connection that the next transaction may not get; "" makes every one unnamed.
+            "statement_cache_size": 0,
+            "prepared_statement_cache_size": 0,
+            "prepared_statement_name_func": _unnamed,
+        }
     engine = create_async_engine(
         async_url(url),
         pool_size=pool_size,
@@ -81,10 +125,21 @@ def create_engine(
             # pooler would refuse.
             "command_timeout": command_timeout,
             "timeout": 5,
+            **pooled,
         },
     )
     _ping_when_idle(engine)
+    if transaction_pooled:
+        _TRANSACTION_POOLED.add(engine.sync_engine)
     return engine
+
+
+def _unnamed() -> str:
+    return ""
+
+
+# Engines whose URL is a transaction pooler: `autocommit` gives them a transaction after all.
+_TRANSACTION_POOLED: weakref.WeakSet[Engine] = weakref.WeakSet()
 
 
 # A connection back in the pool within this long is handed out again without a round trip.
@@ -120,9 +175,16 @@ async def autocommit(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
     """A connection whose statements are each a transaction of their own: no BEGIN before and no
     ROLLBACK or COMMIT after, two round trips fewer than `engine.connect()` or `engine.begin()`.
     For one look-up, or one statement that is atomic alone (docs/architecture.md,
-    "Connections")."""
+    "Connections").
+
+    Through a transaction pooler, a statement outside a transaction may be parsed on one server
+    connection and run on another, so there it runs in one (docs/scaling.md, "PgBouncer")."""
     async with engine.connect() as connection:
-        yield await connection.execution_options(isolation_level="AUTOCOMMIT")
+        if engine.sync_engine in _TRANSACTION_POOLED:
+            async with connection.begin():
+                yield connection
+        else:
+            yield await connection.execution_options(isolation_level="AUTOCOMMIT")
 
 
 ROLE_POWERS = text(

@@ -111,6 +111,13 @@ class CommitUnconfirmed(ConnectionError):
     """The statement was sent but no answer came back: its rows may or may not be committed."""
 
 
+class ReplicationUnconfirmed(CommitUnconfirmed):
+    """The commit was answered with a warning: with a synchronous standby, PostgreSQL reports a
+    commit whose wait for the standby was cancelled as a success plus a WARNING ("committed
+    locally, but might not have been replicated"). Such rows may vanish in a failover, so they
+    are not acknowledged (docs/scaling.md, "Failover")."""
+
+
 class EventWriter:
     """Owns one database connection of its own (asyncpg, no pool, no ORM: this is the hot path),
     so a burst of requests can never starve it of a connection."""
@@ -122,8 +129,11 @@ class EventWriter:
         receipts: ReceiptSigner | None = None,
         max_batch: int = MAX_BATCH,
         command_timeout: float = 30.0,
+        transaction_pooled: bool = False,
     ) -> None:
         self._dsn = dsn
+        self._transaction_pooled = transaction_pooled
+        self._warnings: list[str] = []
         self.receipts = receipts
         self._command_timeout = command_timeout
         self._reconnect_delay = FIRST_RECONNECT_DELAY / 2
@@ -220,8 +230,14 @@ class EventWriter:
             (None, None) if signed is None else (signed[0], b"".join(event.leaf for event in batch))
         )
         connection = await self._connected()
+        self._warnings.clear()
         try:
-            rows = await connection.fetch(INSERT_SQL, document, receipt, leaves)
+            if self._transaction_pooled:
+                # A pooler lends a server per transaction: parse and run in the same one.
+                async with connection.transaction():
+                    rows = await connection.fetch(INSERT_SQL, document, receipt, leaves)
+            else:
+                rows = await connection.fetch(INSERT_SQL, document, receipt, leaves)
         except (
             TimeoutError,
             OSError,
@@ -235,7 +251,18 @@ class EventWriter:
             self._connection = None
             connection.terminate()
             raise CommitUnconfirmed(type(exc).__name__) from exc
+        if self._warnings:
+            # The statement raises none of its own: a warning here is the server's word that
+            # the commit is not what it should be (a cancelled synchronous-replication wait).
+            log.error("event_batch_commit_warned", size=len(batch), warnings=self._warnings[:3])
+            raise ReplicationUnconfirmed(self._warnings[0])
         return {row["event_id"] for row in rows}
+
+    def _heard(self, connection: object, message: asyncpg.PostgresLogMessage) -> None:
+        """asyncpg calls this (before the statement's own result reaches `_insert`) for each
+        notice the server sends on the writer's connection."""
+        if getattr(message, "severity_en", None) == "WARNING" or message.severity == "WARNING":
+            self._warnings.append(f"{message.message} ({message.detail})")
 
     async def _connected(self) -> asyncpg.Connection:
         """The writer's connection, opened if need be. After a failed attempt the next is not
@@ -252,7 +279,10 @@ class EventWriter:
                 server_settings={"application_name": "consent-service-writer"},
                 command_timeout=self._command_timeout,
                 timeout=5,
+                # Through a transaction pooler no named statement may outlive its transaction.
+                statement_cache_size=0 if self._transaction_pooled else 100,
             )
+            connection.add_log_listener(self._heard)
         except Exception:
             self._reconnect_delay = min(self._reconnect_delay * 2, MAX_RECONNECT_DELAY)
             self._retry_at = time.monotonic() + self._reconnect_delay

@@ -4,6 +4,7 @@ requests, plus the event writer's own, however many requests run at once."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import uuid
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ import asyncpg
 import httpx
 import pytest
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 
 from service.app import create_app
 from tests.conftest import CLIENT_IP, make_settings
@@ -121,3 +123,40 @@ async def test_a_connection_in_steady_use_is_not_pinged_and_reads_begin_no_trans
         assert len(pings) == 1
     finally:
         await engine.dispose()
+
+
+async def test_several_hosts_are_tried_in_order_by_the_pool_and_the_writer(
+    db_url: str, db: asyncpg.Connection, tmp_path: Path
+) -> None:
+    """libpq's host list (docs/scaling.md, "Failover"): the first host is down, the second is the
+    database; requests and the event writer both reach it."""
+    parsed = make_url(db_url)
+    if not parsed.host:
+        pytest.skip("the test server listens on a Unix socket only (no TCP host to list)")
+    dead = f"127.0.0.1:{_closed_port()}"
+    listed = db_url.replace(
+        f"@{parsed.host}:{parsed.port or 5432}/", f"@{dead},{parsed.host}:{parsed.port or 5432}/"
+    )
+    assert "," in listed
+    listed += ("&" if "?" in listed else "?") + "target_session_attrs=read-write"
+    await published(db_url, example("itsailor"))
+    app = create_app(make_settings(listed, tmp_path))
+    transport = httpx.ASGITransport(app=app, client=(CLIENT_IP, 1))
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://t") as client,
+    ):
+        subject = uuid.uuid4()
+        posted = await client.post(
+            "/v1/properties/itsailor/consent-events", json=event(subject_id=subject)
+        )
+        assert posted.status_code == 201, posted.text
+        state = await client.get(f"/v1/properties/itsailor/consents/{subject}")
+        assert state.json()["status"] != "none"
+    assert await db.fetchval("SELECT count(*) FROM consent_events") == 1
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
