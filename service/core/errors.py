@@ -257,7 +257,22 @@ async def _database_not_ready(request: Request, sqlstate: str) -> JSONResponse:
     )
 
 
+# A prepared statement missing (26000) or there already (42P05) on the server connection: the
+# service never names statements in SQL, so this is a transaction pooler lending another server
+# connection mid-statement, without CONSENT_DB_POOL_MODE=transaction (docs/scaling.md,
+# "PgBouncer"). An operator's setting to fix, not the client's doing.
+POOLER_SQLSTATES = {"26000", "42P05"}
+
+
 async def _by_sqlstate(request: Request, exc: Exception, sqlstate: str) -> JSONResponse:
+    if sqlstate in POOLER_SQLSTATES:
+        log.error(
+            "database_pooler_mismatch",
+            sqlstate=sqlstate,
+            hint="a transaction pooler is in front of the database: set "
+            "CONSENT_DB_POOL_MODE=transaction",
+        )
+        return await _database_unavailable(request, exc)
     if sqlstate[:2] in UNAVAILABLE_SQLSTATE_CLASSES:
         return await _database_unavailable(request, exc)
     if sqlstate in NOT_READY_SQLSTATES or sqlstate[:2] in NOT_READY_SQLSTATE_CLASSES:
