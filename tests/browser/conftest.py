@@ -15,16 +15,11 @@ system, so the tests run offline.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 import os
 import shutil
-import signal
-import socket
-import sys
 import threading
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -32,7 +27,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
-import httpx
 import pytest
 from playwright.async_api import (
     Browser,
@@ -52,8 +46,8 @@ from tests.browser import (
     _publish_file,
     readme_page,
 )
-from tests.conftest import TEST_KEY, TEST_RECEIPT_KEY
 from tests.factories import api_key
+from tests.live import service_env, serving
 
 ROOT = Path(__file__).resolve().parents[2]
 WEB_ROOT = ROOT / "examples" / "web"
@@ -72,18 +66,11 @@ CHROMIUM_FLAGS = (
 )
 # A page's every wait (clicks, selectors, navigation) gives up after this many milliseconds.
 PAGE_TIMEOUT_MS = 15_000
-READY_TIMEOUT_S = 30.0
 
 GPC_SCRIPT = """Object.defineProperty(Navigator.prototype, 'globalPrivacyControl', {
     get() { return true; }, configurable: true, enumerable: true });"""
 DNT_SCRIPT = """Object.defineProperty(Navigator.prototype, 'doNotTrack', {
     get() { return '1'; }, configurable: true, enumerable: true });"""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # --- the browser ---------------------------------------------------------------------------------
@@ -270,47 +257,6 @@ def other_site() -> Iterator[str]:
 # --- the service ---------------------------------------------------------------------------------
 
 
-def _service_env(db_url: str, cors_origin: str) -> dict[str, str]:
-    """As bench/run.py's service_env: nothing CONSENT_ from the caller, production settings."""
-    env = {name: value for name, value in os.environ.items() if not name.startswith("CONSENT_")}
-    env.update(
-        CONSENT_ENV="production",
-        CONSENT_DATABASE_URL=db_url,
-        CONSENT_IP_HASH_SALT=TEST_KEY,
-        CONSENT_RECEIPT_KEY=TEST_RECEIPT_KEY,
-        CONSENT_CORS_ORIGINS=cors_origin,
-        CONSENT_LOG_LEVEL="INFO",
-    )
-    return env
-
-
-def _read_log(path: Path) -> str:
-    return path.read_text(encoding="utf-8", errors="replace")
-
-
-async def _wait_ready(url: str, process: asyncio.subprocess.Process, log_path: Path) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    last = "no answer"
-    async with httpx.AsyncClient(base_url=url, timeout=2.0) as http:
-        while time.monotonic() < deadline:
-            if process.returncode is not None:
-                last = f"the service exited with status {process.returncode}"
-                break
-            try:
-                answer = await http.get("/readyz")
-            except httpx.TransportError as exc:
-                last = f"{type(exc).__name__}: {exc}"
-            else:
-                if answer.status_code == 200:
-                    return
-                last = f"/readyz answered {answer.status_code}: {answer.text[:500]}"
-            await asyncio.sleep(0.1)
-    log = _read_log(log_path)
-    pytest.fail(
-        f"the service at {url} was not ready in {READY_TIMEOUT_S:.0f} s ({last}); log:\n{log}"
-    )
-
-
 @pytest.fixture
 async def live_service(
     owner_url: str, db_url: str, static_site: str, tmp_path: Path
@@ -322,18 +268,8 @@ async def live_service(
     for schema in EXAMPLE_SCHEMAS:
         await _publish_file(owner_url, schema, material=True)
     key = await api_key(db_url, "dsr:read")
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
     log_path = tmp_path / f"service-{uuid.uuid4().hex[:8]}.log"
-    with log_path.open("wb") as log_file:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "service", "serve",
-            "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-            cwd=ROOT, env=_service_env(db_url, static_site),
-            stdin=asyncio.subprocess.DEVNULL, stdout=log_file, stderr=log_file,
-        )  # fmt: skip
-    try:
-        await _wait_ready(url, process, log_path)
+    async with serving(service_env(db_url, cors_origins=static_site), log_path) as url:
         yield LiveService(
             url=url,
             owner_url=owner_url,
@@ -342,11 +278,3 @@ async def live_service(
             cors_origin=static_site,
             dsr_key=key.secret,
         )
-    finally:
-        if process.returncode is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(process.wait(), 10)
-            except TimeoutError:
-                process.kill()
-                await process.wait()
