@@ -240,8 +240,9 @@ UNAVAILABLE_SQLSTATE_CLASSES = {"08", "53", "57", "58"}
 
 # SQLSTATEs that mean this database is not ready for the service yet, which an operator fixes
 # and a client can only wait for: it does not exist (3D000), is not migrated (an undefined table,
-# column or function: 42P01, 42703, 42883), or refuses this login (class 28).
-NOT_READY_SQLSTATES = {"3D000", "42P01", "42703", "42883"}
+# column or function: 42P01, 42703, 42883), refuses this login (class 28), or is a standby that
+# takes no writes (25006: a URL without target_session_attrs=read-write, docs/scaling.md).
+NOT_READY_SQLSTATES = {"3D000", "42P01", "42703", "42883", "25006"}
 NOT_READY_SQLSTATE_CLASSES = {"28"}
 
 

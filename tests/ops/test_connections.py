@@ -160,3 +160,25 @@ def _closed_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+async def test_a_server_that_takes_no_writes_is_a_503_not_a_500(
+    db_url: str, owner_url: str, db: asyncpg.Connection, tmp_path: Path
+) -> None:
+    """A standby (here: a database whose transactions are read-only, SQLSTATE 25006 as on a hot
+    standby), reached by a URL without target_session_attrs=read-write: nothing the client did."""
+    await published(db_url, example("itsailor"))
+    name = make_url(owner_url).database
+    await db.execute(f'ALTER DATABASE "{name}" SET default_transaction_read_only = on')
+    app = create_app(make_settings(db_url, tmp_path))
+    transport = httpx.ASGITransport(app=app, client=(CLIENT_IP, 1))
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://t") as client,
+    ):
+        posted = await client.post(
+            "/v1/properties/itsailor/consent-events", json=event(subject_id=uuid.uuid4())
+        )
+        assert posted.status_code == 503, posted.text
+        subject = uuid.uuid4()
+        assert (await client.get(f"/v1/properties/itsailor/consents/{subject}")).status_code == 200
