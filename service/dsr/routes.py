@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 
 from service.auth.dependencies import Auditor, DsrEraser, DsrReader, DsrWithdrawer, private
+from service.core.db import statements_commit_alone
 from service.core.errors import problem_responses
 from service.core.json_input import StrictJSONRoute, read_json
 from service.core.pipeline import body_read_by_hand
@@ -148,6 +149,8 @@ async def dsr_erase(
     request: Request, session: Session, hasher: Hashing, principal: DsrEraser
 ) -> ErasureResult:
     body = await read_json(request, ErasureRequest, limit=MAX_BODY_BYTES)
+    # The erasure and its audit row are one call of `consent_erase`, atomic alone.
+    await statements_commit_alone(session)
     await known_property(session, body.property)
     result = await erase(
         session,
