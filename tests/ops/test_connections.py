@@ -4,7 +4,6 @@ requests, plus the event writer's own, however many requests run at once."""
 from __future__ import annotations
 
 import asyncio
-import socket
 import uuid
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from sqlalchemy.engine import make_url
 from service.app import create_app
 from tests.conftest import CLIENT_IP, make_settings
 from tests.factories import api_key, bearer, event, example, published
+from tests.live import free_port
 
 POOL_SIZE = 3
 
@@ -133,7 +133,7 @@ async def test_several_hosts_are_tried_in_order_by_the_pool_and_the_writer(
     parsed = make_url(db_url)
     if not parsed.host:
         pytest.skip("the test server listens on a Unix socket only (no TCP host to list)")
-    dead = f"127.0.0.1:{_closed_port()}"
+    dead = f"127.0.0.1:{free_port()}"  # nothing listens there
     listed = db_url.replace(
         f"@{parsed.host}:{parsed.port or 5432}/", f"@{dead},{parsed.host}:{parsed.port or 5432}/"
     )
@@ -154,12 +154,6 @@ async def test_several_hosts_are_tried_in_order_by_the_pool_and_the_writer(
         state = await client.get(f"/v1/properties/itsailor/consents/{subject}")
         assert state.json()["status"] != "none"
     assert await db.fetchval("SELECT count(*) FROM consent_events") == 1
-
-
-def _closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 async def test_a_server_that_takes_no_writes_is_a_503_not_a_500(

@@ -27,6 +27,7 @@ from sqlalchemy.engine import make_url
 from service.app import create_app
 from tests.conftest import CLIENT_IP, make_settings
 from tests.factories import api_key, bearer, event, example, published
+from tests.live import free_port
 
 SERVER_CONNECTIONS = 2  # PgBouncer's connections to PostgreSQL, shared by every client
 
@@ -41,12 +42,6 @@ def _binary() -> str:
     pytest.skip(message)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.fixture
 def bouncer_url(db_url: str, api_role: str) -> Iterator[str]:
     """The test's database as the API role, through a PgBouncer of this test's own."""
@@ -56,7 +51,7 @@ def bouncer_url(db_url: str, api_role: str) -> Iterator[str]:
         pytest.skip("the test server listens on a Unix socket only; PgBouncer is tested over TCP")
     folder = Path(tempfile.mkdtemp(prefix="consent-pgbouncer-"))
     folder.chmod(0o755)  # PgBouncer refuses to run as root: it drops to `nobody` (-u)
-    port = _free_port()
+    port = free_port()
     (folder / "users.txt").write_text(f'"{api_role}" ""\n')
     (folder / "pgbouncer.ini").write_text(
         "[databases]\n"
