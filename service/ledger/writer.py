@@ -261,7 +261,8 @@ class EventWriter:
     def _heard(self, connection: object, message: asyncpg.PostgresLogMessage) -> None:
         """asyncpg calls this (before the statement's own result reaches `_insert`) for each
         notice the server sends on the writer's connection."""
-        if getattr(message, "severity_en", None) == "WARNING" or message.severity == "WARNING":
+        # severity_en: the English name whatever the server's lc_messages (PostgreSQL 9.6+).
+        if (message.severity_en or message.severity) == "WARNING":
             self._warnings.append(f"{message.message} ({message.detail})")
 
     async def _connected(self) -> asyncpg.Connection:
