@@ -125,6 +125,26 @@ async def test_a_connection_in_steady_use_is_not_pinged_and_reads_begin_no_trans
         await engine.dispose()
 
 
+async def test_the_connection_returned_last_is_handed_out_first(db_url: str) -> None:
+    """A quiet period's requests reuse one warm connection instead of cycling through the pool
+    (each of which would pay its own first look at every partition, and a ping after idling)."""
+    from service.core import db as database
+
+    engine = database.create_engine(db_url, pool_size=POOL_SIZE)
+    pid = text("SELECT pg_backend_pid()")
+    try:
+        held = [await engine.connect() for _ in range(POOL_SIZE)]
+        pids = [await connection.scalar(pid) for connection in held]
+        for connection in held:
+            await connection.close()
+        assert len(set(pids)) == POOL_SIZE
+        for _ in range(2 * POOL_SIZE):
+            async with database.autocommit(engine) as connection:
+                assert await connection.scalar(pid) == pids[-1]
+    finally:
+        await engine.dispose()
+
+
 async def test_several_hosts_are_tried_in_order_by_the_pool_and_the_writer(
     db_url: str, db: asyncpg.Connection, tmp_path: Path
 ) -> None:
