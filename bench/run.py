@@ -323,6 +323,47 @@ async def reset_events(db_url: str) -> None:
         await connection.close()
 
 
+def profiled_run(
+    args: argparse.Namespace, wrk_bin: str, server: Server, workers: int, log_dir: Path
+) -> dict[str, Any]:
+    """Another run of the same load with py-spy sampling every worker (after the measured one, so
+    the sampler's pauses never touch the figures above): where a worker's CPU goes, by stage
+    (bench/stages.py), with this run's own CPU per event."""
+    from bench.stages import breakdown
+
+    profilers, paths = [], []
+    for pid in server.worker_pids():
+        out = log_dir / f"service-{workers}w-{pid}.profile.txt"
+        paths.append(str(out))
+        # Blocking samples: a stack read while the worker runs on can be torn.
+        profilers.append(subprocess.Popen(
+            ["py-spy", "record", "--pid", str(pid), "--duration", str(args.duration), "--rate", "250",
+             "--format", "raw", "-o", str(out)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        ))  # fmt: skip
+        print(f"  profiling worker {pid} into {out}")
+    before = (server.cpu_seconds(), database_cpu_seconds())
+    run = wrk(
+        wrk_bin,
+        server.base + EVENTS_PATH,
+        script=BENCH / "ingest.lua",
+        connections=args.connections,
+        duration=args.duration,
+        threads=min(2, args.connections),
+        env_extra={},
+    )
+    cpu = cpu_per_request(run, server, before)
+    for profiler in profilers:
+        profiler.wait(30)
+    return {
+        "rps": run["rps"],
+        "cpu_us_per_request": cpu,
+        "stages_us_per_event": {
+            stage: round(micros, 1) for stage, _, micros in breakdown(paths, cpu["service"])
+        },
+    }
+
+
 def ingest(
     args: argparse.Namespace, wrk_bin: str, db_url: str, workers: int, log_dir: Path
 ) -> dict[str, Any]:
@@ -362,17 +403,6 @@ def ingest(
         time.sleep(2)  # let the warm-up's last requests (wrk stops without reading them) finish
         asyncio.run(reset_events(db_url))
         commits_before = asyncio.run(group_commits(db_url))
-        profilers = []
-        if args.profile:
-            # Sampled while the measured run goes: where the time goes, as collapsed stacks.
-            for pid in server.worker_pids():
-                out = log_dir / f"service-{workers}w-{pid}.profile.txt"
-                profilers.append(subprocess.Popen(
-                    ["py-spy", "record", "--pid", str(pid), "--duration", str(args.duration), "--rate", "250",
-                     "--format", "raw", "--nonblocking", "-o", str(out)],
-                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                ))  # fmt: skip
-                print(f"  profiling worker {pid} into {out}")
         before = (server.cpu_seconds(), database_cpu_seconds())
         with tempfile.TemporaryDirectory() as folder:
             acked_file = Path(folder) / "acked.txt"
@@ -387,11 +417,13 @@ def ingest(
             )
             acked = set(acked_file.read_text().split())
         run["cpu_us_per_request"] = cpu_per_request(run, server, before)
-        for profiler in profilers:
-            profiler.wait(30)
+        time.sleep(1)  # the requests wrk left in flight finish
+        # Counted now: the profiled run below adds rows of its own.
+        stored = asyncio.run(stored_ids(db_url))
+        commits = asyncio.run(group_commits(db_url)) - commits_before
+        if args.profile:
+            run["profiled"] = profiled_run(args, wrk_bin, server, workers, log_dir)
         run["rss_mb"] = server.rss_mb()
-    stored = asyncio.run(stored_ids(db_url))
-    commits = asyncio.run(group_commits(db_url)) - commits_before
     run["events_per_commit"] = round(len(stored) / commits, 1) if commits else None
     run["acknowledged"] = len(acked)
     run["stored"] = len(stored)
@@ -422,6 +454,15 @@ def print_ingest(result: dict[str, Any]) -> None:
         f"  acknowledged {s['acknowledged']}, stored {s['stored']}, lost {s['lost']}, stored but not acknowledged {s['unacknowledged_stored']}"
     )
     print(f"  events per group commit: {s['events_per_commit']}")
+    if "profiled" in s:
+        p = s["profiled"]
+        cpu = p["cpu_us_per_request"]
+        print(
+            f"  profiled run (py-spy, not counted above): {p['rps']} req/s; CPU µs per event:"
+            f" server {cpu['service']}, PostgreSQL {cpu['database']}; the server's, by stage:"
+        )
+        for stage, micros in p["stages_us_per_event"].items():
+            print(f"    {stage:38} {micros:7.1f}")
 
 
 # --- main ---------------------------------------------------------------------------------------
