@@ -8,6 +8,10 @@ Each sample is put in the stage of its innermost frame that a rule below names (
 inside validation is hashing; the socket write inside the access-log middleware's `send` is the
 response write), so the stages add up to the whole. A stage's µs per event is its share of the
 samples times the measured CPU per event: the profile says where, the CPU clock says how much.
+That holds while a worker has a core to itself (one worker on this 2-core machine): py-spy counts
+a thread that waits for a core as busy where it was stopped, so with every core taken (two
+workers, PostgreSQL and wrk on two cores) the frames after a system call that wakes another
+process (the batch sent to PostgreSQL, the response written to wrk) collect the waiting too.
 Samples taken in the event loop itself (uvloop, in C: the callbacks' dispatch, the socket reads)
 have no Python frame of their own and count as "event loop".
 """
@@ -65,6 +69,7 @@ RULES: tuple[tuple[str, str], ...] = (
     ),
 )
 EVENT_LOOP = "event loop"
+OTHER_THREAD = "Thread._bootstrap "
 OTHER = "other"
 _COMPILED = tuple((stage, re.compile(pattern)) for stage, pattern in RULES)
 
@@ -79,11 +84,13 @@ def stage_of(frames: list[str]) -> str:
 
 
 def shares(lines: Iterable[str]) -> tuple[dict[str, float], int]:
-    """Each stage's share of py-spy's raw (collapsed) samples, and the number of samples."""
+    """Each stage's share of py-spy's raw (collapsed) samples of the event loop's thread, and the
+    number of those samples. Other threads are left out: with several workers, uvicorn gives each
+    a thread that waits on its supervisor's pipe, which py-spy counts as busy."""
     counts: collections.Counter[str] = collections.Counter()
     for line in lines:
         stack, _, count = line.rstrip("\n").rpartition(" ")
-        if count.isdigit():
+        if count.isdigit() and not stack.startswith(OTHER_THREAD):
             counts[stage_of(stack.split(";") if stack else [])] += int(count)
     total = sum(counts.values())
     return {stage: n / total for stage, n in counts.most_common()} if total else {}, total
