@@ -323,6 +323,25 @@ async def reset_events(db_url: str) -> None:
         await connection.close()
 
 
+def ingest_load(
+    args: argparse.Namespace,
+    wrk_bin: str,
+    server: Server,
+    duration: int,
+    env_extra: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """The ingest load (bench/ingest.lua) against `server` for `duration` seconds."""
+    return wrk(
+        wrk_bin,
+        server.base + EVENTS_PATH,
+        script=BENCH / "ingest.lua",
+        connections=args.connections,
+        duration=duration,
+        threads=min(2, args.connections),
+        env_extra=env_extra or {},
+    )
+
+
 def profiled_run(
     args: argparse.Namespace, wrk_bin: str, server: Server, workers: int, log_dir: Path
 ) -> dict[str, Any]:
@@ -343,15 +362,7 @@ def profiled_run(
         ))  # fmt: skip
         print(f"  profiling worker {pid} into {out}")
     before = (server.cpu_seconds(), database_cpu_seconds())
-    run = wrk(
-        wrk_bin,
-        server.base + EVENTS_PATH,
-        script=BENCH / "ingest.lua",
-        connections=args.connections,
-        duration=args.duration,
-        threads=min(2, args.connections),
-        env_extra={},
-    )
+    run = ingest_load(args, wrk_bin, server, args.duration)
     cpu = cpu_per_request(run, server, before)
     for profiler in profilers:
         profiler.wait(30)
@@ -391,29 +402,15 @@ def ingest(
     port = free_port()
     serve = serve_command(port, workers)
     with running(serve, env, port, "/readyz", log_dir / f"service-{workers}w.log") as server:
-        wrk(
-            wrk_bin,
-            server.base + EVENTS_PATH,
-            script=BENCH / "ingest.lua",
-            connections=args.connections,
-            duration=3,
-            threads=threads,
-            env_extra={},
-        )  # warm-up
+        ingest_load(args, wrk_bin, server, 3)  # warm-up
         time.sleep(2)  # let the warm-up's last requests (wrk stops without reading them) finish
         asyncio.run(reset_events(db_url))
         commits_before = asyncio.run(group_commits(db_url))
         before = (server.cpu_seconds(), database_cpu_seconds())
         with tempfile.TemporaryDirectory() as folder:
             acked_file = Path(folder) / "acked.txt"
-            run = wrk(
-                wrk_bin,
-                server.base + EVENTS_PATH,
-                script=BENCH / "ingest.lua",
-                connections=args.connections,
-                duration=args.duration,
-                threads=threads,
-                env_extra={"BENCH_ACKED_FILE": str(acked_file)},
+            run = ingest_load(
+                args, wrk_bin, server, args.duration, {"BENCH_ACKED_FILE": str(acked_file)}
             )
             acked = set(acked_file.read_text().split())
         run["cpu_us_per_request"] = cpu_per_request(run, server, before)
