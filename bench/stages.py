@@ -2,8 +2,9 @@
 
     uv run python bench/stages.py SERVER_US /tmp/consent-bench-logs-*/service-1w-*.profile.txt
 
-`bench/run.py --profile` samples each worker with py-spy while the measured ingest runs, then
-prints this table with the worker CPU µs per event it measured for that run (SERVER_US here).
+`bench/run.py --profile` runs the ingest load once more after each measured run, sampling every
+worker with py-spy, then prints this table with the worker CPU µs per event it measured for that
+sampled run (SERVER_US here).
 Each sample is put in the stage of its innermost frame that a rule below names (a hash computed
 inside validation is hashing; the socket write inside the access-log middleware's `send` is the
 response write), so the stages add up to the whole. A stage's µs per event is its share of the
