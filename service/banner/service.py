@@ -9,7 +9,7 @@ from collections.abc import Collection
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.banner.bodies import ConsentEventIn, ConsentState, RepromptReason
@@ -280,6 +280,20 @@ def among(present: Collection[Signal], policy: dict[str, bool]) -> list[Signal]:
     ]
 
 
+# Built once: a statement made per request costs more in SQLAlchemy (building it, its cache key,
+# matching the cached result columns to the new object) than the look-up itself costs PostgreSQL
+# (docs/architecture.md, "Where a worker's CPU goes").
+LATEST_DECISION = (
+    select(Event.event_type, Event.source, Event.schema_version, Event.choices, Event.recorded_at)
+    .where(
+        Event.subject_id == bindparam("subject"),
+        Event.property == bindparam("prop"),
+        Event.event_type != EventType.RE_PROMPT.value,
+    )
+    .order_by(Event.seq.desc())
+    .limit(1)
+)
+
 async def current_state(
     engine: AsyncEngine,
     catalog: SchemaCatalog,
@@ -296,22 +310,7 @@ async def current_state(
     applied = among(signals, current.honours)
     async with autocommit(engine) as connection:
         latest = (
-            await connection.execute(
-                select(
-                    Event.event_type,
-                    Event.source,
-                    Event.schema_version,
-                    Event.choices,
-                    Event.recorded_at,
-                )
-                .where(
-                    Event.subject_id == subject_id,
-                    Event.property == property_name,
-                    Event.event_type != EventType.RE_PROMPT.value,
-                )
-                .order_by(Event.seq.desc())
-                .limit(1)
-            )
+            await connection.execute(LATEST_DECISION, {"subject": subject_id, "prop": property_name})
         ).one_or_none()
     if latest is None:
         return ConsentState(
