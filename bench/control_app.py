@@ -1,9 +1,12 @@
 """The control: a bare FastAPI app with the same request model that answers 201 without touching a
 database. The benchmark runs it on the same server, workers and load as the service, so the ratio
-between the two is the service's cost over the framework's own limit."""
+between the two is the service's cost over the framework's own limit. Its two GETs answer the
+schema and a subject's state with the service's bodies and headers, from memory
+(bench/gets.py)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from datetime import UTC, datetime
@@ -11,8 +14,9 @@ from pathlib import Path
 
 from fastapi import FastAPI, Request, Response
 
-from service.banner.bodies import ConsentEventIn
+from service.banner.bodies import ConsentEventIn, ConsentState
 from service.consent_schema.document import load_document_file
+from service.ledger.event import ConsentStatus, EventSource, EventType
 
 app = FastAPI(
     telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False}
@@ -44,3 +48,22 @@ async def schema(property: str) -> Response:
     return Response(
         SCHEMA_BODY, media_type="application/json", headers={"Cache-Control": "public, max-age=60"}
     )
+
+
+_CHOICES = {"necessary": True, "functional": False, "analytics": True, "marketing": False}
+
+
+@app.get("/v1/properties/{property}/consents/{subject_id}")
+async def state(property: str, subject_id: uuid.UUID) -> Response:
+    """A state of the service's shape and size, with its ETag and cache headers; no database."""
+    now = datetime.now(UTC)
+    body = ConsentState(
+        property=property, subject_id=subject_id, status=ConsentStatus.PARTIALLY_GIVEN,
+        event_type=EventType.SAVE_SELECTION, source=EventSource.BANNER, choices=_CHOICES,
+        effective=_CHOICES, signals_applied=[], schema_version=1, current_version=1,
+        last_material_version=1, decided_at=now, expires_at=now, needs_reprompt=False,
+        reprompt_reasons=[],
+    ).model_dump_json().encode()  # fmt: skip
+    etag = f'"{hashlib.sha256(body).hexdigest()[:32]}"'
+    headers = {"ETag": etag, "Cache-Control": "private, no-cache", "Vary": "Sec-GPC, DNT"}
+    return Response(body, media_type="application/json", headers=headers)

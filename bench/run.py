@@ -2,6 +2,7 @@
 
     uv run python bench/run.py                  # ingest at 1 and 2 workers, then reads at 1M and 10M
     uv run python bench/run.py --sizes ''       # ingest only (about 3 minutes)
+    uv run python bench/run.py --sizes '' --gets  # and the schema and state GETs against the control
 
 It needs `wrk` (Debian package `wrk`; installed with apt-get when missing and running as root) and
 a PostgreSQL: `--database-url` (a server you name; the bench creates and drops its own database
@@ -483,6 +484,11 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the bench database")
     parser.add_argument("--profile", action="store_true", help="sample the service with py-spy")
     parser.add_argument(
+        "--gets",
+        action="store_true",
+        help="after each ingest, the schema and state GETs against the control (bench/gets.py)",
+    )
+    parser.add_argument(
         "--read-connections", default="1,8", help="connection counts for look-ups (default 1,8)"
     )
     parser.add_argument(
@@ -508,6 +514,12 @@ def main() -> None:
             result = ingest(args, wrk_bin, db_url, workers, log_dir)
             print_ingest(result)
             report["ingest"].append(result)
+            if args.gets:
+                from bench.gets import get_paths, print_gets
+
+                gets = get_paths(args, wrk_bin, db_url, workers, log_dir)
+                print_gets(gets)
+                report.setdefault("gets", []).append(gets)
         if args.sizes:
             from bench.reads import read_latencies
 
