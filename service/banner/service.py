@@ -294,6 +294,7 @@ LATEST_DECISION = (
     .limit(1)
 )
 
+
 async def current_state(
     engine: AsyncEngine,
     catalog: SchemaCatalog,
@@ -309,9 +310,8 @@ async def current_state(
     current = await catalog.version(property_name, prop.current_version)
     applied = among(signals, current.honours)
     async with autocommit(engine) as connection:
-        latest = (
-            await connection.execute(LATEST_DECISION, {"subject": subject_id, "prop": property_name})
-        ).one_or_none()
+        values = {"subject": subject_id, "prop": property_name}
+        latest = (await connection.execute(LATEST_DECISION, values)).one_or_none()
     if latest is None:
         return ConsentState(
             property=property_name,

@@ -61,7 +61,7 @@ async def _event_dicts(
         proofs = SealProofs(connection)
         receipts = StoredReceipts(connection)
         while True:
-            rows = (await connection.execute(export_chunks(plan, hasher, after, CHUNK))).all()
+            rows = (await connection.execute(*export_chunks(plan, hasher, after, CHUNK))).all()
             if not rows:
                 return
             chunk = []

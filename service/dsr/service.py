@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hmac
 import uuid
 from collections.abc import Sequence
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from sqlalchemy import ColumnElement, Select, func, insert, select, text
+from sqlalchemy import ColumnElement, Select, bindparam, func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.consent_schema.document import canonical_json
@@ -63,21 +64,49 @@ def searched_hashes(query: DsrQuery, hasher: Hasher) -> list[tuple[str, str]]:
     return []
 
 
-def match(query: DsrQuery, hasher: Hasher) -> list[ColumnElement[bool]]:
-    hashes = [digest for _, digest in searched_hashes(query, hasher)]
+def match(query: DsrQuery) -> tuple[ColumnElement[bool], ...]:
+    """The conditions an event matching `query` meets, with their values as bound parameters
+    (`match_values`). Made once for each form a query takes: a statement built for every request
+    costs SQLAlchemy more than PostgreSQL's look-up (docs/architecture.md, "Where a worker's CPU
+    goes")."""
     kind, _ = identifier_of(query)
+    return _conditions(
+        kind, query.property is not None, query.since is not None, query.until is not None
+    )
+
+
+@functools.cache
+def _conditions(
+    kind: IdentifierType, by_property: bool, since: bool, until: bool
+) -> tuple[ColumnElement[bool], ...]:
     conditions: list[ColumnElement[bool]] = [
-        Event.subject_id == query.subject_id
+        Event.subject_id == bindparam("subject_id")
         if kind is IdentifierType.SUBJECT_ID
-        else (Event.ip_hash if kind is IdentifierType.IP else Event.user_hash).in_(hashes)
+        else (Event.ip_hash if kind is IdentifierType.IP else Event.user_hash).in_(
+            bindparam("hashes", expanding=True)
+        )
     ]
-    if query.property is not None:
-        conditions.append(Event.property == query.property)
-    if query.since is not None:
-        conditions.append(Event.recorded_at >= query.since)
-    if query.until is not None:
-        conditions.append(Event.recorded_at < query.until)
-    return conditions
+    if by_property:
+        conditions.append(Event.property == bindparam("property"))
+    if since:
+        conditions.append(Event.recorded_at >= bindparam("since"))
+    if until:
+        conditions.append(Event.recorded_at < bindparam("until"))
+    return tuple(conditions)
+
+
+def match_values(query: DsrQuery, hasher: Hasher) -> dict[str, Any]:
+    """The bound parameters of `match(query)`."""
+    kind, _ = identifier_of(query)
+    values: dict[str, Any] = (
+        {"subject_id": query.subject_id}
+        if kind is IdentifierType.SUBJECT_ID
+        else {"hashes": [digest for _, digest in searched_hashes(query, hasher)]}
+    )
+    for name in ("property", "since", "until"):
+        if getattr(query, name) is not None:
+            values[name] = getattr(query, name)
+    return values
 
 
 def audit_hash(query: DsrQuery, hasher: Hasher) -> str:
@@ -85,6 +114,10 @@ def audit_hash(query: DsrQuery, hasher: Hasher) -> str:
     if kind is IdentifierType.IP:
         value = normalise_ip(value)
     return hasher.current.digest(f"audit-{kind.value}", value)
+
+
+# Made once (see `match`).
+AUDIT_INSERT = insert(DsrAuditRow)
 
 
 async def record_audit(
@@ -103,23 +136,24 @@ async def record_audit(
 ) -> uuid.UUID:
     audit_id = audit_id or uuid.uuid4()
     await session.execute(
-        insert(DsrAuditRow).values(
-            id=audit_id,
-            action=action.value,
-            actor=actor,
-            identifier_type=identifier_of(query)[0].value,
-            identifier_hash=audit_hash(query, hasher),
-            hash_key_id=hasher.current.key_id,
-            property=query.property,
-            since=query.since,
-            until=query.until,
-            mode=mode.value if mode else None,
-            reference=reference,
-            matched=matched,
-            deleted=deleted,
-            anonymised=anonymised,
-            request_id=structlog.contextvars.get_contextvars().get("request_id"),
-        )
+        AUDIT_INSERT,
+        {
+            "id": audit_id,
+            "action": action.value,
+            "actor": actor,
+            "identifier_type": identifier_of(query)[0].value,
+            "identifier_hash": audit_hash(query, hasher),
+            "hash_key_id": hasher.current.key_id,
+            "property": query.property,
+            "since": query.since,
+            "until": query.until,
+            "mode": mode.value if mode else None,
+            "reference": reference,
+            "matched": matched,
+            "deleted": deleted,
+            "anonymised": anonymised,
+            "request_id": structlog.contextvars.get_contextvars().get("request_id"),
+        },
     )
     return audit_id
 
@@ -171,6 +205,16 @@ async def records(rows: Sequence[Any], catalog: SchemaCatalog) -> list[HistoryRe
     return result
 
 
+@functools.cache
+def _history(conditions: tuple[ColumnElement[bool], ...]) -> Select[Any]:
+    return (
+        select(*HISTORY_SELECT)
+        .where(*conditions, Event.seq > bindparam("after"))
+        .order_by(Event.seq)
+        .limit(bindparam("limit"))
+    )
+
+
 async def history_page(
     session: AsyncSession,
     catalog: SchemaCatalog,
@@ -184,14 +228,8 @@ async def history_page(
     skips an event that existed when the look-up began, whatever is inserted meanwhile."""
     label = f"history\x00{_query_signature(query, hasher)}"
     after = read_cursor(hasher, label, cursor, pointer="/body/cursor") if cursor else 0
-    rows = (
-        await session.execute(
-            select(*HISTORY_SELECT)
-            .where(*match(query, hasher), Event.seq > after)
-            .order_by(Event.seq)
-            .limit(limit + 1)
-        )
-    ).all()
+    values = match_values(query, hasher) | {"after": after, "limit": limit + 1}
+    rows = (await session.execute(_history(match(query)), values)).all()
     more = len(rows) > limit
     rows = rows[:limit]
     next_cursor = sign_cursor(hasher, label, rows[-1].seq) if more else None
@@ -200,10 +238,8 @@ async def history_page(
 
 async def count_matching(session: AsyncSession, hasher: Hasher, query: DsrQuery) -> int:
     """How many events `query` matches (what an erasure would touch)."""
-    return int(
-        await session.scalar(select(func.count()).select_from(Event).where(*match(query, hasher)))
-        or 0
-    )
+    counting = select(func.count()).select_from(Event).where(*match(query))
+    return int(await session.scalar(counting, match_values(query, hasher)) or 0)
 
 
 # --- export --------------------------------------------------------------------------------------
@@ -225,7 +261,8 @@ async def plan_export(
     """Count what will be exported and audit it (the caller commits before streaming)."""
     count, last_seq = (
         await session.execute(
-            select(func.count(), func.coalesce(func.max(Event.seq), 0)).where(*match(query, hasher))
+            select(func.count(), func.coalesce(func.max(Event.seq), 0)).where(*match(query)),
+            match_values(query, hasher),
         )
     ).one()
     audit_id = await record_audit(
@@ -234,13 +271,17 @@ async def plan_export(
     return ExportPlan(query=query, count=count, last_seq=last_seq, audit_id=audit_id)
 
 
-def export_chunks(plan: ExportPlan, hasher: Hasher, after: int, size: int) -> Select[Any]:
-    return (
+def export_chunks(
+    plan: ExportPlan, hasher: Hasher, after: int, size: int
+) -> tuple[Select[Any], dict[str, Any]]:
+    """The statement of the next chunk of an export, and its parameters."""
+    statement = (
         select(*EXPORT_SELECT)
-        .where(*match(plan.query, hasher), Event.seq > after, Event.seq <= plan.last_seq)
+        .where(*match(plan.query), Event.seq > after, Event.seq <= plan.last_seq)
         .order_by(Event.seq)
         .limit(size)
     )
+    return statement, match_values(plan.query, hasher)
 
 
 # --- erasure -------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from service.dsr.bodies import (
     WithdrawalResult,
     identifier_of,
 )
-from service.dsr.service import match, record_audit
+from service.dsr.service import match, match_values, record_audit
 from service.ledger.bodies import ConsentRecord
 from service.ledger.event import EventSource, EventType, NewEvent, record
 from service.ledger.leaf import attach_leaf
@@ -42,14 +42,14 @@ async def withdraw(
     decided = (
         select(Event.subject_id, Event.property)
         .where(
-            *match(request, hasher),
+            *match(request),
             Event.subject_id.is_not(None),
             Event.event_type != EventType.RE_PROMPT.value,
         )
         .group_by(Event.subject_id, Event.property)
         .order_by(Event.property, func.min(Event.seq))
     )
-    pairs = (await session.execute(decided)).all()
+    pairs = (await session.execute(decided, match_values(request, hasher))).all()
     withdrawal_id = uuid.uuid4()
     user_hash = hasher.user(value) if kind is IdentifierType.USER_ID else None
     events = []
