@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Select, and_, func, select, text
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from service.consent_schema.document import (
     canonical_json,
@@ -138,7 +138,7 @@ async def list_versions(session: AsyncSession, property_name: str) -> list[Publi
     return [PublishedVersion.from_row(row) for row in rows]
 
 
-async def property_exists(session: AsyncSession, property_name: str) -> bool:
+async def property_exists(session: AsyncSession | AsyncConnection, property_name: str) -> bool:
     found = await session.scalar(select(PropertyRow.name).where(PropertyRow.name == property_name))
     return found is not None
 

@@ -209,16 +209,5 @@ async def role_powers(engine: AsyncEngine) -> list[str]:
     return [name for name, held in (("superuser", row.superuser), ("owner", row.owner)) if held]
 
 
-async def statements_commit_alone(session: AsyncSession) -> None:
-    """Before `session` is first used: each statement it runs commits by itself (no BEGIN, no
-    COMMIT round trips). Only for a route whose one write is a single statement, atomic alone
-    (an erasure: the database function erases and audits). Through a transaction pooler the
-    session keeps its transaction (`autocommit`)."""
-    engine = session.bind
-    assert isinstance(engine, AsyncEngine)
-    if engine.sync_engine not in _TRANSACTION_POOLED:
-        await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
-
-
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)

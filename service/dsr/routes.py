@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 
 from service.auth.dependencies import Auditor, DsrEraser, DsrReader, DsrWithdrawer, private
-from service.core.db import statements_commit_alone
+from service.core.db import autocommit
 from service.core.errors import problem_responses
 from service.core.json_input import StrictJSONRoute, read_json
 from service.core.pipeline import body_read_by_hand
@@ -146,22 +146,21 @@ async def dsr_export(
 )
 @body_read_by_hand(ErasureRequest)
 async def dsr_erase(
-    request: Request, session: Session, hasher: Hashing, principal: DsrEraser
+    request: Request, engine: Engine, hasher: Hashing, principal: DsrEraser
 ) -> ErasureResult:
     body = await read_json(request, ErasureRequest, limit=MAX_BODY_BYTES)
-    # The erasure and its audit row are one call of `consent_erase`, atomic alone.
-    await statements_commit_alone(session)
-    await known_property(session, body.property)
-    result = await erase(
-        session,
-        hasher,
-        body,
-        mode=body.mode,
-        actor=principal.key_id,
-        reference=body.reference,
-    )
-    await session.commit()
-    return result
+    # The erasure and its audit row are one call of `consent_erase`, atomic alone: no session,
+    # no BEGIN and COMMIT around it (docs/architecture.md, "Connections").
+    async with autocommit(engine) as connection:
+        await known_property(connection, body.property)
+        return await erase(
+            connection,
+            hasher,
+            body,
+            mode=body.mode,
+            actor=principal.key_id,
+            reference=body.reference,
+        )
 
 
 @router.post(

@@ -19,7 +19,7 @@ from typing import Any
 
 import structlog
 from sqlalchemy import ColumnElement, Select, bindparam, func, insert, select, text
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from service.consent_schema.document import canonical_json
 from service.consent_schema.service import SchemaCatalog
@@ -299,7 +299,7 @@ ERASE = text(
 
 
 async def erase(
-    session: AsyncSession,
+    session: AsyncSession | AsyncConnection,
     hasher: Hasher,
     query: DsrQuery,
     *,
@@ -387,7 +387,9 @@ async def audit_page(
     return rows, (sign_cursor(hasher, "audit", rows[-1].seq) if more else None)
 
 
-async def known_property(session: AsyncSession, property_name: str | None) -> None:
+async def known_property(
+    session: AsyncSession | AsyncConnection, property_name: str | None
+) -> None:
     """A property that names no property is a mistake to say, not an empty answer: a typo would
     otherwise read as "we hold nothing about this person"."""
     from service.consent_schema.service import property_exists
