@@ -22,6 +22,8 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.orm import DeclarativeBase
 
+from service.core.fair_pool import FairPool
+
 # Stable constraint names, so migrations can refer to them and autogenerate stays quiet.
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -114,6 +116,8 @@ def create_engine(
         }
     engine = create_async_engine(
         async_url(url),
+        # Requests waiting for a connection are served in arrival order (core/fair_pool.py).
+        poolclass=FairPool,
         pool_size=pool_size,
         max_overflow=0,
         # The connection returned last is handed out first: one in steady use keeps its caches
