@@ -2,7 +2,12 @@
 database. The benchmark runs it on the same server, workers and load as the service, so the ratio
 between the two is the service's cost over the framework's own limit. Its two GETs answer the
 schema and a subject's state with the service's bodies and headers, from memory
-(bench/gets.py)."""
+(bench/gets.py).
+
+`declared` is the second control (`bench/run.py --control declared`): the same request model
+written the way FastAPI's tutorial writes an endpoint, as a declared body parameter with a
+`response_model`. FastAPI then reads the body only when it is JSON, so it answers sendBeacon's
+`text/plain` with 422; it is measured with `bench/ingest_fetch.lua`, whose events are all JSON."""
 
 from __future__ import annotations
 
@@ -13,17 +18,26 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from fastapi import FastAPI, Request, Response
+from fastapi.telemetry import TelemetryConfig
+from pydantic import BaseModel
 
 from service.banner.bodies import ConsentEventIn, ConsentState
 from service.consent_schema.document import load_document_file
 from service.ledger.event import ConsentStatus, EventSource, EventType
 
-app = FastAPI(
-    telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False}
-)
+# Both controls leave FastAPI's own telemetry off, as the service does.
+TELEMETRY_OFF: TelemetryConfig = {
+    "tracing": False,
+    "metrics": False,
+    "logs": False,
+    "operation_spans": False,
+}
+EVENTS_PATH = "/v1/properties/{property}/consent-events"
+
+app = FastAPI(telemetry=TELEMETRY_OFF)
 
 
-@app.post("/v1/properties/{property}/consent-events", status_code=201)
+@app.post(EVENTS_PATH, status_code=201)
 async def record(property: str, request: Request) -> Response:
     event = ConsentEventIn.model_validate_json(await request.body())
     body = (
@@ -67,3 +81,26 @@ async def state(property: str, subject_id: uuid.UUID) -> Response:
     etag = f'"{hashlib.sha256(body).hexdigest()[:32]}"'
     headers = {"ETag": etag, "Cache-Control": "private, no-cache", "Vary": "Sec-GPC, DNT"}
     return Response(body, media_type="application/json", headers=headers)
+
+
+class Recorded(BaseModel):
+    """The fields the first control's answer carries."""
+
+    event_id: uuid.UUID
+    subject_id: uuid.UUID
+    property: str
+    event_type: EventType
+    schema_version: int
+    recorded_at: datetime
+
+
+declared = FastAPI(telemetry=TELEMETRY_OFF)
+
+
+@declared.post(EVENTS_PATH, status_code=201, response_model=Recorded)
+async def record_declared(property: str, event: ConsentEventIn) -> Recorded:
+    return Recorded(
+        event_id=event.event_id or uuid.uuid4(), subject_id=event.subject_id, property=property,
+        event_type=event.event_type, schema_version=event.schema_version,
+        recorded_at=datetime.now(UTC),
+    )  # fmt: skip

@@ -3,6 +3,8 @@
     uv run python bench/run.py                  # ingest at 1 and 2 workers, then reads at 1M and 10M
     uv run python bench/run.py --sizes ''       # ingest only (about 3 minutes)
     uv run python bench/run.py --sizes '' --gets  # and the schema and state GETs against the control
+    uv run python bench/run.py --sizes '' --script ingest_fetch.lua --control declared
+                                                # the other load script and the other control
 
 It needs `wrk` (Debian package `wrk`; installed with apt-get when missing and running as root) and
 a PostgreSQL: `--database-url` (a server you name; the bench creates and drops its own database
@@ -283,9 +285,14 @@ def serve_command(port: int, workers: int) -> list[str]:
     ]
 
 
-def control_command(port: int, workers: int) -> list[str]:
+CONTROLS = {"request": "app", "declared": "declared"}  # --control: an app of bench/control_app.py
+INGEST_SCRIPTS = ("ingest.lua", "ingest_fetch.lua")  # --script
+
+
+def control_command(port: int, workers: int, control: str = "request") -> list[str]:
     """The control on the same server (uvicorn), loop, HTTP parser and workers as the service."""
-    return [sys.executable, "-m", "uvicorn", "bench.control_app:app", "--host", "127.0.0.1", "--port", str(port),
+    app = f"bench.control_app:{CONTROLS[control]}"
+    return [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port),
             "--workers", str(workers), "--no-access-log", "--no-server-header", "--no-proxy-headers", "--log-level", "warning"]  # fmt: skip
 
 
@@ -331,11 +338,11 @@ def ingest_load(
     duration: int,
     env_extra: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """The ingest load (bench/ingest.lua) against `server` for `duration` seconds."""
+    """The ingest load (bench/ingest.lua, or --script) against `server` for `duration` seconds."""
     return wrk(
         wrk_bin,
         server.base + EVENTS_PATH,
-        script=BENCH / "ingest.lua",
+        script=BENCH / args.script,
         connections=args.connections,
         duration=duration,
         threads=min(2, args.connections),
@@ -381,13 +388,15 @@ def ingest(
 ) -> dict[str, Any]:
     env = service_env(db_url)
     threads = min(2, args.connections)
-    results: dict[str, Any] = {"workers": workers}
+    results: dict[str, Any] = {
+        "workers": workers, "script": args.script, "control_app": args.control,
+    }  # fmt: skip
 
     port = free_port()
-    control = control_command(port, workers)
+    control = control_command(port, workers, args.control)
     with running(control, env, port, "/docs", log_dir / f"control-{workers}w.log") as server:
         options: dict[str, Any] = {
-            "script": BENCH / "ingest.lua",
+            "script": BENCH / args.script,
             "connections": args.connections,
             "threads": threads,
             "env_extra": {},
@@ -434,7 +443,9 @@ def ingest(
 
 def print_ingest(result: dict[str, Any]) -> None:
     c, s = result["control"], result["service"]
-    print(f"\ningest, {result['workers']} worker(s)")
+    print(
+        f"\ningest, {result['workers']} worker(s), {result['script']}, control: {result['control_app']}"
+    )
     print(
         f"  {'':10} {'req/s':>9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'errors':>7} {'peak RSS MB':>14}"
     )
@@ -481,6 +492,19 @@ def main() -> None:
         default="1M,10M",
         help="event-table sizes for the read measurements (default 1M,10M; '' skips them)",
     )
+    parser.add_argument(
+        "--script",
+        choices=INGEST_SCRIPTS,
+        default="ingest.lua",
+        help="the ingest load: varied events (ingest.lua, the default) or small JSON ones",
+    )
+    parser.add_argument(
+        "--control",
+        choices=sorted(CONTROLS),
+        default="request",
+        help="the control: the body read from the Request (the default) or a declared body "
+        "parameter (bench/control_app.py; JSON bodies only, so with --script ingest_fetch.lua)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the bench database")
     parser.add_argument("--profile", action="store_true", help="sample the service with py-spy")
     parser.add_argument(
@@ -495,6 +519,8 @@ def main() -> None:
         "--read-duration", type=int, default=10, help="seconds per read measurement"
     )
     args = parser.parse_args()
+    if args.control == "declared" and args.script == "ingest.lua":
+        parser.error("--control declared reads JSON bodies only: use --script ingest_fetch.lua")
 
     wrk_bin = ensure_wrk()
     RESULTS.mkdir(exist_ok=True)
