@@ -111,6 +111,10 @@ async def _admin(url: str, statement: str) -> None:
         await connection.close()
 
 
+# --set CONSENT_NAME=value: a setting of the service for this bench run (e.g. the ledger's seal off).
+SERVICE_SETTINGS: dict[str, str] = {}
+
+
 def service_env(db_url: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONSENT_")}
     env.update(
@@ -121,6 +125,7 @@ def service_env(db_url: str) -> dict[str, str]:
         CONSENT_TRUSTED_PROXIES="127.0.0.1/32",
         CONSENT_LOG_LEVEL="INFO",
     )
+    env.update(SERVICE_SETTINGS)
     return env
 
 
@@ -505,6 +510,14 @@ def main() -> None:
         help="the control: the body read from the Request (the default) or a declared body "
         "parameter (bench/control_app.py; JSON bodies only, so with --script ingest_fetch.lua)",
     )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="CONSENT_NAME=VALUE",
+        help="a service setting for this run, e.g. CONSENT_SEAL_SECONDS=0 (no ledger seal); "
+        "repeatable",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the bench database")
     parser.add_argument("--profile", action="store_true", help="sample the service with py-spy")
     parser.add_argument(
@@ -521,6 +534,11 @@ def main() -> None:
     args = parser.parse_args()
     if args.control == "declared" and args.script == "ingest.lua":
         parser.error("--control declared reads JSON bodies only: use --script ingest_fetch.lua")
+    for setting in args.set:
+        name, equals, value = setting.partition("=")
+        if not (name.startswith("CONSENT_") and equals):
+            parser.error(f"--set takes CONSENT_NAME=VALUE, not {setting!r}")
+        SERVICE_SETTINGS[name] = value
 
     wrk_bin = ensure_wrk()
     RESULTS.mkdir(exist_ok=True)
