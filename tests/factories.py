@@ -90,7 +90,7 @@ class Clock:
 
 
 async def bulk_events(
-    db_url: str,
+    owner_url: str,
     *,
     count: int,
     property_name: str,
@@ -99,7 +99,8 @@ async def bulk_events(
     ip_hash: bytes | None = None,
     hash_key_id: str | None = None,
 ) -> None:
-    """Real rows, fast: COPY straight into consent_events (for volume tests)."""
+    """Real rows, fast: COPY straight into consent_events as its owner (for volume tests; the
+    service's role stores events only through consent_record_events)."""
     import asyncpg
 
     recorded = datetime(2026, 1, 1, tzinfo=UTC)
@@ -114,7 +115,7 @@ async def bulk_events(
         )
         for i in range(count)
     ]  # fmt: skip
-    connection = await asyncpg.connect(db_url)
+    connection = await asyncpg.connect(owner_url)
     try:
         await connection.copy_records_to_table(
             "consent_events",

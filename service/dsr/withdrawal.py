@@ -4,10 +4,9 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import asdict
 from datetime import datetime
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.consent_schema.service import SchemaCatalog
@@ -24,6 +23,9 @@ from service.ledger.bodies import ConsentRecord
 from service.ledger.event import EventSource, EventType, NewEvent, record
 from service.ledger.leaf import attach_leaf
 from service.ledger.tables import ConsentEventRow as Event
+from service.ledger.writer import batch_json, record_sql
+
+_RECORD = text(record_sql(":batch", ":jws", ":leaves"))
 
 
 async def withdraw(
@@ -67,7 +69,8 @@ async def withdraw(
                 NewEvent(
                     event_id=uuid.uuid4(),
                     property=property_name,
-                    subject_id=subject_id,
+                    # The driver's own UUID type, as a uuid.UUID (the batch is JSON).
+                    subject_id=uuid.UUID(bytes=subject_id.bytes),
                     event_type=EventType.WITHDRAW.value,
                     schema_version=version.version,
                     choices=choices,
@@ -94,7 +97,8 @@ async def withdraw(
             )
         )
     if events:
-        await session.execute(insert(Event), [asdict(event) for event in events])
+        # The database's one way in for events (migration 0016); no receipt: not a banner's batch.
+        await session.execute(_RECORD, {"batch": batch_json(events), "jws": None, "leaves": None})
     await record_audit(
         session,
         action=DsrAction.WITHDRAWAL,

@@ -214,7 +214,8 @@ HEX_COLUMNS = tuple(
 
 
 def input_type(name: str) -> str:
-    """The SQL type a written column arrives as in the writer's JSON (hex text for a digest)."""
+    """The SQL type a written column arrives as in the writer's JSON, as `consent_record_events`
+    reads it (migration 0016; hex text for a digest)."""
     if name in HEX_COLUMNS:
         return "text"
     column_type = ConsentEventRow.__table__.c[name].type
@@ -222,5 +223,6 @@ def input_type(name: str) -> str:
 
 
 def stored_value(name: str) -> str:
-    """The SQL expression that stores a column of the writer's input (a digest: its bytes)."""
+    """The SQL expression that stores a column of the writer's input (a digest: its bytes), as
+    `consent_record_events` does."""
     return f"decode({name}, 'hex')" if name in HEX_COLUMNS else name

@@ -20,9 +20,8 @@ import orjson
 from prometheus_client import Histogram
 
 from service.core.logging import get_logger
-from service.ledger.event import WRITTEN_COLUMNS, NewEvent
+from service.ledger.event import NewEvent
 from service.ledger.receipts import Proof, ReceiptSigner
-from service.ledger.tables import input_type, stored_value
 
 log = get_logger("service.ledger.writer")
 
@@ -44,28 +43,24 @@ MAX_RECONNECT_DELAY = 5.0
 # The batch travels as one JSON array of row objects: serialising it (orjson, in C) costs a few
 # microseconds a row where encoding one typed array per column cost about thirty, and the
 # statement is the same for any batch size, so it is prepared once per connection. A single
-# statement is atomic on its own: no BEGIN/COMMIT round trips around it. The columns are
-# NewEvent's fields, which are also the keys of each row object; the hashes arrive as hex and are
-# stored as bytes. The batch's signed receipt is inserted by the same statement, and each event
-# names it: a receipt is committed with its events (docs/evidence.md, "Receipts"). An event is
-# stored only if its id was new to consent_event_ids, which keeps ids unique across the table's
-# monthly partitions (migration 0014).
-_NAMES = ", ".join(WRITTEN_COLUMNS)
-_INPUT = ", ".join(f"{name} {input_type(name)}" for name in WRITTEN_COLUMNS)
-_STORED = ", ".join(stored_value(name) for name in WRITTEN_COLUMNS)
-INSERT_SQL = (
-    "WITH input AS MATERIALIZED ("  # noqa: S608 (constant column lists)
-    f" SELECT * FROM jsonb_to_recordset($1::jsonb) AS r({_INPUT})),"
-    " new_ids AS ("
-    " INSERT INTO consent_event_ids (event_id, recorded_at) SELECT event_id, recorded_at FROM input"
-    " ON CONFLICT (event_id) DO NOTHING RETURNING event_id),"
-    " receipt AS ("
-    " INSERT INTO ledger_receipts (jws, leaves) SELECT $2::text, $3::bytea"
-    " WHERE $2::text IS NOT NULL RETURNING id) "
-    f"INSERT INTO consent_events ({_NAMES}, receipt) "
-    f"SELECT {_STORED}, (SELECT id FROM receipt)"
-    " FROM input WHERE event_id IN (SELECT event_id FROM new_ids) RETURNING event_id"
-)
+# statement is atomic on its own: no BEGIN/COMMIT round trips around it. The keys of each row
+# object are NewEvent's fields; the hashes travel as hex. The statement is the database's
+# `consent_record_events` (migration 0016), the only way the service's role can store an event:
+# it inserts each id into consent_event_ids first and stores only the events whose id was new,
+# which keeps ids unique across the table's monthly partitions, and stores the batch's signed
+# receipt, which each event names (docs/evidence.md, "Receipts"). It returns the stored ids.
+
+
+def record_sql(batch: str, jws: str, leaves: str) -> str:
+    """The call of `consent_record_events` with the given placeholders ($1 for asyncpg, :name
+    for SQLAlchemy's text())."""
+    return (
+        "SELECT event_id FROM consent_record_events("  # noqa: S608 (placeholders only)
+        f"CAST({batch} AS jsonb), CAST({jws} AS text), CAST({leaves} AS bytea)) AS event_id"
+    )
+
+
+RECORD_SQL = record_sql("$1", "$2", "$3")
 
 
 def _bytea(value: object) -> str:
@@ -235,9 +230,9 @@ class EventWriter:
             if self._transaction_pooled:
                 # A pooler lends a server per transaction: parse and run in the same one.
                 async with connection.transaction():
-                    rows = await connection.fetch(INSERT_SQL, document, receipt, leaves)
+                    rows = await connection.fetch(RECORD_SQL, document, receipt, leaves)
             else:
-                rows = await connection.fetch(INSERT_SQL, document, receipt, leaves)
+                rows = await connection.fetch(RECORD_SQL, document, receipt, leaves)
         except (
             TimeoutError,
             OSError,

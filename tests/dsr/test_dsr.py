@@ -275,10 +275,10 @@ async def test_ip_look_up_finds_records_made_under_a_previous_key(
 
 
 async def test_ten_thousand_events_page_completely_while_new_ones_arrive(
-    client: httpx.AsyncClient, db_url: str, keys: dict[str, dict[str, str]]
+    client: httpx.AsyncClient, db_url: str, owner_url: str, keys: dict[str, dict[str, str]]
 ) -> None:
     subject = uuid.uuid4()
-    await bulk_events(db_url, count=10_000, property_name="itsailor", subject_id=subject)
+    await bulk_events(owner_url, count=10_000, property_name="itsailor", subject_id=subject)
     connection = await asyncpg.connect(db_url)
     original = {
         row["event_id"] for row in await connection.fetch("SELECT event_id FROM consent_events")
@@ -395,10 +395,10 @@ async def test_csv_export_has_one_row_per_event(
 
 
 async def test_a_large_export_streams_every_event(
-    client: httpx.AsyncClient, db_url: str, keys: dict[str, dict[str, str]], app: ConsentAPI
+    client: httpx.AsyncClient, owner_url: str, keys: dict[str, dict[str, str]], app: ConsentAPI
 ) -> None:
     subject = uuid.uuid4()
-    await bulk_events(db_url, count=2500, property_name="itsailor", subject_id=subject)
+    await bulk_events(owner_url, count=2500, property_name="itsailor", subject_id=subject)
     response = await post(client, "/v1/dsr/exports", {"subject_id": str(subject)}, keys["read"])
     export = response.json()
     assert export["event_count"] == len(export["events"]) == 2500

@@ -144,7 +144,9 @@ async def test_a_subject_with_no_decision_gets_nothing_but_the_request_is_audite
     assert await db.fetchval("SELECT count(*) FROM consent_events") == 0
 
 
-def test_the_cli_withdraws_with_actor_cli(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_cli_withdraws_with_actor_cli(
+    db_url: str, owner_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import asyncio
 
     from service.cli import app as cli
@@ -153,7 +155,7 @@ def test_the_cli_withdraws_with_actor_cli(db_url: str, monkeypatch: pytest.Monke
     async def seed() -> uuid.UUID:
         await published(db_url, example("itsailor"))
         subject = uuid.uuid4()
-        conn = await asyncpg.connect(db_url)
+        conn = await asyncpg.connect(owner_url)  # the service's role inserts no row by hand
         try:
             await conn.execute(
                 "INSERT INTO consent_events (event_id, property, subject_id, event_type, schema_version,"

@@ -24,8 +24,8 @@ from service.ledger.event import (
     record,
 )
 from service.ledger.leaf import attach_leaf
-from service.ledger.tables import ConsentEventRow
-from service.ledger.writer import INSERT_SQL, batch_json
+from service.ledger.tables import ConsentEventRow, input_type, stored_value
+from service.ledger.writer import RECORD_SQL, batch_json
 from tests.factories import api_key, bearer, event, example, published
 
 
@@ -48,12 +48,27 @@ def test_the_table_holds_exactly_the_written_columns_and_the_databases_own() -> 
     assert sorted(table_columns) == sorted((*WRITTEN_COLUMNS, *DATABASE_COLUMNS))
 
 
-def test_the_writer_inserts_every_written_column_from_the_batch_document() -> None:
-    inserted = INSERT_SQL.split("INSERT INTO consent_events (", 1)[1].split(")", 1)[0]
-    # ...and the batch's stored receipt, which the database numbers (migration 0012).
-    assert [name.strip() for name in inserted.split(",")] == [*WRITTEN_COLUMNS, "receipt"]
+async def test_the_database_stores_every_written_column_from_the_batch_document(
+    db: asyncpg.Connection,
+) -> None:
+    """`consent_record_events` (frozen in its migration) reads each of the batch's rows with
+    exactly NewEvent's fields and types and stores each column; a field added to NewEvent needs a
+    migration that re-creates it."""
     [row] = orjson.loads(batch_json([new_event()]))
     assert list(row) == list(WRITTEN_COLUMNS)
+    definition = " ".join(
+        (
+            await db.fetchval(
+                "SELECT pg_get_functiondef('consent_record_events(jsonb, text, bytea)'::regprocedure)"
+            )
+        ).split()
+    )
+    read = ", ".join(f"{name} {input_type(name)}" for name in WRITTEN_COLUMNS)
+    stored = ", ".join(stored_value(name) for name in WRITTEN_COLUMNS)
+    assert f"jsonb_to_recordset($1::jsonb) AS r({read}))" in definition
+    # ...and the batch's stored receipt, which the database numbers (migration 0012).
+    assert f"INSERT INTO consent_events ({', '.join(WRITTEN_COLUMNS)}, receipt)" in definition
+    assert f"SELECT {stored}, (SELECT id FROM receipt) FROM input" in definition
 
 
 @pytest.mark.parametrize("event_type", ["accept-all", "save-selection", "withdraw", "re-prompt"])
@@ -121,7 +136,7 @@ async def test_the_erasure_guard_lets_anonymisation_clear_exactly_the_identifyin
             " WHERE table_name = 'consent_events'"
         )
     }
-    await db.fetch(INSERT_SQL, batch_json([new_event(property="itsailor")]), None, None)
+    await db.fetch(RECORD_SQL, batch_json([new_event(property="itsailor")]), None, None)
     cleared = [f"{name} = NULL" for name in IDENTIFYING_COLUMNS] + ["anonymised_at = now()"]
     changed = {
         "uuid": "gen_random_uuid()", "text": "'changed'", "character varying": "'changed'",

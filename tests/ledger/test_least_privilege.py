@@ -64,6 +64,17 @@ async def in_one_transaction(connection: asyncpg.Connection, statements: list[st
             " subject_id, event_type, schema_version, choices, effective, gpc, dnt,"
             " signals_applied, request_hash, recorded_at FROM consent_events"
         ],
+        # Events go in only through consent_record_events (migration 0016): a second row with
+        # a stored event's id, an id without its event, or a receipt no event names, by hand.
+        [
+            "INSERT INTO consent_events (event_id, property, subject_id, event_type,"
+            " schema_version, choices, effective, gpc, dnt, signals_applied, request_hash,"
+            " recorded_at) SELECT event_id, property, subject_id, event_type, schema_version,"
+            " choices, effective, gpc, dnt, signals_applied, request_hash, recorded_at"
+            " FROM consent_events"
+        ],
+        ["INSERT INTO consent_event_ids VALUES (gen_random_uuid(), now())"],
+        ["INSERT INTO ledger_receipts (jws, leaves) VALUES ('a.b.c', sha256(''))"],
         ["DELETE FROM consent_stats_hourly"],
         ["INSERT INTO consent_stats_hourly VALUES ('x', now(), 1, 'accept-all', '{}', 0, 1, 0, 0)"],
         ["UPDATE consent_schema_versions SET content = '{}'::jsonb"],

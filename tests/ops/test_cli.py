@@ -178,7 +178,7 @@ def test_production_refuses_to_start_without_a_url_or_a_strong_key(
 
 
 def test_dsr_commands_find_export_and_erase_with_audit(
-    cli_env: dict[str, str], tmp_path: Path, db_url: str
+    cli_env: dict[str, str], tmp_path: Path, db_url: str, owner_url: str
 ) -> None:
     subject = "0b9f6f7e-1c2d-4e5f-8a9b-0c1d2e3f4a5b"
     code, _, _ = run(cli_env, "schema", "publish", str(EXAMPLES / "itsailor.yaml"))
@@ -192,7 +192,7 @@ def test_dsr_commands_find_export_and_erase_with_audit(
         )
     )
     fetchval(
-        db_url,
+        owner_url,  # the service's role stores events only through consent_record_events
         "INSERT INTO consent_events (event_id, property, subject_id, event_type, schema_version,"
         " choices, effective, gpc, dnt, signals_applied, recorded_at, identity, leaf)"
         f" VALUES {rows} RETURNING 1",

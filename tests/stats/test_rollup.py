@@ -21,7 +21,7 @@ from service.core.db import create_engine
 from service.core.pipeline import ConsentAPI
 from service.ledger.event import NewEvent
 from service.ledger.leaf import attach_leaf
-from service.ledger.writer import INSERT_SQL, batch_json
+from service.ledger.writer import RECORD_SQL, batch_json
 from service.state import of as services
 from service.stats.rollup import roll_up, seal, seal_and_roll_up
 from tests.factories import APPLYING, Clock, api_key, applying_example, bearer, published
@@ -129,7 +129,7 @@ async def write(db_url: str, count: int, rng: random.Random) -> list[uuid.UUID]:
                 )
                 batch.append(the_event)
                 subjects.append(the_event.subject_id)
-            await connection.fetch(INSERT_SQL, batch_json(batch), None, None)
+            await connection.fetch(RECORD_SQL, batch_json(batch), None, None)
             count -= len(batch)
     finally:
         await connection.close()
@@ -167,7 +167,7 @@ async def test_a_seal_does_not_pass_an_insert_still_in_flight(
         await write(db_url, 5, random.Random(2))
         transaction = inserting.transaction()
         await transaction.start()
-        await inserting.fetch(INSERT_SQL, batch_json([new_event(recorded_at=DAY)]), None, None)
+        await inserting.fetch(RECORD_SQL, batch_json([new_event(recorded_at=DAY)]), None, None)
         # Its seq is handed out but not committed: a seal now must not cover it, nor wait long.
         assert not await seal(engine)
         assert await owner.fetchval("SELECT sealed FROM consent_stats_seal") == 0
