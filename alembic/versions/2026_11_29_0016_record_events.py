@@ -10,6 +10,10 @@ Now the statement is the body of `consent_record_events(batch, jws, leaves)` (SE
 the owner's), and the role may execute it but insert into none of the three tables. The writer
 calls it (ledger/writer.py); docs/guarantees.md, "Least privilege", lists it.
 
+Until now the DSR team's written withdrawals (source `dsr`) were inserted straight into
+`consent_events`, so their ids never reached `consent_event_ids`; they are registered here, and
+from now on take the same function as the banner's events. Afterwards every event's id is there.
+
 The statement is frozen here as it stood at this revision; `tests/ledger/test_definition.py` fails
 when `NewEvent` changes without a migration that re-creates the function.
 
@@ -74,6 +78,11 @@ INSERTABLE = (
 
 
 def upgrade() -> None:
+    op.execute(
+        "INSERT INTO consent_event_ids (event_id, recorded_at)"
+        " SELECT event_id, recorded_at FROM consent_events WHERE source = 'dsr'"
+        " ON CONFLICT (event_id) DO NOTHING"
+    )
     op.execute(RECORD_EVENTS)
     op.execute(f"REVOKE ALL ON FUNCTION {SIGNATURE} FROM PUBLIC")
     op.execute(f"GRANT EXECUTE ON FUNCTION {SIGNATURE} TO consent_api")
