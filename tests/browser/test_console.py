@@ -114,7 +114,7 @@ def effective(optional: tuple[str, ...], *on: str) -> dict[str, bool]:
     return {"necessary": True} | {key: key in on for key in optional}
 
 
-async def seed_earlier_days(db_url: str, today: date) -> list[Sent]:
+async def seed_earlier_days(owner_url: str, today: date) -> list[Sent]:
     """Other visitors' decisions on the three days before today: the service stamps an event with
     the time it arrives, so earlier days can only be written straight into the table."""
     plan = [
@@ -135,7 +135,7 @@ async def seed_earlier_days(db_url: str, today: date) -> list[Sent]:
                 json.dumps(chosen), False, False, "[]", bytes(32), recorded,
             )
         )  # fmt: skip
-    connection = await asyncpg.connect(db_url)
+    connection = await asyncpg.connect(owner_url)  # the service's role inserts no row by hand
     try:
         await connection.executemany(
             """INSERT INTO consent_events (event_id, property, subject_id, event_type,
@@ -348,7 +348,7 @@ async def test_a_privacy_officer_finds_exports_and_erases_a_person(
         )
     mine = [first, second, third, fourth]
     today = date.fromisoformat(first["recorded_at"][:10])
-    earlier = await seed_earlier_days(live_service.db_url, today)
+    earlier = await seed_earlier_days(live_service.owner_url, today)
     sent = [*earlier, *(as_sent(record) for record in [*mine, stranger])]
     expected = tally(sent)
     # By hand, for the days before today: 2 of 3 granted analytics three days ago, 1 of 2 the day
