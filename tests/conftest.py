@@ -8,6 +8,8 @@ tests can commit, run concurrently inside themselves and never see each other's 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import io
 import os
 import tempfile
@@ -18,6 +20,7 @@ from pathlib import Path
 import asyncpg
 import httpx
 import pytest
+from alembic import command
 from pydantic import SecretStr
 from sqlalchemy.engine import make_url
 
@@ -26,7 +29,7 @@ from service.core.config import Environment, Settings
 from service.core.db import sync_dsn
 from service.core.embedded import EmbeddedPostgres
 from service.core.logging import configure_logging
-from service.core.migrations import upgrade_to_head
+from service.core.migrations import alembic_config, upgrade_to_head
 from service.core.pipeline import ConsentAPI
 
 TEST_KEY = "test-key-0123456789-abcdefghijklmnopqrstuvwxyz"
@@ -94,6 +97,20 @@ async def _admin(server_url: str, statement: str) -> None:
         await connection.execute(statement)
     finally:
         await connection.close()
+
+
+@contextlib.asynccontextmanager
+async def database_at(server_url: str, revision: str) -> AsyncIterator[str]:
+    """A new database migrated to `revision` (for a migration's own test), as its owner's URL;
+    dropped afterwards."""
+    name = f"consent_mig_{uuid.uuid4().hex[:10]}"
+    await _admin(server_url, f'CREATE DATABASE "{name}"')
+    try:
+        owner_url = database_url(server_url, name)
+        await asyncio.to_thread(command.upgrade, alembic_config(owner_url), revision)
+        yield owner_url
+    finally:
+        await _admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 # The role the service runs as in every test: a login member of `consent_api` that owns nothing,

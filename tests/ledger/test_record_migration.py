@@ -5,13 +5,12 @@ consent_event_ids, so afterwards every stored event's id is there."""
 from __future__ import annotations
 
 import asyncio
-import uuid
 
 import asyncpg
 from alembic import command
 
 from service.core.migrations import alembic_config
-from tests.conftest import _admin, database_url
+from tests.conftest import database_at
 from tests.factories import example, published
 
 # Ten events as 0015's writer stored them (ids registered), and two withdrawals as 0015's DSR
@@ -43,11 +42,7 @@ UNREGISTERED = (
 async def test_the_migration_registers_the_ids_of_earlier_written_withdrawals(
     server_url: str,
 ) -> None:
-    name = f"consent_mig_{uuid.uuid4().hex[:10]}"
-    await _admin(server_url, f'CREATE DATABASE "{name}"')
-    owner_url = database_url(server_url, name)
-    try:
-        await asyncio.to_thread(command.upgrade, alembic_config(owner_url), "0015")
+    async with database_at(server_url, "0015") as owner_url:
         await published(owner_url, example("itsailor"))
         db = await asyncpg.connect(owner_url)
         try:
@@ -60,5 +55,3 @@ async def test_the_migration_registers_the_ids_of_earlier_written_withdrawals(
             assert await db.fetchval("SELECT count(*) FROM consent_event_ids") == 12
         finally:
             await db.close()
-    finally:
-        await _admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

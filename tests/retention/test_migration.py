@@ -16,7 +16,7 @@ from sqlalchemy import make_url
 from service.app import create_app
 from service.core.hashing import hasher_from_settings
 from service.core.migrations import alembic_config
-from tests.conftest import _admin, database_url, make_settings
+from tests.conftest import database_at, make_settings
 from tests.factories import api_key, bearer, example, published
 
 COLUMNS = (
@@ -51,11 +51,7 @@ AS_BYTES = (
 async def test_the_migration_keeps_every_event_and_its_history(
     server_url: str, api_role: str, tmp_path: Path
 ) -> None:
-    name = f"consent_mig_{uuid.uuid4().hex[:10]}"
-    await _admin(server_url, f'CREATE DATABASE "{name}"')
-    owner_url = database_url(server_url, name)
-    try:
-        await asyncio.to_thread(command.upgrade, alembic_config(owner_url), "0013")
+    async with database_at(server_url, "0013") as owner_url:
         await published(owner_url, example("itsailor"))
         service_url = make_url(owner_url).set(username=api_role).render_as_string()
         hasher = hasher_from_settings(make_settings(service_url, tmp_path))
@@ -110,5 +106,3 @@ async def test_the_migration_keeps_every_event_and_its_history(
                     items = response.json()["items"]
                     assert [i["event_id"] for i in items] == [str(r["event_id"]) for r in expected]
                     assert len(items) == count
-    finally:
-        await _admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
