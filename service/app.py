@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service import __version__
 from service.banner.client import router as client_router
+from service.banner.decisions import LatestDecisions
 from service.banner.routes import router as banner_router
 from service.consent_schema.routes import router as consent_schema_router
 from service.consent_schema.service import SchemaCatalog
@@ -99,6 +100,7 @@ async def _resources(app: ConsentAPI, settings: Settings, url: str) -> AsyncIter
         command_timeout=settings.db_command_timeout,
         transaction_pooled=pooled,
     )
+    decisions = LatestDecisions(engine)
     install(
         app,
         State(
@@ -107,6 +109,7 @@ async def _resources(app: ConsentAPI, settings: Settings, url: str) -> AsyncIter
             sessionmaker=create_sessionmaker(engine),
             catalog=SchemaCatalog(engine),
             writer=writer,
+            decisions=decisions,
             hasher=hasher_from_settings(settings),
             client_address=ClientAddress(settings.trusted_proxies, settings.forwarded_header),
             clock=utc_now,
@@ -122,6 +125,7 @@ async def _resources(app: ConsentAPI, settings: Settings, url: str) -> AsyncIter
     # A database that is not there yet is checked once it is: every few seconds until then.
     later = None if checked else asyncio.create_task(_check_role_when_reachable(engine, settings))
     writer.start()
+    decisions.start()
 
     async def seal_all() -> None:
         # The statistics seal first: the ledger seals what it covers (docs/evidence.md).
@@ -158,6 +162,7 @@ async def _resources(app: ConsentAPI, settings: Settings, url: str) -> AsyncIter
         await purging.close()
         await rollup.close()
         await writer.close()  # what was accepted is committed before the pool closes
+        await decisions.close()
         await engine.dispose()
         REQUEST_METRICS.flush()
         log.info("shutdown")

@@ -15,6 +15,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from service.banner.decisions import LatestDecisions
 from service.consent_schema.service import SchemaCatalog
 from service.core.client_address import ClientAddress
 from service.core.config import Settings
@@ -36,6 +37,7 @@ class State:
     sessionmaker: async_sessionmaker[AsyncSession]
     catalog: SchemaCatalog
     writer: EventWriter  # plus its own connection, for the group commit
+    decisions: LatestDecisions  # the group read of subjects' states (borrows from the pool)
     hasher: Hasher
     client_address: ClientAddress
     clock: Callable[[], datetime]
@@ -71,6 +73,10 @@ async def _catalog(request: Request) -> SchemaCatalog:
 
 async def _writer(request: Request) -> EventWriter:
     return of(request.app).writer
+
+
+async def _decisions(request: Request) -> LatestDecisions:
+    return of(request.app).decisions
 
 
 async def _hasher(request: Request) -> Hasher:
@@ -112,6 +118,7 @@ SettingsOf = Annotated[Settings, Depends(_settings)]
 Engine = Annotated[AsyncEngine, Depends(_engine)]
 Catalog = Annotated[SchemaCatalog, Depends(_catalog)]
 Writer = Annotated[EventWriter, Depends(_writer)]
+Decisions = Annotated[LatestDecisions, Depends(_decisions)]
 Hashing = Annotated[Hasher, Depends(_hasher)]
 ClientAddressOf = Annotated[ClientAddress, Depends(_client_address)]
 Clock = Annotated[Callable[[], datetime], Depends(_clock)]

@@ -28,6 +28,7 @@ from service.state import (
     Catalog,
     ClientAddressOf,
     Clock,
+    Decisions,
     Engine,
     EventLimiter,
     Hashing,
@@ -140,7 +141,7 @@ async def get_consent_state(
     request: Request,
     catalog: Catalog,
     clock: Clock,
-    engine: Engine,
+    decisions: Decisions,
     gpc: Annotated[
         bool,
         Query(
@@ -154,7 +155,7 @@ async def get_consent_state(
 ) -> Response:
     headers = dict(request.scope["headers"])
     signals = signals_present(headers, gpc=gpc, dnt=dnt)
-    state = await current_state(engine, catalog, property, subject_id, clock(), signals)
+    state = await current_state(decisions, catalog, property, subject_id, clock(), signals)
     body = state.model_dump_json().encode()
     # A browser revalidates its copy on every page view (the client fetches with `no-cache`), so
     # a decision entered elsewhere (a DSR withdrawal) is seen at once, and an unchanged state

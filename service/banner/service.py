@@ -9,10 +9,11 @@ from collections.abc import Collection
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.banner.bodies import ConsentEventIn, ConsentState, RepromptReason
+from service.banner.decisions import LatestDecisions
 from service.consent_schema.service import PropertyState, PublishedVersion, SchemaCatalog
 from service.core.db import autocommit
 from service.core.errors import Conflict, Unprocessable
@@ -280,23 +281,8 @@ def among(present: Collection[Signal], policy: dict[str, bool]) -> list[Signal]:
     ]
 
 
-# Built once: a statement made per request costs more in SQLAlchemy (building it, its cache key,
-# matching the cached result columns to the new object) than the look-up itself costs PostgreSQL
-# (docs/architecture.md, "Where a worker's CPU goes").
-LATEST_DECISION = (
-    select(Event.event_type, Event.source, Event.schema_version, Event.choices, Event.recorded_at)
-    .where(
-        Event.subject_id == bindparam("subject"),
-        Event.property == bindparam("prop"),
-        Event.event_type != EventType.RE_PROMPT.value,
-    )
-    .order_by(Event.seq.desc())
-    .limit(1)
-)
-
-
 async def current_state(
-    engine: AsyncEngine,
+    decisions: LatestDecisions,
     catalog: SchemaCatalog,
     property_name: str,
     subject_id: uuid.UUID,
@@ -309,9 +295,7 @@ async def current_state(
     prop: PropertyState = await catalog.state(property_name)
     current = await catalog.version(property_name, prop.current_version)
     applied = among(signals, current.honours)
-    async with autocommit(engine) as connection:
-        values = {"subject": subject_id, "prop": property_name}
-        latest = (await connection.execute(LATEST_DECISION, values)).one_or_none()
+    latest = await decisions.latest(property_name, subject_id)
     if latest is None:
         return ConsentState(
             property=property_name,

@@ -1,0 +1,153 @@
+"""Group read: concurrent look-ups of subjects' latest decisions share one statement.
+
+A banner asks for its subject's state on every page view, so this look-up is the service's most
+frequent request. Made one at a time, each paid a pooled connection, SQLAlchemy's execution and a
+round trip in the worker, and a statement's parse, snapshot and partition locks in PostgreSQL: far
+more than the rest of the request (docs/architecture.md, "The two GETs"). As the event writer does
+for inserts, `LatestDecisions` takes every look-up waiting, answers all of them with one
+statement on one borrowed connection, and wakes each request with its own row; while a statement
+runs, the next batch gathers. A single look-up is one statement, as before.
+
+Each answer is read after its request arrived (its statement starts once the request is queued),
+so a decision acknowledged before a look-up was asked for is always in it. If the statement fails,
+every look-up in its batch fails with the same error (a 503), never silently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from prometheus_client import Histogram
+from sqlalchemy import Text, Uuid, bindparam, func, select, true
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from service.core.db import autocommit
+from service.ledger.event import EventType
+from service.ledger.tables import ConsentEventRow as Event
+
+MAX_BATCH = 500
+
+BATCH_LOOKUPS = Histogram(
+    "consent_state_batch_lookups",
+    "Subjects' state look-ups answered by one statement.",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 500),
+)
+
+Key = tuple[str, uuid.UUID]  # (property, subject_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """A subject's latest decision in a property (re-prompts are not decisions)."""
+
+    event_type: str
+    source: str
+    schema_version: int
+    choices: dict[str, bool]
+    recorded_at: datetime
+
+
+# Built once (docs/architecture.md, "Where a worker's CPU goes"). The wanted keys arrive as two
+# arrays; for each, the same index look-up as a single subject's (its newest decision), joined
+# laterally. A key without a decision has no row.
+_WANTED = (
+    func.unnest(
+        bindparam("subjects", type_=ARRAY(Uuid())), bindparam("properties", type_=ARRAY(Text()))
+    )
+    .table_valued("subject_id", "property")
+    .render_derived()
+)
+_LATEST = (
+    select(Event.event_type, Event.source, Event.schema_version, Event.choices, Event.recorded_at)
+    .where(
+        Event.subject_id == _WANTED.c.subject_id,
+        Event.property == _WANTED.c.property,
+        Event.event_type != EventType.RE_PROMPT.value,
+    )
+    .order_by(Event.seq.desc())
+    .limit(1)
+    .lateral("latest")
+)
+LATEST_DECISIONS = select(_WANTED.c.property, _WANTED.c.subject_id, _LATEST).select_from(
+    _WANTED.join(_LATEST, true())
+)
+
+
+class ReaderClosed(RuntimeError):
+    pass
+
+
+class LatestDecisions:
+    """Answers `latest(property, subject)` in batches, one statement at a time, on a connection
+    borrowed from the process's pool for each statement."""
+
+    def __init__(self, engine: AsyncEngine, *, max_batch: int = MAX_BATCH) -> None:
+        self._engine = engine
+        self._max_batch = max_batch
+        self._queue: list[tuple[Key, asyncio.Future[Decision | None]]] = []
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="consent-state-reader")
+
+    async def close(self) -> None:
+        """Answer what is waiting, then stop."""
+        self._closing = True
+        self._wakeup.set()
+        if self._task is not None:
+            await self._task
+
+    async def latest(self, property_name: str, subject_id: uuid.UUID) -> Decision | None:
+        """The subject's latest decision in the property, or None when it has made none."""
+        if self._closing:
+            raise ReaderClosed("the service is shutting down")
+        done: asyncio.Future[Decision | None] = asyncio.get_running_loop().create_future()
+        self._queue.append(((property_name, subject_id), done))
+        self._wakeup.set()
+        return await done
+
+    async def _run(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._queue:
+                batch = self._queue[: self._max_batch]
+                del self._queue[: self._max_batch]
+                await self._answer(batch)
+            if self._closing:
+                return
+
+    async def _answer(self, batch: list[tuple[Key, asyncio.Future[Decision | None]]]) -> None:
+        keys = list(dict.fromkeys(key for key, _ in batch))  # a subject asked twice: read once
+        try:
+            found = await self._read(keys)
+        except Exception as exc:  # the database's error reaches every request (a 503)
+            for _, done in batch:
+                if not done.done():
+                    done.set_exception(exc)
+            return
+        BATCH_LOOKUPS.observe(len(keys))
+        for key, done in batch:
+            if not done.done():  # its request went away
+                done.set_result(found.get(key))
+
+    async def _read(self, keys: list[Key]) -> dict[Key, Decision]:
+        parameters: dict[str, Any] = {
+            "properties": [property_name for property_name, _ in keys],
+            "subjects": [subject_id for _, subject_id in keys],
+        }
+        async with autocommit(self._engine) as connection:
+            rows = (await connection.execute(LATEST_DECISIONS, parameters)).all()
+        return {
+            (row.property, row.subject_id): Decision(
+                row.event_type, row.source, row.schema_version, row.choices, row.recorded_at
+            )
+            for row in rows
+        }

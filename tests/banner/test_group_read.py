@@ -1,0 +1,148 @@
+"""The group read (service/banner/decisions.py): concurrent state look-ups share one statement,
+and each gets exactly the answer it would get alone."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import uuid
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from sqlalchemy import event as sa_event
+
+from service.banner.decisions import LatestDecisions, ReaderClosed
+from service.core.db import create_engine
+from service.core.pipeline import ConsentAPI
+from service.state import of as services
+from tests.factories import event, example, published
+
+PROPERTIES = ("itsailor", "ailabrix")
+
+
+def counting_statements(app: ConsentAPI) -> list[str]:
+    """Every statement the app's pool runs from now on."""
+    seen: list[str] = []
+
+    def heard(*args: Any) -> None:
+        seen.append(args[2])
+
+    sa_event.listen(services(app).engine.sync_engine, "before_cursor_execute", heard)
+    return seen
+
+
+async def alone(db: asyncpg.Connection, property_name: str, subject: uuid.UUID) -> Any:
+    """The subject's latest decision, read the obvious way."""
+    row = await db.fetchrow(
+        "SELECT event_type, source, schema_version, choices, recorded_at FROM consent_events "
+        "WHERE subject_id = $1 AND property = $2 AND event_type <> 're-prompt' "
+        "ORDER BY seq DESC LIMIT 1",
+        subject,
+        property_name,
+    )
+    if row is None:
+        return None
+    event_type, source, schema_version, choices, recorded_at = row.values()
+    return event_type, source, schema_version, json.loads(choices), recorded_at
+
+
+async def test_concurrent_look_ups_share_one_statement_and_each_gets_its_own_answer(
+    app: ConsentAPI, client: httpx.AsyncClient, db_url: str, db: asyncpg.Connection
+) -> None:
+    for name in PROPERTIES:
+        await published(db_url, example(name))
+    subjects = [uuid.uuid4() for _ in range(12)]
+    # Decisions in each property, later ones overriding earlier ones, re-prompts (not
+    # decisions) after some; a third of the subjects decide nothing in the second property.
+    kinds = ("accept-all", "reject-all", "withdraw", "save-selection")
+    for index, subject in enumerate(subjects):
+        for name in PROPERTIES[: 1 if index % 3 == 0 else 2]:
+            for step in range(1 + index % 3):
+                kind = kinds[(index + step) % len(kinds)]
+                extra: dict[str, Any] = (
+                    {"categories": {"analytics": True}} if kind == "save-selection" else {}
+                )
+                body = event(kind, subject_id=subject, **extra)
+                response = await client.post(f"/v1/properties/{name}/consent-events", json=body)
+                assert response.status_code == 201, response.text
+            if index % 4 == 1:
+                body = event("re-prompt", subject_id=subject)
+                response = await client.post(f"/v1/properties/{name}/consent-events", json=body)
+                assert response.status_code == 201, response.text
+
+    decisions = services(app).decisions
+    statements = counting_statements(app)
+    # Every subject in both properties, one of them asked three times, queued before the reader
+    # runs: they are one batch.
+    wanted = [(name, subject) for subject in subjects for name in PROPERTIES]
+    wanted += [(PROPERTIES[0], subjects[0])] * 2
+    answers = await asyncio.gather(*(decisions.latest(name, s) for name, s in wanted))
+    assert len(statements) == 1
+
+    for (name, subject), answer in zip(wanted, answers, strict=True):
+        expected = await alone(db, name, subject)
+        got = None if answer is None else (
+            answer.event_type, answer.source, answer.schema_version, answer.choices,
+            answer.recorded_at,
+        )  # fmt: skip
+        assert got == expected, (name, subject)
+    assert sum(answer is None for answer in answers) == 4  # index 0, 3, 6, 9 in the second
+
+    # Over HTTP, many concurrent requests still come to fewer statements than requests, and
+    # each body is the one a request alone gets.
+    statements.clear()
+    urls = [f"/v1/properties/{name}/consents/{s}" for name, s in wanted]
+    together = await asyncio.gather(*(client.get(url) for url in urls))
+    assert len(statements) < len(urls)
+    for url, response in zip(urls, together, strict=True):
+        assert response.status_code == 200
+        assert response.json() == (await client.get(url)).json()
+
+
+async def test_a_failed_statement_fails_every_look_up_of_its_batch_and_the_next_batch_runs(
+    db_url: str, app: ConsentAPI, client: httpx.AsyncClient
+) -> None:
+    await published(db_url, example("itsailor"))
+    # A pool that cannot reach its server: nothing listens on the port.
+    unreachable = create_engine(f"postgresql://nobody@127.0.0.1:{free_port()}/none", pool_size=1)
+    reader = LatestDecisions(unreachable)
+    reader.start()
+    try:
+        for _ in range(2):  # the reader goes on after a failure
+            results = await asyncio.wait_for(
+                asyncio.gather(
+                    *(reader.latest("itsailor", uuid.uuid4()) for _ in range(3)),
+                    return_exceptions=True,
+                ),
+                timeout=30,
+            )
+            assert all(isinstance(result, Exception) for result in results), results
+        # Over HTTP the same failure is a 503 problem: not a 500, not a hang.
+        services(app).decisions = reader
+        response = await client.get(f"/v1/properties/itsailor/consents/{uuid.uuid4()}")
+    finally:
+        await reader.close()
+        await unreachable.dispose()
+    assert response.status_code == 503, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    with pytest.raises(ReaderClosed):
+        await reader.latest("itsailor", uuid.uuid4())
+
+
+async def test_closing_answers_what_is_waiting(app: ConsentAPI, db_url: str) -> None:
+    reader = LatestDecisions(services(app).engine)
+    reader.start()
+    waiting = [asyncio.create_task(reader.latest("itsailor", uuid.uuid4())) for _ in range(5)]
+    await asyncio.sleep(0)  # queued
+    await reader.close()
+    assert [await task for task in waiting] == [None] * 5
+
+
+def free_port() -> int:
+    """A local port that was just free: connecting to it is refused."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
