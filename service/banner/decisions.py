@@ -5,8 +5,8 @@ frequent request. Made one at a time, each paid a pooled connection, SQLAlchemy'
 round trip in the worker, and a statement's parse, snapshot and partition locks in PostgreSQL: far
 more than the rest of the request (docs/architecture.md, "The two GETs"). As the event writer does
 for inserts, `LatestDecisions` takes every look-up waiting, answers all of them with one
-statement on one borrowed connection, and wakes each request with its own row; while a statement
-runs, the next batch gathers. A single look-up is one statement, as before.
+statement on one borrowed connection, and wakes each request with its own row; while statements
+run, the next batch gathers. A single look-up is one statement, as before.
 
 Each answer is read after its request arrived (its statement starts once the request is queued),
 so a decision acknowledged before a look-up was asked for is always in it. If the statement fails,
@@ -31,6 +31,11 @@ from service.ledger.event import EventType
 from service.ledger.tables import ConsentEventRow as Event
 
 MAX_BATCH = 500
+# Statements running at once, each on its own pooled connection. One would batch the most, but a
+# look-up that must read from disk (a large table, a cold cache) then waits for every other
+# look-up's reads: a few in flight keep PostgreSQL's reads overlapping, and under load each still
+# takes everything waiting when it is free.
+IN_FLIGHT = 4
 
 BATCH_LOOKUPS = Histogram(
     "consent_state_batch_lookups",
@@ -83,26 +88,31 @@ class ReaderClosed(RuntimeError):
 
 
 class LatestDecisions:
-    """Answers `latest(property, subject)` in batches, one statement at a time, on a connection
-    borrowed from the process's pool for each statement."""
+    """Answers `latest(property, subject)` in batches: up to `in_flight` statements at once, each
+    on a connection borrowed from the process's pool."""
 
-    def __init__(self, engine: AsyncEngine, *, max_batch: int = MAX_BATCH) -> None:
+    def __init__(
+        self, engine: AsyncEngine, *, max_batch: int = MAX_BATCH, in_flight: int = IN_FLIGHT
+    ) -> None:
         self._engine = engine
         self._max_batch = max_batch
+        self._in_flight = in_flight
         self._queue: list[tuple[Key, asyncio.Future[Decision | None]]] = []
         self._wakeup = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._readers: list[asyncio.Task[None]] = []
         self._closing = False
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="consent-state-reader")
+        self._readers = [
+            asyncio.create_task(self._run(), name=f"consent-state-reader-{number}")
+            for number in range(self._in_flight)
+        ]
 
     async def close(self) -> None:
         """Answer what is waiting, then stop."""
         self._closing = True
         self._wakeup.set()
-        if self._task is not None:
-            await self._task
+        await asyncio.gather(*self._readers)
 
     async def latest(self, property_name: str, subject_id: uuid.UUID) -> Decision | None:
         """The subject's latest decision in the property, or None when it has made none."""
@@ -114,15 +124,19 @@ class LatestDecisions:
         return await done
 
     async def _run(self) -> None:
+        """One of the readers: each takes everything waiting when it is free."""
         while True:
             await self._wakeup.wait()
-            self._wakeup.clear()
-            while self._queue:
-                batch = self._queue[: self._max_batch]
-                del self._queue[: self._max_batch]
-                await self._answer(batch)
-            if self._closing:
-                return
+            if not self._queue:
+                if self._closing:
+                    return
+                self._wakeup.clear()
+                continue
+            batch = self._queue[: self._max_batch]
+            del self._queue[: self._max_batch]
+            if not self._queue and not self._closing:
+                self._wakeup.clear()
+            await self._answer(batch)
 
     async def _answer(self, batch: list[tuple[Key, asyncio.Future[Decision | None]]]) -> None:
         keys = list(dict.fromkeys(key for key, _ in batch))  # a subject asked twice: read once

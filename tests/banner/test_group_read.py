@@ -23,15 +23,26 @@ from tests.factories import event, example, published
 PROPERTIES = ("itsailor", "ailabrix")
 
 
-def counting_statements(app: ConsentAPI) -> list[str]:
-    """Every statement the app's pool runs from now on."""
-    seen: list[str] = []
+class Statements(list[str]):
+    """Every group read the app's pool runs from now on (other statements, such as the
+    periodic tasks', are not counted)."""
 
-    def heard(*args: Any) -> None:
-        seen.append(args[2])
+    def __init__(self, app: ConsentAPI) -> None:
+        super().__init__()
+        self._grew = asyncio.Event()
+        sa_event.listen(services(app).engine.sync_engine, "before_cursor_execute", self._heard)
 
-    sa_event.listen(services(app).engine.sync_engine, "before_cursor_execute", heard)
-    return seen
+    def _heard(self, *args: Any) -> None:
+        statement: str = args[2]
+        if "JOIN LATERAL" in statement and "FROM unnest(" in statement:
+            self.append(statement)
+            self._grew.set()
+
+    async def reach(self, count: int) -> None:
+        async with asyncio.timeout(10):
+            while len(self) < count:
+                self._grew.clear()
+                await self._grew.wait()
 
 
 async def alone(db: asyncpg.Connection, property_name: str, subject: uuid.UUID) -> Any:
@@ -74,7 +85,7 @@ async def test_concurrent_look_ups_share_one_statement_and_each_gets_its_own_ans
                 assert response.status_code == 201, response.text
 
     decisions = services(app).decisions
-    statements = counting_statements(app)
+    statements = Statements(app)
     # Every subject in both properties, one of them asked three times, queued before the reader
     # runs: they are one batch.
     wanted = [(name, subject) for subject in subjects for name in PROPERTIES]
@@ -146,3 +157,25 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+async def test_a_look_up_does_not_wait_for_a_slow_statement_while_a_reader_is_free(
+    app: ConsentAPI, db: asyncpg.Connection
+) -> None:
+    reader = LatestDecisions(services(app).engine, in_flight=2)
+    statements = Statements(app)
+    reader.start()
+    try:
+        # The owner holds the event table: a statement reading it waits for the lock.
+        async with db.transaction():
+            await db.execute("LOCK TABLE consent_events IN ACCESS EXCLUSIVE MODE")
+            first = asyncio.create_task(reader.latest("itsailor", uuid.uuid4()))
+            await statements.reach(1)
+            second = asyncio.create_task(reader.latest("itsailor", uuid.uuid4()))
+            # The second look-up is not held behind the first: the other reader sends it.
+            await statements.reach(2)
+            assert not first.done()
+            assert not second.done()
+        assert (await first, await second) == (None, None)
+    finally:
+        await reader.close()
