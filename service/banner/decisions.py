@@ -22,13 +22,12 @@ from datetime import datetime
 from typing import Any
 
 from prometheus_client import Histogram
-from sqlalchemy import Text, Uuid, bindparam, func, select, true
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import DateTime, Integer, Text, Uuid, bindparam, column, func, select
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.core.db import autocommit
-from service.ledger.event import EventType
-from service.ledger.tables import ConsentEventRow as Event
+from service.core.errors import ServiceUnavailable
 
 MAX_BATCH = 500
 # Statements running at once, each on its own pooled connection. One would batch the most, but a
@@ -57,34 +56,27 @@ class Decision:
     recorded_at: datetime
 
 
-# Built once (docs/architecture.md, "Where a worker's CPU goes"). The wanted keys arrive as two
-# arrays; for each, the same index look-up as a single subject's (its newest decision), joined
-# laterally. A key without a decision has no row.
-_WANTED = (
-    func.unnest(
+# Built once (docs/architecture.md, "Where a worker's CPU goes"). The wanted keys travel as two
+# arrays; the database's `consent_latest_decisions` (migration 0017) joins each to the same
+# newest-decision index look-up a single subject's would make, on a plan it keeps per connection.
+# A key without a decision has no row.
+LATEST_DECISIONS = select(
+    func.consent_latest_decisions(
         bindparam("subjects", type_=ARRAY(Uuid())), bindparam("properties", type_=ARRAY(Text()))
+    ).table_valued(
+        column("property", Text()),
+        column("subject_id", Uuid()),
+        column("event_type", Text()),
+        column("source", Text()),
+        column("schema_version", Integer()),
+        column("choices", JSONB()),
+        column("recorded_at", DateTime(timezone=True)),
     )
-    .table_valued("subject_id", "property")
-    .render_derived()
-)
-_LATEST = (
-    select(Event.event_type, Event.source, Event.schema_version, Event.choices, Event.recorded_at)
-    .where(
-        Event.subject_id == _WANTED.c.subject_id,
-        Event.property == _WANTED.c.property,
-        Event.event_type != EventType.RE_PROMPT.value,
-    )
-    .order_by(Event.seq.desc())
-    .limit(1)
-    .lateral("latest")
-)
-LATEST_DECISIONS = select(_WANTED.c.property, _WANTED.c.subject_id, _LATEST).select_from(
-    _WANTED.join(_LATEST, true())
 )
 
 
-class ReaderClosed(RuntimeError):
-    pass
+class ReaderClosed(ServiceUnavailable):
+    """The service is shutting down: the look-up was not made (a 503)."""
 
 
 class LatestDecisions:

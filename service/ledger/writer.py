@@ -19,6 +19,7 @@ import asyncpg
 import orjson
 from prometheus_client import Histogram
 
+from service.core.errors import ServiceUnavailable
 from service.core.logging import get_logger
 from service.ledger.event import NewEvent
 from service.ledger.receipts import Proof, ReceiptSigner
@@ -94,8 +95,8 @@ class _Pending:
     done: asyncio.Future[Written]
 
 
-class WriterClosed(RuntimeError):
-    pass
+class WriterClosed(ServiceUnavailable):
+    """The service is shutting down: the event was not taken (a 503; the banner sends it again)."""
 
 
 class DatabaseUnavailable(ConnectionError):

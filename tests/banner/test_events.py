@@ -467,3 +467,24 @@ async def test_every_acknowledged_event_is_committed(
 
     ids = await asyncio.gather(*(post_and_check(i) for i in range(60)))
     assert len(set(ids)) == 60
+
+
+@pytest.mark.usefixtures("schemas")
+async def test_a_request_caught_by_the_shutdown_is_503_not_500(
+    app: ConsentAPI, client: httpx.AsyncClient, db: asyncpg.Connection
+) -> None:
+    # uvicorn finishes open requests before the lifespan closes the writer and the reader; one
+    # that still arrives (a graceful-shutdown timeout) is told to come back, and nothing is kept.
+    await services(app).writer.close()
+    await services(app).decisions.close()
+    subject = uuid.uuid4()
+    answers = [
+        await client.post(ITSAILOR, json=event("accept-all", subject_id=subject)),
+        await client.get(f"/v1/properties/itsailor/consents/{subject}"),
+    ]
+    for answer in answers:
+        assert answer.status_code == 503, answer.text
+        assert answer.headers["content-type"] == "application/problem+json"
+        assert answer.headers["retry-after"]
+        assert answer.json()["detail"] == "the service is shutting down"
+    assert await db.fetchval("SELECT count(*) FROM consent_events") == 0
