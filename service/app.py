@@ -12,7 +12,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service import __version__
 from service.banner.client import router as client_router
-from service.banner.decisions import LatestDecisions
 from service.banner.routes import router as banner_router
 from service.consent_schema.routes import router as consent_schema_router
 from service.consent_schema.service import SchemaCatalog
@@ -33,6 +32,7 @@ from service.core.pipeline import ConsentAPI
 from service.core.rate_limit import RateLimiter
 from service.dsr.routes import router as dsr_router
 from service.health.routes import router as health_router
+from service.ledger.decisions import LatestDecisions
 from service.ledger.partitions import INTERVAL_SECONDS as PARTITIONS_INTERVAL
 from service.ledger.partitions import months_ahead
 from service.ledger.receipts import receipt_signer_from_settings

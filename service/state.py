@@ -15,7 +15,6 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from service.banner.decisions import LatestDecisions
 from service.consent_schema.service import SchemaCatalog
 from service.core.client_address import ClientAddress
 from service.core.config import Settings
@@ -23,6 +22,7 @@ from service.core.cors import BrowserOrigins
 from service.core.hashing import Hasher
 from service.core.pipeline import ConsentAPI
 from service.core.rate_limit import RateLimiter
+from service.ledger.decisions import LatestDecisions
 from service.ledger.writer import EventWriter
 
 

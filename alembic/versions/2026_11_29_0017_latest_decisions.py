@@ -1,6 +1,6 @@
 """Subjects' latest decisions, many in one call, on a plan made once per connection
 
-The banner's state look-ups are answered in batches (banner/decisions.py, docs/architecture.md
+The banner's state look-ups are answered in batches (ledger/decisions.py, docs/architecture.md
 "The group read"): the wanted (subject, property) pairs arrive as two arrays and each is joined
 laterally to its newest decision. Sent as a prepared statement, PostgreSQL planned that statement
 again on every call: with the arrays' values known it estimates a batch's real size, without them

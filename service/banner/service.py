@@ -13,11 +13,11 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.banner.bodies import ConsentEventIn, ConsentState, RepromptReason
-from service.banner.decisions import LatestDecisions
 from service.consent_schema.service import PropertyState, PublishedVersion, SchemaCatalog
 from service.core.db import autocommit
 from service.core.errors import Conflict, Unprocessable
 from service.core.hashing import Hasher
+from service.ledger.decisions import LatestDecisions
 from service.ledger.event import (
     RECORD_COLUMNS,
     ConsentStatus,

@@ -1,4 +1,4 @@
-"""The group read (service/banner/decisions.py): concurrent state look-ups share one statement,
+"""The group read (service/ledger/decisions.py): concurrent state look-ups share one statement,
 and each gets exactly the answer it would get alone."""
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import httpx
 import pytest
 from sqlalchemy import event as sa_event
 
-from service.banner.decisions import LatestDecisions, ReaderClosed
 from service.core.db import create_engine
 from service.core.pipeline import ConsentAPI
+from service.ledger.decisions import LatestDecisions, ReaderClosed
 from service.state import of as services
 from tests.factories import event, example, published
 
