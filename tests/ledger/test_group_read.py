@@ -45,6 +45,13 @@ class Statements(list[str]):
                 await self._grew.wait()
 
 
+def free_port() -> int:
+    """A local port that was just free: connecting to it is refused."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 async def alone(db: asyncpg.Connection, property_name: str, subject: uuid.UUID) -> Any:
     """The subject's latest decision, read the obvious way."""
     row = await db.fetchrow(
@@ -152,20 +159,13 @@ async def test_the_look_up_runs_on_a_plan_made_once(db: asyncpg.Connection) -> N
     assert "plan_cache_mode=force_generic_plan" in config
 
 
-async def test_closing_answers_what_is_waiting(app: ConsentAPI, db_url: str) -> None:
+async def test_closing_answers_what_is_waiting(app: ConsentAPI) -> None:
     reader = LatestDecisions(services(app).engine)
     reader.start()
     waiting = [asyncio.create_task(reader.latest("itsailor", uuid.uuid4())) for _ in range(5)]
     await asyncio.sleep(0)  # queued
     await reader.close()
     assert [await task for task in waiting] == [None] * 5
-
-
-def free_port() -> int:
-    """A local port that was just free: connecting to it is refused."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def test_a_look_up_does_not_wait_for_a_slow_statement_while_a_reader_is_free(
