@@ -17,7 +17,6 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     DateTime,
-    ForeignKeyConstraint,
     Identity,
     Index,
     Integer,
@@ -67,10 +66,8 @@ class ConsentEventRow(Base):
 
     __tablename__ = "consent_events"
     __table_args__ = (
-        ForeignKeyConstraint(
-            ["property", "schema_version"],
-            ["consent_schema_versions.property", "consent_schema_versions.version"],
-        ),
+        # No foreign key to consent_schema_versions: consent_record_events checks each batch's
+        # versions once (migration 0018, docs/retention.md "Idempotency across months").
         CheckConstraint(
             "event_type IN ('accept-all', 'reject-all', 'save-selection', 'withdraw', 're-prompt')",
             name="known_event_type",

@@ -1,6 +1,7 @@
-"""Migration 0016 on a database with events in it: the written withdrawals the DSR team entered
-before it (stored straight into consent_events, their ids never registered) get their ids in
-consent_event_ids, so afterwards every stored event's id is there."""
+"""Migrations of the writer's function on a database with events in it. 0016: the written
+withdrawals the DSR team entered before it (stored straight into consent_events, their ids never
+registered) get their ids in consent_event_ids, so afterwards every stored event's id is there.
+0018: the foreign key on the schema version gives way to the function's check, and comes back."""
 
 from __future__ import annotations
 
@@ -53,5 +54,42 @@ async def test_the_migration_registers_the_ids_of_earlier_written_withdrawals(
 
             assert await db.fetchval(UNREGISTERED) == 0
             assert await db.fetchval("SELECT count(*) FROM consent_event_ids") == 12
+        finally:
+            await db.close()
+
+
+FOREIGN_KEYS = "SELECT count(*) FROM pg_constraint WHERE conname = $1 AND contype = 'f'"
+CHECKS_VERSIONS = (
+    "SELECT pg_get_functiondef('consent_record_events(jsonb, text, bytea)'::regprocedure)"
+    " LIKE '%is not published%'"
+)
+
+
+async def test_0018_trades_the_foreign_key_for_the_functions_check_and_back(
+    server_url: str,
+) -> None:
+    """Upgraded, no row-by-row foreign key remains (on the table or any partition) and the
+    function checks the versions; downgraded, the foreign key is back and validated against the
+    stored events, and the function is 0016's again, its grants kept."""
+    name = "fk_consent_events_property_consent_schema_versions"
+    async with database_at(server_url, "0017") as owner_url:
+        await published(owner_url, example("itsailor"))
+        db = await asyncpg.connect(owner_url)
+        try:
+            await db.execute(EVENTS)
+            assert await db.fetchval(FOREIGN_KEYS, name) > 1  # the table's and its partitions'
+            config = alembic_config(owner_url)
+
+            await asyncio.to_thread(command.upgrade, config, "0018")
+            assert await db.fetchval(FOREIGN_KEYS, name) == 0
+            assert await db.fetchval(CHECKS_VERSIONS)
+
+            await asyncio.to_thread(command.downgrade, config, "0017")
+            assert await db.fetchval(FOREIGN_KEYS, name) > 1
+            assert not await db.fetchval(CHECKS_VERSIONS)
+            assert await db.fetchval(
+                "SELECT has_function_privilege('consent_api',"
+                " 'consent_record_events(jsonb, text, bytea)', 'EXECUTE')"
+            )
         finally:
             await db.close()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from datetime import UTC, datetime
 
 import asyncpg
 import httpx
@@ -13,7 +15,10 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 import service.tables  # noqa: F401  (every table on Base.metadata)
 from service.core.db import Base, async_url
+from service.ledger.event import NewEvent
+from service.ledger.leaf import attach_leaf
 from service.ledger.tables import not_a_partition
+from service.ledger.writer import RECORD_SQL, EventWriter, batch_json
 from tests.factories import event, example, published
 
 
@@ -100,3 +105,69 @@ async def test_an_event_without_a_leaf_is_refused(db: asyncpg.Connection) -> Non
             " schema_version, choices, effective, gpc, dnt, signals_applied, request_hash,"
             " recorded_at FROM consent_events"
         )
+
+
+def _stored_event(**changes: object) -> NewEvent:
+    values: dict[str, object] = {
+        "event_id": uuid.uuid4(), "property": "itsailor", "subject_id": uuid.uuid4(),
+        "event_type": "accept-all", "schema_version": 1,
+        "choices": {"analytics": True, "necessary": True},
+        "effective": {"analytics": True, "necessary": True}, "gpc": False, "dnt": False,
+        "signals_applied": [], "source": "banner", "entered_by": None, "ip_hash": "a" * 64,
+        "user_hash": None, "hash_key_id": "k1", "user_agent": "ua", "page_url": None,
+        "tcf_string": None, "gpp_string": None, "request_hash": "b" * 64,
+        "recorded_at": datetime.now(UTC),
+    }  # fmt: skip
+    values.update(changes)
+    return attach_leaf(NewEvent(**values), "e" * 64)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("unknown", "named"),
+    [
+        ({"schema_version": 2}, "schema version 2 of property 'itsailor' is not published"),
+        ({"property": "elsewhere"}, "schema version 1 of property 'elsewhere' is not published"),
+    ],
+)
+async def test_an_event_naming_an_unpublished_version_fails_its_whole_statement(
+    db_url: str, db: asyncpg.Connection, unknown: dict[str, object], named: str
+) -> None:
+    """No foreign key checks each row (migration 0018): the function checks the batch's versions
+    and refuses the whole statement with the foreign key's own error, even for the service's
+    role, and stores nothing of it."""
+    await published(db_url, example("itsailor"))
+    batch = batch_json([_stored_event(), _stored_event(**unknown)])
+    service = await asyncpg.connect(db_url)
+    try:
+        with pytest.raises(asyncpg.exceptions.ForeignKeyViolationError, match=named):
+            await service.fetch(RECORD_SQL, batch, None, None)
+        stored = await service.fetch(RECORD_SQL, batch_json([_stored_event()]), None, None)
+    finally:
+        await service.close()
+    assert len(stored) == 1
+    assert await db.fetchval("SELECT count(*) FROM consent_events") == 1
+    assert await db.fetchval("SELECT count(*) FROM consent_event_ids") == 1
+
+
+async def test_the_writer_stores_a_batchs_good_events_beside_one_naming_no_version(
+    db_url: str, db: asyncpg.Connection
+) -> None:
+    """The refusal is a row error, so the writer tries the batch's events one by one: only the
+    event at fault fails."""
+    await published(db_url, example("itsailor"))
+    writer = EventWriter(db_url)
+    writer.start()
+    try:
+        good, bad, also_good = [
+            _stored_event(), _stored_event(schema_version=7), _stored_event()
+        ]  # fmt: skip
+        results = await asyncio.gather(
+            *(writer.write(new) for new in (good, bad, also_good)), return_exceptions=True
+        )
+    finally:
+        await writer.close()
+    assert [type(result).__name__ for result in results] == [
+        "Written", "ForeignKeyViolationError", "Written"
+    ]  # fmt: skip
+    stored = await db.fetch("SELECT event_id FROM consent_events")
+    assert {row["event_id"] for row in stored} == {good.event_id, also_good.event_id}
