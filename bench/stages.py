@@ -51,15 +51,15 @@ RULES: tuple[tuple[str, str], ...] = (
     ),
     (
         "body parse and validation",
-        r"service/core/json_input\.py|pydantic|service/banner/bodies\.py|"
-        r"service/consent_schema/bodies\.py",
+        r"service/core/json_input\.py|pydantic|service/banner/(bodies|page_url)\.py|"
+        r"service/consent_schema/bodies\.py|urllib/parse\.py",
     ),
     (
         "serialisation (record, answer)",
         r"service/ledger/event\.py|starlette/responses\.py|"
         r"^Proof\.body ",
     ),
-    ("client address and origin", r"service/core/(client_address|cors)\.py|urllib/parse\.py"),
+    ("client address and origin", r"service/core/(client_address|cors)\.py"),
     ("schema version look-up", r"^(version_shown|SchemaCatalog\.)"),
     ("new event (row assembly)", r"^new_event "),
     ("HTTP server (uvicorn, httptools)", r"uvicorn/protocols/|httptools|service/core/http_server"),

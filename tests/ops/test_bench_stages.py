@@ -29,6 +29,12 @@ def test_the_innermost_named_frame_decides() -> None:
     )
     assert stage_of(written.split(";")) == "response write (send system call)"
     assert stage_of(ENDPOINT.split(";")) == "routing, middleware, endpoint"
+    # The page URL is the body's: split by hand, or by urlsplit for the uncommon URL.
+    page = ENDPOINT + ";ConsentEventIn._origin_and_path (service/banner/bodies.py:83)"
+    by_hand = page + ";origin_and_path (service/banner/page_url.py:45)"
+    split = by_hand + ";urlsplit (urllib/parse.py:500)"
+    for frames in (by_hand, split):
+        assert stage_of(frames.split(";")) == "body parse and validation"
 
 
 def test_the_server_boot_frames_do_not_make_the_loop_http() -> None:
