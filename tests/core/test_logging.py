@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -65,3 +66,18 @@ def test_a_start_logs_no_alembic_plugin_lines() -> None:
     )
     assert done.stdout.strip().splitlines() == [head_revision()]
     assert "plugin" not in done.stderr
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_uvicorns_access_log_is_not_even_built() -> None:
+    """uvicorn writes its access line (with the client's address) only when its logger has a
+    handler to reach (`hasHandlers()`, read by its protocol); with none it never builds the line,
+    which cost 3 µs a request. uvicorn's other lines still reach the service's handler."""
+    stream = io.StringIO()
+    configure_logging("INFO", stream)
+    access = logging.getLogger("uvicorn.access")
+    assert not access.hasHandlers()
+    access.info('%s - "%s %s HTTP/%s" %d', "203.0.113.9", "POST", "/x", "1.1", 201)
+    logging.getLogger("uvicorn.error").info("Application startup complete.")
+    assert "203.0.113.9" not in stream.getvalue()
+    assert "Application startup complete." in stream.getvalue()
