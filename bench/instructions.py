@@ -24,18 +24,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
-import os
-import shutil
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -46,13 +41,14 @@ from bench.run import (
     EVENTS_PATH,
     INGEST_SCRIPTS,
     RESULTS,
-    ROOT,
     cli,
     control_command,
     database,
+    ensure_tool,
     ensure_wrk,
     free_port,
     group_commits,
+    running,
     serve_command,
     service_env,
     stored_ids,
@@ -62,52 +58,11 @@ from bench.run import (
 READY_WITHIN = 600  # seconds: imports under valgrind take a minute or two
 
 
-def ensure_valgrind() -> str:
-    found = shutil.which("valgrind")
-    if found is None and os.geteuid() == 0 and shutil.which("apt-get"):
-        print("valgrind not found: installing the Debian package 'valgrind' ...", flush=True)
-        install = ["apt-get", "install", "-y", "valgrind"]
-        if subprocess.run(install, check=False, capture_output=True).returncode:
-            subprocess.run(["apt-get", "update"], check=True, capture_output=True)
-            subprocess.run(install, check=True, capture_output=True)
-        found = shutil.which("valgrind")
-    if found is None:
-        sys.exit("this needs valgrind (Debian/Ubuntu: apt-get install valgrind)")
-    return found
-
-
-@contextlib.contextmanager
-def counted(
-    command: list[str], env: dict[str, str], port: int, ready_path: str, out: Path, log: Path
-) -> Iterator[int]:
-    """`command` running under callgrind with counting off, once it answers `ready_path`; its pid."""
-    valgrind = [ensure_valgrind(), "--tool=callgrind", "--instr-atstart=no",
-                f"--callgrind-out-file={out}"]  # fmt: skip
-    with log.open("wb") as sink:
-        process = subprocess.Popen(
-            [*valgrind, *command], env=env, cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )  # fmt: skip
-    try:
-        deadline = time.monotonic() + READY_WITHIN
-        while True:
-            with (
-                contextlib.suppress(OSError),
-                urllib.request.urlopen(f"http://127.0.0.1:{port}{ready_path}", timeout=5),
-            ):
-                break
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{command[:4]} did not become ready under valgrind; see {log}")
-            time.sleep(1)
-        yield process.pid
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(120)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+def callgrind(command: list[str], out: Path) -> list[str]:
+    """`command` under callgrind, counting nothing until told to (`callgrind_control`)."""
+    valgrind = ensure_tool("valgrind", "macOS: not available")
+    return [valgrind, "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}",
+            *command]  # fmt: skip
 
 
 def control(pid: int, *args: str) -> None:
@@ -153,7 +108,12 @@ def measure(
         "env_extra": {},
     }  # fmt: skip
     print(f"{name}: starting under callgrind (logs and counts in {folder})", flush=True)
-    with counted(command(port), env, port, ready_path, out, folder / "server.log") as pid:
+    under = callgrind(command(port), out)
+    log = folder / "server.log"
+    with running(
+        under, env, port, ready_path, log, ready_within=READY_WITHIN, stop_within=120
+    ) as server:
+        pid = server.process.pid
         wrk(**load, duration=5)  # warm-up, not counted
         rounds = []
         for number in range(1, args.rounds + 1):

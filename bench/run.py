@@ -46,22 +46,28 @@ EVENTS_PATH = "/v1/properties/itsailor/consent-events"
 # --- tools --------------------------------------------------------------------------------------
 
 
-def ensure_wrk() -> str:
-    found = shutil.which("wrk")
+def ensure_tool(name: str, elsewhere: str) -> str:
+    """The path of `name`, installed from Debian's package of that name when it is missing and
+    this runs as root; otherwise exit, saying how to install it (`elsewhere`: other systems)."""
+    found = shutil.which(name)
     if found:
         return found
     if os.geteuid() == 0 and shutil.which("apt-get"):
-        print("wrk not found: installing the Debian package 'wrk' ...", flush=True)
+        print(f"{name} not found: installing the Debian package '{name}' ...", flush=True)
         quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.STDOUT}
-        if subprocess.run(["apt-get", "install", "-y", "wrk"], check=False, **quiet).returncode:
+        if subprocess.run(["apt-get", "install", "-y", name], check=False, **quiet).returncode:
             subprocess.run(["apt-get", "update"], check=True, **quiet)
-            subprocess.run(["apt-get", "install", "-y", "wrk"], check=True, **quiet)
-        found = shutil.which("wrk")
+            subprocess.run(["apt-get", "install", "-y", name], check=True, **quiet)
+        found = shutil.which(name)
     if not found:
         sys.exit(
-            "this benchmark needs wrk (Debian/Ubuntu: apt-get install wrk; macOS: brew install wrk)"
+            f"this benchmark needs {name} (Debian/Ubuntu: apt-get install {name}; {elsewhere})"
         )
     return found
+
+
+def ensure_wrk() -> str:
+    return ensure_tool("wrk", "macOS: brew install wrk")
 
 
 def free_port() -> int:
@@ -207,7 +213,14 @@ class Server:
 
 @contextlib.contextmanager
 def running(
-    command: list[str], env: dict[str, str], port: int, ready_path: str, log: Path
+    command: list[str],
+    env: dict[str, str],
+    port: int,
+    ready_path: str,
+    log: Path,
+    *,
+    ready_within: float = 60,
+    stop_within: float = 20,
 ) -> Iterator[Server]:
     with log.open("wb") as sink:
         process = subprocess.Popen(
@@ -220,7 +233,7 @@ def running(
         )
     server = Server(process, port)
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + ready_within
         while True:
             try:
                 with urllib.request.urlopen(server.base + ready_path, timeout=2) as answer:
@@ -236,7 +249,7 @@ def running(
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGTERM)
         try:
-            process.wait(20)
+            process.wait(stop_within)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
