@@ -17,7 +17,8 @@ fault fails, as before. Nothing is lost by dropping the row lock: a version row 
 role), and the service's role cannot insert an event by any other path. docs/retention.md,
 "Idempotency across months", has the same reasoning for the event ids.
 
-The statement is frozen here as it stands at this revision (`tests/ledger/test_definition.py`).
+The statement itself is 0016's, read from that migration; only the check goes before it
+(`tests/ledger/test_definition.py` reads the function as the database holds it).
 
 Revision ID: 0018
 Revises: 0017
@@ -37,15 +38,9 @@ depends_on: str | Sequence[str] | None = None
 
 FOREIGN_KEY = "fk_consent_events_property_consent_schema_versions"
 
-# $1: the batch, one JSON array of row objects; $2: the batch's signed receipt (JWS) or NULL;
-# $3: the batch's leaves. Returns the ids of the events stored (those whose id was new).
-RECORD_EVENTS = """
-CREATE OR REPLACE FUNCTION consent_record_events(jsonb, text, bytea) RETURNS SETOF uuid
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, public
-AS $$
-DECLARE
+# The check, put before 0016's statement: the batch's distinct (property, version) pairs, each
+# looked up once; an unknown one refuses the whole statement with the foreign key's own error.
+CHECK_VERSIONS = """DECLARE
     unknown record;
 BEGIN
     SELECT wanted.property, wanted.version INTO unknown
@@ -60,31 +55,8 @@ BEGIN
             USING ERRCODE = 'foreign_key_violation',
                   DETAIL = 'every event names a row of consent_schema_versions';
     END IF;
-    RETURN QUERY
-    WITH input AS MATERIALIZED ( SELECT * FROM jsonb_to_recordset($1::jsonb) AS r(event_id UUID,
-      property TEXT, subject_id UUID, event_type TEXT, schema_version INTEGER, choices JSONB,
-      effective JSONB, gpc BOOLEAN, dnt BOOLEAN, signals_applied JSONB, source TEXT,
-      entered_by TEXT, ip_hash text, user_hash text, hash_key_id VARCHAR(32), user_agent TEXT,
-      page_url TEXT, tcf_string TEXT, gpp_string TEXT, request_hash text,
-      recorded_at TIMESTAMP WITH TIME ZONE, salt BYTEA, identity BYTEA, leaf BYTEA)),
-    new_ids AS (
-      INSERT INTO consent_event_ids (event_id, recorded_at) SELECT event_id, recorded_at
-      FROM input ON CONFLICT (event_id) DO NOTHING RETURNING event_id),
-    receipt AS (
-      INSERT INTO ledger_receipts (jws, leaves) SELECT $2::text, $3::bytea
-      WHERE $2::text IS NOT NULL RETURNING id)
-    INSERT INTO consent_events (event_id, property, subject_id, event_type, schema_version,
-      choices, effective, gpc, dnt, signals_applied, source, entered_by, ip_hash, user_hash,
-      hash_key_id, user_agent, page_url, tcf_string, gpp_string, request_hash, recorded_at, salt,
-      identity, leaf, receipt)
-    SELECT event_id, property, subject_id, event_type, schema_version, choices, effective, gpc,
-      dnt, signals_applied, source, entered_by, decode(ip_hash, 'hex'), decode(user_hash, 'hex'),
-      hash_key_id, user_agent, page_url, tcf_string, gpp_string, decode(request_hash, 'hex'),
-      recorded_at, salt, identity, leaf, (SELECT id FROM receipt)
-    FROM input WHERE event_id IN (SELECT event_id FROM new_ids) RETURNING event_id;
-END;
-$$
-"""
+    RETURN QUERY"""
+STATEMENT_START = "BEGIN\n    RETURN QUERY"
 
 
 def _record_events_0016() -> str:
@@ -98,10 +70,17 @@ def _record_events_0016() -> str:
     return str(module.RECORD_EVENTS).replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION", 1)
 
 
+def record_events() -> str:
+    """0016's function with the check before its statement (which is unchanged)."""
+    function = _record_events_0016()
+    assert function.count(STATEMENT_START) == 1
+    return function.replace(STATEMENT_START, CHECK_VERSIONS)
+
+
 def upgrade() -> None:
     # CREATE OR REPLACE keeps the function's owner, its grants (EXECUTE to consent_api only)
     # and its oid.
-    op.execute(RECORD_EVENTS)
+    op.execute(record_events())
     op.execute(f"ALTER TABLE consent_events DROP CONSTRAINT {FOREIGN_KEY}")
 
 
