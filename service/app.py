@@ -236,6 +236,10 @@ def create_app(settings: Settings | None = None) -> ConsentAPI:
         separate_input_output_schemas=False,
         docs_url=None,  # served from a package instead (core/api_docs.py)
         redoc_url=None,
+        # A path with a trailing slash it does not declare is a 404 problem, not Starlette's 307
+        # to an absolute URL built from the request's Host header (docs/architecture.md,
+        # "Limits").
+        redirect_slashes=False,
         # Metrics are Prometheus (/metrics); FastAPI's own OpenTelemetry hooks would only add
         # per-request work.
         telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},

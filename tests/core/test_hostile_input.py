@@ -210,6 +210,22 @@ async def test_private_answers_are_not_cached_and_nothing_is_sniffed(
         assert response.headers["x-content-type-options"] == "nosniff"
 
 
+@pytest.mark.usefixtures("schemas")
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("GET", "/v1/properties/itsailor/schema/"), ("POST", EVENTS + "/"), ("GET", "/healthz/")],
+)
+async def test_a_trailing_slash_is_not_redirected_to_the_host_header(
+    client: httpx.AsyncClient, method: str, path: str
+) -> None:
+    """Starlette would answer 307 with `Location: http://<Host>/…`: a forged Host header would send
+    a browser to another site (docs/architecture.md, "Limits")."""
+    response = await client.request(method, path, headers={"Host": "evil.example"}, json=event())
+    assert response.status_code == 404
+    assert "location" not in response.headers
+    assert response.headers["content-type"] == "application/problem+json"
+
+
 async def test_admin_routes_check_the_key_before_reading_a_body(
     client: httpx.AsyncClient, db_url: str
 ) -> None:
