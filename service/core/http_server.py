@@ -19,41 +19,55 @@ response").
 from __future__ import annotations
 
 import asyncio
+import os
+from email.utils import formatdate
 from typing import Any
 
 import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from service.core.errors import PROBLEM_BASE, PROBLEM_MEDIA_TYPE
+from service.core.logging import get_logger
+
+log = get_logger("service.http")
 
 # nginx's default for a request head (4 buffers of 8 KiB); browsers send 1 to 4 KiB.
 MAX_HEAD_BYTES = 32 * 1024
 
 
-def problem_bytes(status: int, reason: str, slug: str, title: str, detail: str) -> bytes:
-    """A complete HTTP response carrying a problem document, closing the connection."""
+def problem_bytes(
+    request_id: str, status: int, reason: str, slug: str, title: str, detail: str
+) -> bytes:
+    """A complete HTTP response carrying a problem document, closing the connection. Like every
+    other error it names its request id (`instance` and `X-Request-ID`)."""
     body = orjson.dumps(
-        {"type": PROBLEM_BASE + slug, "title": title, "status": status, "detail": detail}
+        {
+            "type": PROBLEM_BASE + slug,
+            "title": title,
+            "status": status,
+            "detail": detail,
+            "instance": f"urn:request:{request_id}",
+        }
     )
     head = (
-        f"HTTP/1.1 {status} {reason}\r\ncontent-type: {PROBLEM_MEDIA_TYPE}\r\n"
-        f"content-length: {len(body)}\r\nx-content-type-options: nosniff\r\n"
-        "cache-control: no-store\r\n"
-        "connection: close\r\n\r\n"
+        f"HTTP/1.1 {status} {reason}\r\ndate: {formatdate(usegmt=True)}\r\n"
+        f"content-type: {PROBLEM_MEDIA_TYPE}\r\ncontent-length: {len(body)}\r\n"
+        f"x-request-id: {request_id}\r\nx-content-type-options: nosniff\r\n"
+        "cache-control: no-store\r\nconnection: close\r\n\r\n"
     )
     return head.encode("ascii") + body
 
 
-HEAD_TOO_LARGE = problem_bytes(
-    431,
-    "Request Header Fields Too Large",
-    "header-too-large",
-    "Request header fields too large",
-    f"the request line and headers are at most {MAX_HEAD_BYTES} bytes",
-)
-INVALID_REQUEST = problem_bytes(
-    400, "Bad Request", "bad-request", "Bad request", "the request is not valid HTTP/1.1"
-)
+# What the protocol itself refuses, before the app is called: status, reason, slug, title, detail.
+REFUSALS = {
+    431: (
+        "Request Header Fields Too Large",
+        "header-too-large",
+        "Request header fields too large",
+        f"the request line and headers are at most {MAX_HEAD_BYTES} bytes",
+    ),
+    400: ("Bad Request", "bad-request", "Bad request", "the request is not valid HTTP/1.1"),
+}
 
 
 class HeadTooLarge(Exception):
@@ -139,13 +153,17 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if self._in_head and not self._refused:
             self._read_in_head += len(data)
             if self._read_in_head > MAX_HEAD_BYTES:
-                self._refuse(HEAD_TOO_LARGE)
+                self._refuse(431)
 
     def send_400_response(self, msg: str) -> None:
         too_large = self._head_bytes > MAX_HEAD_BYTES
-        self._refuse(HEAD_TOO_LARGE if too_large else INVALID_REQUEST)
+        self._refuse(431 if too_large else 400)
 
-    def _refuse(self, response: bytes) -> None:
+    def _refuse(self, status: int) -> None:
+        # The app never sees this request, so the id its answer names is made here, and logged:
+        # the one line an operator can find it by.
+        request_id = os.urandom(16).hex()
         self._refused = True
-        self.transport.write(response)
+        self.transport.write(problem_bytes(request_id, status, *REFUSALS[status]))
         self.transport.close()
+        log.warning("request_refused", request_id=request_id, status=status)

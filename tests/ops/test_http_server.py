@@ -5,8 +5,11 @@ response in one write."""
 from __future__ import annotations
 
 import asyncio
+import io
 import json
-from collections.abc import AsyncIterator
+import re
+from collections.abc import AsyncIterator, Callable
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import pytest
@@ -77,11 +80,31 @@ def get(header_bytes: int) -> bytes:
     )
 
 
-async def test_a_head_past_the_cap_is_431_problem(port: int) -> None:
+def assert_refusal(
+    headers: dict[str, str], body: bytes, status: int, logs: io.StringIO
+) -> dict[str, Any]:
+    """A refusal is a problem like any other: its request id in `instance` and `X-Request-ID`,
+    a `Date`, and one log line naming the id."""
+    problem: dict[str, Any] = json.loads(body)
+    assert headers["content-type"] == "application/problem+json"
+    assert problem["status"] == status
+    assert problem["instance"] == f"urn:request:{headers['x-request-id']}"
+    assert re.fullmatch(r"[0-9a-f]{32}", headers["x-request-id"])
+    assert parsedate_to_datetime(headers["date"]).tzinfo is not None
+    [line] = [
+        json.loads(line) for line in logs.getvalue().splitlines() if "request_refused" in line
+    ]
+    assert (line["request_id"], line["status"]) == (headers["x-request-id"], status)
+    return problem
+
+
+async def test_a_head_past_the_cap_is_431_problem(
+    port: int, captured_logs_factory: Callable[[], io.StringIO]
+) -> None:
+    logs = captured_logs_factory()
     status, headers, body = await exchange(port, get(MAX_HEAD_BYTES + 4096))
     assert status == 431
-    assert headers["content-type"] == "application/problem+json"
-    assert json.loads(body)["status"] == 431
+    assert_refusal(headers, body, 431, logs)
 
 
 async def test_a_head_within_the_cap_is_served(port: int) -> None:
@@ -101,11 +124,13 @@ async def test_a_huge_head_is_refused_without_being_held(port: int) -> None:
     assert (await exchange(port, get(100)))[0] == 200  # and it serves on
 
 
-async def test_malformed_http_is_400_problem(port: int) -> None:
+async def test_malformed_http_is_400_problem(
+    port: int, captured_logs_factory: Callable[[], io.StringIO]
+) -> None:
+    logs = captured_logs_factory()
     status, headers, body = await exchange(port, b"NOT HTTP AT ALL\r\n\r\n")
     assert status == 400
-    assert headers["content-type"] == "application/problem+json"
-    assert json.loads(body)["title"] == "Bad request"
+    assert assert_refusal(headers, body, 400, logs)["title"] == "Bad request"
 
 
 async def test_a_response_leaves_in_one_write(port: int) -> None:
