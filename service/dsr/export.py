@@ -41,6 +41,9 @@ CSV_RECORD_COLUMNS = (
     "signals_applied", "source",
 )  # fmt: skip
 CSV_COLUMNS = (*CSV_RECORD_COLUMNS, *EXPORT_EVIDENCE_COLUMNS)
+# What a spreadsheet would run as a formula: text starting so gets a leading `'` in the CSV export
+# (docs/evidence.md, "Exports"); the JSON export keeps the exact value.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -193,23 +196,22 @@ async def _csv(
     events: AsyncIterator[list[dict[str, Any]]], progress: Callable[[int], None] | None
 ) -> AsyncIterator[bytes]:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS)
     writer.writeheader()
     yield buffer.getvalue().encode()
     async for chunk in events:
         buffer.seek(0)
         buffer.truncate()
         for item in chunk:
-            writer.writerow(
-                {
-                    **item,
-                    "choices": json.dumps(item["choices"], sort_keys=True),
-                    "effective": json.dumps(item["effective"], sort_keys=True),
-                    "signals_applied": " ".join(item["signals"]["applied"]),
-                    "gpc": _csv_bool(item["signals"]["gpc"]),
-                    "dnt": _csv_bool(item["signals"]["dnt"]),
-                }
-            )
+            row = {
+                **item,
+                "choices": json.dumps(item["choices"], sort_keys=True),
+                "effective": json.dumps(item["effective"], sort_keys=True),
+                "signals_applied": " ".join(item["signals"]["applied"]),
+                "gpc": _csv_bool(item["signals"]["gpc"]),
+                "dnt": _csv_bool(item["signals"]["dnt"]),
+            }
+            writer.writerow({name: _csv_cell(row[name]) for name in CSV_COLUMNS})
         yield buffer.getvalue().encode()
         if progress is not None:
             progress(len(chunk))
@@ -217,3 +219,9 @@ async def _csv(
 
 def _csv_bool(value: bool) -> str:
     return "true" if value else "false"  # as in the JSON export, not Python's True/False
+
+
+def _csv_cell(value: Any) -> Any:
+    """A cell as written: text a spreadsheet would run as a formula gets a leading `'`; other
+    values (the schema version, an int; None, an empty cell) stay as they are."""
+    return f"'{value}" if isinstance(value, str) and value.startswith(FORMULA_STARTS) else value
