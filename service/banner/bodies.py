@@ -29,9 +29,9 @@ PAGE_URL_MAX = 2048
 USER_ID_MAX = 256
 
 CategoryKey = Annotated[str, StringConstraints(min_length=1, max_length=64)]
-# Text that is stored: PostgreSQL cannot hold NUL, so it is refused here, naming the field.
-StoredText = Annotated[str, AfterValidator(no_nul)]
-
+# Text that is stored: PostgreSQL cannot hold NUL, so it is refused here, naming the field. The
+# length is checked first, as a string's ("at most 8192 characters", not "items").
+IABString = Annotated[str, StringConstraints(max_length=IAB_STRING_MAX), AfterValidator(no_nul)]
 
 _NOT_HASHED = {"event_id"}
 
@@ -55,7 +55,10 @@ class ConsentEventIn(BaseModel):
         "reject-all and withdraw optional but must agree with the type; absent for re-prompt.",
     )
     user_id: (
-        Annotated[StoredText, StringConstraints(min_length=1, max_length=USER_ID_MAX)] | None
+        Annotated[
+            str, StringConstraints(min_length=1, max_length=USER_ID_MAX), AfterValidator(no_nul)
+        ]
+        | None
     ) = Field(default=None, description="Account id; stored only as a keyed hash.")
     page_url: Annotated[str, StringConstraints(max_length=PAGE_URL_MAX)] | None = Field(
         default=None, description="Stored as origin and path only (query and fragment dropped)."
@@ -68,14 +71,16 @@ class ConsentEventIn(BaseModel):
         description='navigator.doNotTrack === "1" as the banner saw it (a `DNT: 1` header counts '
         "too).",
     )
-    source: Literal[EventSource.BANNER, EventSource.SIGNAL] | None = Field(
+    # The values as text, so a refusal names them as the client wrote them ("'banner' or
+    # 'signal'"), not as Python's enum members.
+    source: Literal["banner", "signal"] | None = Field(
         default=None,
         description="`banner` (the default): a click. `signal`: a `reject-all` the browser client "
         "records because a signal is present that the schema version records as a decision "
         "(`signals.gpc: record`).",
     )
-    tcf_string: Annotated[StoredText, StringConstraints(max_length=IAB_STRING_MAX)] | None = None
-    gpp_string: Annotated[StoredText, StringConstraints(max_length=IAB_STRING_MAX)] | None = None
+    tcf_string: IABString | None = None
+    gpp_string: IABString | None = None
 
     @field_validator("page_url")
     @classmethod

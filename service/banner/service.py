@@ -72,7 +72,7 @@ def new_event(
     choices = resolve_choices(event, required=version.required, optional=optional)
     present = signals_present(headers, gpc=event.gpc, dnt=event.dnt)
     gpc, dnt = Signal.GPC in present, Signal.DNT in present
-    source = event.source or EventSource.BANNER
+    source = EventSource(event.source or EventSource.BANNER)
     if source is EventSource.SIGNAL:
         # The signal is the decision: the record names the signals that made it.
         applied = among(present, version.records)

@@ -152,6 +152,8 @@ def problem_response(
 
 
 def _pointer(loc: tuple[int | str, ...]) -> str:
+    if loc and loc[-1] == "[key]":  # pydantic's mark of an invalid key: point at its member
+        loc = loc[:-1]
     return "/" + "/".join(str(part).replace("~", "~0").replace("/", "~1") for part in loc)
 
 
@@ -308,6 +310,8 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     detail = exc.detail if isinstance(exc.detail, str) else title
     if exc.status_code == 404 and detail == "Not Found":
         detail = "No such resource"
+    elif exc.status_code == 405 and exc.headers and "Allow" in exc.headers:
+        detail = f"{request.method} is not allowed here; allowed: {exc.headers['Allow']}"
     return problem_response(
         status=exc.status_code,
         slug=slug,

@@ -33,8 +33,9 @@ async def test_an_admin_routes_errors_are_not_cached_either(client: httpx.AsyncC
 
 async def test_wrong_method_is_a_405_problem(client: httpx.AsyncClient) -> None:
     response = await client.delete("/healthz")
-    assert_problem(response, 405)
+    body = assert_problem(response, 405)
     assert "GET" in response.headers["allow"]
+    assert body["detail"] == f"DELETE is not allowed here; allowed: {response.headers['allow']}"
 
 
 async def test_an_unexpected_failure_is_a_500_problem_without_internals(

@@ -65,6 +65,35 @@ async def test_ambiguous_or_unstorable_values_are_refused(
 
 
 @pytest.mark.usefixtures("schemas")
+@pytest.mark.parametrize(
+    ("changes", "pointer", "detail"),
+    [
+        ({"source": "dsr"}, "/body/source", "Input should be 'banner' or 'signal'"),
+        (
+            {"gpp_string": "D" * 8193},
+            "/body/gpp_string",
+            "String should have at most 8192 characters",
+        ),
+        ({"user_id": ""}, "/body/user_id", "String should have at least 1 character"),
+        (
+            {"categories": {"": True}},
+            "/body/categories/",
+            "String should have at least 1 character",
+        ),
+    ],
+)
+async def test_a_refusal_names_the_field_as_the_client_wrote_it(
+    client: httpx.AsyncClient, changes: dict[str, Any], pointer: str, detail: str
+) -> None:
+    """Values as JSON has them (not Python's enum members), lengths of text in characters, a
+    key's pointer the member's own (no `[key]` segment)."""
+    body = event("save-selection", categories={"analytics": True}) | changes
+    response = await client.post(EVENTS, json=body)
+    assert response.status_code == 422, response.text
+    assert {"pointer": pointer, "detail": detail} in response.json()["errors"]
+
+
+@pytest.mark.usefixtures("schemas")
 @pytest.mark.parametrize("content_type", ["application/json", "text/plain"])
 @pytest.mark.parametrize(
     ("raw", "named"),
