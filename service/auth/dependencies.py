@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import time
 from collections.abc import Awaitable, Callable
 from typing import Annotated
 
@@ -11,7 +13,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.auth.service import Principal, Scope, authenticate
-from service.core.errors import Forbidden, TooManyRequests, Unauthorized
+from service.core.errors import Forbidden, TooManyRequests, Unauthorized, database_unreachable
 from service.core.rate_limit import RateLimiter
 from service.state import AuthFailures, ClientAddressOf, Engine, Hashing, SettingsOf
 
@@ -69,6 +71,14 @@ async def _principal(
     return principal
 
 
+# /metrics must keep answering while the database is down: the outage (its 503s) is what the
+# scrape has to show. A key that passed the check in the last METRICS_KEY_GRACE seconds is let in
+# without the database while it cannot be reached (docs/architecture.md, "Metrics during an
+# outage").
+METRICS_KEY_GRACE = 300.0
+_metrics_keys: dict[bytes, float] = {}  # SHA-256 of a key that passed → when (monotonic)
+
+
 async def metrics_reader(
     settings: SettingsOf,
     engine: Engine,
@@ -78,8 +88,22 @@ async def metrics_reader(
 ) -> None:
     """/metrics shows routes, volumes and timings: a key with `metrics:read`, unless the operator
     serves it openly (CONSENT_METRICS_PUBLIC, for a scraper on a private network)."""
-    if not settings.metrics_public:
+    if settings.metrics_public:
+        return
+    digest = hashlib.sha256(credentials.credentials.encode()).digest() if credentials else b""
+    try:
         await _principal(engine, credentials, Scope.METRICS_READ, client, failures)
+    except Exception as exc:
+        passed = _metrics_keys.get(digest)
+        recent = passed is not None and time.monotonic() - passed <= METRICS_KEY_GRACE
+        if not (recent and database_unreachable(exc)):
+            raise
+        return
+    now = time.monotonic()
+    for known, when in list(_metrics_keys.items()):  # a handful of keys: forget the stale ones
+        if now - when > METRICS_KEY_GRACE:
+            del _metrics_keys[known]
+    _metrics_keys[digest] = now
 
 
 async def private(response: Response) -> None:

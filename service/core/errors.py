@@ -284,6 +284,16 @@ async def _by_sqlstate(request: Request, exc: Exception, sqlstate: str) -> JSONR
     return internal_error_response()
 
 
+def database_unreachable(exc: BaseException) -> bool:
+    """Whether `exc` is the database being away (answered 503 `unavailable`), not a fault."""
+    if isinstance(exc, DATABASE_UNAVAILABLE):
+        return True
+    if isinstance(exc, sqlalchemy.exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    sqlstate = getattr(getattr(exc, "orig", exc), "sqlstate", None) or ""
+    return isinstance(sqlstate, str) and sqlstate[:2] in UNAVAILABLE_SQLSTATE_CLASSES
+
+
 async def _database_error(request: Request, exc: Exception) -> JSONResponse:
     """Any other error SQLAlchemy raised: the database being away or not ready is a 503;
     anything else is a fault of ours (500, logged with its traceback)."""

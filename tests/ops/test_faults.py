@@ -15,7 +15,7 @@ from sqlalchemy.engine import make_url
 
 from service.app import create_app
 from tests.conftest import CLIENT_IP, make_settings
-from tests.factories import event, example, published
+from tests.factories import api_key, bearer, event, example, published
 from tests.ops.test_readiness import _proxy_for
 from tests.proxy import CuttableProxy
 
@@ -89,3 +89,28 @@ async def test_an_unconfirmed_commit_is_answered_outcome_unknown_and_a_retry_set
     assert (
         await db.fetchval("SELECT count(*) FROM consent_events WHERE event_id = $1", event_id) == 1
     )
+
+
+async def test_metrics_answer_a_recently_checked_key_while_the_database_is_down(
+    db_url: str, tmp_path: Path, proxy: CuttableProxy
+) -> None:
+    """The scrape must show the outage (its 503s), not fail with it (docs/architecture.md,
+    "Metrics during an outage"); a key not checked before the outage is still refused."""
+    app = create_app(make_settings(through(db_url, proxy), tmp_path))
+    transport = httpx.ASGITransport(app=app, client=(CLIENT_IP, 1))
+    checked = bearer(await api_key(db_url, "metrics:read"))
+    unchecked = bearer(await api_key(db_url, "metrics:read"))
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://t") as client,
+    ):
+        assert (await client.get("/metrics", headers=checked)).status_code == 200
+        await proxy.cut()
+        assert (await client.post(EVENTS, json=event())).status_code == 503
+        scraped = await client.get("/metrics", headers=checked)
+        assert scraped.status_code == 200, scraped.text
+        assert 'status="503"' in scraped.text
+        refused = await client.get("/metrics", headers=unchecked)
+        assert refused.status_code == 503
+        unknown = {"Authorization": "Bearer not-a-key"}
+        assert (await client.get("/metrics", headers=unknown)).status_code == 503
