@@ -30,16 +30,16 @@ def keys_create(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Create an API key. Its secret is printed once and cannot be shown again."""
-    from service.auth.service import CreatedKey, create_key, parse_scopes
+    from service.auth.service import CreatedKey, create_key, parse_key_name, parse_scopes
 
     settings = load_settings()
     try:
-        scope_list = parse_scopes(scopes)
+        key_name, scope_list = parse_key_name(name), parse_scopes(scopes)
     except ConsentServiceError as exc:
         raise fail(exc.detail, 2) from None
 
     async def work(session: AsyncSession) -> CreatedKey:
-        return await create_key(session, name=name, scopes=scope_list)
+        return await create_key(session, name=key_name, scopes=scope_list)
 
     key = with_session(settings, work)
     if as_json:

@@ -64,7 +64,17 @@ def parse_scopes(raw: str | list[str]) -> list[str]:
     return scopes
 
 
+def parse_key_name(raw: str) -> str:
+    """The name without surrounding spaces; a key must be named: it is how a listing tells keys
+    apart, and whose key to revoke."""
+    name = raw.strip()
+    if not name:
+        raise BadRequest("a key needs a name (who or what uses it, e.g. 'dsr-team')")
+    return name
+
+
 async def create_key(session: AsyncSession, *, name: str, scopes: list[str]) -> CreatedKey:
+    name = parse_key_name(name)
     key_id = "key_" + secrets.token_hex(8)
     secret = SECRET_PREFIX + secrets.token_urlsafe(32)
     session.add(ApiKeyRow(id=key_id, name=name, scopes=scopes, secret_sha256=_digest(secret)))

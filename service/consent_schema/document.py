@@ -307,6 +307,10 @@ def load_document_file(
         data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506
     except OSError as exc:
         raise Unprocessable(f"{path}: cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise Unprocessable(
+            f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})"
+        ) from None
     except yaml.YAMLError as exc:
         raise Unprocessable(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(data, dict):

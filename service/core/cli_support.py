@@ -5,10 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import select
+import signal
 import socket
 import ssl
+import sys
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import datetime
+from pathlib import Path
 from typing import Any, TypeVar
 
 import asyncpg
@@ -26,6 +31,8 @@ T = TypeVar("T")
 Q = TypeVar("Q", bound=BaseModel)
 CLI_ACTOR = "cli"  # the actor recorded for CLI actions (schema publishes, DSR audit rows)
 URL_SETTING = "CONSENT_DATABASE_URL"
+# The exit status a shell reports for a command stopped by SIGPIPE (`… | head`): 128 + 13.
+EXIT_PIPE_CLOSED = 128 + signal.SIGPIPE
 
 
 class Options:
@@ -50,6 +57,38 @@ def load_settings() -> Settings:
 def fail(message: str, code: int = 1) -> typer.Exit:
     typer.echo(f"error: {message}", err=True)
     return typer.Exit(code)
+
+
+def stdout_closed() -> typer.Exit:
+    """The reader of stdout went away (`… | head`): end quietly, as Unix tools do. Stdout is
+    pointed at /dev/null first, so the flush at exit cannot fail a second time."""
+    with contextlib.suppress(OSError, ValueError):  # ValueError: stdout is not a file (tests)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    return typer.Exit(EXIT_PIPE_CLOSED)
+
+
+def stdout_reader_gone() -> bool:
+    """Stdout is a pipe that nobody reads any more (poll reports an error on it)."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll, or stdout is not a file (tests)
+        return False
+
+
+@contextlib.contextmanager
+def writing_to(path: Path | None) -> Iterator[None]:
+    """Writing the output (`path`, or stdout when None): a failure is one line, `cannot write
+    PATH: why`, exit 1; stdout whose reader went away ends quietly (`stdout_closed`)."""
+    try:
+        yield
+    except OSError as exc:
+        if path is None and isinstance(exc, BrokenPipeError):
+            raise stdout_closed() from None
+        raise fail(f"cannot write {path or 'to stdout'}: {exc.strerror or exc}") from None
 
 
 def with_session(settings: Settings, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
@@ -99,6 +138,8 @@ def database_errors(url: str) -> Iterator[None]:
     except typer.Exit:
         raise
     except Exception as exc:
+        if isinstance(exc, BrokenPipeError) and stdout_reader_gone():  # `dsr history | head`
+            raise stdout_closed() from None
         message = explain_database_error(exc, url)
         if message is None or Options.debug:
             raise
@@ -132,6 +173,8 @@ def explain_database_error(exc: BaseException, url: str) -> str | None:
             return f"timed out connecting to PostgreSQL at {where}"
         if isinstance(error, ssl.SSLError) or "SSL" in text:
             return f"TLS to PostgreSQL at {where} failed: {text} (check sslmode in {URL_SETTING})"
+        if isinstance(error, OSError) and error.filename is not None:  # a file, not the server
+            return f"{error.filename}: {error.strerror or text}"
         if isinstance(error, OSError):
             return f"cannot connect to PostgreSQL at {where}: {text}"
         if isinstance(error, sqlalchemy.exc.ArgumentError | ValueError) and (

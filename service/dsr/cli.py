@@ -3,8 +3,10 @@ same rules and the same audit (actor `cli`)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, BinaryIO
@@ -19,6 +21,7 @@ from service.core.cli_support import (
     print_json,
     with_engine,
     with_session,
+    writing_to,
 )
 from service.core.hashing import hasher_from_settings
 
@@ -117,29 +120,26 @@ def dsr_export(
     )  # fmt: skip
     hasher = hasher_from_settings(settings)
 
-    async def work(engine: AsyncEngine) -> int:
+    async def work(engine: AsyncEngine, sink: BinaryIO) -> int:
         async with create_sessionmaker(engine).begin() as session:
             await known_property(session, request.property)
             plan = await plan_export(session, hasher, request, actor=CLI_ACTOR)
-        sink = private_file(output) if output else sys.stdout.buffer
-        show = output is not None
-        try:
-            with typer.progressbar(
-                length=plan.count, label="exporting", file=sys.stderr, hidden=not show
-            ) as bar:
-                async for data in stream_export(
-                    engine, SchemaCatalog(engine), hasher, plan,
-                    export_format=request.format, exported_at=datetime.now(UTC),
-                    request_id=None, progress=bar.update,
-                    receipts=receipt_signer_from_settings(settings),
-                ):  # fmt: skip
+        with typer.progressbar(
+            length=plan.count, label="exporting", file=sys.stderr, hidden=output is None
+        ) as bar:
+            async for data in stream_export(
+                engine, SchemaCatalog(engine), hasher, plan,
+                export_format=request.format, exported_at=datetime.now(UTC),
+                request_id=None, progress=bar.update,
+                receipts=receipt_signer_from_settings(settings),
+            ):  # fmt: skip
+                with writing_to(output):
                     sink.write(data)
-        finally:
-            if output:
-                sink.close()
         return plan.count
 
-    count = with_engine(settings, work)
+    # The file first: a path it cannot write fails before the look-up is made and audited.
+    with opened_output(output) as sink:
+        count = with_engine(settings, lambda engine: work(engine, sink))
     where = f" to {output}" if output else ""
     typer.echo(f"exported {count} event(s){where}", err=True)
 
@@ -256,8 +256,38 @@ def dsr_withdraw(
         )
 
 
+@contextlib.contextmanager
+def opened_output(path: Path | None) -> Iterator[BinaryIO]:
+    """`path` (created now, mode 0600) or stdout, for a command's output: opened before the
+    database is touched, so a path it cannot write fails first. Flushed and closed at the end; a
+    failure removes the file it created (no empty or partial output left where there was none)."""
+    if path is None:
+        yield sys.stdout.buffer
+        with writing_to(None):
+            sys.stdout.buffer.flush()
+        return
+    created = not os.path.lexists(path)
+    sink = private_file(path)
+    try:
+        yield sink
+        with writing_to(path):
+            sink.close()
+    except BaseException:
+        with contextlib.suppress(OSError):
+            sink.close()
+        if created:
+            path.unlink(missing_ok=True)
+        raise
+
+
 def private_file(path: Path) -> BinaryIO:
-    """`path` opened for writing, readable by its owner only: an export is personal data."""
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.fchmod(descriptor, 0o600)  # also when the file existed with a wider mode
-    return os.fdopen(descriptor, "wb")
+    """`path` opened for writing, readable by its owner only: an export is personal data. A path
+    it cannot write is one line, `cannot write PATH: why`, exit 1."""
+    with writing_to(path):
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.fchmod(descriptor, 0o600)  # also when the file existed with a wider mode
+        except OSError:
+            os.close(descriptor)
+            raise
+        return os.fdopen(descriptor, "wb")

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
@@ -19,10 +18,11 @@ from service.core.cli_support import (
     parse_moment,
     print_json,
     with_engine,
+    writing_to,
 )
 from service.core.errors import ConsentServiceError, Forbidden
 from service.core.hashing import hasher_from_settings
-from service.dsr.cli import private_file
+from service.dsr.cli import opened_output
 
 backup_app = typer.Typer(
     rich_markup_mode=None,  # plain help: no boxes, no <bool> placeholders on flags
@@ -53,14 +53,10 @@ def backup_journal(
         async with create_sessionmaker(engine).begin() as session:
             return await journal_lines(session, since=start)
 
-    lines = with_engine(settings, work)
-    data = "".join(f"{line}\n" for line in lines).encode()
-    if output is None:
-        sys.stdout.buffer.write(data)
-        sys.stdout.flush()
-    else:
-        with private_file(output) as sink:
-            sink.write(data)
+    with opened_output(output) as sink:  # before the database: a path it cannot write fails first
+        lines = with_engine(settings, work)
+        with writing_to(output):
+            sink.write("".join(f"{line}\n" for line in lines).encode())
     where = f" to {output}" if output else ""
     typer.echo(f"wrote {len(lines)} audit row(s){where}", err=True)
 

@@ -27,10 +27,13 @@ def ledger_verify(
     ] = None,
 ) -> None:
     """Recompute every leaf that can be, every seal's root and the chain of seal hashes. Exits 0,
-    or 1 naming the first event or seal that does not match."""
+    or 1 naming the first event or seal that does not match (`ledger broken: …`) or saying why
+    it could not check (`error: …`); 2 for a negative --since."""
     from service.ledger.receipts import receipt_signer_from_settings
-    from service.ledger.verify import LedgerBroken, verify_ledger
+    from service.ledger.verify import LedgerBroken, NoSuchSeal, verify_ledger
 
+    if since < 0:
+        raise fail(f"--since: {since} is not a seal number (0: the genesis seal)", 2)
     settings = load_settings()
     published: dict[str, Any] | None = None
     if head is not None:
@@ -50,6 +53,8 @@ def ledger_verify(
                 )
             except LedgerBroken as exc:
                 return f"ledger broken: {exc}"
+            except NoSuchSeal as exc:  # a mistaken --since, not a mismatch
+                raise fail(f"--since: {exc}") from None
         return (
             f"ledger verified: seals {since} to {report.head['seal']},"
             f" {report.leaves} sealed leaves ({report.recomputed} events recomputed, of them"

@@ -29,6 +29,7 @@ from service.ledger.tables import HEX_COLUMNS
 ZERO = bytes(32)
 
 SEALS = text("SELECT * FROM ledger_seals WHERE id >= :since ORDER BY id")
+LATEST_SEAL_ID = text("SELECT max(id) FROM ledger_seals")
 EVENTS = text(
     """
     SELECT e.*, v.content_sha256 AS content_hash
@@ -78,6 +79,11 @@ UNLINKED = text("SELECT count(*) FROM ledger_tombstones WHERE erasure IS NULL")
 
 class LedgerBroken(Exception):
     """The first thing that does not match: an event, a seal, or the chain."""
+
+
+class NoSuchSeal(Exception):
+    """`since` is past the latest seal: a mistake in the request, not a sign of tampering (a
+    truncated ledger is caught by the head published earlier: docs/evidence.md)."""
 
 
 @dataclass(slots=True)
@@ -178,7 +184,13 @@ async def verify_ledger(
     head: dict[str, Any] | None = None,
     keys: dict[str, Ed25519PublicKey] | None = None,
 ) -> Report:
-    """Raise LedgerBroken at the first mismatch; the report of what was checked otherwise."""
+    """Raise LedgerBroken at the first mismatch, NoSuchSeal if `since` is past the latest seal;
+    the report of what was checked otherwise."""
+    if since < 0:
+        raise ValueError(f"since must be a seal number (0 or more), not {since}")
+    latest = (await connection.execute(LATEST_SEAL_ID)).scalar_one()
+    if latest is not None and since > latest:
+        raise NoSuchSeal(f"there is no seal from {since} on (the latest is seal {latest})")
     report = Report()
     await verify_erasures(connection, report)
     if keys is not None:
