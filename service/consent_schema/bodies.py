@@ -7,9 +7,10 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import Path
-from pydantic import AwareDatetime, BaseModel, Field, StrictBool
+from pydantic import BaseModel, Field, StrictBool
 
 from service.consent_schema.document import PROPERTY_PATTERN, ConsentSchemaDocument
+from service.core.json_input import Timestamp
 
 PropertyName = Annotated[
     str, Path(pattern=PROPERTY_PATTERN, description="The property (site or app), e.g. `itsailor`.")
@@ -54,7 +55,7 @@ class PublishRequest(BaseModel):
         description="Material (the default) re-prompts everyone; non-material is wording only.",
     )
     content: ConsentSchemaDocument
-    effective_at: AwareDatetime | None = Field(
+    effective_at: Timestamp | None = Field(
         default=None,
         description="Take effect at this time instead of now (RFC 3339): until then the "
         "version in force stays current, and the new one is listed as pending.",

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.core.cli_support import CLI_ACTOR, fail, load_settings, print_json, with_session
+from service.core.cli_support import (
+    CLI_ACTOR,
+    fail,
+    load_settings,
+    parse_moment,
+    print_json,
+    with_session,
+)
 from service.core.errors import ConsentServiceError, NotFound
 from service.core.logging import get_logger
 from service.core.resources import EXAMPLE_SCHEMAS
@@ -77,7 +83,7 @@ def schema_publish(
             session, document, material=material, published_by=CLI_ACTOR, effective_at=when
         )
 
-    when = parse_moment(effective_at, "--effective-at") if effective_at else None
+    when = parse_moment("--effective-at", effective_at) if effective_at else None
     version, created = with_session(settings, work)
     if as_json:
         print_json(
@@ -128,17 +134,6 @@ def publish_examples_if_empty(url: str) -> None:
 
     for name in asyncio.run(run()):
         log.info("dev_example_schema_published", property=name)
-
-
-def parse_moment(value: str, option: str) -> datetime:
-    """An RFC 3339 time with its offset, or a plain error naming the option."""
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise fail(f"{option}: {value!r} is not an RFC 3339 time (2027-01-01T00:00:00Z)") from None
-    if moment.tzinfo is None:
-        raise fail(f"{option}: {value!r} has no offset; add Z or +01:00")
-    return moment
 
 
 @schema_app.command("cancel")

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import asyncpg
 import sqlalchemy.exc
 import typer
-from pydantic import AwareDatetime, BaseModel, TypeAdapter, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
@@ -214,11 +214,13 @@ def print_json(payload: dict[str, Any] | list[dict[str, Any]]) -> None:
 
 
 def parse_moment(option: str, value: str) -> datetime:
-    """An RFC 3339 time with an offset, as the API takes it; exit 2 naming the option otherwise."""
+    """`value` as the API reads a time (a `Timestamp`); exit 2 naming the option otherwise."""
+    from service.core.json_input import TIMESTAMP_FORM, Timestamp
+
     try:
-        return TypeAdapter(AwareDatetime).validate_python(value)
+        return TypeAdapter(Timestamp).validate_python(value)
     except ValidationError:
-        raise fail(f"{option}: {value!r} is not an RFC 3339 time with an offset", 2) from None
+        raise fail(f"{option}: {value!r} is not {TIMESTAMP_FORM}", 2) from None
 
 
 def parse_options(model: type[Q], **fields: Any) -> Q:

@@ -9,18 +9,24 @@ this in one pass, at about a quarter of a microsecond more than a plain parse of
 Every body is read here, by `read_json`: its size is capped before it is read (413) and, since
 an endpoint reads it only after its dependencies ran, an admin route checks the API key before a
 byte of the body is read or parsed. `StrictJSONRoute` gives any body FastAPI parses the same rules.
+
+A time a client sends, in a body, a query string or a CLI option, is a `Timestamp`: RFC 3339 text
+with an offset, never a number of seconds, a date alone or a time in no zone.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
+from datetime import datetime
+from typing import Annotated, Any, TypeVar
 
 import jiter
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
-from pydantic import BaseModel, ValidationError
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ValidationError
+from pydantic_core import PydanticCustomError
 from starlette.requests import ClientDisconnect
 from starlette.types import Receive
 
@@ -112,6 +118,36 @@ def no_nul(value: str) -> str:
     if NUL in value:
         raise ValueError("must not contain the NUL character (\\u0000)")
     return value
+
+
+TIMESTAMP_FORM = "an RFC 3339 date-time with an offset, such as 2027-01-01T00:00:00Z"
+# RFC 3339 section 5.6: full-date "T" full-time, the offset "Z" or +hh:mm / -hh:mm ("T" and "Z" may
+# be lower case, its note). ASCII digits only: `\d` would take any script's.
+_RFC3339 = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?"
+    r"(?:[Zz]|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])"
+)
+
+
+def rfc3339(value: object) -> object:
+    """`value` as a datetime when it is RFC 3339 date-time text with an offset; an error naming the
+    form otherwise (pydantic's lax datetime would read 20270101 or "20270101" as Unix seconds, and
+    a date alone as its midnight). A datetime, which only Python code can pass, is left to
+    `AwareDatetime`."""
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str) or _RFC3339.fullmatch(value) is None:
+        raise PydanticCustomError("rfc3339_datetime", f"Input should be {TIMESTAMP_FORM}")
+    try:
+        return datetime.fromisoformat(value.upper())
+    except ValueError as exc:  # the form, but no such day or time: 2027-02-30, 24:00, second 60
+        raise PydanticCustomError(
+            "rfc3339_datetime", f"Input should be {TIMESTAMP_FORM}: {{why}}", {"why": str(exc)}
+        ) from None
+
+
+# A client's time, in a body, a query string or a CLI option (JSON schema: string, date-time).
+Timestamp = Annotated[AwareDatetime, BeforeValidator(rfc3339)]
 
 
 class _StrictJSONRequest(Request):

@@ -9,7 +9,6 @@ from typing import Annotated, Self
 
 from pydantic import (
     AfterValidator,
-    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
@@ -21,7 +20,7 @@ from pydantic import (
 
 from service.consent_schema.document import PROPERTY_PATTERN
 from service.core.hashing import canonical_ip
-from service.core.json_input import no_nul
+from service.core.json_input import Timestamp, no_nul
 from service.ledger.bodies import ConsentRecord
 
 
@@ -69,12 +68,13 @@ class DsrQuery(BaseModel):
         max_length=64,
         description="An IP address; matched under every configured hash key, current and previous.",
     )
-    user_id: Annotated[str, StringConstraints(min_length=1, max_length=256)] | None = Field(
-        default=None, description="An account id, as the banner sent it."
-    )
+    user_id: (
+        Annotated[str, StringConstraints(min_length=1, max_length=256), AfterValidator(no_nul)]
+        | None
+    ) = Field(default=None, description="An account id, as the banner sent it.")
     property: Annotated[str, StringConstraints(pattern=PROPERTY_PATTERN)] | None = None
-    since: AwareDatetime | None = None
-    until: AwareDatetime | None = None
+    since: Timestamp | None = None
+    until: Timestamp | None = None
 
     @field_validator("since", "until")
     @classmethod

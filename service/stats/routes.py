@@ -6,12 +6,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
-from pydantic import AwareDatetime
 
 from service.auth.dependencies import StatsReader, private
 from service.consent_schema.service import property_exists
 from service.core.errors import NotFound, Unprocessable, problem_responses
-from service.core.json_input import StrictJSONRoute
+from service.core.json_input import StrictJSONRoute, Timestamp
 from service.state import Catalog, Session
 from service.stats.bodies import StatsPage
 from service.stats.service import daily_stats
@@ -51,8 +50,8 @@ async def property_stats(
     session: Session,
     catalog: Catalog,
     principal: StatsReader,
-    since: Annotated[AwareDatetime, Query(description="From this instant (RFC 3339), included.")],
-    until: Annotated[AwareDatetime, Query(description="To this instant (RFC 3339), excluded.")],
+    since: Annotated[Timestamp, Query(description="From this instant (RFC 3339), included.")],
+    until: Annotated[Timestamp, Query(description="To this instant (RFC 3339), excluded.")],
 ) -> StatsPage:
     """Counts of the events stored now with since ≤ recorded_at < until, exact (an erasure lowers
     them), grouped by UTC day and schema version. A decision is an event of the first four types,
