@@ -11,11 +11,12 @@ import hashlib
 import json
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal, Self, TypeVar
+from typing import Annotated, Any, Literal, Self, TypeVar
 
 import yaml
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     HttpUrl,
@@ -25,6 +26,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from service.core.errors import Unprocessable
 from service.core.json_input import no_nul
@@ -157,7 +159,17 @@ class Retention(_Strict):
     )
 
 
-SignalHandling = StrictBool | Literal["apply", "record"]
+def _signal_handling(value: Any) -> Any:
+    """One refusal naming the four values, not one per member of the union (pydantic's, whose
+    pointers would end in the members' names: `…/gpc/bool`)."""
+    if isinstance(value, bool) or (isinstance(value, str) and value in ("apply", "record")):
+        return value
+    raise PydanticCustomError("signal_handling", "Input should be false, true, 'apply' or 'record'")
+
+
+SignalHandling = Annotated[
+    StrictBool | Literal["apply", "record"], BeforeValidator(_signal_handling)
+]
 _SIGNAL_HANDLING = (
     "`false`: ignored. `apply` (or `true`): every optional category is off while the signal is "
     "present, whatever was clicked. `record`: the signal is the person's refusal, recorded once "

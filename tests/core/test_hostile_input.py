@@ -229,6 +229,26 @@ async def test_a_schema_publish_with_nul_or_ambiguous_values_is_422(
         assert response.status_code == 422, response.text
 
 
+@pytest.mark.parametrize("value", ["maybe", "true", 1, None])
+async def test_a_signal_handling_refusal_is_one_error_at_the_field(
+    client: httpx.AsyncClient, db_url: str, value: object
+) -> None:
+    """Not one error per member of the union, at pointers ending in the members' names."""
+    content = example("itsailor").model_dump(mode="json") | {"signals": {"gpc": value, "dnt": True}}
+    response = await client.post(
+        "/v1/properties/itsailor/schema/versions",
+        json={"material": True, "content": content},
+        headers=bearer(await api_key(db_url, "schemas:write")),
+    )
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"] == [
+        {
+            "pointer": "/body/content/signals/gpc",
+            "detail": "Input should be false, true, 'apply' or 'record'",
+        }
+    ]
+
+
 async def test_private_answers_are_not_cached_and_nothing_is_sniffed(
     client: httpx.AsyncClient, db_url: str
 ) -> None:
