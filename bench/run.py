@@ -39,7 +39,7 @@ import asyncpg
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
 RESULTS = BENCH / "results"
-KEY = "bench-key-0123456789-abcdefghijklmnopqrstuvwxyz-ABCDEF"
+KEY = "bench-key-Au2hyiCWL-Qnh7PG-AlWdr9NH8maqt9gvPA7xOV_"
 EVENTS_PATH = "/v1/properties/itsailor/consent-events"
 
 

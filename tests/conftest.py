@@ -32,7 +32,7 @@ from service.core.logging import configure_logging
 from service.core.migrations import alembic_config, upgrade_to_head
 from service.core.pipeline import ConsentAPI
 
-TEST_KEY = "test-key-0123456789-abcdefghijklmnopqrstuvwxyz"
+TEST_KEY = "test-key-3lz4AkU9yTxxYojKCbhudbOcMRwkS9UIT-D_G_I1"
 # An Ed25519 seed (32 bytes, base64url) that signs the tests' receipts.
 TEST_RECEIPT_KEY = "dGVzdC1yZWNlaXB0LWtleS0wMTIzNDU2Nzg5YWJjZGU"
 # A documentation address (RFC 5737) used for nothing else: finding it anywhere is a leak.

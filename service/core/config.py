@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import importlib.util
 import ipaddress
+import itertools
 import math
 import secrets
 import string
@@ -303,7 +304,8 @@ class Settings(BaseSettings):
 def is_strong_key(key: SecretStr | None) -> bool:
     """At least MIN_KEY_LENGTH characters and about 128 bits: the characters' alphabet times the
     length, with a key that repeats itself (`aaaa…`, `abcabc…`, a placeholder said four times)
-    refused however long it is. A random hex or base64 key of 32 or more characters passes."""
+    refused however long it is, and so is a run along the alphabet. A random hex or base64 key of 32
+    or more characters passes."""
     if key is None:
         return False
     value = key.get_secret_value()
@@ -312,6 +314,11 @@ def is_strong_key(key: SecretStr | None) -> bool:
     if any(weak in value.lower() for weak in _PLACEHOLDERS):
         return False
     if value in (value + value)[1:-1]:  # a shorter part said again and again
+        return False
+    # A run along the alphabet or the keyboard's digits (`0123…xyz`, `zyx…`): over half the
+    # steps one character up or down, where a random key takes such a step about one time in eight.
+    steps = sum(abs(ord(b) - ord(a)) == 1 for a, b in itertools.pairwise(value))
+    if steps > (len(value) - 1) / 2:
         return False
     return (
         _estimated_bits(value) >= 128

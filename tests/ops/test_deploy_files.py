@@ -459,6 +459,9 @@ def test_dockerfile_passes_hadolint() -> None:
         ("0123456789abcdef" * 2, False),
         ("change-me" * 4, False),
         ("password1234password1234password", False),
+        ("0123456789abcdefghijklmnopqrstuvwxyz", False),  # a run along the alphabet
+        ("zyxwvutsrqponmlkjihgfedcba9876543210", False),
+        ("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghij", False),
         ("3f0c9a1be27d4c58a6e1f0b9d2c7e4a1", True),  # 32 hex digits (128 bits)
         ("Jx3k_9QfZ-2mLr8TvB1nYc7WpE4sHd0u", True),  # 32 base64url characters
     ],
