@@ -198,14 +198,15 @@ async def test_the_cli_reads_times_as_the_api_does(db_url: str) -> None:
             assert "RFC 3339 date-time with an offset" in output, output
     # Every other command's time option takes the same form: no compact or week dates either.
     for value in ("1", "2027-01-01", "20270101T000000Z", "2027-W01-1T00:00:00Z"):
-        for args, option in (
+        commands: list[tuple[tuple[str, ...], str]] = [
             (("schema", "publish", "examples/schemas/itsailor.yaml", "--effective-at", value),
              "--effective-at"),
             (("backup", "journal", "--since", value), "--since"),
             (("retention", "purge", "--dry-run", "--as-of", value), "--as-of"),
-        ):  # fmt: skip
-            code, output = await asyncio.to_thread(run, *args)
-            assert code == 2, (args, output)
+        ]  # fmt: skip
+        for command, option in commands:
+            code, output = await asyncio.to_thread(run, *command)
+            assert code == 2, (command, output)
             assert f"{option}: {value!r} is not an RFC 3339 date-time" in output, output
     for args in (
         ("dsr", "history", *subject, "--since", "2026-01-01T00:00:00+01:00"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import uuid
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from typer.testing import CliRunner
 
 from service.cli import app
 from service.consent_schema.cli import publish_examples_if_empty
+from service.core.logging import SINK
 from tests.factories import EXAMPLES
 
 
@@ -40,7 +42,15 @@ def fetchval(db_url: str, query: str) -> object:
 
 
 def run(env: dict[str, str], *args: str) -> tuple[int, str, str]:
-    result = CliRunner().invoke(app, list(args), env=env)
+    # In one process, one command's logging setup (`migrate` points it at the runner's stdout,
+    # closed when the command ends) would outlive it: each runs with the test's own setup.
+    root = logging.getLogger()
+    handlers, level, target = root.handlers[:], root.level, SINK.target
+    try:
+        result = CliRunner().invoke(app, list(args), env=env)
+    finally:
+        root.handlers[:], SINK.target = handlers, target
+        root.setLevel(level)
     if result.exception and not isinstance(result.exception, SystemExit):
         raise result.exception
     return result.exit_code, result.stdout, result.stderr
