@@ -32,13 +32,15 @@ USER_ID_MAX = 256
 CategoryKey = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 # Text that is stored: PostgreSQL cannot hold NUL, so it is refused here, naming the field. The
 # length is checked first, as a string's ("at most 8192 characters", not "items").
-# Controls (C0, DEL, C1), and Unicode's invisible formatting characters: soft hyphen, bidi marks,
-# embeddings, overrides and isolates, zero-width characters, line and paragraph separators.
+IABString = Annotated[str, StringConstraints(max_length=IAB_STRING_MAX), AfterValidator(no_nul)]
+
+# What a page URL may not hold: controls (C0, DEL, C1), and Unicode's invisible formatting
+# characters: soft hyphen, bidi marks, embeddings, overrides and isolates, zero-width characters,
+# line and paragraph separators.
 _UNPRINTABLE = re.compile(
     "[\x00-\x1f\x7f-\x9f\xad\u061c\u180e\u200b-\u200f\u2028-\u202e\u2060-\u2064"
     "\u2066-\u206f\ufeff\ufff9-\ufffb]"
 )
-IABString = Annotated[str, StringConstraints(max_length=IAB_STRING_MAX), AfterValidator(no_nul)]
 
 _NOT_HASHED = {"event_id"}
 
