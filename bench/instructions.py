@@ -3,6 +3,7 @@ the same load, in numbers that do not move with the machine's speed.
 
     uv run python bench/instructions.py --database-url postgresql://…   # ingest.lua, 3 rounds
     uv run python bench/instructions.py --script ingest_fetch.lua --control declared
+    uv run python bench/instructions.py --floors    # also the two floors of bench/floors.py
 
 `bench/run.py` measures time: requests a second and CPU µs per request, which on a shared machine
 swing by a fifth between runs minutes apart (docs/architecture.md, "Three cuts, smaller than this
@@ -10,7 +11,9 @@ machine's spread"), more than most changes to the hot path. Here each server run
 `valgrind --tool=callgrind` with counting off; once it is ready and warmed up, counting is
 switched on, wrk sends the load for `--seconds`, counting is switched off and the count is
 dumped: instructions executed by the whole worker process (HTTP server, app, the writer and its
-driver) divided by the requests answered. The control's rounds agree within about 1 %, the
+driver) divided by the requests answered. With `--floors`, the same load is counted first on the
+two floors of `bench/floors.py` (httptools on uvloop answering by itself; a bare ASGI callable on
+uvicorn), and the output splits each count into what each layer adds. The control's rounds agree within about 1 %, the
 service's within about 4 % (the size of its group commits varies from round to round).
 
 What it leaves out, and how it differs from the bench: PostgreSQL's instructions (its own
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import statistics
 import subprocess
@@ -122,6 +126,22 @@ def measure(
     return rounds
 
 
+def floor_command(port: int, floor: str) -> list[str]:
+    """A floor of bench/floors.py; the ASGI one with the control's server flags."""
+    if floor == "protocol":
+        return [sys.executable, "-m", "bench.floors", "--port", str(port)]
+    return [*control_command(port, 1)[:3], "bench.floors:app", *control_command(port, 1)[4:]]
+
+
+# What each count adds to the one before it, with --floors.
+LAYERS = {
+    "protocol": "HTTP/1.1 on httptools and uvloop, no framework",
+    "asgi": "+ uvicorn's ASGI cycle (scope, cycle, task, response head)",
+    "control": "+ FastAPI, Starlette and the request model",
+    "service": "+ the service's own work (validation, evidence, the group commit)",
+}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--database-url", help="PostgreSQL server to use (default: embedded)")
@@ -130,6 +150,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--seconds", type=int, default=15, help="per counted round")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--floors", action="store_true", help="also count bench/floors.py's two")
     args = parser.parse_args()
     if args.control == "declared" and args.script != "ingest_fetch.lua":
         parser.error("--control declared takes JSON bodies only: use --script ingest_fetch.lua")
@@ -139,6 +160,9 @@ def main() -> None:
         env = service_env(db_url)
         cli(env, "migrate")
         cli(env, "schema", "publish", "examples/schemas/itsailor.yaml")
+        for floor in ("protocol", "asgi") if args.floors else ():
+            command = functools.partial(floor_command, floor=floor)
+            report[floor] = measure(args, command, env, "/", floor)
         report["control"] = measure(
             args, lambda port: control_command(port, 1, args.control), env, "/docs", "control"
         )
@@ -154,10 +178,18 @@ def main() -> None:
     service_per = statistics.mean(r["per_request"] for r in report["service"])
     report["ratio"] = round(service_per / control_per, 3)
     print(f"\ninstructions per request, one worker, {args.script}, control: {args.control}")
-    for name in ("control", "service"):
+    names = [name for name in LAYERS if name in report]
+    for name in names:
         per = [f"{r['per_request'] / 1000:,.0f}k" for r in report[name]]
         errors = sum(r["errors"] for r in report[name])
         print(f"  {name:8} {', '.join(per)}   errors {errors}")
+    if args.floors:
+        print("\nwhat each layer adds (means of the rounds):")
+        before = 0.0
+        for name in names:
+            mean = statistics.mean(r["per_request"] for r in report[name])
+            print(f"  {name:8} {(mean - before) / 1000:>+8,.0f}k   {LAYERS[name]}")
+            before = mean
     print(f"  service / control: {report['ratio']}  (events per group commit: "
           f"{report['events_per_commit']}; PostgreSQL's instructions not counted)")  # fmt: skip
     RESULTS.mkdir(exist_ok=True)
