@@ -133,12 +133,12 @@ def floor_command(port: int, floor: str) -> list[str]:
     return [*control_command(port, 1)[:3], "bench.floors:app", *control_command(port, 1)[4:]]
 
 
-# What each count adds to the one before it, with --floors.
+# With --floors: what each count adds over the layer under it (None: counted from nothing).
 LAYERS = {
-    "protocol": "HTTP/1.1 on httptools and uvloop, no framework",
-    "asgi": "+ uvicorn's ASGI cycle (scope, cycle, task, response head)",
-    "control": "+ FastAPI, Starlette and the request model",
-    "service": "+ the service's own work (validation, evidence, the group commit)",
+    "protocol": (None, "HTTP/1.1 on httptools and uvloop, no framework"),
+    "asgi": ("protocol", "uvicorn's ASGI cycle (scope, cycle, task, response head)"),
+    "control": ("asgi", "FastAPI, Starlette and the request model, over uvicorn"),
+    "service": ("asgi", "its hot stack, validation, evidence and group commit, over uvicorn"),
 }
 
 
@@ -185,11 +185,11 @@ def main() -> None:
         print(f"  {name:8} {', '.join(per)}   errors {errors}")
     if args.floors:
         print("\nwhat each layer adds (means of the rounds):")
-        before = 0.0
+        means = {name: statistics.mean(r["per_request"] for r in report[name]) for name in names}
         for name in names:
-            mean = statistics.mean(r["per_request"] for r in report[name])
-            print(f"  {name:8} {(mean - before) / 1000:>+8,.0f}k   {LAYERS[name]}")
-            before = mean
+            under, what = LAYERS[name]
+            added = means[name] - (means[under] if under else 0.0)
+            print(f"  {name:8} {added / 1000:>+8,.0f}k   {what}")
     print(f"  service / control: {report['ratio']}  (events per group commit: "
           f"{report['events_per_commit']}; PostgreSQL's instructions not counted)")  # fmt: skip
     RESULTS.mkdir(exist_ok=True)
