@@ -19,7 +19,7 @@ from service.banner.service import (
 )
 from service.consent_schema.bodies import PropertyName
 from service.core.errors import OriginNotAllowed, OutcomeUnknown, TooManyRequests, problem_responses
-from service.core.json_input import StrictJSONRoute, read_json
+from service.core.json_input import StrictJSONRoute, UrlBool, read_json
 from service.core.pipeline import body_read_by_hand, hot
 from service.ledger.bodies import RecordedEvent
 from service.ledger.event import record
@@ -143,14 +143,18 @@ async def get_consent_state(
     clock: Clock,
     decisions: Decisions,
     gpc: Annotated[
-        bool,
+        UrlBool,
         Query(
-            description="The page saw `navigator.globalPrivacyControl` (a page cannot set "
-            "`Sec-GPC` itself); the header counts too."
+            description="`true`: the page saw `navigator.globalPrivacyControl` (a page cannot set "
+            "`Sec-GPC` itself); the header counts too. `true` or `false`, given once."
         ),
     ] = False,
     dnt: Annotated[
-        bool, Query(description='The page saw `navigator.doNotTrack === "1"`; `DNT: 1` counts too.')
+        UrlBool,
+        Query(
+            description='`true`: the page saw `navigator.doNotTrack === "1"`; `DNT: 1` counts '
+            "too. `true` or `false`, given once."
+        ),
     ] = False,
 ) -> Response:
     headers = dict(request.scope["headers"])

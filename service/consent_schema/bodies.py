@@ -10,10 +10,13 @@ from fastapi import Path
 from pydantic import BaseModel, Field, StrictBool
 
 from service.consent_schema.document import PROPERTY_PATTERN, ConsentSchemaDocument
-from service.core.json_input import Timestamp
+from service.core.json_input import Timestamp, UrlInt
 
 PropertyName = Annotated[
     str, Path(pattern=PROPERTY_PATTERN, description="The property (site or app), e.g. `itsailor`.")
+]
+VersionNumber = Annotated[
+    UrlInt, Path(description="The version number, in decimal digits: `3`, not `03` or `3.0`.")
 ]
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Path, Request, Response, status
+from fastapi import APIRouter, Header, Request, Response, status
 
 from service.auth.dependencies import SchemaWriter
 from service.consent_schema.bodies import (
@@ -14,6 +14,7 @@ from service.consent_schema.bodies import (
     SchemaVersionList,
     SchemaVersionOut,
     SchemaVersionSummary,
+    VersionNumber,
 )
 from service.consent_schema.publishing import cancel, cancelled_versions, publish
 from service.consent_schema.service import PublishedVersion, list_versions, property_state
@@ -103,7 +104,7 @@ async def get_versions(
 @hot
 async def get_version(
     property: PropertyName,
-    version: Annotated[int, Path(ge=1, le=2_147_483_647)],
+    version: VersionNumber,
     catalog: Catalog,
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
@@ -161,7 +162,7 @@ async def publish_version(
 )
 async def cancel_version(
     property: PropertyName,
-    version: Annotated[int, Path(ge=1, le=2_147_483_647)],
+    version: VersionNumber,
     session: Session,
     catalog: Catalog,
     principal: SchemaWriter,

@@ -314,20 +314,28 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     return validation_problem(list(exc.errors()))
 
 
+def allowed_methods(allow: str) -> str:
+    """A 405's `Allow`, in a fixed order, with HEAD wherever GET is: every GET route answers HEAD
+    (RFC 9110, section 9.3.2; core/pipeline.py `HeadAsGet`), but FastAPI's routes list only the
+    methods they declare, and Starlette's list theirs in a set's order."""
+    methods = {method.strip() for method in allow.split(",") if method.strip()}
+    if "GET" in methods:
+        methods.add("HEAD")
+    return ", ".join(sorted(methods))
+
+
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     slug, title = _STATUS_SLUGS.get(exc.status_code, ("http-error", "HTTP error"))
     detail = exc.detail if isinstance(exc.detail, str) else title
+    headers = dict(exc.headers) if exc.headers else None
     if exc.status_code == 404 and detail == "Not Found":
         detail = "No such resource"
-    elif exc.status_code == 405 and exc.headers and "Allow" in exc.headers:
-        detail = f"{request.method} is not allowed here; allowed: {exc.headers['Allow']}"
+    elif exc.status_code == 405 and headers and "Allow" in headers:
+        headers["Allow"] = allowed_methods(headers["Allow"])
+        detail = f"{request.method} is not allowed here; allowed: {headers['Allow']}"
     return problem_response(
-        status=exc.status_code,
-        slug=slug,
-        title=title,
-        detail=detail,
-        headers=dict(exc.headers) if exc.headers else None,
+        status=exc.status_code, slug=slug, title=title, detail=detail, headers=headers
     )
 
 

@@ -11,7 +11,10 @@ an endpoint reads it only after its dependencies ran, an admin route checks the 
 byte of the body is read or parsed. `StrictJSONRoute` gives any body FastAPI parses the same rules.
 
 A time a client sends, in a body, a query string or a CLI option, is a `Timestamp`: RFC 3339 text
-with an offset, never a number of seconds, a date alone or a time in no zone.
+with an offset, never a number of seconds, a date alone or a time in no zone. A whole number in a
+URL is a `UrlInt` (`3`, never `3.0`, `+3`, `03` or ` 3`), a flag in a query string a `UrlBool`
+(`true` or `false`), and a scalar query parameter is given once (`StrictJSONRoute`, and
+`core/pipeline.py` for hot routes): one spelling for one value, as in a body.
 """
 
 from __future__ import annotations
@@ -20,13 +23,16 @@ import json
 import re
 from collections.abc import Callable, Coroutine
 from datetime import datetime
-from typing import Annotated, Any, TypeVar
+from types import UnionType
+from typing import Annotated, Any, TypeVar, Union, get_args, get_origin
 
 import jiter
+from annotated_types import Interval
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
 from pydantic import AwareDatetime, BaseModel, BeforeValidator, ValidationError
 from pydantic_core import PydanticCustomError
+from starlette.datastructures import QueryParams
 from starlette.requests import ClientDisconnect
 from starlette.types import Receive
 
@@ -63,20 +69,60 @@ async def read_json(
     media_types: tuple[str, ...] = ("application/json",),
     headers: dict[bytes, bytes] | None = None,
 ) -> M:
-    """The request's body as `model`: 415 for another media type, 413 past `limit` bytes (before
-    reading when the length is declared, while reading when it is not), 422 when invalid.
+    """The request's body as `model`: 415 for another media type or a charset other than UTF-8,
+    413 past `limit` bytes (before reading when the length is declared, while reading when it is
+    not), 422 when invalid. No Content-Type is read as JSON (a beacon is not lost for it).
     `headers` are the raw request headers, when the caller has them as a dict already."""
     headers = headers if headers is not None else dict(request.scope["headers"])
     content_type = headers.get(b"content-type", b"application/json").decode("latin-1")
-    media_type = content_type.split(";")[0].strip()
+    media_type, _, parameters = content_type.partition(";")
+    media_type = media_type.strip()
     if media_type.lower() not in media_types:
         raise UnsupportedMediaType(
             f"send the body as {' or '.join(media_types)}, not {media_type[:100]!r}"
         )
+    # What browsers send (sendBeacon's `text/plain;charset=UTF-8`) is one set look-up; only
+    # other parameters are parsed.
+    if parameters and parameters.lower() not in UTF8_PARAMETERS:
+        _check_parameters(content_type, parameters)
     declared = headers.get(b"content-length", b"")
     if declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"the body is at most {limit} bytes")
     return parse_body(model, await read_body(request.receive, limit))
+
+
+# JSON is UTF-8 (RFC 8259, section 8.1), and so is the text/plain of `sendBeacon`: a body sent as
+# another charset would be read as something its sender did not write.
+UTF8_PARAMETERS = frozenset({"charset=utf-8", " charset=utf-8"})
+# RFC 9110, section 8.3.1: parameters = *( OWS ";" OWS [ parameter ] ), parameter = name "=" (token
+# / quoted-string); names and the charset's value are case-insensitive. Matched one at a time,
+# after the media type's first ";".
+_TCHARS = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+_QUOTED = r'"(?:[\t \x21\x23-\x5b\x5d-\x7e\x80-\xff]|\\[\t \x21-\x7e\x80-\xff])*"'
+_PARAMETER = re.compile(rf"[ \t]*(?:({_TCHARS})=({_TCHARS}|{_QUOTED}))?[ \t]*(?:;|\Z)")
+_QUOTED_PAIR = re.compile(r"\\(.)")
+
+
+def _check_parameters(content_type: str, parameters: str) -> None:
+    """415 unless `parameters` are media-type parameters whose charset, if any, is UTF-8."""
+    position = 0
+    while position < len(parameters):
+        match = _PARAMETER.match(parameters, position)
+        if match is None:
+            raise UnsupportedMediaType(
+                f"the Content-Type {content_type[:100]!r} is not a media type with "
+                "name=value parameters (RFC 9110, section 8.3.1)"
+            )
+        name, value = match.group(1, 2)
+        if name is not None and name.lower() == "charset":
+            if value.startswith('"'):
+                value = _QUOTED_PAIR.sub(r"\1", value[1:-1])
+            if value.lower() != "utf-8":
+                raise UnsupportedMediaType(
+                    f"send the body in UTF-8 (charset=utf-8, or no charset), not charset "
+                    f"{value[:100]!r}"
+                )
+        position = match.end()
 
 
 async def read_body(receive: Receive, limit: int) -> bytes:
@@ -150,7 +196,89 @@ def rfc3339(value: object) -> object:
 Timestamp = Annotated[AwareDatetime, BeforeValidator(rfc3339)]
 
 
+INT4_MAX = 2_147_483_647  # PostgreSQL's `integer`, the type of every number a URL names
+URL_INT_FORM = "a whole number in decimal digits, such as 3, with no sign, space or leading zero"
+_DECIMAL = re.compile(r"0|[1-9][0-9]*")  # ASCII digits only: `\d` and int() take any script's
+
+
+def decimal_text(value: object) -> object:
+    """`value` as an int when it is the canonical decimal text of one; an error naming the form
+    otherwise (pydantic's lax int reads `1.0`, `+1`, `01`, ` 1` and `1_0` as numbers, so one
+    resource would have many URLs). An int, which only Python code can pass, is left to `int`."""
+    if not isinstance(value, str):
+        return value
+    if _DECIMAL.fullmatch(value) is None:
+        raise PydanticCustomError("url_int", f"Input should be {URL_INT_FORM}")
+    if len(value) > len(str(INT4_MAX)):  # int() of thousands of digits is slow, then refused
+        raise PydanticCustomError(
+            "less_than_equal", "Input should be less than or equal to {le}", {"le": INT4_MAX}
+        )
+    return int(value)
+
+
+# A whole number in a path or a query string: 1 to PostgreSQL's integer maximum (JSON schema:
+# integer, with both bounds). Narrower bounds go in an alias of their own, before the validator:
+# pydantic documents a bound declared after a before-validator (`Path(le=…)`) as `le`, not
+# `maximum`.
+UrlInt = Annotated[int, Interval(ge=1, le=INT4_MAX), BeforeValidator(decimal_text)]
+
+
+def flag_text(value: object) -> object:
+    """`true` or `false`, as JSON spells them and the browser client sends them; pydantic's lax
+    bool would also read `1`, `yes`, `on`, `T`…"""
+    if value == "true":
+        return True
+    if value == "false":
+        return False
+    if isinstance(value, bool):  # from Python code
+        return value
+    raise PydanticCustomError("url_bool", "Input should be true or false")
+
+
+# A flag in a query string (JSON schema: boolean).
+UrlBool = Annotated[bool, BeforeValidator(flag_text)]
+
+
+def many_valued(annotation: Any) -> bool:
+    """list[str], set[int] | None, …: a query parameter that may repeat."""
+    if get_origin(annotation) is Annotated:
+        return many_valued(get_args(annotation)[0])
+    origin = get_origin(annotation)
+    if origin in (Union, UnionType):
+        return any(many_valued(arg) for arg in get_args(annotation))
+    return origin in (list, set, frozenset, tuple) or annotation in (list, set, frozenset, tuple)
+
+
+def given_once(query: QueryParams, name: str) -> None:
+    """A 422 naming the scalar query parameter `name` when the query string gives it more than
+    once (`?gpc=false&gpc=true`: which one does the client mean?). Called only when it is there."""
+    given = len(query.getlist(name))
+    if given > 1:
+        detail = f"must be given once, not {given} times"
+        raise Unprocessable(
+            f"/query/{name}: {detail}",
+            extra={"errors": [{"pointer": f"/query/{name}", "detail": detail}]},
+        )
+
+
+class SingleQueryParams(QueryParams):
+    """A query string whose scalar read (`get`, `[]`: how FastAPI reads a parameter that is not a
+    list) of a parameter given more than once is a 422, not the last value. FastAPI reads them
+    after the route's dependencies, so an admin route still checks the key first."""
+
+    def __getitem__(self, key: str) -> str:
+        value = super().__getitem__(key)
+        given_once(self, key)
+        return value
+
+
 class _StrictJSONRequest(Request):
+    @property
+    def query_params(self) -> QueryParams:
+        if not hasattr(self, "_query_params"):
+            self._query_params = SingleQueryParams(self.scope["query_string"])
+        return self._query_params
+
     async def json(self) -> Any:
         if not hasattr(self, "_json"):
             self._json = loads(await self.body())
@@ -159,7 +287,8 @@ class _StrictJSONRequest(Request):
 
 class StrictJSONRoute(APIRoute):
     """An APIRoute whose JSON body is read by `loads` (FastAPI's own parse lets the last
-    duplicate key win)."""
+    duplicate key win), and whose scalar query parameters are given once (FastAPI's own takes the
+    last)."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()

@@ -11,12 +11,17 @@ listed by hand and a new middleware applies to every request.
 
 A hot route may declare only what the fast path honours exactly as FastAPI would: the `Request`,
 path and single-valued query parameters (validated with their declared type and constraints, a
-failure being the same 422 problem), headers, and dependencies that are `async` functions of the
-request alone (the typed collaborators of `service.state`), with or without a parameter name. It
-returns a `Response`, so, as in FastAPI itself, `response_model` and `status_code` only document
-it. Anything else (list-valued query, cookie or body parameters, security, dependencies with
+failure being the same 422 problem; one given twice is a 422 too, as `json_input.StrictJSONRoute`
+makes it on FastAPI's side), headers, and dependencies that are `async` functions of the request
+alone (the typed collaborators of `service.state`), with or without a parameter name. It returns
+a `Response`, so, as in FastAPI itself, `response_model` and `status_code` only document it.
+Anything else (list-valued query, cookie or body parameters, security, dependencies with
 parameters or sub-dependencies, generator dependencies) makes building the app fail with a
 message naming the route.
+
+A GET route answers HEAD as well (RFC 9110, section 9.3.2: the same answer, of which the HTTP
+server sends the head alone): a hot route's matcher takes HEAD like any Starlette route, and for
+FastAPI's routes, which take only the methods they declare, `HeadAsGet` routes a HEAD as a GET.
 """
 
 from __future__ import annotations
@@ -24,8 +29,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from types import UnionType
-from typing import Annotated, Any, TypeVar, Union, get_args, get_origin, get_type_hints
+from typing import Any, TypeVar, get_type_hints
 
 from fastapi import FastAPI, Request, Response
 from fastapi.dependencies.models import Dependant
@@ -38,6 +42,7 @@ from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.core.errors import Unprocessable, validation_problem_detail
+from service.core.json_input import given_once, many_valued
 
 Endpoint = Callable[..., Awaitable[Response]]
 AnyEndpoint = TypeVar("AnyEndpoint", bound=Callable[..., Awaitable[Any]])
@@ -120,11 +125,7 @@ def _compile(
 ) -> tuple[list[tuple[str, Filler]], list[tuple[str | None, Dependency]]]:
     refused = [
         (
-            [
-                param
-                for param in dependant.query_params
-                if _many_valued(param.field_info.annotation)
-            ],
+            [param for param in dependant.query_params if many_valued(param.field_info.annotation)],
             "a list-valued query parameter",
         ),
         (dependant.cookie_params, "cookie parameters"),
@@ -197,9 +198,11 @@ def _filler(name: str, annotation: Any, default: Any, where: str) -> Filler:
             raise HotRouteError(f"{where}: query parameter {name!r} needs a default")
 
         def query_value(request: Request) -> Any:
-            value = request.query_params.get(query_name)
+            query = request.query_params
+            value = query.get(query_name)
             if value is None:
                 return default
+            given_once(query, query_name)
             return _validated(query_adapter, value, ("query", query_name))
 
         return query_value
@@ -208,16 +211,6 @@ def _filler(name: str, annotation: Any, default: Any, where: str) -> Filler:
         header = name.replace("_", "-")
         return lambda request: request.headers.get(header)
     raise HotRouteError(f"{where} has parameter {name!r}, which the fast path cannot fill")
-
-
-def _many_valued(annotation: Any) -> bool:
-    """list[str], set[int] | None, …: a query parameter that may repeat."""
-    if get_origin(annotation) is Annotated:
-        return _many_valued(get_args(annotation)[0])
-    origin = get_origin(annotation)
-    if origin in (Union, UnionType):
-        return any(_many_valued(arg) for arg in get_args(annotation))
-    return origin in (list, set, frozenset, tuple) or annotation in (list, set, frozenset, tuple)
 
 
 def _validated(adapter: TypeAdapter[Any], value: Any, where: tuple[str, str]) -> Any:
@@ -280,6 +273,27 @@ class Dispatch:
         await self.framework_stack(scope, receive, send)
 
 
+class HeadAsGet:
+    """The router's first layer: a HEAD request is routed and answered as a GET, which FastAPI's
+    routes would refuse (405) for not declaring HEAD. Below the app's middleware and exception
+    handlers, so logs, metrics and a 405's detail name the method as sent; the server, which
+    knows the request is a HEAD, sends no content."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+        as_get = {**scope, "method": "GET"}
+        try:
+            await self.app(as_get, receive, send)
+        finally:
+            del as_get["method"]
+            scope.update(as_get)  # the matched route, which the access log and metrics name
+
+
 class ConsentAPI(FastAPI):
     """FastAPI with the fast dispatch for `@hot` routes (see the module docstring)."""
 
@@ -295,6 +309,8 @@ class ConsentAPI(FastAPI):
         stack: ASGIApp = HotEndpoints(self.exception_handlers)
         for cls, args, kwargs in reversed(self.user_middleware):
             stack = cls(stack, *args, **kwargs)
+        if not isinstance(self.router.middleware_stack, HeadAsGet):
+            self.router.middleware_stack = HeadAsGet(self.router.middleware_stack)
         return Dispatch(routes, stack, super().build_middleware_stack())
 
     def openapi(self) -> dict[str, Any]:

@@ -312,6 +312,59 @@ async def test_text_plain_beacon_is_accepted_like_json(client: httpx.AsyncClient
 
 
 @pytest.mark.usefixtures("schemas")
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        None,  # no Content-Type: read as JSON, so a beacon is not lost for it
+        "application/json",
+        "text/plain",
+        "text/plain;charset=UTF-8",  # what sendBeacon sends with a string
+        "application/json; charset=utf-8",
+        "Application/JSON;Charset=Utf-8",
+        'application/json; charset="UTF-8"',
+        "text/plain ; charset=utf-8 ;",
+        'application/json; profile="urn:x;y"; charset=utf-8',
+    ],
+)
+async def test_utf8_or_no_charset_is_accepted(
+    client: httpx.AsyncClient, content_type: str | None
+) -> None:
+    headers = {} if content_type is None else {"Content-Type": content_type}
+    body = json.dumps(event("reject-all"))
+    response = await client.post(ITSAILOR, content=body, headers=headers)
+    assert response.request.headers.get("content-type") == content_type
+    assert response.status_code == 201, response.text
+
+
+@pytest.mark.usefixtures("schemas")
+@pytest.mark.parametrize(
+    ("content_type", "detail"),
+    [
+        ("text/plain; charset=latin1", "not charset 'latin1'"),
+        ("application/json; charset=ISO-8859-1", "not charset 'ISO-8859-1'"),
+        ('application/json; charset="utf-16"', "not charset 'utf-16'"),
+        ("text/plain;charset=utf8", "not charset 'utf8'"),
+        ("application/json; charset=utf-8; charset=latin1", "not charset 'latin1'"),
+        ("application/json; charset", "not a media type with name=value parameters"),
+        ("application/json; charset=", "not a media type with name=value parameters"),
+        ('application/json; charset="utf-8', "not a media type with name=value parameters"),
+    ],
+)
+async def test_another_charset_is_415_naming_it(
+    client: httpx.AsyncClient, db: asyncpg.Connection, content_type: str, detail: str
+) -> None:
+    """A body sent as Latin-1 was read as UTF-8: `é` would be stored as something its sender
+    did not write (RFC 8259, section 8.1: JSON between systems is UTF-8)."""
+    response = await client.post(
+        ITSAILOR, content=json.dumps(event()), headers={"Content-Type": content_type}
+    )
+    assert response.status_code == 415, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert detail in response.json()["detail"]
+    assert await db.fetchval("SELECT count(*) FROM consent_events") == 0
+
+
+@pytest.mark.usefixtures("schemas")
 async def test_body_too_large_is_413(client: httpx.AsyncClient, db: asyncpg.Connection) -> None:
     huge = event("accept-all", tcf_string="C" * 40_000)
     response = await client.post(ITSAILOR, json=huge)

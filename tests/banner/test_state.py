@@ -178,7 +178,7 @@ async def test_a_signal_applies_while_present_and_never_changes_the_stored_decis
             await client.get(f"/v1/properties/{APPLYING}/consents/{subject}?gpc=true")
         ).json(),  # what a page reports
         (
-            await client.get(f"/v1/properties/{APPLYING}/consents/{subject}?dnt=1")
+            await client.get(f"/v1/properties/{APPLYING}/consents/{subject}?dnt=true")
         ).json(),  # itsailor honours DNT too
     ]
     for current in with_signal:
@@ -215,6 +215,43 @@ async def test_a_signal_the_policy_does_not_honour_changes_nothing(
     invalid = await client.get(url + "?gpc=perhaps")
     assert invalid.status_code == 422
     assert invalid.json()["errors"][0]["pointer"] == "/query/gpc"
+
+
+@pytest.mark.usefixtures("clock")
+@pytest.mark.parametrize(
+    ("query", "pointer", "detail"),
+    [
+        ("gpc=yes", "/query/gpc", "Input should be true or false"),
+        ("gpc=1", "/query/gpc", "Input should be true or false"),
+        ("gpc=on", "/query/gpc", "Input should be true or false"),
+        ("gpc=True", "/query/gpc", "Input should be true or false"),
+        ("gpc=", "/query/gpc", "Input should be true or false"),
+        ("dnt=1", "/query/dnt", "Input should be true or false"),
+        ("dnt=0", "/query/dnt", "Input should be true or false"),
+        ("gpc=false&gpc=true", "/query/gpc", "must be given once, not 2 times"),
+        ("gpc=true&gpc=true", "/query/gpc", "must be given once, not 2 times"),
+        ("dnt=true&gpc=true&dnt=true&dnt=true", "/query/dnt", "must be given once, not 3 times"),
+    ],
+)
+async def test_a_signal_in_the_query_is_true_or_false_given_once(
+    client: httpx.AsyncClient, query: str, pointer: str, detail: str
+) -> None:
+    """The client sends `?gpc=true` / `?dnt=true` (docs/banner.md, "Signals"); `yes`, `1` or a
+    repeat (of which the last used to win) is a question the service should not guess at."""
+    response = await client.get(f"{STATE}/{uuid.uuid4()}?{query}")
+    assert response.status_code == 422
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["errors"] == [{"pointer": pointer, "detail": detail}]
+    assert response.json()["detail"] == f"{pointer}: {detail}"
+
+
+@pytest.mark.usefixtures("clock")
+async def test_a_signal_in_the_query_may_be_false(client: httpx.AsyncClient, db_url: str) -> None:
+    await published(db_url, applying_example())
+    url = f"/v1/properties/{APPLYING}/consents/{uuid.uuid4()}"
+    for query, applied in (("gpc=false&dnt=false", []), ("gpc=true&dnt=false", ["gpc"])):
+        response = await client.get(f"{url}?{query}")
+        assert (response.status_code, response.json()["signals_applied"]) == (200, applied)
 
 
 @pytest.mark.usefixtures("clock")

@@ -14,6 +14,7 @@ import pytest
 from service.app import create_app
 from service.consent_schema.bodies import SchemaVersionOut
 from service.consent_schema.document import ConsentSchemaDocument, canonical_json, content_hash
+from service.core.json_input import URL_INT_FORM
 from tests.conftest import make_settings
 from tests.factories import api_key, bearer, example, published
 
@@ -238,6 +239,65 @@ async def test_unknown_property_and_version_are_404_problems(
     assert "no schema version 7" in missing.json()["detail"]
     bad = await client.get("/v1/properties/Not_A_Slug/schema")
     assert bad.status_code == 422
+
+
+NOT_CANONICAL = f"Input should be {URL_INT_FORM}"  # a whole number in decimal digits, such as 3…
+SPELLINGS = [
+    ("1.0", NOT_CANONICAL),
+    ("+1", NOT_CANONICAL),
+    ("01", NOT_CANONICAL),
+    ("%201", NOT_CANONICAL),  # " 1"
+    ("1%20", NOT_CANONICAL),
+    ("1%0A", NOT_CANONICAL),  # a trailing newline
+    ("1_0", NOT_CANONICAL),  # int("1_0") is 10
+    ("1e0", NOT_CANONICAL),
+    ("%D9%A3", NOT_CANONICAL),  # an Arabic-Indic 3, which int() reads
+    ("-1", NOT_CANONICAL),
+    ("0", "Input should be greater than or equal to 1"),
+    ("2147483648", "Input should be less than or equal to 2147483647"),
+    ("9" * 5000, "Input should be less than or equal to 2147483647"),
+]
+
+
+@pytest.mark.parametrize(("spelling", "detail"), SPELLINGS, ids=[s[:12] for s, _ in SPELLINGS])
+async def test_a_version_in_a_url_has_one_spelling(
+    client: httpx.AsyncClient, db_url: str, spelling: str, detail: str
+) -> None:
+    """`/versions/1.0` was served as version 1: one resource, many URLs (and caches). A malformed
+    number is a 422 at the path parameter; a well-formed one without a version, a 404."""
+    await published(db_url, example("ailabrix"))
+    writer = bearer(await api_key(db_url, "schemas:write"))
+    for response in (
+        await client.get(f"/v1/properties/ailabrix/schema/versions/{spelling}"),
+        await client.post(
+            f"/v1/properties/ailabrix/schema/versions/{spelling}/cancellation", headers=writer
+        ),
+    ):
+        assert response.status_code == 422, response.text
+        assert response.headers["content-type"] == "application/problem+json"
+        assert response.json()["errors"] == [{"pointer": "/path/version", "detail": detail}]
+        assert response.json()["detail"] == f"/path/version: {detail}"
+    assert (await client.get("/v1/properties/ailabrix/schema/versions/1")).status_code == 200
+    assert (await client.get("/v1/properties/ailabrix/schema/versions/2")).status_code == 404
+
+
+async def test_every_schema_read_answers_head_as_its_get(
+    client: httpx.AsyncClient, db_url: str
+) -> None:
+    """HEAD is GET without the content (RFC 9110, section 9.3.2), on the hot routes and on
+    FastAPI's alike; a 405 says so in `Allow`."""
+    await published(db_url, example("ailabrix"))
+    for path in ("", "/versions", "/versions/1"):  # hot, not hot, hot
+        url = f"/v1/properties/ailabrix/schema{path}"
+        get, head = await client.get(url), await client.head(url)
+        assert (head.status_code, head.content) == (200, b""), path
+        for header in ("content-type", "content-length", "cache-control", "etag"):
+            assert head.headers.get(header) == get.headers.get(header), (path, header)
+        refused = await client.delete(url)
+        assert refused.status_code == 405
+        assert refused.headers["allow"] == "GET, HEAD"
+    head_of_post = await client.head("/v1/properties/ailabrix/schema/versions/1/cancellation")
+    assert (head_of_post.status_code, head_of_post.headers["allow"]) == (405, "POST")
 
 
 async def test_publish_rejects_a_mismatched_or_invalid_document(

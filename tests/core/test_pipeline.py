@@ -3,7 +3,9 @@ hot route declaring what the fast path cannot honour fails when the app is built
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import io
+import json
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated
 
 import httpx
@@ -12,8 +14,10 @@ from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.core.errors import Forbidden, install_error_handlers
+from service.core.json_input import URL_INT_FORM, StrictJSONRoute, UrlBool, UrlInt
 from service.core.observe import ObserveMiddleware
 from service.core.pipeline import ConsentAPI, HotRouteError, hot
+from tests.factories import api_key, bearer
 
 
 async def deny(request: Request) -> None:
@@ -218,3 +222,99 @@ def test_the_service_serves_its_banner_endpoints_hot() -> None:
         "/v1/properties/{property}/schema",
         "/v1/properties/{property}/schema/versions/{version}",
     ]
+
+
+def _queries(hot_too: bool) -> APIRouter:
+    router = APIRouter(route_class=StrictJSONRoute)
+
+    async def flag(
+        on: Annotated[UrlBool, Query(alias="gpc")] = False,
+        n: Annotated[UrlInt | None, Query()] = None,
+    ) -> Response:
+        return Response(f"gpc={on} n={n}")
+
+    async def tags(tag: Annotated[list[str], Query()]) -> Response:
+        return Response(",".join(tag))
+
+    router.get("/flag")(hot(flag) if hot_too else flag)
+    router.get("/tags")(tags)
+    return router
+
+
+@pytest.mark.parametrize("hot_too", [True, False], ids=["hot", "framework"])
+async def test_a_scalar_query_parameter_has_one_spelling_and_is_given_once(hot_too: bool) -> None:
+    """FastAPI takes the last of a repeated parameter and reads `1`, `yes`, `on` as true and
+    `+1`, `01` as 1; here each is a 422 naming the parameter, on either stack."""
+    app = build(_queries(hot_too))
+    assert [route.path for route in app.fast_routes()] == (["/flag"] if hot_too else [])
+    for query, text in (("", "gpc=False n=None"), ("?gpc=true&n=3", "gpc=True n=3")):
+        answer = await call(app, "/flag" + query)
+        assert (answer.status_code, answer.text) == (200, text)
+    for query, pointer, detail in (
+        ("?gpc=1", "/query/gpc", "Input should be true or false"),
+        ("?gpc=yes", "/query/gpc", "Input should be true or false"),
+        ("?gpc=false&gpc=true", "/query/gpc", "must be given once, not 2 times"),
+        ("?n=01", "/query/n", f"Input should be {URL_INT_FORM}"),
+        ("?n=%2B1", "/query/n", f"Input should be {URL_INT_FORM}"),
+        ("?n=1&n=2", "/query/n", "must be given once, not 2 times"),
+    ):
+        refused = await call(app, "/flag" + query)
+        assert refused.status_code == 422, query
+        assert refused.json()["errors"] == [{"pointer": pointer, "detail": detail}]
+    listed = await call(app, "/tags?tag=a&tag=b")  # a list-valued parameter repeats by design
+    assert (listed.status_code, listed.text) == (200, "a,b")
+
+
+async def test_an_admin_route_checks_the_key_before_a_repeated_query_parameter(
+    client: httpx.AsyncClient, db_url: str
+) -> None:
+    query = "since=2026-01-01T00:00:00Z&since=2026-01-02T00:00:00Z&until=2026-02-01T00:00:00Z"
+    assert (await client.get(f"/v1/properties/x/stats?{query}")).status_code == 401
+    reader = bearer(await api_key(db_url, "stats:read"))
+    refused = await client.get(f"/v1/properties/x/stats?{query}", headers=reader)
+    assert refused.status_code == 422
+    assert refused.json()["detail"] == "/query/since: must be given once, not 2 times"
+
+
+def _methods() -> APIRouter:
+    router = APIRouter(prefix="/m")
+
+    @router.get("/hot/{n}")
+    @hot
+    async def fast(n: Annotated[int, Path()]) -> Response:
+        return Response(f"hot {n}", media_type="text/plain", headers={"ETag": '"h"'})
+
+    @router.get("/cold/{n}")
+    async def cold(n: int) -> Response:
+        return Response(f"cold {n}", media_type="text/plain", headers={"ETag": '"c"'})
+
+    @router.post("/post")
+    async def post() -> Response:
+        return Response("posted")
+
+    return router
+
+
+async def test_a_get_route_answers_head_and_a_405_lists_it(
+    captured_logs_factory: Callable[[], io.StringIO],
+) -> None:
+    """HEAD is GET without the content (RFC 9110, section 9.3.2); FastAPI's routes answered it
+    405, which their `Allow` (GET alone) did not even offer."""
+    app = build(_methods())
+    logs = captured_logs_factory()
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        for path in ("/m/hot/1", "/m/cold/1"):
+            get, head = await client.get(path), await client.head(path)
+            assert (head.status_code, head.content) == (200, b"")
+            for header in ("content-length", "content-type", "etag"):
+                assert head.headers[header] == get.headers[header]
+            refused = await client.put(path)
+            assert (refused.status_code, refused.headers["allow"]) == (405, "GET, HEAD")
+            assert refused.json()["detail"] == "PUT is not allowed here; allowed: GET, HEAD"
+        head_of_post = await client.head("/m/post")
+        assert (head_of_post.status_code, head_of_post.headers["allow"]) == (405, "POST")
+    access = [json.loads(line) for line in logs.getvalue().splitlines() if '"request"' in line]
+    heads = [(line["method"], line["route"]) for line in access if line["method"] == "HEAD"]
+    # Logged as sent, with the route matched.
+    assert heads == [("HEAD", "/m/hot/{n}"), ("HEAD", "/m/cold/{n}"), ("HEAD", "/m/post")]
