@@ -63,6 +63,13 @@ class Conflict(ConsentServiceError):
     status, slug, title = 409, "conflict", "Conflict"
 
 
+class ReferenceConflict(Conflict):
+    """A DSR reference already names another request: a retry must repeat it exactly
+    (docs/policies.md, "Retries")."""
+
+    status, slug, title = 409, "reference-conflict", "The reference names another request"
+
+
 class PayloadTooLarge(ConsentServiceError):
     status, slug, title = 413, "payload-too-large", "Request body too large"
 

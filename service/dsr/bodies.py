@@ -35,6 +35,10 @@ class DsrAction(StrEnum):
     EXPORT = "export"
     ERASURE = "erasure"
     WITHDRAWAL = "withdrawal"
+    # A retry of a withdrawal (the same reference and request) answered with the one recorded
+    # first: nothing recorded again; `matched` is how many of its events it showed
+    # (docs/policies.md, "Retries").
+    WITHDRAWAL_REPLAYED = "withdrawal-replayed"
     # An erasure of another copy of the database applied to this one after a restore
     # (`reference`: that erasure's id; docs/backup.md).
     ERASURE_REAPPLIED = "erasure-reapplied"
@@ -172,7 +176,11 @@ class WithdrawalRequest(DsrQuery):
     false evidence."""
 
     reference: Reference = Field(
-        min_length=1, description="The DSR ticket: where the request in writing is kept."
+        min_length=1,
+        description="The DSR ticket: where the request in writing is kept. With the identifier, "
+        "it names the withdrawal: sent again with the same identifier and `property`, the "
+        "withdrawal recorded first is answered (`200`) and nothing is recorded again; with "
+        "another `property`, `409` `reference-conflict`.",
     )
 
     @model_validator(mode="after")
@@ -188,11 +196,14 @@ class WithdrawalRequest(DsrQuery):
 
 
 class WithdrawalResult(BaseModel):
-    withdrawal_id: uuid.UUID = Field(description="The audit entry's id.")
+    withdrawal_id: uuid.UUID = Field(
+        description="The audit entry's id (on a retry: that of the withdrawal recorded first)."
+    )
     withdrawn: int = Field(description="How many subject and property pairs were withdrawn.")
     items: list[ConsentRecord] = Field(
         description="The `withdraw` events recorded: one per subject and property that had a "
-        "decision matching the identifier (source `dsr`)."
+        "decision matching the identifier (source `dsr`). On a retry, those still stored, read "
+        "back (one erased since is not listed)."
     )
 
 

@@ -189,12 +189,11 @@ def dsr_erase(
         else:
             typer.echo(f"would {request.mode.value} {matched} event(s); nothing was changed")
         return
-    if not yes and matched:  # nothing to lose, nothing to ask: the erasure is still audited
-        typer.confirm(
-            f"{request.mode.value} {matched} event(s) matching this request? This cannot be undone",
-            abort=True,
-            err=True,
-        )
+    asked = f"{request.mode.value} {matched} event(s) matching this request? This cannot be undone"
+    # Nothing to lose, nothing to ask: the erasure is still audited.
+    if not yes and matched and not confirmed(asked):
+        typer.echo("erasure not confirmed: nothing erased", err=True)
+        raise typer.Exit(NOT_CONFIRMED)
 
     async def work(session: AsyncSession) -> ErasureResult:
         return await erase(
@@ -221,7 +220,8 @@ def dsr_withdraw(
 ) -> None:
     """Record a withdrawal a person sent in writing: a `withdraw` event (source dsr, actor cli)
     for every subject and property with a decision matching the identifier, with its audit row.
-    Not by IP address: an address is shared."""
+    Not by IP address: an address is shared. Run again with the same reference, identifier and
+    property, it prints the withdrawal recorded first and records nothing."""
     from service.consent_schema.service import SchemaCatalog
     from service.core.db import create_sessionmaker
     from service.dsr.bodies import WithdrawalRequest, WithdrawalResult
@@ -235,7 +235,7 @@ def dsr_withdraw(
     )  # fmt: skip
     hasher = hasher_from_settings(settings)
 
-    async def work(engine: AsyncEngine) -> WithdrawalResult:
+    async def work(engine: AsyncEngine) -> tuple[WithdrawalResult, bool]:
         async with create_sessionmaker(engine).begin() as session:
             await known_property(session, request.property)
             return await withdraw(
@@ -243,7 +243,21 @@ def dsr_withdraw(
                 now=datetime.now(UTC),
             )  # fmt: skip
 
-    result = with_engine(settings, work)
+    result, created = with_engine(settings, work)
+    if not created:
+        # A retry: the API's 200. On stderr, so --json prints the same object either way.
+        typer.echo(
+            f"already recorded: reference {request.reference!r} is withdrawal "
+            f"{result.withdrawal_id}; nothing was recorded again",
+            err=True,
+        )
+        if len(result.items) < result.withdrawn:
+            typer.echo(
+                f"only {len(result.items)} of its {result.withdrawn} withdraw event(s) are still "
+                "stored: erased since, or lost with a restore of the database (then enter it "
+                "again under a new reference)",
+                err=True,
+            )
     if as_json:
         print_json(result.model_dump(mode="json"))
         return
@@ -254,6 +268,21 @@ def dsr_withdraw(
         typer.echo(
             f"  {item.property} {item.subject_id}: withdraw on version {item.schema_version}"
         )
+
+
+# `dsr erase` declined (an answer other than yes, end of input, Ctrl-C at the question): nothing
+# was erased, and a script must not read it as done.
+NOT_CONFIRMED = 1
+
+
+def confirmed(question: str) -> bool:
+    """Whether the person at the terminal answers yes to `question` (on stderr). End of input or
+    Ctrl-C is a no, said in the command's own words rather than click's bare "Aborted!"."""
+    try:
+        return typer.confirm(question, err=True)
+    except typer.Abort:
+        typer.echo("", err=True)  # end the prompt's line
+        return False
 
 
 @contextlib.contextmanager

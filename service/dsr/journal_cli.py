@@ -116,7 +116,8 @@ def backup_reapply(
     for reference in done.withdrawals:
         typer.echo(
             f"  withdrawal {reference}: recorded after the backup, its events are not in this "
-            "copy: enter it again (consent-service dsr withdraw)"
+            "copy: enter it again under a new reference (consent-service dsr withdraw; the same "
+            "reference answers as a retry: docs/backup.md)"
         )
 
 

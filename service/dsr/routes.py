@@ -5,13 +5,15 @@ from __future__ import annotations
 from typing import Annotated
 
 import structlog
-from fastapi import APIRouter, Depends, Query, Request
+from annotated_types import Interval
+from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
+from pydantic import BeforeValidator
 
 from service.auth.dependencies import Auditor, DsrEraser, DsrReader, DsrWithdrawer, private
 from service.core.db import autocommit
 from service.core.errors import problem_responses
-from service.core.json_input import StrictJSONRoute, read_json
+from service.core.json_input import StrictJSONRoute, decimal_text, read_json
 from service.core.pipeline import body_read_by_hand
 from service.dsr.bodies import (
     AuditEntry,
@@ -49,6 +51,9 @@ AUTH_ERRORS = (401, 403, 422, 429)
 BODY_ERRORS = (*AUTH_ERRORS, 404, 413, 415)
 # Identifiers and a time range: a few hundred bytes. Read only after the key was checked.
 MAX_BODY_BYTES = 16 * 1024
+# An audit page's size in the query: decimal digits only, like every number in a URL
+# (core/json_input.py `UrlInt`; its own alias, for its narrower bound).
+AuditPageSize = Annotated[int, Interval(ge=1, le=1000), BeforeValidator(decimal_text)]
 
 
 @router.post(
@@ -166,12 +171,21 @@ async def dsr_erase(
 @router.post(
     "/withdrawals",
     summary="Record a withdrawal a person sent in writing",
+    status_code=status.HTTP_201_CREATED,
     response_model=WithdrawalResult,
-    responses=problem_responses(*BODY_ERRORS),
+    responses={
+        200: {
+            "model": WithdrawalResult,
+            "description": "A retry (the same reference, identifier and property): the "
+            "withdrawal recorded first, read back; nothing recorded again",
+        },
+        **problem_responses(*BODY_ERRORS, 409),
+    },
 )
 @body_read_by_hand(WithdrawalRequest)
 async def dsr_withdraw(
     request: Request,
+    response: Response,
     session: Session,
     catalog: Catalog,
     hasher: Hashing,
@@ -180,8 +194,12 @@ async def dsr_withdraw(
 ) -> WithdrawalResult:
     body = await read_json(request, WithdrawalRequest, limit=MAX_BODY_BYTES)
     await known_property(session, body.property)
-    result = await withdraw(session, catalog, hasher, body, actor=principal.key_id, now=clock())
+    result, created = await withdraw(
+        session, catalog, hasher, body, actor=principal.key_id, now=clock()
+    )
     await session.commit()
+    if not created:
+        response.status_code = status.HTTP_200_OK
     return result
 
 
@@ -195,7 +213,7 @@ async def dsr_audit(
     session: Session,
     hasher: Hashing,
     principal: Auditor,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    limit: Annotated[AuditPageSize, Query(description="Entries per page, 1 to 1000.")] = 100,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> AuditPage:
     rows, next_cursor = await audit_page(session, hasher, limit=limit, cursor=cursor)

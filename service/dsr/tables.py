@@ -3,7 +3,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import BigInteger, DateTime, Identity, Integer, String, Text, func
+from sqlalchemy import BigInteger, DateTime, Identity, Index, Integer, String, Text, func, text
 from sqlalchemy.dialects.postgresql import ARRAY, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -11,11 +11,21 @@ from service.core.db import Base
 
 
 class DsrAuditRow(Base):
-    """One data-subject-request action (look-up, export, erasure): who, when, on what kind of
-    identifier and with what result. The identifier itself is kept only as a keyed hash, under a
-    label of its own, so an audit row never matches (or reveals) an event's stored hash."""
+    """One data-subject-request action (look-up, export, erasure, withdrawal): who, when, on
+    what kind of identifier and with what result. The identifier itself is kept only as a keyed
+    hash, under a label of its own, so an audit row never matches (or reveals) an event's stored
+    hash."""
 
     __tablename__ = "dsr_audit"
+    __table_args__ = (
+        # A withdrawal's reference is its idempotency key: the look-up of the withdrawals
+        # recorded under one (migration 0019, docs/policies.md "Retries").
+        Index(
+            "ix_dsr_audit_withdrawal_reference",
+            "reference",
+            postgresql_where=text("action = 'withdrawal'"),
+        ),
+    )
 
     seq: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), unique=True)

@@ -512,7 +512,7 @@ async def test_a_withdrawal_in_writing_reaches_the_page_on_its_next_view(
             json={"subject_id": subject, "reference": "LETTER-7"},
             headers=bearer(key),
         )
-    assert answer.status_code == 200, answer.text
+    assert answer.status_code == 201, answer.text
 
     await open_page(page, url, banner=False)
     assert await accepted(page, *ITSAILOR_OPTIONAL) == dict.fromkeys(ITSAILOR_OPTIONAL, False)

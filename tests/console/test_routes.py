@@ -10,6 +10,7 @@ import pytest
 
 from service.console.routes import ASSETS, CSP, STATIC
 from service.core.pipeline import ConsentAPI
+from service.dsr.bodies import DsrAction
 
 SECURITY = {
     "content-security-policy": CSP,
@@ -25,6 +26,18 @@ def has_security_headers(response: httpx.Response) -> bool:
 
 def test_every_file_of_the_console_is_on_the_allow_list() -> None:
     assert sorted(path.name for path in STATIC.iterdir()) == sorted(ASSETS)
+
+
+def test_the_audit_filter_offers_every_action() -> None:
+    """A DSR action the filter does not list could not be picked out of the audit log."""
+    page = (STATIC / "index.html").read_text()
+    select = page[
+        page.index('<select id="audit-action"') : page.index(
+            "</select>", page.index('<select id="audit-action"')
+        )
+    ]
+    offered = set(re.findall(r'<option value="([a-z-]+)">', select))
+    assert offered == {action.value for action in DsrAction}
 
 
 def test_the_page_has_no_inline_script_style_or_handler() -> None:

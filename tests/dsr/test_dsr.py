@@ -556,6 +556,15 @@ async def test_anonymise_keeps_rows_and_clears_every_identifying_column(
 # --- audit trail --------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("limit", ["+2", "02", " 2", "2.0", "2_0", "0", "1001", "two"])
+async def test_an_audit_page_size_is_a_decimal_number_from_1_to_1000(
+    client: httpx.AsyncClient, keys: dict[str, dict[str, str]], limit: str
+) -> None:
+    answer = await client.get("/v1/dsr/audit", params={"limit": limit}, headers=keys["audit"])
+    assert answer.status_code == 422
+    assert answer.json()["errors"][0]["pointer"] == "/query/limit"
+
+
 async def test_every_dsr_action_is_audited_without_the_identifier(
     client: httpx.AsyncClient,
     db_url: str,

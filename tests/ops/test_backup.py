@@ -134,7 +134,7 @@ async def test_a_restore_re_applies_every_erasure_since_the_backup(
     withdrawn = await client.post(
         "/v1/dsr/withdrawals", json={"subject_id": str(kept), "reference": "T-4"}, headers=eraser
     )
-    assert withdrawn.status_code == 200, withdrawn.text
+    assert withdrawn.status_code == 201, withdrawn.text
     looked = await client.post("/v1/dsr/history", json={"subject_id": str(kept)}, headers=eraser)
     assert looked.status_code == 200
 

@@ -227,6 +227,8 @@ def test_dsr_commands_find_export_and_erase_with_audit(
     code, _, err = run(cli_env, "dsr", "erase", "--subject-id", subject)  # no answer: no erasure
     assert code == 1
     assert "delete 2 event(s) matching this request?" in err
+    assert err.endswith("\nerasure not confirmed: nothing erased\n")  # not click's "Aborted!"
+    assert "Aborted" not in err
     assert fetchval(db_url, "SELECT count(*) FROM consent_events") == 2
     code, out, _ = run(
         cli_env, "dsr", "erase", "--subject-id", subject, "--reference", "T-9", "--yes", "--json"
@@ -356,3 +358,28 @@ def test_erasing_what_matches_nothing_asks_nothing_and_is_audited(
     assert out.startswith("erasure ")
     assert out.rstrip().endswith("delete 0 event(s)")
     assert fetchval(db_url, "SELECT count(*) FROM dsr_audit WHERE action = 'erasure'") == 1
+
+
+def test_an_erasure_answered_no_says_so_and_erases_nothing(
+    cli_env: dict[str, str], owner_url: str, db_url: str
+) -> None:
+    """Declined, the command says what happened in its own words (not click's bare "Aborted!")
+    and exits 1: a script must not read it as done."""
+    subject = str(uuid.uuid4())
+    assert run(cli_env, "schema", "publish", str(EXAMPLES / "itsailor.yaml"))[0] == 0
+    fetchval(
+        owner_url,
+        "INSERT INTO consent_events (event_id, property, subject_id, event_type, schema_version,"
+        " choices, effective, gpc, dnt, signals_applied, recorded_at, identity, leaf) VALUES"
+        f" (gen_random_uuid(), 'itsailor', '{subject}', 'accept-all', 1, '{{}}', '{{}}', false,"
+        " false, '[]', now(), sha256('identity'::bytea), sha256('leaf'::bytea)) RETURNING 1",
+    )
+    declined = CliRunner().invoke(
+        app, ["dsr", "erase", "--subject-id", subject], env=cli_env, input="n\n"
+    )
+    assert declined.exit_code == 1
+    assert "delete 1 event(s) matching this request?" in declined.stderr
+    assert declined.stderr.endswith("erasure not confirmed: nothing erased\n")
+    assert "Aborted" not in declined.output
+    assert fetchval(db_url, "SELECT count(*) FROM consent_events") == 1
+    assert fetchval(db_url, "SELECT count(*) FROM dsr_audit WHERE action = 'erasure'") == 0

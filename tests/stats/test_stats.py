@@ -281,7 +281,7 @@ async def test_a_withdrawal_the_dsr_team_entered_is_a_decision_like_any_other(
         json={"subject_id": str(subject), "reference": "T-9"},
         headers=withdrawer,
     )
-    assert response.status_code == 200, response.text
+    assert response.status_code == 201, response.text
     [day] = await stats(client, reader, DAY1, DAY1 + timedelta(days=1))
     assert day["events"]["withdraw"] == 1
     assert day["decisions"] == 2
