@@ -55,7 +55,9 @@ class SchemaVersionList(BaseModel):
 class PublishRequest(BaseModel):
     material: StrictBool = Field(
         default=True,
-        description="Material (the default) re-prompts everyone; non-material is wording only.",
+        description="Material (the default) re-prompts everyone; non-material is wording only: "
+        "one that changes more (a category, a cookie, the choice lifetime, the signals…) is 409 "
+        "`material-change`.",
     )
     content: ConsentSchemaDocument
     effective_at: Timestamp | None = Field(

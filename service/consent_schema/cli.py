@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -102,6 +103,11 @@ def schema_publish(
         typer.echo(
             f"published {version.property} version {version.version} ({kind})"
             + (f", in effect from {version.summary()['effective_at']}" if when else "")
+        )
+    elif version.effective_at > datetime.now(UTC):
+        typer.echo(
+            f"unchanged: {version.property} version {version.version} is pending, in effect "
+            f"from {version.summary()['effective_at']}"
         )
     else:
         typer.echo(f"unchanged: {version.property} version {version.version} is current")

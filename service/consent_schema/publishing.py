@@ -1,5 +1,6 @@
 """Publishing consent schema versions: now, or to take effect at an announced time, and cancelling
-a pending one before it does (docs/policies.md, "Material changes announced ahead")."""
+a pending one before it does (docs/policies.md, "Material changes announced ahead"); a
+non-material version changes wording only ("Material and non-material versions")."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.consent_schema.document import ConsentSchemaDocument, content_hash, document_content
+from service.consent_schema.materiality import material_difference
 from service.consent_schema.service import PublishedVersion, iso
 from service.consent_schema.tables import PropertyRow, SchemaCancellationRow, SchemaVersionRow
-from service.core.errors import Conflict, NotFound, Unprocessable
+from service.core.errors import Conflict, MaterialChange, NotFound, Unprocessable
 
 
 async def publish(
@@ -25,11 +27,14 @@ async def publish(
 ) -> tuple[PublishedVersion, bool]:
     """Publish `document` as the next version of its property; the caller commits.
 
-    Returns the version and whether it is new. Content identical to the version in force
-    publishes nothing. The first version of a property is always material: nobody has been asked
-    yet. With `effective_at` in the future the version is pending until then: the version in
-    force stays current, and while one version is pending another cannot be published (cancel it
-    first: docs/policies.md, "Material changes announced ahead").
+    Returns the version and whether it is new. Publishing unchanged content publishes nothing:
+    content identical to the version in force answers that version, even while another is
+    pending, and the pending version's own content with its own `effective_at` answers the
+    pending version. The first version of a property is always material: nobody has been asked
+    yet. A non-material version may change wording only (docs/policies.md, "Material and
+    non-material versions"). With `effective_at` in the future the version is pending until then:
+    the version in force stays current, and while one version is pending another cannot be
+    published (cancel it first: docs/policies.md, "Material changes announced ahead").
     """
     content = document_content(document)
     digest = content_hash(content)
@@ -46,24 +51,34 @@ async def publish(
         )
     ).scalar_one()
     await _promote_due(session, prop, now)
-    if prop.pending_version is not None:
-        pending = await session.get_one(SchemaVersionRow, (prop.name, prop.pending_version))
-        raise Conflict(
-            f"version {pending.version} of {prop.name!r} takes effect at "
-            f"{iso(pending.effective_at or pending.published_at)}: cancel it before publishing "
-            "another (consent-service schema cancel)"
-        )
-    if prop.current_version:
-        current = await session.get_one(SchemaVersionRow, (prop.name, prop.current_version))
-        if current.content_sha256 == digest:
-            return PublishedVersion.from_row(current), False
     if effective_at is not None and effective_at <= now:
         effective_at = None  # due already: it takes effect now
-    if effective_at is not None and not prop.current_version:
+    current = (
+        await session.get_one(SchemaVersionRow, (prop.name, prop.current_version))
+        if prop.current_version
+        else None
+    )
+    if current is not None and current.content_sha256 == digest:
+        return PublishedVersion.from_row(current), False
+    if prop.pending_version is not None:
+        pending = await session.get_one(SchemaVersionRow, (prop.name, prop.pending_version))
+        _republishing_pending(pending, digest, effective_at)
+        return PublishedVersion.from_row(pending), False
+    if effective_at is not None and current is None:
         raise Unprocessable(
             "the first version of a property takes effect when it is published: leave out "
             "effective_at"
         )
+    if current is not None and not material:
+        difference = material_difference(current.content, content)
+        if difference is not None:
+            raise MaterialChange(
+                f"a non-material version changes wording only, and this one changes more "
+                f"than version {current.version} of {prop.name!r}: {difference}. Publish it "
+                'as material (without --non-material; "material": true in the API): the banner '
+                "then asks everyone again",
+                extra={"compared_version": current.version},
+            )
 
     version = (
         await session.scalar(
@@ -73,7 +88,7 @@ async def publish(
         )
         or 0
     ) + 1
-    material = material or prop.current_version == 0
+    material = material or current is None
     row = SchemaVersionRow(
         property=prop.name,
         version=version,
@@ -98,6 +113,36 @@ async def publish(
     )
     await session.refresh(row, ["published_at"])
     return PublishedVersion.from_row(row), True
+
+
+def _republishing_pending(
+    pending: SchemaVersionRow, digest: str, effective_at: datetime | None
+) -> None:
+    """Return quietly when this publish repeats the pending version (its content, to take effect
+    at its instant): a no-op, so a deploy job that publishes every file again passes while a
+    version is pending. Anything else waits until the pending version takes effect or is
+    cancelled."""
+    due = pending.effective_at or pending.published_at
+    pending_at = f"version {pending.version} of {pending.property!r} takes effect at {iso(due)}"
+    cancel_it = (
+        f"cancel it (consent-service schema cancel --property {pending.property} --version "
+        f"{pending.version}, or POST /v1/properties/{pending.property}/schema/versions/"
+        f"{pending.version}/cancellation)"
+    )
+    if pending.content_sha256 != digest:
+        raise Conflict(
+            f"{pending_at}: {cancel_it} before publishing another",
+            extra={"pending_version": pending.version},
+        )
+    if effective_at == due:
+        return
+    asked = f"at {iso(effective_at)}" if effective_at is not None else "now"
+    raise Conflict(
+        f"{pending_at} with this content, and this publish asks for it {asked}: to leave it as "
+        f"announced, publish it with --effective-at {iso(due)} (effective_at in the API); to "
+        f"move it, {cancel_it} and publish it again",
+        extra={"pending_version": pending.version},
+    )
 
 
 async def _promote_due(session: AsyncSession, prop: PropertyRow, now: datetime) -> None:

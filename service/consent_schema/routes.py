@@ -118,8 +118,12 @@ async def get_version(
     status_code=status.HTTP_201_CREATED,
     response_model=SchemaVersionOut,
     responses={
-        200: {"model": SchemaVersionOut, "description": "Unchanged content: the current version"},
-        **problem_responses(401, 403, 413, 415, 422, 429),
+        200: {
+            "model": SchemaVersionOut,
+            "description": "Unchanged content: the version that has it (in force, or pending "
+            "from the same effective_at)",
+        },
+        **problem_responses(401, 403, 409, 413, 415, 422, 429),
     },
 )
 @body_read_by_hand(PublishRequest)

@@ -70,6 +70,13 @@ class ReferenceConflict(Conflict):
     status, slug, title = 409, "reference-conflict", "The reference names another request"
 
 
+class MaterialChange(Conflict):
+    """A version published as non-material changes more than wording: it must be material, so
+    that the banner asks everyone again (docs/policies.md, "Material and non-material versions")."""
+
+    status, slug, title = 409, "material-change", "The change needs a material version"
+
+
 class PayloadTooLarge(ConsentServiceError):
     status, slug, title = 413, "payload-too-large", "Request body too large"
 
