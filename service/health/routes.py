@@ -11,7 +11,7 @@ from pydantic import BaseModel
 
 from service.auth.dependencies import metrics_reader
 from service.core.db import autocommit
-from service.core.errors import problem_responses
+from service.core.errors import RETRY_AFTER, problem_responses
 from service.core.json_input import StrictJSONRoute
 from service.core.logging import get_logger
 from service.core.migrations import current_revision
@@ -22,6 +22,11 @@ router = APIRouter(tags=["operations"], route_class=StrictJSONRoute)
 log = get_logger("service.health")
 
 READINESS_TIMEOUT_SECONDS = 2.0
+# A probe's answer is about this process at this instant: no cache (a proxy's, a client's) may
+# keep one, or an orchestrator would route to a process that has since gone down. A 503 says
+# when to look again, as the API's own 503s do (README, "Every error the API answers").
+PROBE_HEADERS = {"Cache-Control": "no-store"}
+NOT_READY_HEADERS = {**PROBE_HEADERS, "Retry-After": RETRY_AFTER}
 
 
 class Liveness(BaseModel):
@@ -35,8 +40,8 @@ class Readiness(BaseModel):
 
 
 @router.get("/healthz", summary="The process is up", response_model=Liveness)
-async def healthz() -> Liveness:
-    return Liveness(status="ok")
+async def healthz() -> JSONResponse:
+    return JSONResponse(Liveness(status="ok").model_dump(), headers=PROBE_HEADERS)
 
 
 @router.get(
@@ -52,12 +57,13 @@ async def readyz(engine: Engine, head: MigrationHead) -> JSONResponse:
     except Exception as exc:  # any failure to reach the database means "not ready"
         log.warning("readiness_database_unreachable", error=type(exc).__name__)
         body = Readiness(status="unavailable", database="unreachable", migrations="unknown")
-        return JSONResponse(body.model_dump(), status_code=503)
+        return JSONResponse(body.model_dump(), status_code=503, headers=NOT_READY_HEADERS)
     if revision != head:
         state = "not migrated" if revision is None else f"at {revision}"
         body = Readiness(status="unavailable", database="ok", migrations=f"{state}, head is {head}")
-        return JSONResponse(body.model_dump(), status_code=503)
-    return JSONResponse(Readiness(status="ok", database="ok", migrations="head").model_dump())
+        return JSONResponse(body.model_dump(), status_code=503, headers=NOT_READY_HEADERS)
+    ready = Readiness(status="ok", database="ok", migrations="head")
+    return JSONResponse(ready.model_dump(), headers=PROBE_HEADERS)
 
 
 @router.get(

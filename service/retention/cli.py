@@ -27,9 +27,17 @@ def retention_purge(
         str | None,
         typer.Option(
             help="Apply retention as of this RFC 3339 time (default: now), e.g. to see what a "
-            "later date would purge."
+            "later date would purge; a later time than now needs --dry-run or --allow-future."
         ),
     ] = None,
+    allow_future: Annotated[
+        bool,
+        typer.Option(
+            "--allow-future",
+            help="Delete even with --as-of later than now: what is not yet due by today's date "
+            "goes too.",
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Delete every event past its property's retention, through the erasure path (the ledger
@@ -38,7 +46,17 @@ def retention_purge(
     from service.retention.purge import purge
 
     settings = load_settings()
-    moment = parse_moment("--as-of", as_of) if as_of else datetime.now(UTC)
+    now = datetime.now(UTC)
+    moment = parse_moment("--as-of", as_of) if as_of else now
+    if moment > now and not (dry_run or allow_future):
+        # One mistyped year would delete evidence that is still needed (docs/retention.md,
+        # "The purge"): a later date is looked at with --dry-run, or deleted on purpose.
+        raise fail(
+            f"--as-of: {as_of!r} is later than now ({now.isoformat(timespec='seconds')}): a"
+            " purge as of a later date deletes events that are not yet due; add --dry-run to"
+            " count them, or --allow-future to delete them anyway",
+            2,
+        )
 
     async def work(engine: AsyncEngine) -> dict[str, Any]:
         try:

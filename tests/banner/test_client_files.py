@@ -4,10 +4,14 @@ released version never changes (web/SHA256SUMS)."""
 from __future__ import annotations
 
 import hashlib
+import re
 
 import httpx
+import pytest
 
 from service.banner.client import CLIENT_VERSION, WEB
+from service.consent_schema.document import load_document_file
+from service.core.resources import EXAMPLE_SCHEMAS
 
 SHIPPED = ("consent.js", "consent-cookieconsent.js", "consent.d.ts")
 
@@ -51,3 +55,57 @@ async def test_another_version_or_file_is_a_precise_404(client: httpx.AsyncClien
         assert response.status_code == 404
         assert response.headers["content-type"] == "application/problem+json"
         assert f"this service serves version {CLIENT_VERSION}" in response.json()["detail"]
+
+
+# --- what the client stores, and what the example schemas tell visitors it stores -----------------
+
+EXAMPLE_PROPERTIES = ("ailabrix", "itsailor")
+
+
+def client_storage_keys(property_name: str) -> set[str]:
+    """The localStorage keys the shipped client and its cookieconsent integration write for a
+    property with their default options, read from the files themselves (docs/banner.md, "What
+    the browser keeps")."""
+    client = (WEB / "consent.js").read_text()
+    integration = (WEB / "consent-cookieconsent.js").read_text()
+    store = re.findall(r"new Store\(options\.storageKey \|\| '([^']+)' \+ this\.property\)", client)
+    suffixes = set(re.findall(r"\.store\.(?:read|write)\('([^']*)'", client))
+    copy = re.findall(r"name: options\.storageName \|\| '([^']+)' \+ client\.property", integration)
+    assert len(store) == len(copy) == 1, "the client's storage defaults moved: update this test"
+    assert suffixes == {"", ":outbox"}, suffixes
+    return {store[0] + property_name + suffix for suffix in suffixes} | {copy[0] + property_name}
+
+
+def test_the_client_sets_no_cookie() -> None:
+    """It keeps everything in localStorage; the integration only deletes cookies (Max-Age=0)."""
+    for name in ("consent.js", "consent-cookieconsent.js"):
+        for line in (WEB / name).read_text().splitlines():
+            if re.search(r"document\.cookie\s*=(?!=)", line):
+                assert "Max-Age=0" in line, (name, line)
+
+
+@pytest.mark.parametrize("property_name", EXAMPLE_PROPERTIES)
+def test_an_example_schema_lists_exactly_the_consent_storage_the_client_writes(
+    property_name: str,
+) -> None:
+    """The banner's cookie table is built from the schema, so it tells visitors what the page
+    stores: the client's entries are listed, as localStorage, in the required category, and no
+    other entry claims to hold the consent choice (a policy's own consent cookie, which this
+    client never sets, would tell visitors about storage that does not exist)."""
+    document = load_document_file(EXAMPLE_SCHEMAS / f"{property_name}.yaml")
+    written = client_storage_keys(property_name)
+    (required,) = [category for category in document.categories if category.required]
+    listed = {entry.name: entry for entry in required.cookies}
+    for name in sorted(written):
+        assert name in listed, f"{property_name}: the client writes {name!r}; list it"
+        assert (listed[name].storage, listed[name].party) == ("localStorage", "first"), name
+    about_consent = {
+        entry.name
+        for category in document.categories
+        for entry in category.cookies
+        if "consent" in entry.purpose.lower()
+    }
+    assert about_consent == written, (
+        f"{property_name}: entries that say they keep the consent choice but the client does not "
+        f"write: {sorted(about_consent - written)}"
+    )

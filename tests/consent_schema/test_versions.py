@@ -18,15 +18,24 @@ from service.core.json_input import URL_INT_FORM
 from tests.conftest import make_settings
 from tests.factories import api_key, bearer, example, published
 
-# Every cookie, storage key and cookieless endpoint each policy in ../shared/seeds names.
+
+def client_storage(prop: str) -> set[str]:
+    """The browser client's localStorage entries (docs/banner.md, "What the browser keeps")."""
+    return {f"consent-record:{prop}", f"consent-record:{prop}:outbox", f"cc-{prop}"}
+
+
+# Every cookie, storage key and cookieless endpoint each policy in ../shared/seeds names, but for
+# where the policy keeps the consent choice (ailabrix_cc, itsailor.consent.v1): the schemas list
+# the entries the service's browser client writes there instead, which the page really stores
+# (examples/schemas/*.yaml; tests/banner/test_client_files.py checks them against the client).
 POLICY_COOKIES = {
     "ailabrix": {
-        "necessary": {"session", "csrf_token", "ailabrix_cc", "ailabrix_lang"},
+        "necessary": {"session", "csrf_token", "ailabrix_lang"} | client_storage("ailabrix"),
         "analytics": {"statistics.mindys.ai", "static.cloudflareinsights.com"},
     },
     "itsailor": {
-        "necessary": {
-            "itsailor.consent.v1",
+        "necessary": client_storage("itsailor")
+        | {
             "directus_session_token",
             "directus_refresh_token",
             "__Host-*",

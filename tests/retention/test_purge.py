@@ -141,7 +141,9 @@ async def test_a_purge_removes_exactly_what_is_past_retention(
     assert {by_subject[seq] for seq in expected} == {a, b, c, None, g}
 
     # The service's own role may not purge: an as-of date ahead would purge early.
-    code, out = await asyncio.to_thread(purge, db_url, "--as-of", as_of.isoformat())
+    code, out = await asyncio.to_thread(
+        purge, db_url, "--allow-future", "--as-of", as_of.isoformat()
+    )
     assert code == 1
     assert "runs as the owner of the tables" in out
 
@@ -153,7 +155,9 @@ async def test_a_purge_removes_exactly_what_is_past_retention(
     assert (dry["due"], dry["deleted"], dry["dry_run"]) == (len(expected), 0, True)
     assert await db.fetchval("SELECT count(*) FROM consent_events") == len(rows)
 
-    code, out = await asyncio.to_thread(purge, owner_url, "--as-of", as_of.isoformat(), "--json")
+    code, out = await asyncio.to_thread(
+        purge, owner_url, "--allow-future", "--as-of", as_of.isoformat(), "--json"
+    )
     assert code == 0, out
     done = json.loads(out)
     assert (done["due"], done["deleted"]) == (len(expected), len(expected))
@@ -164,7 +168,9 @@ async def test_a_purge_removes_exactly_what_is_past_retention(
     left = {row["seq"] for row in await db.fetch("SELECT seq FROM consent_events")}
     assert left == {row["seq"] for row in rows} - expected
 
-    code, out = await asyncio.to_thread(purge, owner_url, "--as-of", as_of.isoformat(), "--json")
+    code, out = await asyncio.to_thread(
+        purge, owner_url, "--allow-future", "--as-of", as_of.isoformat(), "--json"
+    )
     assert (code, json.loads(out)["deleted"]) == (0, 0)  # a second run removes nothing
 
     # Each run is audited, visible to the privacy team; the ledger still verifies, each
@@ -202,7 +208,9 @@ async def test_statistics_outlive_a_purge(
     await db.execute("SELECT consent_stats_rollup(1000)")
     before = await db.fetchval("SELECT sum(events) FROM consent_stats_daily")
     later = (datetime.now().astimezone() + 10 * DAY).isoformat()
-    code, out = await asyncio.to_thread(purge, owner_url, "--as-of", later, "--json")
+    code, out = await asyncio.to_thread(
+        purge, owner_url, "--allow-future", "--as-of", later, "--json"
+    )
     assert (code, json.loads(out)["deleted"]) == (0, 3), out
     assert await db.fetchval("SELECT count(*) FROM consent_events") == 0
     assert await db.fetchval("SELECT sum(events) FROM consent_stats_daily") == before == 3
