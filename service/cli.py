@@ -16,7 +16,14 @@ import uvicorn
 from service import __version__
 from service.auth.cli import keys_app
 from service.consent_schema.cli import publish_examples_if_empty, schema_app
-from service.core.cli_support import Options, database_errors, fail, load_settings
+from service.core.cli_support import (
+    Commands,
+    Options,
+    database_errors,
+    fail,
+    load_settings,
+    stdout_log,
+)
 from service.core.config import Settings
 from service.core.embedded import database_url
 from service.core.hashing import hasher_from_settings
@@ -30,6 +37,7 @@ from service.retention.cli import retention_app
 from service.stats.cli import stats
 
 app = typer.Typer(
+    cls=Commands,  # a closed stdout ends every command alike (exit 141)
     rich_markup_mode=None,  # plain help: no boxes, no <bool> placeholders on flags
     help="The consent record service: a self-hosted consent ledger.",
     no_args_is_help=True,
@@ -83,7 +91,7 @@ def serve(
     from service.core.logging import configure_logging, readable_logs
 
     settings = load_settings()
-    configure_logging(settings.log_level, human=readable_logs(settings))
+    configure_logging(settings.log_level, stdout_log(), human=readable_logs(settings))
     with database_url(settings) as url, _metrics_folder(workers), database_errors(url):
         _prepare_and_serve(settings, url, host=host, port=port, workers=workers)
     log.info("stopped")
@@ -158,7 +166,7 @@ def migrate() -> None:
     from service.core.migrations import head_revision, upgrade_to_head
 
     settings = load_settings()
-    configure_logging(settings.log_level, human=readable_logs(settings))
+    configure_logging(settings.log_level, stdout_log(), human=readable_logs(settings))
     with database_url(settings) as url, database_errors(url):
         upgrade_to_head(url)
     typer.echo(f"database at revision {head_revision()}", err=True)

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TextIO, TypeVar, cast
 
 import asyncpg
 import sqlalchemy.exc
@@ -22,6 +22,7 @@ import typer
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from typer.core import TyperGroup
 
 from service.core.config import PoolMode, Settings
 from service.core.embedded import database_url
@@ -62,11 +63,80 @@ def fail(message: str, code: int = 1) -> typer.Exit:
 def stdout_closed() -> typer.Exit:
     """The reader of stdout went away (`… | head`): end quietly, as Unix tools do. Stdout is
     pointed at /dev/null first, so the flush at exit cannot fail a second time."""
+    _discard_stdout()
+    return typer.Exit(EXIT_PIPE_CLOSED)
+
+
+def _discard_stdout() -> None:
     with contextlib.suppress(OSError, ValueError):  # ValueError: stdout is not a file (tests)
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         os.close(devnull)
-    return typer.Exit(EXIT_PIPE_CLOSED)
+
+
+class Commands(TyperGroup):
+    """`consent-service` itself: whatever command, option or help text finds its stdout closed
+    (`… | head`), and wherever the write is, it ends like the rest: exit 141, nothing on stderr
+    (click's own handling is exit 1, and a traceback or "Exception ignored" from what it misses).
+    Every command and group runs inside `invoke`; `make_context` prints `--help` and `--version`.
+    (The context is `Any`: its class lives in typer's private copy of click.)
+    """
+
+    def make_context(
+        self, info_name: str | None, args: list[str], parent: Any = None, **extra: Any
+    ) -> Any:
+        with stdout_pipe():
+            return super().make_context(info_name, args, parent, **extra)
+
+    def invoke(self, ctx: Any) -> Any:
+        StdoutLog.lost = False
+        with stdout_pipe():
+            result = super().invoke(ctx)
+        if StdoutLog.lost:  # it did its work; its log lines did not all reach the reader
+            raise stdout_closed()
+        return result
+
+
+@contextlib.contextmanager
+def stdout_pipe() -> Iterator[None]:
+    """A broken pipe that is stdout's ends the command quietly (`stdout_closed`); one that is
+    not (a database connection) stays what it is."""
+    try:
+        yield
+    except BrokenPipeError:
+        if not stdout_reader_gone():
+            raise
+        raise stdout_closed() from None
+
+
+class StdoutLog:
+    """The log stream of `serve` and `migrate`, stdout: a line it cannot write because the reader
+    went away stops nothing (a migration goes on to the end) and prints no traceback for each
+    line after it; the command then exits 141 (`Commands.invoke`)."""
+
+    lost = False
+
+    def write(self, text: str) -> int:
+        with self._or_lost():
+            sys.stdout.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        with self._or_lost():
+            sys.stdout.flush()
+
+    @contextlib.contextmanager
+    def _or_lost(self) -> Iterator[None]:
+        try:
+            yield
+        except BrokenPipeError:
+            StdoutLog.lost = True
+            _discard_stdout()  # what is still buffered, and the next lines, go nowhere
+
+
+def stdout_log() -> TextIO:
+    """A `StdoutLog` for `configure_logging`, whose sink calls only `write` and `flush`."""
+    return cast(TextIO, StdoutLog())
 
 
 def stdout_reader_gone() -> bool:
