@@ -71,6 +71,11 @@ class _Sink:
 
 SINK = _Sink()
 
+# Until `configure_logging` runs (`serve`, `migrate` and the app do; the other CLI commands never
+# do), what structlog prints is a diagnostic, such as the dev key a command generated, not a
+# result: on stderr, so a command's stdout (`--json`, `dsr export`, a pipe) is its result alone.
+structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
+
 _SHARED: list[Any] = [
     structlog.contextvars.merge_contextvars,
     structlog.processors.add_log_level,

@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -54,6 +57,23 @@ def run(env: dict[str, str], *args: str) -> tuple[int, str, str]:
     if result.exception and not isinstance(result.exception, SystemExit):
         raise result.exception
     return result.exit_code, result.stdout, result.stderr
+
+
+def test_what_a_command_logs_goes_to_stderr_not_into_its_result(
+    cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    """In dev mode the first command that hashes generates the key and warns: on stderr, so the
+    result on stdout (a JSON export, `--json`) is the result alone."""
+    env = {k: v for k, v in cli_env.items() if k != "CONSENT_IP_HASH_SALT"}
+    subject = "6a1f3c0e-4b7d-4e42-9d0b-3f1e2a9c8b71"
+    done = subprocess.run(
+        [sys.executable, "-m", "service", "dsr", "export", "--subject-id", subject],
+        env={**os.environ, **env}, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["events"] == []
+    assert "dev_ip_hash_key_generated" in done.stderr
+    assert (tmp_path / "data" / "ip-hash.key").exists()
 
 
 def test_keys_create_list_revoke(cli_env: dict[str, str]) -> None:
