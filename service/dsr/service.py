@@ -109,11 +109,12 @@ def match_values(query: DsrQuery, hasher: Hasher) -> dict[str, Any]:
     return values
 
 
-def audit_hash(query: DsrQuery, hasher: Hasher) -> str:
+def audit_hash(query: DsrQuery, hasher: Hasher, key: HashKey | None = None) -> str:
+    """What an audit row keeps of the query's identifier: its hash under `key` (the current)."""
     kind, value = identifier_of(query)
     if kind is IdentifierType.IP:
         value = normalise_ip(value)
-    return hasher.current.digest(f"audit-{kind.value}", value)
+    return (key or hasher.current).digest(f"audit-{kind.value}", value)
 
 
 # Made once (see `match`).

@@ -30,7 +30,13 @@ from service.dsr.bodies import (
     WithdrawalResult,
     identifier_of,
 )
-from service.dsr.service import RECORD_SELECT, match, match_values, record_audit
+from service.dsr.service import (
+    RECORD_SELECT,
+    audit_hash,
+    match,
+    match_values,
+    record_audit,
+)
 from service.dsr.tables import DsrAuditRow
 from service.ledger.bodies import ConsentRecord
 from service.ledger.event import EventSource, EventType, NewEvent, record
@@ -65,10 +71,8 @@ def reference_lock(reference: str) -> int:
 
 def _audit_hashes(request: WithdrawalRequest, hasher: Hasher) -> list[str]:
     """The audit hash of the request's identifier under every configured key, current and
-    previous: a retry after a key rotation still finds the withdrawal it repeats. (As
-    `service.audit_hash`; a withdrawal names no IP address, so there is nothing to normalise.)"""
-    kind, value = identifier_of(request)
-    return [key.digest(f"audit-{kind.value}", value) for key in hasher.all_keys]
+    previous: a retry after a key rotation still finds the withdrawal it repeats."""
+    return [audit_hash(request, hasher, key) for key in hasher.all_keys]
 
 
 def _request_hash(key: HashKey, withdrawal_id: uuid.UUID, subject_id: Any, prop: str) -> str:
