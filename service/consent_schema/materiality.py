@@ -7,14 +7,16 @@ What a person agreed to is the categories they chose between and whether each ca
 each category's declared purpose, each cookie and storage entry and the facts of its processing
 (who sets it, for how long, first or third party, where it is kept), how long the choice holds,
 which browser signals are honoured and how, what Google's tags may do on a choice, and who the
-controller is. Labels, descriptions, purposes' text, the order things are listed in, the policy
-URL and how to reach the controller are wording; retention is how long the service keeps its
-own evidence, not processing the person agreed to.
+controller is. A cookie's purpose is compared too: only a typographical correction of it is
+wording (`beyond_typography`). Labels, descriptions, the order things are listed in, the
+policy URL and how to reach the controller are wording; retention is how long the service keeps
+its own evidence, not processing the person agreed to.
 """
 
 from __future__ import annotations
 
 import json
+import unicodedata
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -32,6 +34,7 @@ PROCESSING_FIELDS = frozenset(
         "categories[].dpv_purpose",
         "categories[].cookies[].name",
         "categories[].cookies[].provider",
+        "categories[].cookies[].purpose",
         "categories[].cookies[].duration",
         "categories[].cookies[].party",
         "categories[].cookies[].storage",
@@ -49,11 +52,11 @@ NOT_PROCESSING_FIELDS = frozenset(
         "retention.current_days",
         "categories[].label",
         "categories[].description",
-        "categories[].cookies[].purpose",
     }
 )
 NEEDS_MATERIAL = "which needs a material version"
-# Facts of a cookie's processing, compared after `_plain`; its `purpose` is text (wording).
+# Facts of a cookie's processing, compared after `_plain`, in the order of the file; its
+# `purpose` (between `provider` and `duration`) is compared by `beyond_typography`.
 COOKIE_FACTS = ("provider", "duration", "party", "storage")
 
 
@@ -154,6 +157,8 @@ def _cookie_differences(
             )
             continue
         for fact in COOKIE_FACTS:
+            if fact == "duration":  # the purpose comes between provider and duration in the file
+                yield from _purpose_difference(category, name, old["purpose"], new["purpose"])
             if _plain(old[fact]) != _plain(new[fact]):
                 yield (
                     f"the {fact} of cookie {_show(name)} in category {category} changes from "
@@ -166,6 +171,135 @@ def _cookie_differences(
                 f"cookie {_show(old['name'])} in category {category} is removed: what is "
                 f"stored changes, {NEEDS_MATERIAL}"
             )
+
+
+def _purpose_difference(category: str, name: str, before: str, after: str) -> Iterator[str]:
+    reason = beyond_typography(before, after)
+    if reason is not None:
+        old, new = _excerpts(before, after)
+        yield (
+            f"the purpose of cookie {_show(name)} in category {category} changes from "
+            f"{_show(old)} to {_show(new)} ({reason}): more than a typographical correction, it "
+            f"may state a new purpose, {NEEDS_MATERIAL}"
+        )
+
+
+# A typographical correction of a cookie's purpose (docs/policies.md, "A typographical
+# correction of a purpose"): itsailor makes "a new purpose for an existing cookie" material and
+# "typographical corrections" not. The service cannot read meaning, so it keeps the words: the
+# same words in the same order, each the same or, for a few, one letter-level edit from the
+# word it corrects. Linear in the texts' length (a purpose is at most 2,000 characters), and
+# deterministic.
+TYPO_MIN_LETTERS = 4  # in a shorter word one letter makes another word: no/on, not/now, ads/add
+TYPO_PER_CHARACTERS = 20  # one corrected word per 20 characters of the text ...
+TYPO_MIN_ALLOWED = 2  # ... and at least two
+SHOWN = 80  # characters of a purpose shown in a difference (and 40 of its changed words)
+_APOSTROPHES = str.maketrans("", "", "'\u2018\u2019")
+
+
+def beyond_typography(before: str, after: str) -> str | None:
+    """What makes `after` more than a typographical correction of `before`, said for the
+    operator; None when it is one. Case, punctuation and white space are typography; a word may
+    be corrected when both spellings are letters only (a number or symbol is a fact) and have
+    at least TYPO_MIN_LETTERS of them."""
+    if before == after:  # most purposes, in most versions
+        return None
+    old_words, new_words = _words(before), _words(after)
+    old_folded = [word.casefold() for word in old_words]
+    new_folded = [word.casefold() for word in new_words]
+    if old_folded == new_folded:
+        return None
+    if len(old_folded) != len(new_folded):
+        return _added_or_removed(old_words, new_words, old_folded, new_folded)
+    corrected = 0
+    pairs = zip(old_words, new_words, old_folded, new_folded, strict=True)
+    for old, new, old_key, new_key in pairs:
+        if old_key == new_key:
+            continue
+        change = f"{_phrase([old])} becomes {_phrase([new])}"
+        if not (_lettered(old_key) and _lettered(new_key)):
+            return f"{change}, a change in a number or symbol"
+        if min(len(old_key), len(new_key)) < TYPO_MIN_LETTERS:
+            return f"{change}, a change in a word under {TYPO_MIN_LETTERS} letters"
+        if not _one_edit(old_key, new_key):
+            return f"{change}, more than one letter"
+        corrected += 1
+    length = len(" ".join(old_folded))
+    allowed = max(TYPO_MIN_ALLOWED, length // TYPO_PER_CHARACTERS)
+    if corrected > allowed:
+        return f"{corrected} words change, more than {allowed} in a text of {length} characters"
+    return None
+
+
+def _words(text: str) -> list[str]:
+    """The words of a text: after NFKC (a full-width or ligature letter is that letter), without
+    apostrophes (`dont` is `don't`), split at every run of anything but letters, marks, digits
+    and symbols (white space, punctuation, control characters)."""
+    normal = unicodedata.normalize("NFKC", text).translate(_APOSTROPHES)
+    return "".join(c if unicodedata.category(c)[0] in "LMNS" else " " for c in normal).split()
+
+
+def _lettered(word: str) -> bool:
+    return all(unicodedata.category(c)[0] in "LM" for c in word)
+
+
+def _one_edit(a: str, b: str) -> bool:
+    """Two different words one Damerau-Levenshtein edit apart: a letter added, removed or
+    replaced, or two neighbouring letters swapped."""
+    if len(a) > len(b):
+        a, b = b, a
+    if len(b) - len(a) > 1:
+        return False
+    i = 0
+    while i < len(a) and a[i] == b[i]:
+        i += 1
+    if len(a) < len(b):
+        return a[i:] == b[i + 1 :]
+    swapped = a[i + 1 : i + 2] == b[i : i + 1] and a[i : i + 1] == b[i + 1 : i + 2]
+    return a[i + 1 :] == b[i + 1 :] or (swapped and a[i + 2 :] == b[i + 2 :])
+
+
+def _added_or_removed(
+    old_words: list[str], new_words: list[str], old_folded: list[str], new_folded: list[str]
+) -> str:
+    """The words between those the two texts start and end with."""
+    shorter = min(len(old_folded), len(new_folded))
+    start = 0
+    while start < shorter and old_folded[start] == new_folded[start]:
+        start += 1
+    end = 0
+    while end < shorter - start and old_folded[-1 - end] == new_folded[-1 - end]:
+        end += 1
+    removed = old_words[start : len(old_words) - end]
+    added = new_words[start : len(new_words) - end]
+    if not removed:
+        return f"{_phrase(added)} is added"
+    if not added:
+        return f"{_phrase(removed)} is removed"
+    return f"{_phrase(removed)} becomes {_phrase(added)}"
+
+
+def _phrase(words: list[str]) -> str:
+    text = " ".join(words)
+    return _show(text if len(text) <= 40 else text[:39] + "…")
+
+
+def _excerpts(before: str, after: str) -> tuple[str, str]:
+    """The two texts, each cut to SHOWN characters from the same place: the start, or the start
+    of a word about 30 characters before they first differ, so that the difference shows."""
+    same = 0
+    while same < min(len(before), len(after)) and before[same] == after[same]:
+        same += 1
+    start = 0
+    if max(len(before), len(after)) > SHOWN and same > SHOWN - 30:
+        start = before.rfind(" ", 0, same - 30) + 1
+        start = start if same - start <= 50 else same - 30
+
+    def cut(text: str) -> str:
+        shown = text[start : start + SHOWN]
+        return ("…" if start else "") + shown + ("…" if start + SHOWN < len(text) else "")
+
+    return cut(before), cut(after)
 
 
 def _consent_mode_differences(before: Mapping[str, str], after: Mapping[str, str]) -> Iterator[str]:

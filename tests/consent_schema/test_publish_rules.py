@@ -75,14 +75,15 @@ def with_social(base: dict[str, Any]) -> dict[str, Any]:
 
 
 def reworded(base: dict[str, Any]) -> dict[str, Any]:
-    """Every piece of wording changed, and nothing else."""
+    """Every piece of wording changed, and nothing else: a cookie's purpose only in its
+    typography (tests/consent_schema/test_purpose_text.py)."""
     changed = copy.deepcopy(base)
     changed["policy_url"] = "https://example.org/legal/cookies"
     for category in changed["categories"]:
         category["label"] += " (reworded)"
         category["description"] += " Reworded."
         for cookie in category["cookies"]:
-            cookie["purpose"] += " Reworded."
+            cookie["purpose"] = cookie["purpose"].upper().rstrip(".") + "!"
     return changed
 
 
