@@ -1,4 +1,4 @@
-/*! consent-record × vanilla-cookieconsent 3 | 1.0.0 | served at /client/1.0.0/consent-cookieconsent.js
+/*! consent-record × vanilla-cookieconsent 3 | 1.0.1 | served at /client/1.0.1/consent-cookieconsent.js
  *
  * Runs vanilla-cookieconsent v3 (load its cookieconsent.umd.js first) from the property's consent
  * schema and records every decision through the consent-record client (load consent.js first):
@@ -7,7 +7,8 @@
  *
  * The whole cookieconsent configuration comes from the schema: one category per schema category
  * (required ones read-only), one preferences section per category with its cookie table (every
- * schema string escaped: cookieconsent inserts them as HTML), `revision` = the last material
+ * schema string escaped: cookieconsent inserts them as HTML, except the toggle's label, which it
+ * sets as text and which is put back to the plain label here), `revision` = the last material
  * version, the expiry = `consent_ttl_days`, `autoClear` for the category's first-party cookies
  * only (`__Host-`/`__Secure-` ones are cleared here: cookieconsent cannot delete them).
  *
@@ -54,6 +55,13 @@
     return String(text).replace(/[&<>"']/g, function (c) {
       return { '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' }[c];
     });
+  }
+
+  /** Each category's label by key, as the schema spells it (plain text, not HTML). */
+  function labelsOf(schema) {
+    var labels = Object.create(null);
+    schema.content.categories.forEach(function (category) { labels[category.key] = category.label; });
+    return labels;
   }
 
   function isPrefixed(name) { return /^__(Host|Secure)-/.test(name); }
@@ -151,6 +159,7 @@
     this.client = client;
     this.cc = cookieconsent;
     this.config = config;
+    this.labels = labelsOf(client.schema); // the version buildConfig read
     this.role = null; // the button of the click being handled: all | necessary | save
     this.quiet = false; // set while the adapter itself changes cookieconsent's state
   }
@@ -242,6 +251,29 @@
     return chosen;
   };
 
+  /**
+   * cookieconsent sets each category toggle's label with textContent from the section title,
+   * which is escaped HTML here, so "A & B" would read "A &amp; B" (and a label with a tag in it
+   * would lose it): put the plain label back where it reads the escaped title built here (a
+   * page's own sections, from `cookieconsent.language`, are left as they are). Again whenever
+   * cookieconsent rebuilds the panel's body (setLanguage), which it does without onModalReady.
+   */
+  Adapter.prototype.labelToggles = function (modal) {
+    var labels = this.labels;
+    function relabel() {
+      var toggles = modal.querySelectorAll('label.section__toggle-wrapper:not(.toggle-service)');
+      Array.prototype.forEach.call(toggles, function (wrapper) {
+        var input = wrapper.querySelector('input.section__toggle');
+        var text = wrapper.querySelector('.toggle__label');
+        if (!input || !text || !(input.value in labels)) return;
+        var label = labels[input.value];
+        if (text.textContent === escape(label)) text.textContent = label;
+      });
+    }
+    relabel();
+    if (global.MutationObserver) new global.MutationObserver(relabel).observe(modal, { childList: true });
+  };
+
   /** cookieconsent saved a change (first consent or a later one): record it. */
   Adapter.prototype.saved = function () {
     if (this.quiet) return;
@@ -302,7 +334,13 @@
       // The banner asks exactly when the client says a decision is due: not after a decision
       // recorded from a signal, nor after one the DSR team entered.
       config.autoShow = client.needsPrompt().ask;
-      Object.assign(config, options.cookieconsent || {});
+      var extra = options.cookieconsent || {};
+      Object.assign(config, extra);
+      // Chained, not replaced: the toggles' labels are set first, then the page's callback runs.
+      config.onModalReady = function (event) {
+        if (event.modalName === 'preferencesModal') adapter.labelToggles(event.modal);
+        if (typeof extra.onModalReady === 'function') return extra.onModalReady(event);
+      };
       api.client = client;
       api.adapter = adapter;
       return Promise.resolve(cookieconsent.run(config)).then(function () {
@@ -313,6 +351,6 @@
     });
   }
 
-  var api = { version: '1.0.0', run: run, buildConfig: buildConfig, client: null, adapter: null };
+  var api = { version: '1.0.1', run: run, buildConfig: buildConfig, client: null, adapter: null };
   global.ConsentCookieConsent = api;
 })(typeof window !== 'undefined' ? window : this);

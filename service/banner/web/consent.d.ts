@@ -1,5 +1,5 @@
-// Types of the consent-record browser client 1.0.0 (consent.js) and its vanilla-cookieconsent
-// integration (consent-cookieconsent.js). Served at /client/1.0.0/consent.d.ts.
+// Types of the consent-record browser client 1.0.1 (consent.js) and its vanilla-cookieconsent
+// integration (consent-cookieconsent.js). Served at /client/1.0.1/consent.d.ts.
 
 export type EventType = 'accept-all' | 'reject-all' | 'save-selection' | 'withdraw' | 're-prompt';
 export type Decision = Exclude<EventType, 're-prompt'>;
@@ -156,7 +156,8 @@ export interface CookieConsentOptions extends ClientOptions {
     | 'revisionMessage' | 'name' | 'provider' | 'purpose' | 'duration', string>>;
   /** cookieconsent's own localStorage key (default `cc-<property>`). */
   storageName?: string;
-  /** Extra cookieconsent configuration, merged over the built one. */
+  /** Extra cookieconsent configuration, merged over the built one (an `onModalReady` runs after
+   * the integration's own, which sets the preferences toggles' labels as plain text). */
   cookieconsent?: Record<string, unknown>;
 }
 

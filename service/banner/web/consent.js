@@ -1,4 +1,4 @@
-/*! consent-record client 1.0.0 | served by the consent record service at /client/1.0.0/consent.js
+/*! consent-record client 1.0.1 | served by the consent record service at /client/1.0.1/consent.js
  *
  * A dependency-free browser client for the consent record service (docs/banner.md). No build step:
  * load it with a <script> tag and call `ConsentRecord.create({api, property})`. It
@@ -19,7 +19,7 @@
 (function (global) {
   'use strict';
 
-  var VERSION = '1.0.0';
+  var VERSION = '1.0.1';
   var RETRY_DAYS = 7; // how long an unsent event is kept and sent again
   var SIGNALS = ['gpc', 'dnt'];
   var GCM_TYPES = ['ad_storage', 'ad_user_data', 'ad_personalization', 'analytics_storage',
