@@ -25,8 +25,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from typer.core import TyperGroup
 
 from service.core.config import PoolMode, Settings
-from service.core.embedded import database_url
+from service.core.embedded import EmbeddedStartError, database_url
 from service.core.errors import ConsentServiceError
+from service.core.logging import SINK
 
 T = TypeVar("T")
 Q = TypeVar("Q", bound=BaseModel)
@@ -90,9 +91,16 @@ class Commands(TyperGroup):
 
     def invoke(self, ctx: Any) -> Any:
         StdoutLog.lost = False
-        with stdout_pipe():
-            result = super().invoke(ctx)
-        if StdoutLog.lost:  # it did its work; its log lines did not all reach the reader
+        try:
+            with stdout_pipe():
+                result = super().invoke(ctx)
+        except EmbeddedStartError as exc:  # its message ends with the server's own log
+            if Options.debug:
+                raise
+            raise fail(str(exc)) from None
+        # It did its work; its log lines (StdoutLog's, or the app's own sink's) did not all reach
+        # the reader.
+        if StdoutLog.lost or SINK.closed:
             raise stdout_closed()
         return result
 

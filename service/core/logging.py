@@ -3,13 +3,15 @@
 Our own events go through structlog's direct path (no standard-library record, a few
 microseconds a line: the access log runs on every request); uvicorn's, SQLAlchemy's and Alembic's
 records come through the standard library and the same JSON formatter. Both write to one sink,
-which tests can point at a buffer.
+which tests can point at a buffer, and which outlives a reader that went away.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import sys
 from collections.abc import Callable, MutableMapping
 from datetime import UTC, datetime
@@ -54,19 +56,47 @@ class _Sink:
     Lines are flushed as they are written, except access-log lines: those are flushed at most
     FLUSH_DELAY later, by the next line that is not one, or when the buffer fills (a write per
     request was a system call per request). A process that dies loses at most that much of its
-    access log, never an error line."""
+    access log, never an error line.
+
+    A target whose reader went away (`serve | head`, head gone) closes the sink: from the first
+    write or flush that meets the broken pipe, lines are dropped without a try, and the code that
+    logged (a request, uvicorn's shutdown) never sees the error, nor does the standard library
+    print a traceback for each line after it (docs/architecture.md, "A closed stdout")."""
 
     FLUSH_DELAY = 0.25
 
     def __init__(self) -> None:
         self.target: TextIO = sys.stdout
+        self.closed = False
         self.flush_soon = Deferred(self.flush, self.FLUSH_DELAY).soon
 
+    # A try costs nothing until it catches; a context manager here cost ~3 µs a line.
     def write(self, text: str) -> int:
-        return self.target.write(text)
+        if not self.closed:
+            try:
+                self.target.write(text)
+            except BrokenPipeError:
+                self._close()
+        return len(text)
 
     def flush(self) -> None:
-        self.target.flush()
+        if not self.closed:
+            try:
+                self.target.flush()
+            except BrokenPipeError:
+                self._close()
+
+    def _close(self) -> None:
+        self.closed = True
+        if self.target is sys.stdout:  # what it still buffers goes nowhere at exit, quietly
+            _discard_stdout()
+
+
+def _discard_stdout() -> None:
+    with contextlib.suppress(OSError, ValueError):  # ValueError: stdout is not a file (tests)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 SINK = _Sink()
@@ -164,6 +194,7 @@ def configure_logging(
 ) -> None:
     """JSON lines; with `human` (dev mode at a terminal), lines for a person to read."""
     SINK.target = stream or sys.stdout
+    SINK.closed = False
     AccessLog.enabled = _LEVELS[level] <= _LEVELS["INFO"]
     AccessLog.human = human
     renderer: Any = structlog.dev.ConsoleRenderer(colors=False) if human else _renderer()

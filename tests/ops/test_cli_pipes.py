@@ -5,7 +5,10 @@ or the test says what it needs."""
 
 from __future__ import annotations
 
+import errno
+import io
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -15,10 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import typer.main
 
 from service.cli import app
 from service.core.cli_support import EXIT_PIPE_CLOSED
+from service.core.logging import ACCESS_LOG, SINK, configure_logging, get_logger
 from tests.conftest import TEST_RECEIPT_KEY
 from tests.factories import EXAMPLES
 from tests.live import free_port
@@ -168,3 +173,74 @@ def test_serve_with_its_log_pipe_closed_serves_and_ends_quietly(
         process.send_signal(signal.SIGTERM)
         err = process.stderr.read().decode()
         assert (process.wait(timeout=60), err) == (EXIT_PIPE_CLOSED, "")
+
+
+def test_serve_whose_log_reader_goes_away_while_it_serves_goes_on_and_ends_quietly(
+    cli_env: dict[str, str], owner_url: str
+) -> None:
+    """`serve | head`, head gone once the app logs on its own: the lines that follow (the access
+    log, uvicorn's shutdown) go nowhere, requests are still answered, and a stop prints nothing
+    on stderr."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONSENT_")}
+    env |= cli_env | {"CONSENT_DATABASE_URL": owner_url, "CONSENT_RECEIPT_KEY": TEST_RECEIPT_KEY}
+    with subprocess.Popen(
+        [sys.executable, "-m", "service", "serve", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    ) as process:
+        assert process.stdout is not None
+        assert process.stderr is not None
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert process.poll() is None, process.stderr.read().decode()
+            assert time.monotonic() < deadline, "not ready in 60 s"
+            time.sleep(0.1)
+        assert process.stdout.readline()  # the reader was there
+        process.stdout.close()
+        for _ in range(2):  # the access log's lines are written a moment after the response
+            assert httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
+            time.sleep(2 * SINK.FLUSH_DELAY)
+        assert httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200
+        process.send_signal(signal.SIGTERM)
+        err = process.stderr.read().decode()
+        assert (process.wait(timeout=60), err) == (EXIT_PIPE_CLOSED, "")
+
+
+class GoneReader(io.StringIO):
+    """A log stream whose reader went away: every write and flush fails, as on a broken pipe."""
+
+    tries = 0
+
+    def write(self, text: str) -> int:
+        self.tries += 1
+        raise BrokenPipeError(errno.EPIPE, "Broken pipe")
+
+    def flush(self) -> None:
+        self.tries += 1
+        raise BrokenPipeError(errno.EPIPE, "Broken pipe")
+
+
+def test_the_log_sink_drops_every_line_after_its_reader_went_away(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Our own lines and the standard library's (uvicorn's): no error to the code that logs, no
+    traceback on stderr, and no second try at the stream."""
+    stream = GoneReader()
+    configure_logging("INFO", stream)
+    try:
+        get_logger("service.test").info("first")
+        logging.getLogger("uvicorn.error").info("second")
+        ACCESS_LOG.request("0123abcd", "GET", "/healthz", 200, 1.5)
+        SINK.flush()
+        assert SINK.closed
+    finally:
+        configure_logging("INFO")
+    assert stream.tries == 1
+    assert capsys.readouterr().err == ""

@@ -8,13 +8,15 @@ and a CLI command played by the test process itself."""
 from __future__ import annotations
 
 import asyncio
+import io
+import json
 import os
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -22,7 +24,7 @@ import asyncpg
 import pytest
 
 from service.core.config import Environment, Settings
-from service.core.embedded import EmbeddedPostgres, database_url
+from service.core.embedded import EmbeddedPostgres, EmbeddedStartError, database_url
 
 # `serve` as far as the server is concerned: it enters `database_url`, says the URL, and leaves
 # when its stdin closes (or is killed).
@@ -216,3 +218,103 @@ def test_a_torn_pid_file_of_a_crash_does_not_stop_the_start(data_dir: Path) -> N
     with database_url(settings(data_dir)) as url:
         assert answers(url)
     wait_stopped(data_dir)
+
+
+def test_the_data_folder_holds_no_list_of_process_ids(data_dir: Path) -> None:
+    """The wrapper wrote `.handle_pids.json` for a stopping rule not used here; none is written,
+    and one an earlier version left is removed at the next start."""
+    pid_list = data_dir / "postgres" / ".handle_pids.json"
+    pid_list.write_text("[1]")
+    with user(data_dir) as (serve, _), database_url(settings(data_dir)) as url:
+        assert answers(url)
+        assert not pid_list.exists()
+        leave(serve)
+    wait_stopped(data_dir)
+    assert not pid_list.exists()
+
+
+# Holds a shared memory segment, as a killed server's children do until they notice its death.
+HOLDER = """
+import ctypes, sys, time
+libc = ctypes.CDLL(None, use_errno=True)
+libc.shmat.restype = ctypes.c_void_p
+address = libc.shmat(int(sys.argv[1]), None, 0o10000)  # SHM_RDONLY
+assert address not in (None, ctypes.c_void_p(-1).value), ctypes.get_errno()
+print("attached", flush=True)
+time.sleep(float(sys.argv[2]))
+"""
+
+
+def test_a_start_while_a_killed_servers_memory_is_held_is_retried(
+    data_dir: Path, captured_logs_factory: Callable[[], io.StringIO]
+) -> None:
+    """Right after a server is killed, its children still hold its shared memory for a moment,
+    and PostgreSQL refuses to start beside them: the start is retried until it succeeds."""
+    logs = captured_logs_factory()
+    with user(data_dir) as (serve, _):
+        killed = server_pid(data_dir)
+        assert killed is not None
+        # postmaster.pid line 7: the key and id of the server's System V segment.
+        segment = (data_dir / "postgres" / "postmaster.pid").read_text().splitlines()[6].split()
+        os.kill(killed, signal.SIGKILL)
+        with subprocess.Popen(
+            [sys.executable, "-c", HOLDER, segment[1], "1.0"], stdout=subprocess.PIPE, text=True
+        ) as holder:
+            assert holder.stdout is not None
+            assert holder.stdout.readline() == "attached\n"
+            with database_url(settings(data_dir)) as url:
+                assert answers(url)
+            assert holder.wait(timeout=60) == 0
+        leave(serve)
+    wait_stopped(data_dir)
+    retries = [json.loads(line) for line in logs.getvalue().splitlines()]
+    retries = [line for line in retries if line["event"] == "embedded_start_retried"]
+    assert retries, logs.getvalue()
+    assert retries[0]["level"] == "warning"
+    assert "pre-existing shared memory block" in retries[0]["cause"]
+
+
+def test_a_start_that_fails_for_good_fails_at_once_with_the_servers_log(data_dir: Path) -> None:
+    conf = data_dir / "postgres" / "postgresql.auto.conf"
+    saved = conf.read_text()
+    conf.write_text(saved + "shared_buffers = 'plenty'\n")
+    try:
+        with pytest.raises(EmbeddedStartError) as failure:
+            EmbeddedPostgres(data_dir)
+    finally:
+        conf.write_text(saved)
+    message = str(failure.value)
+    assert "did not start (attempt 1)" in message  # not retried
+    assert 'invalid value for parameter "shared_buffers": "plenty"' in message
+    assert message.rstrip().endswith("Examine the log output.")  # pg_ctl's last words
+    assert server_pid(data_dir) is None
+    with database_url(settings(data_dir)) as url:  # the folder is fine again
+        assert answers(url)
+    wait_stopped(data_dir)
+
+
+def test_the_cli_reports_a_server_that_does_not_start_in_one_line_with_its_log(
+    data_dir: Path,
+) -> None:
+    conf = data_dir / "postgres" / "postgresql.auto.conf"
+    saved = conf.read_text()
+    conf.write_text(saved + "shared_buffers = 'plenty'\n")
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("CONSENT_")}
+    environment |= {"CONSENT_ENV": "dev", "CONSENT_DATA_DIR": str(data_dir)}
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "service", "keys", "list"],
+            env=environment,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        conf.write_text(saved)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.startswith("error: "), done.stderr
+    assert "did not start" in done.stderr
+    assert 'invalid value for parameter "shared_buffers": "plenty"' in done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stdout == ""
+    assert server_pid(data_dir) is None
