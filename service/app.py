@@ -21,6 +21,7 @@ from service.core.client_address import ClientAddress
 from service.core.config import PoolMode, Settings, get_settings
 from service.core.cors import BrowserOrigins, ProblemCORSMiddleware
 from service.core.db import create_engine, create_sessionmaker, role_powers, sync_dsn
+from service.core.db_errors import install_database_error_handlers
 from service.core.embedded import database_url
 from service.core.errors import install_error_handlers
 from service.core.hashing import hasher_from_settings
@@ -246,6 +247,7 @@ def create_app(settings: Settings | None = None) -> ConsentAPI:
     )
     install(app, None)  # until the lifespan has made the collaborators
     install_error_handlers(app)
+    install_database_error_handlers(app)
     app.include_router(banner_router)
     app.include_router(client_router)
     app.include_router(consent_schema_router)

@@ -13,7 +13,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.auth.service import Principal, Scope, authenticate
-from service.core.errors import Forbidden, TooManyRequests, Unauthorized, database_unreachable
+from service.core.db_errors import database_unreachable
+from service.core.errors import Forbidden, TooManyRequests, Unauthorized
 from service.core.rate_limit import RateLimiter
 from service.state import AuthFailures, ClientAddressOf, Engine, Hashing, SettingsOf
 

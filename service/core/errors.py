@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import asyncpg
-import sqlalchemy.exc
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -219,110 +217,6 @@ async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
-# The database is unreachable, restarting or refusing connections: nothing the client did, and
-# nothing was stored; a retry later may succeed.
-DATABASE_UNAVAILABLE: tuple[type[Exception], ...] = (
-    OSError,
-    TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    # A connection caught mid-restart: "cannot switch to state …".
-    asyncpg.InternalClientError,
-    asyncpg.exceptions.CannotConnectNowError,
-    asyncpg.exceptions.OperatorInterventionError,  # shutdown, restart, statement cancelled
-    asyncpg.exceptions.InsufficientResourcesError,  # too many connections, disk full
-    asyncpg.exceptions.PostgresSystemError,
-    sqlalchemy.exc.OperationalError,
-    sqlalchemy.exc.InterfaceError,
-    sqlalchemy.exc.TimeoutError,
-)
-
-
-async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
-    log.warning("database_unavailable", exc_type=type(exc).__name__)
-    return problem_response(
-        status=503,
-        slug="unavailable",
-        title="Service unavailable",
-        detail="the database cannot be reached; nothing was stored, retry later",
-        headers={"Retry-After": RETRY_AFTER},
-    )
-
-
-# SQLSTATE classes that mean the database, not the request, failed: connection (08), resources
-# (53), operator intervention (57), system (58).
-UNAVAILABLE_SQLSTATE_CLASSES = {"08", "53", "57", "58"}
-
-
-# SQLSTATEs that mean this database is not ready for the service yet, which an operator fixes
-# and a client can only wait for: it does not exist (3D000), is not migrated (an undefined table,
-# column or function: 42P01, 42703, 42883), refuses this login (class 28), or is a standby that
-# takes no writes (25006: a URL without target_session_attrs=read-write, docs/scaling.md).
-NOT_READY_SQLSTATES = {"3D000", "42P01", "42703", "42883", "25006"}
-NOT_READY_SQLSTATE_CLASSES = {"28"}
-
-
-async def _database_not_ready(request: Request, sqlstate: str) -> JSONResponse:
-    log.warning("database_not_ready", sqlstate=sqlstate)
-    return problem_response(
-        status=503,
-        slug="unavailable",
-        title="Service unavailable",
-        detail="the database is not ready (not created, not migrated, or refusing this login); "
-        "nothing was stored, retry later",
-        headers={"Retry-After": RETRY_AFTER},
-    )
-
-
-# A prepared statement missing (26000) or there already (42P05) on the server connection: the
-# service never names statements in SQL, so this is a transaction pooler lending another server
-# connection mid-statement, without CONSENT_DB_POOL_MODE=transaction (docs/scaling.md,
-# "PgBouncer"). An operator's setting to fix, not the client's doing.
-POOLER_SQLSTATES = {"26000", "42P05"}
-
-
-async def _by_sqlstate(request: Request, exc: Exception, sqlstate: str) -> JSONResponse:
-    if sqlstate in POOLER_SQLSTATES:
-        log.error(
-            "database_pooler_mismatch",
-            sqlstate=sqlstate,
-            hint="a transaction pooler is in front of the database: set "
-            "CONSENT_DB_POOL_MODE=transaction",
-        )
-        return await _database_unavailable(request, exc)
-    if sqlstate[:2] in UNAVAILABLE_SQLSTATE_CLASSES:
-        return await _database_unavailable(request, exc)
-    if sqlstate in NOT_READY_SQLSTATES or sqlstate[:2] in NOT_READY_SQLSTATE_CLASSES:
-        return await _database_not_ready(request, sqlstate)
-    log_unexpected(exc)
-    return internal_error_response()
-
-
-def database_unreachable(exc: BaseException) -> bool:
-    """Whether `exc` is the database being away (answered 503 `unavailable`), not a fault."""
-    if isinstance(exc, DATABASE_UNAVAILABLE):
-        return True
-    if isinstance(exc, sqlalchemy.exc.DBAPIError) and exc.connection_invalidated:
-        return True
-    sqlstate = getattr(getattr(exc, "orig", exc), "sqlstate", None) or ""
-    return isinstance(sqlstate, str) and sqlstate[:2] in UNAVAILABLE_SQLSTATE_CLASSES
-
-
-async def _database_error(request: Request, exc: Exception) -> JSONResponse:
-    """Any other error SQLAlchemy raised: the database being away or not ready is a 503;
-    anything else is a fault of ours (500, logged with its traceback)."""
-    assert isinstance(exc, sqlalchemy.exc.DBAPIError)
-    if exc.connection_invalidated:
-        return await _database_unavailable(request, exc)
-    return await _by_sqlstate(request, exc, str(getattr(exc.orig, "sqlstate", "") or ""))
-
-
-async def _postgres_error(request: Request, exc: Exception) -> JSONResponse:
-    """An error asyncpg raised itself (the event writer uses it without SQLAlchemy)."""
-    assert isinstance(exc, asyncpg.PostgresError)
-    return await _by_sqlstate(request, exc, str(exc.sqlstate or ""))
-
-
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     return validation_problem(list(exc.errors()))
@@ -368,13 +262,10 @@ def internal_error_response() -> JSONResponse:
 
 
 def install_error_handlers(app: FastAPI) -> None:
+    """The handlers of the service's own errors; the database's are core/db_errors.py's."""
     app.add_exception_handler(ConsentServiceError, _domain_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_exception_handler(sqlalchemy.exc.DBAPIError, _database_error)
-    app.add_exception_handler(asyncpg.PostgresError, _postgres_error)
-    for kind in DATABASE_UNAVAILABLE:
-        app.add_exception_handler(kind, _database_unavailable)
 
 
 # For OpenAPI: the error responses each route can give.
