@@ -5,6 +5,7 @@ or the test says what it needs."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import io
 import json
@@ -14,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -142,11 +144,11 @@ def test_every_command_that_prints_ends_quietly(
         assert (code, err) == (EXIT_PIPE_CLOSED, ""), (path, err)
 
 
-def test_serve_with_its_log_pipe_closed_serves_and_ends_quietly(
+@contextlib.contextmanager
+def serving(
     cli_env: dict[str, str], owner_url: str
-) -> None:
-    """Its log lines (dev mode: the migration's, first) have no reader: they go nowhere, the API
-    answers, and a stop ends it as the other commands end."""
+) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    """`serve` on a free port, its stdout and stderr piped to this test, once it is ready."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONSENT_")}
     env |= cli_env | {"CONSENT_DATABASE_URL": owner_url, "CONSENT_RECEIPT_KEY": TEST_RECEIPT_KEY}
@@ -158,21 +160,44 @@ def test_serve_with_its_log_pipe_closed_serves_and_ends_quietly(
     ) as process:
         assert process.stdout is not None
         assert process.stderr is not None
+        yield process, port
+
+
+def wait_ready(process: subprocess.Popen[bytes], port: int) -> None:
+    assert process.stderr is not None
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert process.poll() is None, process.stderr.read().decode()
+        assert time.monotonic() < deadline, "not ready in 60 s"
+        time.sleep(0.1)
+
+
+def stopped_quietly(process: subprocess.Popen[bytes]) -> bool:
+    """A stop ends it as the other commands end when their reader is gone: exit 141, stderr
+    empty."""
+    assert process.stderr is not None
+    process.send_signal(signal.SIGTERM)
+    err = process.stderr.read().decode()
+    assert (process.wait(timeout=60), err) == (EXIT_PIPE_CLOSED, "")
+    return True
+
+
+def test_serve_with_its_log_pipe_closed_serves_and_ends_quietly(
+    cli_env: dict[str, str], owner_url: str
+) -> None:
+    """Its log lines (dev mode: the migration's, first) have no reader: they go nowhere, the API
+    answers, and a stop ends it as the other commands end."""
+    with serving(cli_env, owner_url) as (process, port):
+        assert process.stdout is not None
         process.stdout.close()
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert process.poll() is None, process.stderr.read().decode()
-            assert time.monotonic() < deadline, "not ready in 60 s"
-            time.sleep(0.1)
+        wait_ready(process, port)
         assert httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
-        process.send_signal(signal.SIGTERM)
-        err = process.stderr.read().decode()
-        assert (process.wait(timeout=60), err) == (EXIT_PIPE_CLOSED, "")
+        assert stopped_quietly(process)
 
 
 def test_serve_whose_log_reader_goes_away_while_it_serves_goes_on_and_ends_quietly(
@@ -181,36 +206,16 @@ def test_serve_whose_log_reader_goes_away_while_it_serves_goes_on_and_ends_quiet
     """`serve | head`, head gone once the app logs on its own: the lines that follow (the access
     log, uvicorn's shutdown) go nowhere, requests are still answered, and a stop prints nothing
     on stderr."""
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CONSENT_")}
-    env |= cli_env | {"CONSENT_DATABASE_URL": owner_url, "CONSENT_RECEIPT_KEY": TEST_RECEIPT_KEY}
-    with subprocess.Popen(
-        [sys.executable, "-m", "service", "serve", "--port", str(port)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=env,
-    ) as process:
+    with serving(cli_env, owner_url) as (process, port):
         assert process.stdout is not None
-        assert process.stderr is not None
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert process.poll() is None, process.stderr.read().decode()
-            assert time.monotonic() < deadline, "not ready in 60 s"
-            time.sleep(0.1)
+        wait_ready(process, port)
         assert process.stdout.readline()  # the reader was there
         process.stdout.close()
         for _ in range(2):  # the access log's lines are written a moment after the response
             assert httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
             time.sleep(2 * SINK.FLUSH_DELAY)
         assert httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200
-        process.send_signal(signal.SIGTERM)
-        err = process.stderr.read().decode()
-        assert (process.wait(timeout=60), err) == (EXIT_PIPE_CLOSED, "")
+        assert stopped_quietly(process)
 
 
 class GoneReader(io.StringIO):
