@@ -61,6 +61,12 @@ class JournalError(ValueError):
     """A journal file that is not one this service wrote."""
 
 
+def _hex_digest(value: str | None) -> bool:
+    """What this service writes as an audit row's identifier hash, which the table stores as its
+    32 bytes (migration 0020): a purge's NULL, or a SHA-256 digest in lower-case hex."""
+    return value is None or (len(value) == 64 and set(value) <= set("0123456789abcdef"))
+
+
 def read_journal(named_lines: Iterable[tuple[str, int, str]]) -> list[JournalLine]:
     """Parse (file, line number, text) triples strictly; the first bad line is an error naming
     where it is. The same audit row in several files (overlapping exports) is taken once."""
@@ -79,6 +85,10 @@ def read_journal(named_lines: Iterable[tuple[str, int, str]]) -> list[JournalLin
             raise JournalError(f"{name}:{number}: journal format {entry.journal} is not known")
         if entry.erasure_tokens and entry.audit.action is not DsrAction.ERASURE:
             raise JournalError(f"{name}:{number}: only an erasure has tokens")
+        if not _hex_digest(entry.audit.identifier_hash):
+            raise JournalError(
+                f"{name}:{number}: audit/identifier_hash is not a SHA-256 digest in lower-case hex"
+            )
         entries.setdefault(entry.audit.id, entry)
     return sorted(entries.values(), key=lambda entry: entry.audit.created_at)
 

@@ -288,6 +288,7 @@ def export_chunks(
 # --- erasure -------------------------------------------------------------------------------------
 
 
+# Hashes go as hex: the function stores the audit row's as its 32 bytes (migration 0020).
 ERASE = text(
     """
     SELECT consent_erase(

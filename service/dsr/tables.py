@@ -3,11 +3,23 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import BigInteger, DateTime, Identity, Index, Integer, String, Text, func, text
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    Identity,
+    Index,
+    Integer,
+    String,
+    Text,
+    func,
+    text,
+)
 from sqlalchemy.dialects.postgresql import ARRAY, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
 from service.core.db import Base
+from service.ledger.tables import HexDigest
 
 
 class DsrAuditRow(Base):
@@ -25,6 +37,7 @@ class DsrAuditRow(Base):
             "reference",
             postgresql_where=text("action = 'withdrawal'"),
         ),
+        CheckConstraint("octet_length(identifier_hash) = 32", name="identifier_hash"),
     )
 
     seq: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
@@ -33,7 +46,9 @@ class DsrAuditRow(Base):
     actor: Mapped[str] = mapped_column(Text)
     # NULL only for a retention purge, which names no one (migration 0013).
     identifier_type: Mapped[str | None] = mapped_column(Text)
-    identifier_hash: Mapped[str | None] = mapped_column(String(64))
+    # Stored as its 32 bytes, as the events' hashes are; read and written as hex, as the API and
+    # the DSR journal show it (migration 0020).
+    identifier_hash: Mapped[str | None] = mapped_column(HexDigest)
     hash_key_id: Mapped[str] = mapped_column(String(32))
     property: Mapped[str | None] = mapped_column(Text)
     since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
