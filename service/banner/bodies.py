@@ -22,7 +22,7 @@ from pydantic import (
 )
 
 from service.banner.page_url import origin_and_path
-from service.core.json_input import no_nul
+from service.core.json_input import CanonicalUUID, no_nul
 from service.ledger.event import ConsentStatus, EventSource, EventType, Signal
 
 IAB_STRING_MAX = 8192
@@ -50,12 +50,12 @@ class ConsentEventIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    event_id: uuid.UUID | None = Field(
+    event_id: CanonicalUUID | None = Field(
         default=None,
         description="Chosen by the client for safe retries: the same id and body return the "
         "original record (200); the same id with another body is a 409.",
     )
-    subject_id: uuid.UUID = Field(description="The random id the banner keeps in its cookie.")
+    subject_id: CanonicalUUID = Field(description="The random id the banner keeps in its cookie.")
     event_type: EventType
     schema_version: StrictInt = Field(ge=1, le=2_147_483_647)
     categories: dict[CategoryKey, StrictBool] | None = Field(

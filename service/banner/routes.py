@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import uuid
 from typing import Annotated
 
 import orjson
@@ -19,7 +18,7 @@ from service.banner.service import (
 )
 from service.consent_schema.bodies import PropertyName
 from service.core.errors import OriginNotAllowed, OutcomeUnknown, TooManyRequests, problem_responses
-from service.core.json_input import StrictJSONRoute, UrlBool, read_json
+from service.core.json_input import CanonicalUUID, StrictJSONRoute, UrlBool, read_json
 from service.core.pipeline import body_read_by_hand, hot
 from service.ledger.bodies import RecordedEvent
 from service.ledger.event import record
@@ -137,7 +136,9 @@ async def record_consent_event(
 @hot
 async def get_consent_state(
     property: PropertyName,
-    subject_id: Annotated[uuid.UUID, Path(description="The id the banner keeps in its cookie.")],
+    subject_id: Annotated[
+        CanonicalUUID, Path(description="The id the banner keeps in its cookie.")
+    ],
     request: Request,
     catalog: Catalog,
     clock: Clock,

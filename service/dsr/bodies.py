@@ -20,7 +20,7 @@ from pydantic import (
 
 from service.consent_schema.document import PROPERTY_PATTERN
 from service.core.hashing import canonical_ip
-from service.core.json_input import Timestamp, no_nul
+from service.core.json_input import CanonicalUUID, Timestamp, no_nul
 from service.ledger.bodies import ConsentRecord
 
 
@@ -64,7 +64,7 @@ class DsrQuery(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    subject_id: uuid.UUID | None = Field(
+    subject_id: CanonicalUUID | None = Field(
         default=None, description="The id in the person's consent cookie."
     )
     ip: str | None = Field(

@@ -33,7 +33,12 @@ dsr_app = typer.Typer(
 
 
 SubjectOption = Annotated[
-    str | None, typer.Option("--subject-id", help="The id in the person's consent cookie.")
+    str | None,
+    typer.Option(
+        "--subject-id",
+        help="The id in the person's consent cookie (lowercase 8-4-4-4-12, as the banner writes "
+        "it).",
+    ),
 ]
 IpOption = Annotated[str | None, typer.Option("--ip", help="An IP address (any key matches).")]
 UserOption = Annotated[str | None, typer.Option("--user-id", help="An account id.")]
