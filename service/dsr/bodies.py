@@ -39,6 +39,9 @@ class DsrAction(StrEnum):
     # first: nothing recorded again; `matched` is how many of its events it showed
     # (docs/policies.md, "Retries").
     WITHDRAWAL_REPLAYED = "withdrawal-replayed"
+    # A withdrawal entered again under its reference after a restore lost its `withdraw` events:
+    # `matched` is how many it recorded again (docs/policies.md, "Retries").
+    WITHDRAWAL_REENTERED = "withdrawal-reentered"
     # An erasure of another copy of the database applied to this one after a restore
     # (`reference`: that erasure's id; docs/backup.md).
     ERASURE_REAPPLIED = "erasure-reapplied"
@@ -197,13 +200,14 @@ class WithdrawalRequest(DsrQuery):
 
 class WithdrawalResult(BaseModel):
     withdrawal_id: uuid.UUID = Field(
-        description="The audit entry's id (on a retry: that of the withdrawal recorded first)."
+        description="The audit entry's id (on a retry, or a re-entry after a restore lost its "
+        "events: that of the withdrawal recorded first)."
     )
     withdrawn: int = Field(description="How many subject and property pairs were withdrawn.")
     items: list[ConsentRecord] = Field(
         description="The `withdraw` events recorded: one per subject and property that had a "
         "decision matching the identifier (source `dsr`). On a retry, those still stored, read "
-        "back (one erased since is not listed)."
+        "back (one erased since is not listed); on a re-entry, those recorded again."
     )
 
 

@@ -226,12 +226,13 @@ def dsr_withdraw(
     """Record a withdrawal a person sent in writing: a `withdraw` event (source dsr, actor cli)
     for every subject and property with a decision matching the identifier, with its audit row.
     Not by IP address: an address is shared. Run again with the same reference, identifier and
-    property, it prints the withdrawal recorded first and records nothing."""
+    property, it prints the withdrawal recorded first and records nothing; after a restore that
+    lost its events, it records them again (docs/backup.md)."""
     from service.consent_schema.service import SchemaCatalog
     from service.core.db import create_sessionmaker
     from service.dsr.bodies import WithdrawalRequest, WithdrawalResult
     from service.dsr.service import known_property
-    from service.dsr.withdrawal import withdraw
+    from service.dsr.withdrawal import Recorded, record_withdrawal
 
     settings = load_settings()
     request = parse_options(
@@ -240,17 +241,17 @@ def dsr_withdraw(
     )  # fmt: skip
     hasher = hasher_from_settings(settings)
 
-    async def work(engine: AsyncEngine) -> tuple[WithdrawalResult, bool]:
+    async def work(engine: AsyncEngine) -> tuple[WithdrawalResult, Recorded]:
         async with create_sessionmaker(engine).begin() as session:
             await known_property(session, request.property)
-            return await withdraw(
+            return await record_withdrawal(
                 session, SchemaCatalog(engine), hasher, request, actor=CLI_ACTOR,
                 now=datetime.now(UTC),
             )  # fmt: skip
 
-    result, created = with_engine(settings, work)
-    if not created:
-        # A retry: the API's 200. On stderr, so --json prints the same object either way.
+    result, recorded = with_engine(settings, work)
+    # On stderr, so --json prints the same object either way.
+    if recorded is Recorded.RETRY:  # the API's 200
         typer.echo(
             f"already recorded: reference {request.reference!r} is withdrawal "
             f"{result.withdrawal_id}; nothing was recorded again",
@@ -259,10 +260,17 @@ def dsr_withdraw(
         if len(result.items) < result.withdrawn:
             typer.echo(
                 f"only {len(result.items)} of its {result.withdrawn} withdraw event(s) are still "
-                "stored: erased since, or lost with a restore of the database (then enter it "
-                "again under a new reference)",
+                "stored: the others were erased, or their subjects decided again since",
                 err=True,
             )
+    elif recorded is Recorded.REENTERED:
+        typer.echo(
+            f"recorded again: reference {request.reference!r} is withdrawal "
+            f"{result.withdrawal_id}, whose withdraw event(s) are not in the database (a "
+            "restore of an older backup loses them: docs/backup.md); the missing ones were "
+            "recorded again",
+            err=True,
+        )
     if as_json:
         print_json(result.model_dump(mode="json"))
         return

@@ -101,7 +101,9 @@ class Reapplied:
     events: int = 0  # events they deleted or anonymised here
     already_here: int = 0  # audit rows (any action) this copy already had
     restored: int = 0  # other audit rows put back
-    withdrawals: list[str] = field(default_factory=list)  # their references: events not here
+    # References of the withdrawals put back whose events are not here: each is recorded again
+    # when re-entered under its reference (dsr/withdrawal.py).
+    withdrawals: list[str] = field(default_factory=list)
     # Erasures made before their audit rows kept tokens (migration 0008): their references, to
     # repeat by hand; their rows are not put back, so the trail never claims what is not done.
     untokened: list[str] = field(default_factory=list)
@@ -117,6 +119,7 @@ class Reapplied:
         }
 
 
+RECORDS_WITHDRAWALS = (DsrAction.WITHDRAWAL, DsrAction.WITHDRAWAL_REENTERED)
 REAPPLY = text("SELECT consent_reapply_erasure(CAST(:audit AS jsonb), :values, CAST(:by AS jsonb))")
 STORED = {
     IdentifierType.SUBJECT_ID: cast(Event.subject_id, Text),
@@ -199,6 +202,11 @@ async def reapply(
             continue
         await session.execute(insert(DsrAuditRow).values(**entry.audit.model_dump()))
         done.restored += 1
-        if entry.audit.action is DsrAction.WITHDRAWAL:
-            done.withdrawals.append(entry.audit.reference or str(entry.audit.id))
+        # A withdrawal (or its re-entry) made after the backup: its events and audit row were
+        # one transaction, so the copy holds none of its events. One that matched nothing has
+        # nothing to record again.
+        if entry.audit.action in RECORDS_WITHDRAWALS and entry.audit.matched:
+            reference = entry.audit.reference or str(entry.audit.id)
+            if reference not in done.withdrawals:
+                done.withdrawals.append(reference)
     return done

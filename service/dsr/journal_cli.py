@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
@@ -116,8 +117,9 @@ def backup_reapply(
     for reference in done.withdrawals:
         typer.echo(
             f"  withdrawal {reference}: recorded after the backup, its events are not in this "
-            "copy: enter it again under a new reference (consent-service dsr withdraw; the same "
-            "reference answers as a retry: docs/backup.md)"
+            "copy: enter it again under the same reference, identifier and property "
+            f"(consent-service dsr withdraw --reference {shlex.quote(reference)} ...): it is "
+            "recorded again (docs/backup.md)"
         )
 
 

@@ -6,15 +6,23 @@ a retry of the same request (a timeout, a second click, the CLI after the API) r
 again and answers the withdrawal recorded first; the same reference and identifier with another
 property filter is a `409`. A transaction-scoped advisory lock on the reference makes the check
 and the recording one step, so two identical requests at once record once (docs/policies.md,
-"Retries")."""
+"Retries").
+
+A request is a retry only while the withdrawal's evidence stands. A restore of an older backup
+brings the withdrawal's audit row back from the DSR journal but not its `withdraw` events
+(docs/backup.md, "Restoring"): sent again under its reference, the withdrawal is recorded again
+for each subject and property it covered whose event is gone, under an audit row of its own
+(`withdrawal-reentered`). Answering it as a retry would leave the person's withdrawal in writing
+unrecorded while the DSR team believes it done."""
 
 from __future__ import annotations
 
 import functools
 import hashlib
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import ColumnElement, Row, Select, bindparam, func, select, text
@@ -50,7 +58,7 @@ _RECORD = text(record_sql(":batch", ":jws", ":leaves"))
 _LOCK = text("SELECT pg_advisory_xact_lock(:key)")
 # The withdrawals already recorded under a reference for an identifier (migration 0019's index).
 _EARLIER = (
-    select(DsrAuditRow.id, DsrAuditRow.property, DsrAuditRow.matched)
+    select(DsrAuditRow.id, DsrAuditRow.property, DsrAuditRow.matched, DsrAuditRow.created_at)
     .where(
         DsrAuditRow.action == DsrAction.WITHDRAWAL.value,
         DsrAuditRow.reference == bindparam("reference"),
@@ -59,6 +67,23 @@ _EARLIER = (
     )
     .order_by(DsrAuditRow.seq)
 )
+# The latest decision of each (subject, property), as the state reads it (migration 0017).
+_LATEST = text(
+    "SELECT subject_id, property, recorded_at FROM consent_latest_decisions("
+    "CAST(:subjects AS uuid[]), CAST(:properties AS text[]))"
+)
+
+Pair = tuple[Any, str]  # (subject id, as the driver returns it; property)
+
+
+class Recorded(StrEnum):
+    """What a withdrawal request did."""
+
+    NEW = "new"  # recorded (201)
+    # Recorded again: the withdrawal under its reference had lost `withdraw` events, as a restore
+    # of an older backup loses them (201; docs/backup.md, "Restoring").
+    REENTERED = "re-entered"
+    RETRY = "retry"  # answered with the withdrawal recorded first; nothing recorded (200)
 
 
 def reference_lock(reference: str) -> int:
@@ -94,12 +119,29 @@ async def withdraw(
     actor: str,
     now: datetime,
 ) -> tuple[WithdrawalResult, bool]:
+    """`record_withdrawal`, and whether it recorded anything (`201`) or answered a retry."""
+    result, recorded = await record_withdrawal(
+        session, catalog, hasher, request, actor=actor, now=now
+    )
+    return result, recorded is not Recorded.RETRY
+
+
+async def record_withdrawal(
+    session: AsyncSession,
+    catalog: SchemaCatalog,
+    hasher: Hasher,
+    request: WithdrawalRequest,
+    *,
+    actor: str,
+    now: datetime,
+) -> tuple[WithdrawalResult, Recorded]:
     """Record a `withdraw` (source `dsr`, entered by `actor`) for every subject and property with
     a decision matching the request, on each property's current version, with the audit row, in
-    the caller's transaction; and whether it is new. A retry of a withdrawal already recorded
-    under the same reference for the same identifier and property answers that one, read back
-    from the database, and records nothing but its own audit row (`withdrawal-replayed`);
-    another property filter is a `ReferenceConflict`."""
+    the caller's transaction; and what it did. A retry of a withdrawal already recorded under the
+    same reference for the same identifier and property answers that one, read back from the
+    database, and records nothing but its own audit row (`withdrawal-replayed`), unless events of
+    that withdrawal are gone (`_lost`): those are recorded again; another property filter is a
+    `ReferenceConflict`."""
     await session.execute(_LOCK, {"key": reference_lock(request.reference)})
     kind, _ = identifier_of(request)
     earlier = (
@@ -112,24 +154,17 @@ async def withdraw(
             },
         )
     ).all()
-    if earlier:
-        return await _replay(session, catalog, hasher, request, earlier, actor=actor), False
-    return await _record(session, catalog, hasher, request, actor=actor, now=now), True
-
-
-async def _replay(
-    session: AsyncSession,
-    catalog: SchemaCatalog,
-    hasher: Hasher,
-    request: WithdrawalRequest,
-    earlier: Sequence[Row[Any]],
-    *,
-    actor: str,
-) -> WithdrawalResult:
-    kind, _ = identifier_of(request)
+    if not earlier:
+        withdrawal_id = uuid.uuid4()
+        pairs = await _decided(session, hasher, request)
+        result = await _record(
+            session, catalog, hasher, request, pairs, withdrawal_id=withdrawal_id,
+            audit_id=withdrawal_id, action=DsrAction.WITHDRAWAL, actor=actor, now=now,
+        )  # fmt: skip
+        return result, Recorded.NEW
     # Before this was checked two could share a reference (the first is the one a retry meant).
-    same = next((row for row in earlier if row.property == request.property), None)
-    if same is None:
+    same = [row for row in earlier if row.property == request.property]
+    if not same:
         first = earlier[0]
         raise ReferenceConflict(
             f"reference {request.reference!r} is already withdrawal {first.id}, for this "
@@ -138,7 +173,22 @@ async def _replay(
             "needs a reference of its own",
             extra={"withdrawal_id": str(first.id)},
         )
-    items = await _recorded(session, catalog, hasher, request, same.id)
+    withdrawal = same[0]
+    stored = await _recorded(session, catalog, hasher, request, [row.id for row in same])
+    items = stored[withdrawal.id]
+    if len(items) < withdrawal.matched:  # else all of it stands: a retry, with no more queries
+        lost = await _lost(
+            session, hasher, request, (i for found in stored.values() for i in found), withdrawal
+        )
+        if lost:
+            # Its events carry the withdrawal's own request hashes, so a retry reads them back
+            # as the withdrawal's; the audit row says who entered them again, and when.
+            result = await _record(
+                session, catalog, hasher, request, lost, withdrawal_id=withdrawal.id,
+                audit_id=uuid.uuid4(), action=DsrAction.WITHDRAWAL_REENTERED, actor=actor,
+                now=now,
+            )  # fmt: skip
+            return result, Recorded.REENTERED
     # Answering shows the person's records: audited as a look-up of its own, which records no
     # event and names the reference it repeated (docs/policies.md, "Retries").
     await record_audit(
@@ -150,7 +200,10 @@ async def _replay(
         matched=len(items),
         reference=request.reference,
     )
-    return WithdrawalResult(withdrawal_id=same.id, withdrawn=same.matched, items=items)
+    result = WithdrawalResult(
+        withdrawal_id=withdrawal.id, withdrawn=withdrawal.matched, items=items
+    )
+    return result, Recorded.RETRY
 
 
 @functools.cache
@@ -171,28 +224,87 @@ async def _recorded(
     catalog: SchemaCatalog,
     hasher: Hasher,
     request: WithdrawalRequest,
-    withdrawal_id: uuid.UUID,
-) -> list[ConsentRecord]:
-    """The `withdraw` events withdrawal `withdrawal_id` recorded that are still stored, in the
-    order it recorded them: the DSR team's withdrawals matching the request whose request hash is
-    this withdrawal's (under any configured key). One erased or anonymised since is not among
+    withdrawal_ids: Sequence[uuid.UUID],
+) -> dict[uuid.UUID, list[ConsentRecord]]:
+    """The `withdraw` events each of `withdrawal_ids` recorded that are still stored, in the
+    order they were recorded: the DSR team's withdrawals matching the request whose request hash
+    is that withdrawal's (under any configured key). One erased or anonymised since is not among
     them."""
     statement = _withdrawn_by_dsr(match(request))
     rows = (await session.execute(statement, match_values(request, hasher))).all()
-    items = []
+    found: dict[uuid.UUID, list[ConsentRecord]] = {wid: [] for wid in withdrawal_ids}
     for row in rows:
-        ours = {
-            _request_hash(key, withdrawal_id, row.subject_id, row.property)
+        ours = (
+            wid
+            for wid in withdrawal_ids
             for key in hasher.all_keys
-        }
-        if row.request_hash in ours:
+            if row.request_hash == _request_hash(key, wid, row.subject_id, row.property)
+        )
+        withdrawal_id = next(ours, None)
+        if withdrawal_id is not None:
             version = await catalog.version(row.property, row.schema_version)
-            items.append(
+            found[withdrawal_id].append(
                 ConsentRecord.model_validate(
                     record(row, optional=version.optional, ttl_days=version.ttl_days)
                 )
             )
-    return items
+    return found
+
+
+@functools.cache
+def _decided_pairs(conditions: tuple[ColumnElement[bool], ...]) -> Select[Any]:
+    return (
+        select(Event.subject_id, Event.property)
+        .where(
+            *conditions,
+            Event.subject_id.is_not(None),
+            Event.event_type != EventType.RE_PROMPT.value,
+        )
+        .group_by(Event.subject_id, Event.property)
+        .order_by(Event.property, func.min(Event.seq))
+    )
+
+
+async def _decided(session: AsyncSession, hasher: Hasher, request: WithdrawalRequest) -> list[Pair]:
+    """Every subject and property with a decision matching the request, in order of property
+    and first decision."""
+    statement = _decided_pairs(match(request))
+    rows = (await session.execute(statement, match_values(request, hasher))).all()
+    return [(row.subject_id, row.property) for row in rows]
+
+
+async def _lost(
+    session: AsyncSession,
+    hasher: Hasher,
+    request: WithdrawalRequest,
+    stored: Iterable[ConsentRecord],
+    withdrawal: Row[Any],
+) -> list[Pair]:
+    """The subjects and properties `withdrawal` covered whose `withdraw` is not stored: each with
+    a decision matching the request and none of the withdrawal's events, whose latest decision
+    (as the state reads it) is older than the withdrawal, which would still be the person's
+    latest word. A pair decided since keeps that decision (a banner's, or a withdrawal under
+    another reference). A pair an erasure took whole has no decision left to match; one whose
+    newer events a ranged erasure took is recorded again: its state would otherwise read the
+    older decision, against the withdrawal in writing."""
+    covered = {(str(item.subject_id), item.property) for item in stored}
+    pairs = [
+        (subject_id, prop)
+        for subject_id, prop in await _decided(session, hasher, request)
+        if (str(subject_id), prop) not in covered
+    ]
+    if not pairs:
+        return []
+    latest = await session.execute(
+        _LATEST,
+        {"subjects": [subject for subject, _ in pairs], "properties": [p for _, p in pairs]},
+    )
+    older = {
+        (str(row.subject_id), row.property)
+        for row in latest
+        if row.recorded_at < withdrawal.created_at
+    }
+    return [(subject_id, prop) for subject_id, prop in pairs if (str(subject_id), prop) in older]
 
 
 async def _record(
@@ -200,23 +312,17 @@ async def _record(
     catalog: SchemaCatalog,
     hasher: Hasher,
     request: WithdrawalRequest,
+    pairs: Sequence[Pair],
     *,
+    withdrawal_id: uuid.UUID,
+    audit_id: uuid.UUID,
+    action: DsrAction,
     actor: str,
     now: datetime,
 ) -> WithdrawalResult:
+    """A `withdraw` for each pair, tied to `withdrawal_id` by its request hash, and the audit
+    row `audit_id` (the withdrawal's own, or a re-entry's)."""
     kind, value = identifier_of(request)
-    decided = (
-        select(Event.subject_id, Event.property)
-        .where(
-            *match(request),
-            Event.subject_id.is_not(None),
-            Event.event_type != EventType.RE_PROMPT.value,
-        )
-        .group_by(Event.subject_id, Event.property)
-        .order_by(Event.property, func.min(Event.seq))
-    )
-    pairs = (await session.execute(decided, match_values(request, hasher))).all()
-    withdrawal_id = uuid.uuid4()
     user_hash = hasher.user(value) if kind is IdentifierType.USER_ID else None
     events = []
     for subject_id, property_name in pairs:
@@ -265,13 +371,13 @@ async def _record(
         await session.execute(_RECORD, {"batch": batch_json(events), "jws": None, "leaves": None})
     await record_audit(
         session,
-        action=DsrAction.WITHDRAWAL,
+        action=action,
         actor=actor,
         query=request,
         hasher=hasher,
         matched=len(events),
         reference=request.reference,
-        audit_id=withdrawal_id,
+        audit_id=audit_id,
     )
     items = []
     for event in events:

@@ -410,6 +410,6 @@ def test_the_cli_answers_a_retry_with_the_first_withdrawal(
     after = CliRunner().invoke(cli, command)
     assert after.exit_code == 0, after.output
     assert after.stderr.splitlines()[1] == (
-        "only 0 of its 1 withdraw event(s) are still stored: erased since, or lost with a restore "
-        "of the database (then enter it again under a new reference)"
+        "only 0 of its 1 withdraw event(s) are still stored: the others were erased, or their "
+        "subjects decided again since"
     )

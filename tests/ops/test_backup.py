@@ -17,9 +17,10 @@ import pytest
 from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
+from service.app import create_app
 from service.cli import app as cli
 from service.dsr.bodies import AuditEntry
-from tests.conftest import CLIENT_IP, TEST_KEY, _admin, database_url
+from tests.conftest import CLIENT_IP, TEST_KEY, _admin, database_url, make_settings
 from tests.factories import api_key, bearer, event, example, published
 
 EVENTS = "/v1/properties/itsailor/consent-events"
@@ -213,6 +214,108 @@ async def test_a_restore_re_applies_every_erasure_since_the_backup(
     assert code == 0, err
     assert json.loads(out)["erasures_reapplied"] == 0
     assert json.loads(out)["audit_rows_already_present"] == len(lines)
+
+
+async def test_a_withdrawal_a_restore_lost_is_recorded_again_under_its_reference(
+    client: httpx.AsyncClient,
+    db_url: str,
+    owner_url: str,
+    restored_url: str,
+    tmp_path: Path,
+) -> None:
+    """The backup predates a withdrawal in writing: `reapply` puts its audit row back, not its
+    events. Re-entered the natural way, under the ticket's own reference, it must be recorded
+    again (a 201), not answered as a retry of the restored row while nothing says `withdrawn`."""
+    await published(db_url, example("itsailor"))
+    await published(db_url, example("ailabrix"))
+    withdrawer = bearer(await api_key(db_url, "dsr:withdraw"))
+    laptop, phone, stranger = (uuid.uuid4() for _ in range(3))
+    for prop, subject, account in (
+        ("itsailor", laptop, "customer-42"),
+        ("itsailor", phone, "customer-42"),
+        ("ailabrix", phone, "customer-42"),
+        ("itsailor", stranger, "customer-7"),
+    ):
+        url = f"/v1/properties/{prop}/consent-events"
+        response = await client.post(url, json=event(subject_id=subject, user_id=account))
+        assert response.status_code == 201, response.text
+    major = (await rows(owner_url, "SHOW server_version_num"))[0][0]
+    tools = pg_tools(int(major) // 10000)
+    dump = tmp_path / "consent.dump"
+    await shell(tools / "pg_dump", "-Fc", "-f", dump, owner_url)
+
+    body = {"user_id": "customer-42", "reference": "DSR-118"}
+    first = await client.post("/v1/dsr/withdrawals", json=body, headers=withdrawer)
+    assert first.status_code == 201, first.text
+    assert first.json()["withdrawn"] == 3
+    journal = tmp_path / "journal.jsonl"
+    code, _, err = await in_thread(db_url, "backup", "journal", "-o", str(journal))
+    assert code == 0, err
+
+    await shell(tools / "pg_restore", "--exit-on-error", "-d", restored_url, dump)
+    code, out, err = await in_thread(restored_url, "backup", "reapply", "--dry-run", str(journal))
+    assert code == 0, err
+    assert (
+        "  withdrawal DSR-118: recorded after the backup, its events are not in this copy: enter "
+        "it again under the same reference, identifier and property (consent-service dsr "
+        "withdraw --reference DSR-118 ...): it is recorded again (docs/backup.md)"
+    ) in out.splitlines()
+    code, out, err = await in_thread(restored_url, "backup", "reapply", "--json", str(journal))
+    assert code == 0, err
+    assert json.loads(out)["withdrawals_to_re_enter"] == ["DSR-118"]
+    assert await rows(restored_url, "SELECT 1 FROM consent_events WHERE source = 'dsr'") == []
+
+    api_role_url = make_url(restored_url).set(username=make_url(db_url).username).render_as_string()
+    app = create_app(make_settings(api_role_url, tmp_path))
+    transport = httpx.ASGITransport(app=app, client=(CLIENT_IP, 1))
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://t") as restored,
+    ):
+        for prop, subject in (("itsailor", laptop), ("itsailor", phone), ("ailabrix", phone)):
+            state = (await restored.get(f"/v1/properties/{prop}/consents/{subject}")).json()
+            assert state["status"] == "given"  # the restore lost the withdrawal
+
+        again = await restored.post("/v1/dsr/withdrawals", json=body, headers=withdrawer)
+        assert again.status_code == 201, again.text
+        answer = again.json()
+        assert (answer["withdrawal_id"], answer["withdrawn"]) == (first.json()["withdrawal_id"], 3)
+        assert sorted((i["property"], i["subject_id"]) for i in answer["items"]) == sorted(
+            (i["property"], i["subject_id"]) for i in first.json()["items"]
+        )
+        lost_ids = {i["event_id"] for i in first.json()["items"]}
+        assert not lost_ids & {i["event_id"] for i in answer["items"]}  # new events, new ids
+        for prop, subject in (("itsailor", laptop), ("itsailor", phone), ("ailabrix", phone)):
+            state = (await restored.get(f"/v1/properties/{prop}/consents/{subject}")).json()
+            assert (state["status"], state["source"]) == ("withdrawn", "dsr")
+        untouched = (await restored.get(f"/v1/properties/itsailor/consents/{stranger}")).json()
+        assert untouched["status"] == "given"
+
+        # Entered once more, it is a retry again: answered with what is stored, nothing recorded.
+        retry = await restored.post("/v1/dsr/withdrawals", json=body, headers=withdrawer)
+        assert retry.status_code == 200, retry.text
+        assert retry.json()["items"] == answer["items"]
+
+    stored = await rows(
+        restored_url,
+        "SELECT subject_id, property, entered_by FROM consent_events WHERE source = 'dsr'"
+        " AND event_type = 'withdraw' ORDER BY seq",
+    )
+    assert sorted((str(r["subject_id"]), r["property"]) for r in stored) == sorted(
+        [(str(laptop), "itsailor"), (str(phone), "itsailor"), (str(phone), "ailabrix")]
+    )
+    trail = await rows(
+        restored_url,
+        "SELECT id, action, reference, matched FROM dsr_audit WHERE reference = 'DSR-118'"
+        " ORDER BY seq",
+    )
+    assert [(r["action"], r["matched"]) for r in trail] == [
+        ("withdrawal", 3),  # put back by reapply, as it was
+        ("withdrawal-reentered", 3),  # the re-entry: who entered the events again, and when
+        ("withdrawal-replayed", 3),
+    ]
+    assert str(trail[0]["id"]) == first.json()["withdrawal_id"]
+    assert trail[1]["id"] != trail[0]["id"]
 
 
 def test_a_bad_journal_is_named_by_file_and_line(owner_url: str, tmp_path: Path) -> None:
