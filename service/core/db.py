@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import asyncpg
 from sqlalchemy import MetaData, event, exc, text
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.ext.asyncio import (
@@ -193,6 +194,30 @@ async def autocommit(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
                 yield connection
         else:
             yield await connection.execution_options(isolation_level="AUTOCOMMIT")
+
+
+@asynccontextmanager
+async def driver_connection(engine: AsyncEngine) -> AsyncIterator[asyncpg.Connection]:
+    """A pooled connection's own asyncpg connection, for a hot look-up whose execution through
+    SQLAlchemy would cost the worker more than the statement costs PostgreSQL (the state GET's
+    group read: docs/architecture.md, "Connections"). Its statements run as `autocommit`'s do:
+    each on its own, or in a transaction through a transaction pooler.
+
+    The borrow is the pool's as usual (the idle ping, arrival order, last in first out); a
+    failure that closed the connection invalidates it, so the pool opens a new one."""
+    async with engine.connect() as connection:
+        proxied = await connection.get_raw_connection()
+        driver: asyncpg.Connection = proxied.driver_connection
+        try:
+            if engine.sync_engine in _TRANSACTION_POOLED:
+                async with driver.transaction():
+                    yield driver
+            else:
+                yield driver
+        except BaseException:
+            if driver.is_closed():
+                await connection.invalidate()
+            raise
 
 
 ROLE_POWERS = text(

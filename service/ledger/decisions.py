@@ -19,14 +19,12 @@ import asyncio
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
+import orjson
 from prometheus_client import Histogram
-from sqlalchemy import DateTime, Integer, Text, Uuid, bindparam, column, func, select
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from service.core.db import autocommit
+from service.core.db import driver_connection
 from service.core.errors import ServiceUnavailable
 
 MAX_BATCH = 500
@@ -56,22 +54,14 @@ class Decision:
     recorded_at: datetime
 
 
-# Built once (docs/architecture.md, "Where a worker's CPU goes"). The wanted keys travel as two
-# arrays; the database's `consent_latest_decisions` (migration 0017) joins each to the same
-# newest-decision index look-up a single subject's would make, on a plan it keeps per connection.
-# A key without a decision has no row.
-LATEST_DECISIONS = select(
-    func.consent_latest_decisions(
-        bindparam("subjects", type_=ARRAY(Uuid())), bindparam("properties", type_=ARRAY(Text()))
-    ).table_valued(
-        column("property", Text()),
-        column("subject_id", Uuid()),
-        column("event_type", Text()),
-        column("source", Text()),
-        column("schema_version", Integer()),
-        column("choices", JSONB()),
-        column("recorded_at", DateTime(timezone=True)),
-    )
+# The wanted keys travel as two arrays; the database's `consent_latest_decisions` (migration
+# 0017) joins each to the same newest-decision index look-up a single subject's would make, on a
+# plan it keeps per connection. A key without a decision has no row. Sent on the driver's
+# connection: SQLAlchemy's execution and result processing cost the worker about as much again as
+# the rest of a lone look-up (docs/architecture.md, "The group read").
+LATEST_DECISIONS = (
+    "SELECT property, subject_id, event_type, source, schema_version, choices, recorded_at"
+    " FROM consent_latest_decisions($1::uuid[], $2::text[])"
 )
 
 
@@ -145,15 +135,24 @@ class LatestDecisions:
                 done.set_result(found.get(key))
 
     async def _read(self, keys: list[Key]) -> dict[Key, Decision]:
-        parameters: dict[str, Any] = {
-            "properties": [property_name for property_name, _ in keys],
-            "subjects": [subject_id for _, subject_id in keys],
-        }
-        async with autocommit(self._engine) as connection:
-            rows = (await connection.execute(LATEST_DECISIONS, parameters)).all()
+        properties = [property_name for property_name, _ in keys]
+        subjects = [subject_id for _, subject_id in keys]
+        async with driver_connection(self._engine) as connection:
+            rows = await connection.fetch(LATEST_DECISIONS, subjects, properties)
         return {
-            (row.property, row.subject_id): Decision(
-                row.event_type, row.source, row.schema_version, row.choices, row.recorded_at
+            # asyncpg's UUID hashes and compares as the uuid.UUID a request asks with; `choices`
+            # arrives as JSON text (SQLAlchemy's codec on the pooled connection leaves it so).
+            (row["property"], row["subject_id"]): Decision(
+                row["event_type"],
+                row["source"],
+                row["schema_version"],
+                _choices(row["choices"]),
+                row["recorded_at"],
             )
             for row in rows
         }
+
+
+def _choices(value: str | dict[str, bool]) -> dict[str, bool]:
+    parsed: dict[str, bool] = orjson.loads(value) if isinstance(value, str) else value
+    return parsed

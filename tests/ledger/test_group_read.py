@@ -25,17 +25,24 @@ PROPERTIES = ("itsailor", "ailabrix")
 
 class Statements(list[str]):
     """Every group read the app's pool runs from now on (other statements, such as the
-    periodic tasks', are not counted)."""
+    periodic tasks', are not counted). The look-up runs on the pooled connection's own asyncpg
+    connection, so it is heard there: each connection the pool lends gets a query logger."""
 
     def __init__(self, app: ConsentAPI) -> None:
         super().__init__()
         self._grew = asyncio.Event()
-        sa_event.listen(services(app).engine.sync_engine, "before_cursor_execute", self._heard)
+        self._logged: set[int] = set()
+        sa_event.listen(services(app).engine.sync_engine, "checkout", self._lent)
 
-    def _heard(self, *args: Any) -> None:
-        statement: str = args[2]
-        if "consent_latest_decisions(" in statement:
-            self.append(statement)
+    def _lent(self, dbapi_connection: Any, *args: Any) -> None:
+        driver = dbapi_connection.driver_connection
+        if id(driver) not in self._logged:
+            self._logged.add(id(driver))
+            driver.add_query_logger(self._heard)
+
+    def _heard(self, record: Any) -> None:
+        if "consent_latest_decisions(" in record.query:
+            self.append(record.query)
             self._grew.set()
 
     async def reach(self, count: int) -> None:
@@ -43,6 +50,22 @@ class Statements(list[str]):
             while len(self) < count:
                 self._grew.clear()
                 await self._grew.wait()
+
+
+async def waiting_on_the_lock(db: asyncpg.Connection, count: int) -> None:
+    """Until `count` group reads are sent and wait in PostgreSQL (a query logger hears a statement
+    only once it is done)."""
+    async with asyncio.timeout(10):
+        while True:
+            await db.execute("SELECT pg_stat_clear_snapshot()")  # a fresh view in a transaction
+            sent = await db.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND wait_event_type = 'Lock' "
+                "AND query LIKE '%consent_latest_decisions(%'"
+            )
+            if sent >= count:
+                return
+            await asyncio.sleep(0.02)
 
 
 def free_port() -> int:
@@ -172,17 +195,16 @@ async def test_a_look_up_does_not_wait_for_a_slow_statement_while_a_reader_is_fr
     app: ConsentAPI, db: asyncpg.Connection
 ) -> None:
     reader = LatestDecisions(services(app).engine, in_flight=2)
-    statements = Statements(app)
     reader.start()
     try:
         # The owner holds the event table: a statement reading it waits for the lock.
         async with db.transaction():
             await db.execute("LOCK TABLE consent_events IN ACCESS EXCLUSIVE MODE")
             first = asyncio.create_task(reader.latest("itsailor", uuid.uuid4()))
-            await statements.reach(1)
+            await waiting_on_the_lock(db, 1)
             second = asyncio.create_task(reader.latest("itsailor", uuid.uuid4()))
             # The second look-up is not held behind the first: the other reader sends it.
-            await statements.reach(2)
+            await waiting_on_the_lock(db, 2)
             assert not first.done()
             assert not second.done()
         assert (await first, await second) == (None, None)

@@ -16,6 +16,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.app import create_app
+from service.core.db_errors import DATABASE_UNAVAILABLE
 from tests.conftest import CLIENT_IP, make_settings
 from tests.factories import api_key, bearer, event, example, published
 from tests.live import free_port
@@ -252,3 +253,47 @@ async def test_a_server_that_takes_no_writes_is_a_503_not_a_500(
         assert posted.status_code == 503, posted.text
         subject = uuid.uuid4()
         assert (await client.get(f"/v1/properties/itsailor/consents/{subject}")).status_code == 200
+
+
+async def test_a_driver_connection_the_server_dropped_is_replaced_after_one_failure(
+    db_url: str, db: asyncpg.Connection
+) -> None:
+    # The state GET's group read runs on the pooled connection's asyncpg connection
+    # (core/db.driver_connection), beside SQLAlchemy's execution: a connection that died under it
+    # must still leave the pool, or every later look-up would fail on it too.
+    from service.core import db as database
+
+    engine = database.create_engine(db_url, pool_size=1)
+    try:
+        async with database.driver_connection(engine) as driver:
+            first = await driver.fetchval("SELECT pg_backend_pid()")
+        assert await db.fetchval("SELECT pg_terminate_backend($1)", first)
+        # In steady use (not idle long enough to be pinged) the dead connection is lent once and
+        # its statement fails as a disconnect (a 503 for the request) …
+        with pytest.raises(DATABASE_UNAVAILABLE):  # a 503 for the request
+            async with database.driver_connection(engine) as driver:
+                await driver.fetchval("SELECT 1")
+        # … and the pool lends a new one after it.
+        async with database.driver_connection(engine) as driver:
+            second = await driver.fetchval("SELECT pg_backend_pid()")
+            assert not driver.is_in_transaction()  # each statement on its own, as autocommit's
+        assert second != first
+    finally:
+        await engine.dispose()
+
+
+async def test_through_a_transaction_pooler_a_driver_connection_runs_in_a_transaction(
+    db_url: str,
+) -> None:
+    from service.core import db as database
+
+    engine = database.create_engine(db_url, pool_size=1, transaction_pooled=True)
+    try:
+        async with database.driver_connection(engine) as driver:
+            assert driver.is_in_transaction()
+            # One statement's parse and its run reach the same server connection.
+            assert await driver.fetchval("SELECT txid_current()") == await driver.fetchval(
+                "SELECT txid_current()"
+            )
+    finally:
+        await engine.dispose()
