@@ -37,7 +37,7 @@ from service.dsr.service import (
     plan_export,
     record_audit,
 )
-from service.dsr.withdrawal import withdraw
+from service.dsr.withdrawal import Recorded, record_withdrawal
 from service.state import Catalog, Clock, Engine, Hashing, Session, Writer
 
 router = APIRouter(
@@ -194,11 +194,11 @@ async def dsr_withdraw(
 ) -> WithdrawalResult:
     body = await read_json(request, WithdrawalRequest, limit=MAX_BODY_BYTES)
     await known_property(session, body.property)
-    result, created = await withdraw(
+    result, recorded = await record_withdrawal(
         session, catalog, hasher, body, actor=principal.key_id, now=clock()
     )
     await session.commit()
-    if not created:
+    if recorded is Recorded.RETRY:  # a re-entry records again: 201, as a new one
         response.status_code = status.HTTP_200_OK
     return result
 

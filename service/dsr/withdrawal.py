@@ -110,22 +110,6 @@ def _scope(property_name: str | None) -> str:
     return "every property" if property_name is None else f"property {property_name!r}"
 
 
-async def withdraw(
-    session: AsyncSession,
-    catalog: SchemaCatalog,
-    hasher: Hasher,
-    request: WithdrawalRequest,
-    *,
-    actor: str,
-    now: datetime,
-) -> tuple[WithdrawalResult, bool]:
-    """`record_withdrawal`, and whether it recorded anything (`201`) or answered a retry."""
-    result, recorded = await record_withdrawal(
-        session, catalog, hasher, request, actor=actor, now=now
-    )
-    return result, recorded is not Recorded.RETRY
-
-
 async def record_withdrawal(
     session: AsyncSession,
     catalog: SchemaCatalog,
