@@ -2,7 +2,9 @@
 
 `/client/{CLIENT_VERSION}/consent.js` never changes once released: a change to a file is a new
 version (the test of `web/SHA256SUMS` catches one made without), so it is cached for a year and
-sites pin the version they tested.
+sites pin the version they tested. Earlier released versions stay served, from
+`web/released/<version>/`, so a site that pinned one keeps its banner when the service is
+updated.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from fastapi import Path as PathParam
 
 from service.core.errors import NotFound, problem_responses
 from service.core.pipeline import hot
-from service.core.resources import static_file
+from service.core.resources import StaticFile, static_file
 
 CLIENT_VERSION = "1.0.1"
 WEB = Path(__file__).resolve().parent / "web"
@@ -23,10 +25,24 @@ MEDIA_TYPES = {".js": "text/javascript; charset=utf-8", ".ts": "text/plain; char
 CACHE = "public, max-age=31536000, immutable"
 
 
-FILES = {
-    path.name: static_file(path, MEDIA_TYPES[path.suffix])
-    for path in sorted(WEB.iterdir())
-    if path.suffix in MEDIA_TYPES
+RELEASED = WEB / "released"
+
+
+def _files(folder: Path) -> dict[str, StaticFile]:
+    return {
+        path.name: static_file(path, MEDIA_TYPES[path.suffix])
+        for path in sorted(folder.iterdir())
+        if path.suffix in MEDIA_TYPES
+    }
+
+
+def _numbers(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split("."))
+
+
+# Every version this service serves: its own, and each earlier one as it was released.
+VERSIONS = {CLIENT_VERSION: _files(WEB)} | {
+    folder.name: _files(folder) for folder in sorted(RELEASED.iterdir()) if folder.is_dir()
 }
 
 router = APIRouter(tags=["banner"])
@@ -48,11 +64,13 @@ async def client_file(
     name: Annotated[str, PathParam(max_length=64, examples=["consent.js"])],
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
-    file = FILES.get(name)
-    if version != CLIENT_VERSION or file is None:
+    file = VERSIONS.get(version, {}).get(name)
+    if file is None:
+        earlier = ", ".join(sorted(set(VERSIONS) - {CLIENT_VERSION}, key=_numbers, reverse=True))
         raise NotFound(
             f"no client file {name!r} at version {version!r}: this service serves version "
-            f"{CLIENT_VERSION} ({', '.join(sorted(FILES))})"
+            f"{CLIENT_VERSION} ({', '.join(sorted(VERSIONS[CLIENT_VERSION]))})"
+            + (f", and the earlier {earlier}" if earlier else "")
         )
     headers = {
         "ETag": file.etag,

@@ -9,7 +9,7 @@ import re
 import httpx
 import pytest
 
-from service.banner.client import CLIENT_VERSION, WEB
+from service.banner.client import CLIENT_VERSION, RELEASED, VERSIONS, WEB
 from service.consent_schema.document import load_document_file
 from service.core.resources import EXAMPLE_SCHEMAS
 
@@ -19,10 +19,7 @@ SHIPPED = ("consent.js", "consent-cookieconsent.js", "consent.d.ts")
 def test_a_released_client_file_never_changes() -> None:
     """Sites cache /client/<version>/… for a year: changing a file means a new CLIENT_VERSION,
     with its line in web/SHA256SUMS (older lines stay, as the record of what was served)."""
-    recorded = {}
-    for line in (WEB / "SHA256SUMS").read_text().splitlines():
-        version, name, digest = line.split()
-        recorded[version, name] = digest
+    recorded = recorded_hashes()
     for name in SHIPPED:
         text = (WEB / name).read_text()
         assert CLIENT_VERSION in text.splitlines()[0], name
@@ -49,12 +46,47 @@ async def test_the_client_is_served_at_its_versioned_path(client: httpx.AsyncCli
         assert (again.status_code, again.content) == (304, b"")
 
 
+def recorded_hashes() -> dict[tuple[str, str], str]:
+    recorded = {}
+    for line in (WEB / "SHA256SUMS").read_text().splitlines():
+        version, name, digest = line.split()
+        recorded[version, name] = digest
+    return recorded
+
+
+def test_every_earlier_release_is_kept_as_it_was_released() -> None:
+    """A site that pinned an earlier version keeps its banner when the service is updated: each
+    version web/SHA256SUMS records is still here, byte for byte, in web/released/<version>/."""
+    recorded = recorded_hashes()
+    earlier = {version for version, _ in recorded} - {CLIENT_VERSION}
+    assert earlier, "SHA256SUMS records no earlier release"
+    assert {folder.name for folder in RELEASED.iterdir()} == earlier
+    for version in earlier:
+        for name in SHIPPED:
+            path = RELEASED / version / name
+            assert version in path.read_text().splitlines()[0], path
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            assert recorded[version, name] == digest, f"{path} is not the file {version} released"
+
+
+async def test_an_earlier_release_is_served_as_it_was(client: httpx.AsyncClient) -> None:
+    for version in set(VERSIONS) - {CLIENT_VERSION}:
+        for name in SHIPPED:
+            response = await client.get(f"/client/{version}/{name}")
+            assert response.status_code == 200, (version, name)
+            assert response.content == (RELEASED / version / name).read_bytes()
+            assert response.content != (WEB / name).read_bytes()
+            assert response.headers["cache-control"] == "public, max-age=31536000, immutable"
+
+
 async def test_another_version_or_file_is_a_precise_404(client: httpx.AsyncClient) -> None:
     for path in ("/client/0.9.0/consent.js", f"/client/{CLIENT_VERSION}/SHA256SUMS"):
         response = await client.get(path)
         assert response.status_code == 404
         assert response.headers["content-type"] == "application/problem+json"
-        assert f"this service serves version {CLIENT_VERSION}" in response.json()["detail"]
+        detail = response.json()["detail"]
+        assert f"this service serves version {CLIENT_VERSION}" in detail
+        assert "and the earlier 1.0.0" in detail
 
 
 # --- what the client stores, and what the example schemas tell visitors it stores -----------------
