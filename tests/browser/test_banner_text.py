@@ -151,3 +151,40 @@ async def test_a_pages_own_on_modal_ready_runs_after_the_labels_are_set(
     assert ready == [["consentModal", []], ["preferencesModal", list(LABELS.values())]]
     await assert_shown_as_text(page)
     await assert_nothing_ran(page, dialogs)
+
+
+# A page that passes every callback the integration uses: each must run after the integration's,
+# which records the decision, never instead of it.
+RUN_WITH_EVERY_CALLBACK = """([api]) => {
+    window.heard = [];
+    const hear = (name) => (event) => window.heard.push(
+        [name, event && event.modalName ? event.modalName : null]);
+    return ConsentCookieConsent.run({api: api, property: 'itsailor', cookieconsent: {
+        onFirstConsent: hear('onFirstConsent'), onChange: hear('onChange'),
+        onModalShow: hear('onModalShow'), onModalReady: hear('onModalReady'),
+    }}).then(() => true);
+}"""
+
+
+async def test_a_pages_own_callbacks_never_stop_a_decision_being_recorded(
+    new_page: NewPage, static_site: str, live_service: LiveService
+) -> None:
+    page = await new_page()
+    await page.goto(static_site + BLANK_PAGE)
+    await page.add_script_tag(url=f"{static_site}/vendor/cookieconsent/cookieconsent.umd.js")
+    for name in ("consent.js", "consent-cookieconsent.js"):
+        await page.add_script_tag(url=f"{live_service.url}/client/{CLIENT_VERSION}/{name}")
+    assert await page.evaluate(RUN_WITH_EVERY_CALLBACK, [live_service.url]) is True
+    await page.locator("#cc-main .cm").wait_for(state="visible")
+    await page.locator('#cc-main .cm [data-role="all"]').click()
+    assert await page.evaluate("() => ConsentCookieConsent.client.flush()") == 0
+    await page.evaluate("() => CookieConsent.acceptCategory([])")  # a change: none accepted
+    assert await page.evaluate("() => ConsentCookieConsent.client.flush()") == 0
+
+    subject = await page.evaluate("() => ConsentCookieConsent.client.subjectId")
+    events = live_service.export("itsailor", subject)["events"]
+    # A first decision, then a change to none: a withdrawal (docs/banner.md).
+    assert [event["event_type"] for event in events] == ["accept-all", "withdraw"]
+    heard = await page.evaluate("() => window.heard")
+    for callback in (["onModalShow", "consentModal"], ["onFirstConsent", None], ["onChange", None]):
+        assert callback in heard, heard

@@ -326,21 +326,32 @@
       var adapter = new Adapter(client, cookieconsent, config);
       adapter.syncStoredState();
       global.document.addEventListener('click', function (event) { adapter.onClick(event); }, true);
-      config.onFirstConsent = function () { adapter.saved(); };
-      config.onChange = function () { adapter.saved(); };
-      config.onModalShow = function (event) {
-        if (event.modalName === 'consentModal') client.reprompt();
-      };
       // The banner asks exactly when the client says a decision is due: not after a decision
       // recorded from a signal, nor after one the DSR team entered.
       config.autoShow = client.needsPrompt().ask;
       var extra = options.cookieconsent || {};
       Object.assign(config, extra);
-      // Chained, not replaced: the toggles' labels are set first, then the page's callback runs.
-      config.onModalReady = function (event) {
-        if (event.modalName === 'preferencesModal') adapter.labelToggles(event.modal);
-        if (typeof extra.onModalReady === 'function') return extra.onModalReady(event);
+      // What the integration does on cookieconsent's events: a saved choice is recorded, a shown
+      // banner is a re-prompt, the toggles' labels are set as the schema writes them.
+      var ours = {
+        onFirstConsent: function () { adapter.saved(); },
+        onChange: function () { adapter.saved(); },
+        onModalShow: function (event) {
+          if (event.modalName === 'consentModal') client.reprompt();
+        },
+        onModalReady: function (event) {
+          if (event.modalName === 'preferencesModal') adapter.labelToggles(event.modal);
+        },
       };
+      // Chained, not replaced: a page's own callback runs after ours, so passing one can never
+      // stop a decision being recorded.
+      Object.keys(ours).forEach(function (name) {
+        var theirs = extra[name];
+        config[name] = function (event) {
+          ours[name](event);
+          if (typeof theirs === 'function') return theirs(event);
+        };
+      });
       api.client = client;
       api.adapter = adapter;
       return Promise.resolve(cookieconsent.run(config)).then(function () {

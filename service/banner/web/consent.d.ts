@@ -156,8 +156,9 @@ export interface CookieConsentOptions extends ClientOptions {
     | 'revisionMessage' | 'name' | 'provider' | 'purpose' | 'duration', string>>;
   /** cookieconsent's own localStorage key (default `cc-<property>`). */
   storageName?: string;
-  /** Extra cookieconsent configuration, merged over the built one (an `onModalReady` runs after
-   * the integration's own, which sets the preferences toggles' labels as plain text). */
+  /** Extra cookieconsent configuration, merged over the built one. Its `onFirstConsent`,
+   * `onChange`, `onModalShow` and `onModalReady` run after the integration's own (which record
+   * the choice, the re-prompt, and set the toggles' labels as plain text), never instead. */
   cookieconsent?: Record<string, unknown>;
 }
 
