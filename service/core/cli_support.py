@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import select
 import signal
 import socket
@@ -27,7 +26,7 @@ from typer.core import TyperGroup
 from service.core.config import PoolMode, Settings
 from service.core.embedded import EmbeddedStartError, database_url
 from service.core.errors import ConsentServiceError
-from service.core.logging import SINK
+from service.core.logging import SINK, discard_stdout
 
 T = TypeVar("T")
 Q = TypeVar("Q", bound=BaseModel)
@@ -64,15 +63,8 @@ def fail(message: str, code: int = 1) -> typer.Exit:
 def stdout_closed() -> typer.Exit:
     """The reader of stdout went away (`… | head`): end quietly, as Unix tools do. Stdout is
     pointed at /dev/null first, so the flush at exit cannot fail a second time."""
-    _discard_stdout()
+    discard_stdout()
     return typer.Exit(EXIT_PIPE_CLOSED)
-
-
-def _discard_stdout() -> None:
-    with contextlib.suppress(OSError, ValueError):  # ValueError: stdout is not a file (tests)
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
 
 
 class Commands(TyperGroup):
@@ -139,7 +131,7 @@ class StdoutLog:
             yield
         except BrokenPipeError:
             StdoutLog.lost = True
-            _discard_stdout()  # what is still buffered, and the next lines, go nowhere
+            discard_stdout()  # what is still buffered, and the next lines, go nowhere
 
 
 def stdout_log() -> TextIO:

@@ -89,10 +89,12 @@ class _Sink:
     def _close(self) -> None:
         self.closed = True
         if self.target is sys.stdout:  # what it still buffers goes nowhere at exit, quietly
-            _discard_stdout()
+            discard_stdout()
 
 
-def _discard_stdout() -> None:
+def discard_stdout() -> None:
+    """Point stdout at /dev/null: what it still buffers, and what is written to it later, go
+    nowhere (its reader is gone), and the flush at exit cannot fail again."""
     with contextlib.suppress(OSError, ValueError):  # ValueError: stdout is not a file (tests)
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
