@@ -650,6 +650,20 @@ async def test_api_errors_are_shown_and_name_the_missing_scope(
     assert await page.locator("#timeline > li").evaluate_all(
         "(items) => items.map((item) => item.dataset.eventId)"
     ) == [record["event_id"]]
+    # A consent id pasted in another spelling of the same UUID is searched in the API's one form,
+    # and the field shows that form.
+    subject = record["subject_id"]
+    results = page.locator("#person-results")
+    for pasted in (f"{{{subject.upper()}}}", f"urn:uuid:{subject}", subject.replace("-", "")):
+        await search(page, "ip", "127.0.0.1")  # a timeline that is not the subject's first
+        await field_of(results, "identifier").get_by_text("IP address: 127.0.0.1").wait_for()
+        await search(page, "subject_id", f"  {pasted} ")
+        searched = f"Consent id (subject_id): {subject}"
+        await field_of(results, "identifier").get_by_text(searched, exact=True).wait_for()
+        assert await page.locator("#person-value").input_value() == subject
+        assert await page.locator("#timeline > li").evaluate_all(
+            "(items) => items.map((item) => item.dataset.eventId)"
+        ) == [record["event_id"]]
     await page.locator('#nav a[data-route="audit"]').click()
     await alert.get_by_text("This API key lacks the scope audit:read (403).").wait_for()
 

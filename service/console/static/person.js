@@ -12,10 +12,27 @@ const KINDS = {subject_id: 'Consent id (subject_id)', ip: 'IP address', user_id:
 // The look-up on screen: its query (identifier, property, range) and what has been loaded.
 let state = null;
 
+// A consent id as the API takes it (lowercase 8-4-4-4-12, as crypto.randomUUID writes it), from
+// the ways a person may paste one: upper case, in braces, as a urn:uuid: or as 32 bare hex digits.
+// Anything that is not a UUID is sent as typed, and the API's 422 says what it expects.
+function canonicalSubjectId(text) {
+  const bare = text.replace(/^urn:uuid:/i, '').replace(/^\{(.*)\}$/, '$1');
+  const hex = /^[0-9a-f]{32}$/i.test(bare) ? bare
+    : /^[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}$/i.test(bare) ? bare.replaceAll('-', '') : null;
+  if (hex === null) return text;
+  const digits = hex.toLowerCase();
+  return [digits.slice(0, 8), digits.slice(8, 12), digits.slice(12, 16), digits.slice(16, 20), digits.slice(20)].join('-');
+}
+
 function queryFromForm() {
   const form = byId('person-form');
   const kind = form.elements.kind.value;
-  const query = {[kind]: form.elements.value.value.trim()};
+  let value = form.elements.value.value.trim();
+  if (kind === 'subject_id') {
+    value = canonicalSubjectId(value);
+    form.elements.value.value = value;  // the id searched for, as the timeline will show it
+  }
+  const query = {[kind]: value};
   const property = form.elements.property.value.trim();
   if (property) query.property = property;
   const since = localInputAsUtc(form.elements.since.value);
