@@ -168,7 +168,8 @@ def dsr_erase(
     """Erase everything matching (delete, or anonymise: keep rows, clear identifying columns), in
     one transaction with its audit row. Shows how many events match and asks first."""
     from service.dsr.bodies import DsrAction, ErasureRequest, ErasureResult
-    from service.dsr.service import count_matching, erase, known_property, record_audit
+    from service.dsr.erasure import erase
+    from service.dsr.service import count_matching, known_property, record_audit
 
     settings = load_settings()
     request = parse_options(

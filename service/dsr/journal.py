@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.core.hashing import Hasher
 from service.dsr.bodies import AuditEntry, DsrAction, IdentifierType
-from service.dsr.service import erasure_token
+from service.dsr.erasure import erasure_token
 from service.dsr.tables import DsrAuditRow
 from service.ledger.tables import ConsentEventRow as Event
 

@@ -28,10 +28,10 @@ from service.dsr.bodies import (
     WithdrawalRequest,
     WithdrawalResult,
 )
+from service.dsr.erasure import erase
 from service.dsr.export import stream_export
 from service.dsr.service import (
     audit_page,
-    erase,
     history_page,
     known_property,
     plan_export,
