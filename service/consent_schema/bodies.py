@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import Path
-from pydantic import BaseModel, Field, StrictBool
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from service.consent_schema.document import PROPERTY_PATTERN, ConsentSchemaDocument
 from service.core.json_input import Timestamp, UrlInt
@@ -53,6 +53,10 @@ class SchemaVersionList(BaseModel):
 
 
 class PublishRequest(BaseModel):
+    # A misspelt `material` or `effective_at` must not publish a material version in force now:
+    # a version can be neither changed nor withdrawn once it is (docs/policies.md).
+    model_config = ConfigDict(extra="forbid")
+
     material: StrictBool = Field(
         default=True,
         description="Material (the default) re-prompts everyone; non-material is wording only: "

@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 
 from service.auth.dependencies import StatsReader, private
+from service.consent_schema.bodies import PropertyName
 from service.consent_schema.service import property_exists
 from service.core.errors import NotFound, Unprocessable, problem_responses
 from service.core.json_input import StrictJSONRoute, Timestamp
@@ -46,7 +47,7 @@ def range_problem(since: datetime, until: datetime) -> str | None:
     responses=problem_responses(401, 403, 404, 422, 429),
 )
 async def property_stats(
-    property: str,
+    property: PropertyName,
     session: Session,
     catalog: Catalog,
     principal: StatsReader,

@@ -338,6 +338,31 @@ async def test_publish_rejects_a_mismatched_or_invalid_document(
     assert "/body/content/categories/1/cookies/0/party" in pointers
 
 
+async def test_a_misspelt_publish_option_is_refused_and_nothing_is_published(
+    client: httpx.AsyncClient, db_url: str
+) -> None:
+    """A typo in `material` or `effective_at` is not dropped: dropped, it would publish a
+    material version in force at once, which nothing can undo."""
+    key = await api_key(db_url, "schemas:write")
+    content: dict[str, Any] = example("itsailor").model_dump(mode="json")
+    first = await client.post(
+        "/v1/properties/itsailor/schema/versions", json={"content": content}, headers=bearer(key)
+    )
+    assert first.status_code == 201
+    content["categories"][0]["label"] += " (reworded)"
+    for typo, value in (("materal", False), ("effective_on", "2030-01-01T00:00:00Z")):
+        refused = await client.post(
+            "/v1/properties/itsailor/schema/versions",
+            json={"material": False, "content": content, typo: value},
+            headers=bearer(key),
+        )
+        assert refused.status_code == 422, refused.text
+        assert refused.headers["content-type"] == "application/problem+json"
+        assert [error["pointer"] for error in refused.json()["errors"]] == [f"/body/{typo}"]
+    listed = await client.get("/v1/properties/itsailor/schema/versions")
+    assert [item["version"] for item in listed.json()["items"]] == [1]
+
+
 def test_canonical_json_is_order_independent() -> None:
     assert canonical_json({"b": 1, "a": [1, "é"]}) == canonical_json({"a": [1, "é"], "b": 1})
     assert canonical_json({"a": "é"}) == '{"a":"é"}'.encode()

@@ -243,6 +243,12 @@ async def test_the_scope_the_range_and_the_property_are_checked(
     missing = await client.get("/v1/properties/nosuch/stats", params=window, headers=reader)
     assert missing.status_code == 404
     assert missing.json()["detail"] == "there is no property named 'nosuch'"
+    # The property is a property name, as on every other route: checked before the database.
+    for name in ("its%00sailor", "ITSAILOR", "a" * 3000, "-itsailor"):
+        bad = await client.get(f"/v1/properties/{name}/stats", params=window, headers=reader)
+        assert bad.status_code == 422, (name[:20], bad.text[:200])
+        assert bad.json()["errors"][0]["pointer"] == "/path/property"
+        assert len(bad.content) < 1000
 
 
 async def test_the_cli_prints_the_same_counts(
