@@ -22,6 +22,7 @@ from pydantic import (
 )
 
 from service.banner.page_url import origin_and_path
+from service.core.hashing import Hasher, HashKey
 from service.core.json_input import CanonicalUUID, no_nul
 from service.ledger.event import ConsentStatus, EventSource, EventType, Signal
 
@@ -110,13 +111,31 @@ class ConsentEventIn(BaseModel):
         # One order for one meaning: a retry may list the same choices in another order.
         return dict(sorted(value.items())) if value else value
 
-    def request_hash(self, property_name: str) -> str:
-        """SHA-256 of what the event says (its id aside), to tell a retry from a different event
-        reusing an id. Fields serialise in declaration order and categories sorted, so equal
-        requests hash equally however their JSON was laid out. (`model_dump_json`'s serializer,
-        called directly: the same bytes without its per-call argument handling, 2 µs.)"""
+    def request_hash(self, property_name: str, key: HashKey) -> str:
+        """A keyed hash of what the event says (its id aside), to tell a retry from a different
+        event reusing an id. Keyed, because the body holds the `user_id` in clear and every other
+        field of it is stored: a plain hash would give the account id back to anyone with a dump
+        who tries candidates (docs/guarantees.md, "No raw IP address is stored or logged").
+        Fields serialise in declaration order and categories sorted, so equal requests hash
+        equally however their JSON was laid out. (`model_dump_json`'s serializer, called
+        directly: the same bytes without its per-call argument handling, 2 µs.)"""
+        return key.digest_bytes("request", self._hashed(property_name))
+
+    def request_hashes(self, property_name: str, hasher: Hasher) -> frozenset[str]:
+        """Every hash a stored original of this request may carry: under each configured key,
+        current and previous (a retry across a key rotation), and the plain SHA-256 that events
+        recorded before request hashes were keyed (2026-11-30) carry."""
+        hashed = self._hashed(property_name)
+        return frozenset(
+            (
+                *(key.digest_bytes("request", hashed) for key in hasher.all_keys),
+                hashlib.sha256(hashed).hexdigest(),
+            )
+        )
+
+    def _hashed(self, property_name: str) -> bytes:
         body = self.__pydantic_serializer__.to_json(self, exclude_none=True, exclude=_NOT_HASHED)
-        return hashlib.sha256(property_name.encode() + b"\x00" + body).hexdigest()
+        return property_name.encode() + b"\x00" + body
 
 
 class RepromptReason(StrEnum):

@@ -122,7 +122,9 @@ async def record_consent_event(
             media_type="application/json",
         )
     original = RecordedEvent.model_validate(
-        await stored_record(engine, catalog, new, writer.receipts)
+        await stored_record(
+            engine, catalog, new, event.request_hashes(property, hasher), writer.receipts
+        )
     )
     return Response(original.model_dump_json(), media_type="application/json")
 

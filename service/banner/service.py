@@ -105,7 +105,7 @@ def new_event(
         page_url=event.page_url,
         tcf_string=event.tcf_string,
         gpp_string=event.gpp_string,
-        request_hash=event.request_hash(property_name),
+        request_hash=event.request_hash(property_name, hasher.current),
         recorded_at=now,
     )
     return attach_leaf(new, version.content_hash)
@@ -213,9 +213,11 @@ async def stored_record(
     engine: AsyncEngine,
     catalog: SchemaCatalog,
     new: NewEvent,
+    same_request: Collection[str],
     receipts: ReceiptSigner | None = None,
 ) -> dict[str, Any]:
-    """`new`'s event_id was stored already: the original record for a retry of the same request,
+    """`new`'s event_id was stored already: the original record for a retry of the same request
+    (one whose stored request hash is among `same_request`: `ConsentEventIn.request_hashes`),
     with the receipt its batch was given (or, for an event stored before receipts were kept, one
     of its own: a tree of this one leaf), or 409 for a different event reusing the id."""
     async with autocommit(engine) as connection:
@@ -236,7 +238,7 @@ async def stored_record(
             )
         ).one_or_none()
         # Not found: the id belongs to another subject's event (or to one anonymised since).
-        if existing is None or existing.request_hash != new.request_hash:
+        if existing is None or existing.request_hash not in same_request:
             raise Conflict(
                 f"event_id {new.event_id} is already recorded with a different body; "
                 "use a new event_id for a new event"

@@ -4,22 +4,27 @@ glance")."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import uuid
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import httpx
 import pytest
+from pydantic import SecretStr
 
 from service.app import create_app
+from service.banner.bodies import ConsentEventIn
+from service.banner.service import new_event
 from service.core.hashing import Hasher
 from service.core.pipeline import ConsentAPI
 from service.ledger.bodies import RecordedEvent
+from service.ledger.leaf import attach_leaf
 from service.state import of as services
-from tests.conftest import CLIENT_IP, make_settings
+from tests.conftest import CLIENT_IP, TEST_KEY, make_settings
 from tests.factories import (
     APPLYING,
     Clock,
@@ -491,10 +496,61 @@ async def test_a_version_published_by_another_process_is_accepted_at_once(
 async def test_user_id_is_stored_only_as_a_keyed_hash(
     client: httpx.AsyncClient, db: asyncpg.Connection, app: ConsentAPI
 ) -> None:
-    response = await client.post(ITSAILOR, json=event(user_id="customer-4711"))
+    body = event(user_id="customer-4711")
+    response = await client.post(ITSAILOR, json=body)
     row = await stored(db, response.json()["event_id"])
-    assert row["user_hash"] == services(app).hasher.user("customer-4711")
+    hasher: Hasher = services(app).hasher
+    assert row["user_hash"] == hasher.user("customer-4711")
     assert "customer-4711" not in json.dumps({k: str(v) for k, v in row.items()})
+    # The request hash covers the body, user_id in clear included: it is keyed too, so a dump's
+    # row confirms no guessed account id (the plain SHA-256 of the body would).
+    sent = ConsentEventIn.model_validate(body)
+    assert row["request_hash"] == sent.request_hash("itsailor", hasher.current)
+    plain = hashlib.sha256(
+        b"itsailor\x00" + sent.model_dump_json(exclude_none=True, exclude={"event_id"}).encode()
+    ).hexdigest()
+    assert row["request_hash"] != plain
+
+
+@pytest.mark.usefixtures("schemas")
+async def test_a_retry_across_a_key_rotation_or_of_an_unkeyed_original_is_a_retry(
+    db_url: str, tmp_path: Path, app: ConsentAPI, client: httpx.AsyncClient
+) -> None:
+    """An original stored under the key before a rotation, and one stored with the plain hash of
+    releases before the request hash was keyed, are still found by a retry of the same body; a
+    different body under the same id is still a 409."""
+    body = event("save-selection", event_id=str(uuid.uuid4()), categories={"analytics": True})
+    first = await client.post(ITSAILOR, json=body)
+    assert first.status_code == 201
+    # An original with the plain hash, recorded through the service's own writer.
+    legacy = event("reject-all", event_id=str(uuid.uuid4()))
+    state = services(app)
+    sent = ConsentEventIn.model_validate(legacy)
+    version = await state.catalog.version("itsailor", 1)
+    new = new_event(
+        sent, property_name="itsailor", version=version, headers={}, address=None,
+        hasher=state.hasher, now=datetime.now(UTC),
+    )  # fmt: skip
+    plain = hashlib.sha256(
+        b"itsailor\x00" + sent.model_dump_json(exclude_none=True, exclude={"event_id"}).encode()
+    ).hexdigest()
+    new.request_hash = plain
+    assert (await state.writer.write(attach_leaf(new, version.content_hash))).created
+
+    later = create_app(
+        make_settings(
+            db_url, tmp_path, ip_hash_salt=SecretStr("rotated-" + "k" * 40),
+            ip_hash_previous_salts=[SecretStr(TEST_KEY)],
+        )
+    )  # fmt: skip
+    async with later.router.lifespan_context(later), _client_for(later, CLIENT_IP) as rotated:
+        retry = await rotated.post(ITSAILOR, json=body)
+        assert retry.status_code == 200, retry.text
+        assert retry.json()["event_id"] == body["event_id"]
+        again = await rotated.post(ITSAILOR, json=legacy)
+        assert again.status_code == 200, again.text
+        other = await rotated.post(ITSAILOR, json={**legacy, "event_type": "accept-all"})
+        assert other.status_code == 409, other.text
 
 
 @pytest.mark.usefixtures("schemas")
