@@ -135,6 +135,10 @@ def _prepare_and_serve(settings: Settings, url: str, *, host: str, port: int, wo
         "timeout_graceful_shutdown": 10,
         # httptools with a cap on the request head (431) and problem+json for malformed requests.
         "http": BoundedHttpToolsProtocol,
+        # No WebSocket route: uvicorn's WebSocket protocol would answer an upgrade itself and log
+        # the peer's address and the raw path and query (docs/guarantees.md, "No raw IP address
+        # is stored or logged"). Without it an upgrade is a plain HTTP request.
+        "ws": "none",
     }
     if workers == 1:
         GracefulServer(uvicorn.Config(APP_FACTORY, **options)).run()

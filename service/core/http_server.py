@@ -155,6 +155,13 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             if self._read_in_head > MAX_HEAD_BYTES:
                 self._refuse(431)
 
+    def _unsupported_upgrade_warning(self) -> None:
+        # An `Upgrade` request is served as plain HTTP: the service has no WebSocket route and
+        # serves no WebSocket protocol (`ws="none"`, docs/guarantees.md, "No raw IP address is
+        # stored or logged"). uvicorn would log two warnings a request for it, advice to install
+        # a WebSocket library included: any client could fill the log with them.
+        pass
+
     def send_400_response(self, msg: str) -> None:
         too_large = self._head_bytes > MAX_HEAD_BYTES
         self._refuse(431 if too_large else 400)
