@@ -133,7 +133,10 @@ async def record_consent_event(
     "/consents/{subject_id}",
     summary="A subject's current consent state",
     response_model=ConsentState,
-    responses={304: {"description": "Not modified (If-None-Match)"}, **problem_responses(404, 422)},
+    responses={
+        304: {"description": "Not modified (If-None-Match)"},
+        **problem_responses(404, 422, 503),
+    },
 )
 @hot
 async def get_consent_state(

@@ -55,7 +55,10 @@ def _version_response(
     "",
     summary="The current consent schema version",
     response_model=SchemaVersionOut,
-    responses={304: {"description": "Not modified (If-None-Match)"}, **problem_responses(404, 422)},
+    responses={
+        304: {"description": "Not modified (If-None-Match)"},
+        **problem_responses(404, 422, 503),
+    },
 )
 @hot
 async def get_current_schema(
@@ -77,7 +80,7 @@ async def get_current_schema(
     "/versions",
     summary="Every published version of a property's consent schema",
     response_model=SchemaVersionList,
-    responses=problem_responses(404, 422),
+    responses=problem_responses(404, 422, 503),
 )
 async def get_versions(
     property: PropertyName, session: Session, response: Response
@@ -99,7 +102,10 @@ async def get_versions(
     "/versions/{version}",
     summary="One consent schema version (immutable)",
     response_model=SchemaVersionOut,
-    responses={304: {"description": "Not modified (If-None-Match)"}, **problem_responses(404, 422)},
+    responses={
+        304: {"description": "Not modified (If-None-Match)"},
+        **problem_responses(404, 422, 503),
+    },
 )
 @hot
 async def get_version(
@@ -123,7 +129,7 @@ async def get_version(
             "description": "Unchanged content: the version that has it (in force, or pending "
             "from the same effective_at)",
         },
-        **problem_responses(401, 403, 409, 413, 415, 422, 429),
+        **problem_responses(401, 403, 409, 413, 415, 422, 429, 503),
     },
 )
 @body_read_by_hand(PublishRequest)
@@ -162,7 +168,7 @@ async def publish_version(
     "/versions/{version}/cancellation",
     summary="Cancel a version before it takes effect",
     response_model=SchemaVersionOut,
-    responses=problem_responses(401, 403, 404, 409, 422, 429),
+    responses=problem_responses(401, 403, 404, 409, 422, 429, 503),
 )
 async def cancel_version(
     property: PropertyName,

@@ -135,6 +135,7 @@ _STATUS_SLUGS = {
     415: ("unsupported-media-type", "Unsupported media type"),
     422: ("validation-error", "The request is invalid"),
     429: ("too-many-requests", "Too many requests"),
+    503: ("unavailable", "Service unavailable"),
 }
 
 
@@ -268,13 +269,35 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
 
 
-# For OpenAPI: the error responses each route can give.
-def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    return {
-        status: {
-            "model": Problem,
-            "description": _STATUS_SLUGS.get(status, ("", "Error"))[1],
-            "content": {PROBLEM_MEDIA_TYPE: {}},
-        }
-        for status in statuses
+# For OpenAPI: the error responses each route can give. Each is the problem document the app sends,
+# under the one media type it sends it as; no `"model"` key, which would document it as
+# `application/json` too (`ConsentAPI.openapi` in core/pipeline.py adds `problem_schemas`).
+PROBLEM_SCHEMA_REF = "#/components/schemas/Problem"
+RETRY_AFTER_DOC = {
+    "Retry-After": {
+        "description": "Seconds to wait before trying again.",
+        "schema": {"type": "integer"},
     }
+}
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    return {status: problem_response_doc(status) for status in statuses}
+
+
+def problem_response_doc(status: int) -> dict[str, Any]:
+    response: dict[str, Any] = {
+        "description": _STATUS_SLUGS.get(status, ("", "Error"))[1],
+        "content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": PROBLEM_SCHEMA_REF}}},
+    }
+    if status in (429, 503):  # both always say when to try again (`_domain_error`, db_errors.py)
+        response["headers"] = RETRY_AFTER_DOC
+    return response
+
+
+def problem_schemas() -> dict[str, Any]:
+    """`Problem`'s JSON Schema and those it refers to, by name, for the document's components."""
+    schema = Problem.model_json_schema(
+        ref_template="#/components/schemas/{model}", mode="serialization"
+    )
+    return {**schema.pop("$defs", {}), "Problem": schema}

@@ -41,7 +41,12 @@ from starlette.requests import ClientDisconnect
 from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from service.core.errors import Unprocessable, validation_problem_detail
+from service.core.errors import (
+    Unprocessable,
+    problem_response_doc,
+    problem_schemas,
+    validation_problem_detail,
+)
 from service.core.json_input import given_once, many_valued
 
 Endpoint = Callable[..., Awaitable[Response]]
@@ -294,6 +299,24 @@ class HeadAsGet:
             scope.update(as_get)  # the matched route, which the access log and metrics name
 
 
+FASTAPI_422 = {"schema": {"$ref": "#/components/schemas/HTTPValidationError"}}
+
+
+def document_problems(document: dict[str, Any]) -> None:
+    """Every error as the problem the app sends. FastAPI documents a 422 of its own
+    (`HTTPValidationError`) on a route with parameters that lists none, but the app answers
+    every invalid request with a problem (core/errors.py `_validation_error`)."""
+    schemas = document["components"]["schemas"]
+    schemas.update(problem_schemas())
+    for operations in document["paths"].values():
+        for operation in operations.values():
+            validation = operation.get("responses", {}).get("422", {})
+            if validation.get("content", {}).get("application/json") == FASTAPI_422:
+                operation["responses"]["422"] = problem_response_doc(422)
+    for name in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(name, None)
+
+
 class ConsentAPI(FastAPI):
     """FastAPI with the fast dispatch for `@hot` routes (see the module docstring)."""
 
@@ -314,11 +337,13 @@ class ConsentAPI(FastAPI):
         return Dispatch(routes, stack, super().build_middleware_stack())
 
     def openapi(self) -> dict[str, Any]:
-        """FastAPI's document, plus the bodies that endpoints read by hand."""
+        """FastAPI's document, plus the bodies that endpoints read by hand, with every error
+        documented as the problem the app sends."""
         if self.openapi_schema is not None:
             return self.openapi_schema
         document = super().openapi()
         schemas = document.setdefault("components", {}).setdefault("schemas", {})
+        document_problems(document)
         for route in iter_route_contexts(self.routes):
             body: HandReadBody | None = getattr(route.endpoint, "__body__", None)
             if body is None or route.path_format is None:

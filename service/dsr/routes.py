@@ -60,7 +60,7 @@ AuditPageSize = Annotated[int, Interval(ge=1, le=1000), BeforeValidator(decimal_
     "/history",
     summary="Look up a person's consent events",
     response_model=HistoryPage,
-    responses=problem_responses(*BODY_ERRORS),
+    responses=problem_responses(*BODY_ERRORS, 503),
 )
 @body_read_by_hand(HistoryRequest)
 async def dsr_history(
@@ -103,7 +103,7 @@ EXPORT_FILES = {
             "description": "The export",
             "content": {"application/json": {}, "text/csv": {}, "application/ld+json": {}},
         },
-        **problem_responses(*BODY_ERRORS),
+        **problem_responses(*BODY_ERRORS, 503),
     },
 )
 @body_read_by_hand(ExportRequest)
@@ -147,7 +147,7 @@ async def dsr_export(
     "/erasures",
     summary="Erase (delete or anonymise) everything matching one identifier",
     response_model=ErasureResult,
-    responses=problem_responses(*BODY_ERRORS),
+    responses=problem_responses(*BODY_ERRORS, 503),
 )
 @body_read_by_hand(ErasureRequest)
 async def dsr_erase(
@@ -179,7 +179,7 @@ async def dsr_erase(
             "description": "A retry (the same reference, identifier and property): the "
             "withdrawal recorded first, read back; nothing recorded again",
         },
-        **problem_responses(*BODY_ERRORS, 409),
+        **problem_responses(*BODY_ERRORS, 409, 503),
     },
 )
 @body_read_by_hand(WithdrawalRequest)
@@ -207,7 +207,7 @@ async def dsr_withdraw(
     "/audit",
     summary="The audit trail of DSR actions, newest first",
     response_model=AuditPage,
-    responses=problem_responses(*AUTH_ERRORS),
+    responses=problem_responses(*AUTH_ERRORS, 503),
 )
 async def dsr_audit(
     session: Session,

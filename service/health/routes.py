@@ -11,7 +11,7 @@ from pydantic import BaseModel
 
 from service.auth.dependencies import metrics_reader
 from service.core.db import autocommit
-from service.core.errors import RETRY_AFTER, problem_responses
+from service.core.errors import RETRY_AFTER, RETRY_AFTER_DOC, problem_responses
 from service.core.json_input import StrictJSONRoute
 from service.core.logging import get_logger
 from service.core.migrations import current_revision
@@ -48,7 +48,7 @@ async def healthz() -> JSONResponse:
     "/readyz",
     summary="Ready to serve: database reachable and migrated to head",
     response_model=Readiness,
-    responses={503: {"model": Readiness, "description": "Not ready"}},
+    responses={503: {"model": Readiness, "description": "Not ready", "headers": RETRY_AFTER_DOC}},
 )
 async def readyz(engine: Engine, head: MigrationHead) -> JSONResponse:
     try:
@@ -73,7 +73,7 @@ async def readyz(engine: Engine, head: MigrationHead) -> JSONResponse:
     response_class=Response,
     responses={
         200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text"},
-        **problem_responses(401, 403, 429),
+        **problem_responses(401, 403, 429, 503),
     },
 )
 async def metrics() -> Response:

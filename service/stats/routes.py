@@ -44,7 +44,7 @@ def range_problem(since: datetime, until: datetime) -> str | None:
     "/v1/properties/{property}/stats",
     summary="Events, decisions and opt-in per category, per UTC day and schema version",
     response_model=StatsPage,
-    responses=problem_responses(401, 403, 404, 422, 429),
+    responses=problem_responses(401, 403, 404, 422, 429, 503),
 )
 async def property_stats(
     property: PropertyName,
