@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import hashlib
-import re
 import uuid
 from datetime import datetime
 from enum import StrEnum
@@ -23,7 +22,7 @@ from pydantic import (
 
 from service.banner.page_url import origin_and_path
 from service.core.hashing import Hasher, HashKey
-from service.core.json_input import CanonicalUUID, no_nul
+from service.core.json_input import UNPRINTABLE, CanonicalUUID, no_nul
 from service.ledger.event import ConsentStatus, EventSource, EventType, Signal
 
 IAB_STRING_MAX = 8192
@@ -34,14 +33,6 @@ CategoryKey = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 # Text that is stored: PostgreSQL cannot hold NUL, so it is refused here, naming the field. The
 # length is checked first, as a string's ("at most 8192 characters", not "items").
 IABString = Annotated[str, StringConstraints(max_length=IAB_STRING_MAX), AfterValidator(no_nul)]
-
-# What a page URL may not hold: controls (C0, DEL, C1), and Unicode's invisible formatting
-# characters: soft hyphen, bidi marks, embeddings, overrides and isolates, zero-width characters,
-# line and paragraph separators.
-_UNPRINTABLE = re.compile(
-    "[\x00-\x1f\x7f-\x9f\xad\u061c\u180e\u200b-\u200f\u2028-\u202e\u2060-\u2064"
-    "\u2066-\u206f\ufeff\ufff9-\ufffb]"
-)
 
 _NOT_HASHED = {"event_id"}
 
@@ -99,7 +90,7 @@ class ConsentEventIn(BaseModel):
             return None
         no_nul(value)
         kept = origin_and_path(value)
-        if _UNPRINTABLE.search(kept):
+        if UNPRINTABLE.search(kept):
             # A browser's `location.href` percent-encodes these; raw, they would hide or reorder
             # what a person reading an export sees (U+202E turns text around).
             raise ValueError("must not contain control or invisible formatting characters")

@@ -176,6 +176,30 @@ def no_nul(value: str) -> str:
     return value
 
 
+# What text a person reads as evidence may not hold: controls (C0, DEL, C1), and Unicode's
+# invisible formatting characters: soft hyphen, bidi marks, embeddings, overrides and isolates,
+# zero-width characters, line and paragraph separators. Raw, they hide or reorder what a person
+# reading an export or the audit log sees (U+202E turns the text after it around).
+UNPRINTABLE = re.compile(
+    "[\x00-\x1f\x7f-\x9f\xad\u061c\u180e\u200b-\u200f\u2028-\u202e\u2060-\u2064"
+    "\u2066-\u206f\ufeff\ufff9-\ufffb]"
+)
+
+
+def one_spelling(value: str) -> str:
+    """Text that names something (a DSR ticket): refused, not tidied, when it is blank, has
+    white space around it or holds a character from `UNPRINTABLE`. Tidied, "T-1 " would be a
+    second key for "T-1" beside the ones stored already; kept, it would read as "T-1" in the
+    audit while being another."""
+    if not value.strip():
+        raise ValueError("must not be blank")
+    if value != value.strip():
+        raise ValueError("must not begin or end with white space")
+    if UNPRINTABLE.search(value):
+        raise ValueError("must not contain control or invisible formatting characters")
+    return value
+
+
 TIMESTAMP_FORM = "an RFC 3339 date-time with an offset, such as 2027-01-01T00:00:00Z"
 # RFC 3339 section 5.6: full-date "T" full-time, the offset "Z" or +hh:mm / -hh:mm ("T" and "Z" may
 # be lower case, its note). ASCII digits only: `\d` would take any script's.

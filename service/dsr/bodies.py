@@ -20,7 +20,7 @@ from pydantic import (
 
 from service.consent_schema.document import PROPERTY_PATTERN
 from service.core.hashing import canonical_ip
-from service.core.json_input import CanonicalUUID, Timestamp, no_nul
+from service.core.json_input import CanonicalUUID, Timestamp, no_nul, one_spelling
 from service.ledger.bodies import ConsentRecord
 
 
@@ -155,7 +155,8 @@ class ExportRequest(DsrQuery):
     format: ExportFormat = ExportFormat.JSON
 
 
-Reference = Annotated[str, StringConstraints(max_length=200), AfterValidator(no_nul)]
+# A DSR ticket: it names an erasure in the audit, and a withdrawal by it (its idempotency key).
+Reference = Annotated[str, StringConstraints(max_length=200), AfterValidator(one_spelling)]
 
 
 class ErasureRequest(DsrQuery):

@@ -147,6 +147,37 @@ async def test_a_retry_shows_its_own_withdrawal_only(
 
 
 @pytest.mark.parametrize(
+    "reference",
+    ["DSR-7 ", " DSR-7", "   ", "", "\u202eDSR-7", "DSR\u200b-7", "DSR-7\n", "DSR\x00-7"],
+)
+async def test_a_reference_has_one_spelling(
+    client: httpx.AsyncClient,
+    db: asyncpg.Connection,
+    db_url: str,
+    key: tuple[str, dict[str, str]],
+    reference: str,
+) -> None:
+    """A reference is a key: "DSR-7 " or one with a bidi override would be a second key for a
+    ticket that reads as "DSR-7" in the audit, so they are refused, not tidied (tidied, they
+    would still differ from the keys stored before). The erasure's reference is read the same
+    way. Nothing is recorded."""
+    _, headers = key
+    await two_devices(client)
+    before = await counts(db)
+    eraser = bearer(await api_key(db_url, "dsr:erase"))
+    for path, body, auth in (
+        (WITHDRAWALS, {"user_id": "customer-42", "reference": reference}, headers),
+        ("/v1/dsr/erasures", {"user_id": "customer-42", "reference": reference}, eraser),
+    ):
+        response = await client.post(path, json=body, headers=auth)
+        assert response.status_code == 422, (path, response.text)
+        assert response.headers["content-type"] == "application/problem+json"
+        assert [error["pointer"] for error in response.json()["errors"]] == ["/body/reference"]
+    assert await counts(db) == before
+    assert await db.fetchval("SELECT count(*) FROM consent_events WHERE source = 'banner'") == 3
+
+
+@pytest.mark.parametrize(
     ("first", "second", "asked"),
     [
         (
