@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from service.banner.bodies import ConsentEventIn, ConsentState, RepromptReason
 from service.consent_schema.service import PropertyState, PublishedVersion, SchemaCatalog
 from service.core.db import autocommit
-from service.core.errors import Conflict, Unprocessable
+from service.core.errors import Conflict, Unprocessable, json_pointer
 from service.core.hashing import Hasher
 from service.ledger.decisions import LatestDecisions
 from service.ledger.event import (
@@ -182,20 +182,15 @@ def resolve_choices(
                 if value is True and key in optional
             ]
     if errors:
+        # Named as every other invalid field is (core/errors.py, validation_problem_detail).
+        invalid = [
+            {"pointer": json_pointer(("body", "categories", key)[: 3 if key else 2]),
+             "detail": message}
+            for key, message in errors
+        ]  # fmt: skip
         raise Unprocessable(
-            "; ".join(
-                f"categories.{key}: {message}" if key else f"categories: {message}"
-                for key, message in errors
-            ),
-            extra={
-                "errors": [
-                    {
-                        "pointer": f"/body/categories/{key}" if key else "/body/categories",
-                        "detail": m,
-                    }
-                    for key, m in errors
-                ]
-            },
+            "; ".join(f"{item['pointer']}: {item['detail']}" for item in invalid),
+            extra={"errors": invalid},
         )
     return dict(sorted(choices.items()))
 

@@ -164,7 +164,8 @@ def problem_response(
     return JSONResponse(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
 
 
-def _pointer(loc: tuple[int | str, ...]) -> str:
+def json_pointer(loc: tuple[int | str, ...]) -> str:
+    """RFC 6901: each part with `~` as `~0` and `/` as `~1`."""
     if loc and loc[-1] == "[key]":  # pydantic's mark of an invalid key: point at its member
         loc = loc[:-1]
     return "/" + "/".join(str(part).replace("~", "~0").replace("/", "~1") for part in loc)
@@ -178,7 +179,7 @@ def validation_problem_detail(
         {"pointer": "/body", "detail": f"not valid JSON: {error['ctx']['error']}"}
         if error.get("type") == "json_invalid" and "error" in error.get("ctx", {})
         else {
-            "pointer": _pointer((*prefix, *tuple(error.get("loc", ())))),
+            "pointer": json_pointer((*prefix, *tuple(error.get("loc", ())))),
             "detail": str(error.get("msg", "")),
         }
         for error in errors

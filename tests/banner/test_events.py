@@ -409,6 +409,8 @@ async def test_other_content_types_are_415(client: httpx.AsyncClient, content_ty
         (event("reject-all", categories={"marketing": True}), "/body/categories/marketing", "turns every optional category off"),
         (event("accept-all", categories={"analytics": False}), "/body/categories/analytics", "turns every category on"),
         (event("save-selection"), "/body/categories", "needs categories"),
+        # A key's "/" and "~" escaped as RFC 6901 says, in the detail too.
+        (event("save-selection", categories={"a/b~c": True}), "/body/categories/a~1b~0c", "/body/categories/a~1b~0c: unknown category"),
         (event("accept-all", schema_version=2), "/body/schema_version", "newer than the current version 1"),
         ({**event(), "event_type": "maybe"}, "/body/event_type", "Input should be"),
         ({**event(), "subject_id": "not-a-uuid"}, "/body/subject_id", "UUID"),
