@@ -138,8 +138,8 @@ def _explained(exc: sqlalchemy.exc.DBAPIError) -> Exception:
     state = getattr(exc.orig, "sqlstate", None)
     if state == "42501":  # insufficient_privilege
         return Forbidden(
-            "this role may not re-apply erasures: connect as the role that migrates (the "
-            "tables' owner) in CONSENT_DATABASE_URL"
+            "this role may not re-apply erasures or put back audit rows: connect as the role "
+            "that migrates (the tables' owner) in CONSENT_DATABASE_URL"
         )
     if state == "42883":  # undefined_function
         return ConsentServiceError(

@@ -14,6 +14,7 @@ import pytest
 
 from service.app import create_app
 from service.core.config import Environment
+from service.dsr.bodies import DsrAction
 from tests.conftest import make_settings
 from tests.factories import api_key, bearer, event, example, published
 
@@ -26,6 +27,18 @@ async def as_service(db_url: str, client: httpx.AsyncClient) -> asyncpg.Connecti
     await client.post("/v1/properties/itsailor/consent-events", json=event(subject_id=subject))
     await client.post("/v1/dsr/history", json={"subject_id": str(subject)}, headers=bearer(key))
     return await asyncpg.connect(db_url)
+
+
+# An audit row as the owner's functions write it: the service's role may not (migration 0021).
+FORGED = (
+    "INSERT INTO dsr_audit (id, action, actor, identifier_type, identifier_hash, hash_key_id, mode,"
+    " reference, matched, deleted, anonymised{columns}) VALUES (gen_random_uuid(), '{action}',"
+    " 'cli', 'subject_id', sha256(''), '84e5c9cc17bc', 'delete', 'T-FAKE', 7, 7, 0{values})"
+)
+
+
+def forged(action: str, columns: str = "", values: str = "") -> list[str]:
+    return [FORGED.format(action=action, columns=columns, values=values)]
 
 
 async def in_one_transaction(connection: asyncpg.Connection, statements: list[str]) -> None:
@@ -78,6 +91,15 @@ async def in_one_transaction(connection: asyncpg.Connection, statements: list[st
         ["DELETE FROM consent_stats_hourly"],
         ["INSERT INTO consent_stats_hourly VALUES ('x', now(), 1, 'accept-all', '{}', 0, 1, 0, 0)"],
         ["UPDATE consent_schema_versions SET content = '{}'::jsonb"],
+        # Erasures, re-applied erasures and retention purges are audited only by the owner's
+        # functions (`backup reapply` would re-apply a forged erasure's tokens), and an audit
+        # row is stamped when it is written (migration 0021).
+        forged("erasure", ", erasure_tokens", ", ARRAY['00']"),
+        forged("erasure"),
+        forged("erasure-reapplied"),
+        forged("retention-purge"),
+        forged("history", ", created_at", ", '2020-01-01T00:00:00Z'"),
+        forged("an action of its own"),
         ["TRUNCATE consent_events"],
         ["DROP TABLE dsr_audit"],
         ["CREATE TABLE sneaky (x int)"],
@@ -93,6 +115,26 @@ async def test_the_services_role_cannot_get_around_the_evidence(
     await as_service.close()
     assert await db.fetchval("SELECT count(*) FROM consent_events") == before == 1
     assert await db.fetchval("SELECT count(*) FROM dsr_audit") == audits == 1
+
+
+async def test_the_services_role_writes_its_own_audit_rows_stamped_now(
+    as_service: asyncpg.Connection, db: asyncpg.Connection
+) -> None:
+    """Each action the service audits as itself, in the columns `record_audit` fills; the owner's
+    three are the rest of `DsrAction`."""
+    own = ["history", "export", "withdrawal", "withdrawal-replayed", "withdrawal-reentered"]
+    assert set(DsrAction) - set(own) == {"erasure", "erasure-reapplied", "retention-purge"}
+    insert = (
+        "INSERT INTO dsr_audit (id, action, actor, identifier_type, identifier_hash, hash_key_id,"
+        " property, since, until, mode, reference, matched, deleted, anonymised, request_id)"
+        " VALUES (gen_random_uuid(), $1, 'key-1', 'ip', sha256(''), 'k1', 'itsailor', NULL,"
+        " NULL, NULL, 'W-1', 1, 0, 0, 'req-1') RETURNING created_at = now()"
+    )
+    async with as_service.transaction():
+        stamped = [await as_service.fetchval(insert, action) for action in own]
+    await as_service.close()
+    assert stamped == [True] * len(own)
+    assert await db.fetchval("SELECT count(*) FROM dsr_audit") == 1 + len(own)
 
 
 async def test_the_service_owns_nothing_and_is_no_superuser(
