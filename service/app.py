@@ -122,7 +122,7 @@ async def _resources(app: ConsentAPI, settings: Settings, url: str) -> AsyncIter
             origins=BrowserOrigins(settings.cors_origins),
         ),
     )
-    checked = await _check_role(engine, settings)
+    checked = await check_role(engine, settings)
     # A database that is not there yet is checked once it is: every few seconds until then.
     later = None if checked else asyncio.create_task(_check_role_when_reachable(engine, settings))
     writer.start()
@@ -173,7 +173,7 @@ ROLE_CHECK_INTERVAL_SECONDS = 5.0
 GC_YOUNG_THRESHOLD = 20_000
 
 
-async def _check_role(engine: AsyncEngine, settings: Settings, *, quiet: bool = False) -> bool:
+async def check_role(engine: AsyncEngine, settings: Settings, *, quiet: bool = False) -> bool:
     """The service should log in as a member of `consent_api` that owns nothing
     (docs/guarantees.md, "Least privilege"). In production a more powerful role is a loud
     warning, or a refusal to start with CONSENT_REQUIRE_LEAST_PRIVILEGE, which also refuses to
@@ -208,7 +208,7 @@ async def _check_role(engine: AsyncEngine, settings: Settings, *, quiet: bool = 
 async def _check_role_when_reachable(engine: AsyncEngine, settings: Settings) -> None:
     while True:
         await asyncio.sleep(ROLE_CHECK_INTERVAL_SECONDS)
-        if await _check_role(engine, settings, quiet=True):
+        if await check_role(engine, settings, quiet=True):
             return
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
+import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +14,8 @@ from typing import Annotated, Any
 
 import typer
 import uvicorn
+from uvicorn.config import STARTUP_FAILURE
+from uvicorn.supervisors import Multiprocess
 
 from service import __version__
 from service.auth.cli import keys_app
@@ -24,7 +28,7 @@ from service.core.cli_support import (
     load_settings,
     stdout_log,
 )
-from service.core.config import Settings
+from service.core.config import PoolMode, Settings
 from service.core.embedded import database_url
 from service.core.hashing import hasher_from_settings
 from service.core.http_server import BoundedHttpToolsProtocol
@@ -92,6 +96,10 @@ def serve(
 
     settings = load_settings()
     configure_logging(settings.log_level, stdout_log(), human=readable_logs(settings))
+    # What would stop the server from starting is tried first, and said in one `error:` line:
+    # otherwise it is a line among the server's logs (a traceback, for the role), after the
+    # embedded server's start and the migrations, and exit 3 (with several workers, 0).
+    _try_listening(host, port)
     with database_url(settings) as url, _metrics_folder(workers), database_errors(url):
         _prepare_and_serve(settings, url, host=host, port=port, workers=workers)
     log.info("stopped")
@@ -111,9 +119,17 @@ def _metrics_folder(workers: int) -> Iterator[None]:
             del os.environ["PROMETHEUS_MULTIPROC_DIR"]
 
 
+# How long the supervisor of several workers waits for a worker to answer its health check before
+# it kills it: uvicorn's 5 s is shorter than a worker's imports on a busy or CPU-limited host (3 to
+# 7 s seen). Also how long a worker that fails to start may take to be noticed; the compose
+# healthcheck's start period is as long.
+WORKER_START_SECONDS = 20
+
+
 def _prepare_and_serve(settings: Settings, url: str, *, host: str, port: int, workers: int) -> None:
     from service.core.migrations import upgrade_to_head
 
+    _refuse_a_powerful_role(settings, url)
     if settings.is_dev:
         # Production migrates as its own step (the compose `migrate` service); dev just works.
         upgrade_to_head(url)
@@ -139,12 +155,64 @@ def _prepare_and_serve(settings: Settings, url: str, *, host: str, port: int, wo
         # the peer's address and the raw path and query (docs/guarantees.md, "No raw IP address
         # is stored or logged"). Without it an upgrade is a plain HTTP request.
         "ws": "none",
+        "timeout_worker_healthcheck": WORKER_START_SECONDS,
     }
+    config = uvicorn.Config(APP_FACTORY, **options)
     if workers == 1:
-        GracefulServer(uvicorn.Config(APP_FACTORY, **options)).run()
+        try:
+            GracefulServer(config).run()
+        except SystemExit as exc:  # uvicorn's own exit when the app or the bind fails
+            if exc.code != STARTUP_FAILURE:
+                raise
+            started = False
+        else:
+            started = True
     else:
+        supervisor = Multiprocess(config, sockets=[config.bind_socket()])
         with contextlib.suppress(KeyboardInterrupt):
-            uvicorn.run(APP_FACTORY, **options)
+            supervisor.run()
+        # uvicorn stops every worker when one fails to start, then returns as after a stop.
+        started = all(worker.exitcode != STARTUP_FAILURE for worker in supervisor.processes)
+    if not started:
+        raise fail("the service did not start: the log above says why", STARTUP_FAILURE)
+
+
+def _try_listening(host: str, port: int) -> None:
+    """Bind where the server will, and let go: a port in use is said now, in one line."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET  # as uvicorn chooses
+    try:
+        with socket.create_server((host, port), family=family):
+            pass
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise fail(f"cannot listen on {host}:{port}: {reason}") from None
+
+
+def _refuse_a_powerful_role(settings: Settings, url: str) -> None:
+    """With CONSENT_REQUIRE_LEAST_PRIVILEGE each worker refuses to start as a role that could
+    switch off the evidence's protections, or that cannot be checked (docs/guarantees.md,
+    "Least privilege"): checked here once before they start, so the refusal is one line."""
+    if settings.is_dev or not settings.require_least_privilege:
+        return
+    from service.app import check_role
+    from service.core.db import create_engine
+
+    async def check() -> None:
+        engine = create_engine(
+            url,
+            pool_size=1,
+            application_name="consent-service-serve",
+            transaction_pooled=settings.db_pool_mode == PoolMode.TRANSACTION,
+        )
+        try:
+            await check_role(engine, settings)
+        finally:
+            await engine.dispose()
+
+    try:
+        asyncio.run(check())
+    except RuntimeError as exc:
+        raise fail(str(exc)) from None
 
 
 class GracefulServer(uvicorn.Server):
