@@ -230,6 +230,19 @@ def explain_database_error(exc: BaseException, url: str) -> str | None:
             return (
                 f"{where} refused the login: {text}; check the user and password in {URL_SETTING}"
             )
+        if isinstance(
+            error,
+            asyncpg.UndefinedTableError
+            | asyncpg.UndefinedColumnError
+            | asyncpg.UndefinedFunctionError,
+        ):
+            # A table, column or function of the service missing: the database is older than
+            # this release, or not the service's (a wrong name that happens to exist).
+            return (
+                f"PostgreSQL at {where} is not migrated to this release ({text}): run "
+                "`consent-service migrate` as the tables' owner, or fix the database name in "
+                f"{URL_SETTING}"
+            )
         if isinstance(error, asyncpg.PostgresError):
             return f"PostgreSQL at {where}: {text}"
         if isinstance(error, ConnectionRefusedError):

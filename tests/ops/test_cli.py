@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 from service.cli import app
 from service.consent_schema.cli import publish_examples_if_empty
 from service.core.logging import SINK
+from tests.conftest import TEST_KEY, TEST_RECEIPT_KEY, _admin, database_url
 from tests.factories import EXAMPLES
 
 
@@ -320,6 +321,28 @@ def test_a_missing_database_and_an_unknown_role_are_one_line(
     code, _, err = run(cli_env | {"CONSENT_DATABASE_URL": stranger}, "keys", "list")
     assert (code, err.count("\n")) == (1, 1), err
     assert "refused the login" in err
+
+
+def test_an_unmigrated_database_says_to_migrate(cli_env: dict[str, str], server_url: str) -> None:
+    """Production does not migrate by itself: a command on a database without the service's
+    tables says to run `migrate` (or that the name may be wrong), not just which table is
+    missing."""
+    name = f"consent_empty_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_admin(server_url, f'CREATE DATABASE "{name}"'))
+    try:
+        env = cli_env | {
+            "CONSENT_ENV": "production",
+            "CONSENT_IP_HASH_SALT": TEST_KEY,
+            "CONSENT_RECEIPT_KEY": TEST_RECEIPT_KEY,
+            "CONSENT_DATABASE_URL": database_url(server_url, name),
+        }
+        for args in (("keys", "list"), ("schema", "publish", str(EXAMPLES / "itsailor.yaml"))):
+            code, _, err = run(env, *args)
+            assert (code, err.count("\n")) == (1, 1), err
+            assert "is not migrated to this release" in err, err
+            assert "run `consent-service migrate` as the tables' owner" in err
+    finally:
+        asyncio.run(_admin(server_url, f'DROP DATABASE "{name}" WITH (FORCE)'))
 
 
 def test_version() -> None:
