@@ -324,12 +324,24 @@ def load_document_file(
             f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})"
         ) from None
     except yaml.YAMLError as exc:
-        raise Unprocessable(f"{path}: not valid YAML: {exc}") from None
+        raise Unprocessable(f"{path}: not valid YAML: {_yaml_problem(exc)}") from None
     if not isinstance(data, dict):
         raise Unprocessable(f"{path}: expected a mapping at the top level")
     if property_override is not None:
         data["property"] = property_override
     return parse_document(data, source=str(path))
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """PyYAML's error in one line: where (line and column, from 1) and what; its own message
+    spans lines, quotes the text and names the file "<unicode string>"."""
+    problem = getattr(exc, "problem", None)
+    if problem is None:
+        return str(exc).splitlines()[0]
+    mark = getattr(exc, "problem_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    context = getattr(exc, "context", None)
+    return f"{where}{problem}" + (f" ({context})" if context else "")
 
 
 def json_schema() -> dict[str, Any]:

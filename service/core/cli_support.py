@@ -21,6 +21,7 @@ import typer
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from typer._click.exceptions import UsageError  # typer's own click's (typer.BadParameter's base)
 from typer.core import TyperGroup
 
 from service.core.config import PoolMode, Settings
@@ -78,13 +79,13 @@ class Commands(TyperGroup):
     def make_context(
         self, info_name: str | None, args: list[str], parent: Any = None, **extra: Any
     ) -> Any:
-        with stdout_pipe():
+        with stdout_pipe(), usage_in_one_line():
             return super().make_context(info_name, args, parent, **extra)
 
     def invoke(self, ctx: Any) -> Any:
         StdoutLog.lost = False
         try:
-            with stdout_pipe():
+            with stdout_pipe(), usage_in_one_line():
                 result = super().invoke(ctx)
         except EmbeddedStartError as exc:  # its message ends with the server's own log
             if Options.debug:
@@ -95,6 +96,18 @@ class Commands(TyperGroup):
         if StdoutLog.lost or SINK.closed:
             raise stdout_closed()
         return result
+
+
+@contextlib.contextmanager
+def usage_in_one_line() -> Iterator[None]:
+    """A mistaken command line (an unknown command or option, a missing or unconvertible value) is
+    one `error:` line and exit 2, as every other mistake: click's own is a usage block."""
+    try:
+        yield
+    except UsageError as exc:
+        command = exc.ctx.command_path if exc.ctx is not None else "consent-service"
+        message = exc.format_message().rstrip(".")
+        raise fail(f"{message} (see '{command} --help')", exc.exit_code) from None
 
 
 @contextlib.contextmanager

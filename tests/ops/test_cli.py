@@ -51,7 +51,7 @@ def run(env: dict[str, str], *args: str) -> tuple[int, str, str]:
     root = logging.getLogger()
     handlers, level, target = root.handlers[:], root.level, SINK.target
     try:
-        result = CliRunner().invoke(app, list(args), env=env)
+        result = CliRunner().invoke(app, list(args), env=env, prog_name="consent-service")
     finally:
         root.handlers[:], SINK.target = handlers, target
         root.setLevel(level)
@@ -166,19 +166,32 @@ def test_a_broken_file_names_every_bad_field(cli_env: dict[str, str], tmp_path: 
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        ("property: a\nproperty: b\n", "duplicate key 'property'"),
-        ("- just\n- a list\n", "expected a mapping"),
-        ("key: [unclosed\n", "not valid YAML"),
+        (
+            "property: a\nproperty: b\n",
+            ": not valid YAML: line 2, column 1: duplicate key 'property'",
+        ),
+        ("- just\n- a list\n", ": expected a mapping"),
+        (
+            "key: [unclosed\n",
+            ": not valid YAML: line 2, column 1: expected ',' or ']', but got '<stream end>' "
+            "(while parsing a flow sequence)",
+        ),
+        (
+            "purpose: the structure of our banner: categories\n",
+            ": not valid YAML: line 1, column 37: mapping values are not allowed here",
+        ),
     ],
 )
 def test_unreadable_files_fail_clearly(
     cli_env: dict[str, str], tmp_path: Path, content: str, message: str
 ) -> None:
+    """Each in one line that names the file and, for YAML, where in it."""
     path = tmp_path / "bad.yaml"
     path.write_text(content)
     code, _, err = run(cli_env, "schema", "publish", str(path))
     assert code == 1
-    assert message in err
+    assert err.startswith(f"error: {path}{message}"), err
+    assert err.count("\n") == 1, err
 
 
 async def test_dev_mode_publishes_the_examples_once_on_an_empty_database(
@@ -343,6 +356,29 @@ def test_an_unmigrated_database_says_to_migrate(cli_env: dict[str, str], server_
             assert "run `consent-service migrate` as the tables' owner" in err
     finally:
         asyncio.run(_admin(server_url, f'DROP DATABASE "{name}" WITH (FORCE)'))
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["dsr", "history", "--bogus"],
+            "No such option: --bogus (see 'consent-service dsr history",
+        ),
+        (["keys", "create"], "Missing option '--name' (see 'consent-service keys create --help')"),
+        (["serve", "--port", "abc"], "Invalid value for '--port': "),
+        (["serve", "--workers", "0"], "Invalid value for '--workers': "),
+        (["nosuch"], "No such command 'nosuch' (see 'consent-service --help')"),
+        (["--bogus"], "No such option: --bogus (see 'consent-service --help')"),
+    ],
+)
+def test_a_mistaken_command_line_is_one_line(
+    cli_env: dict[str, str], args: list[str], message: str
+) -> None:
+    code, out, err = run(cli_env, *args)
+    assert (code, out) == (2, ""), err
+    assert err.startswith(f"error: {message}"), err
+    assert err.count("\n") == 1, err
 
 
 def test_version() -> None:
