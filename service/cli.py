@@ -23,12 +23,13 @@ from service.consent_schema.cli import publish_examples_if_empty, schema_app
 from service.core.cli_support import (
     Commands,
     Options,
+    cli_engine,
     database_errors,
     fail,
     load_settings,
     stdout_log,
 )
-from service.core.config import PoolMode, Settings
+from service.core.config import Settings
 from service.core.embedded import database_url
 from service.core.hashing import hasher_from_settings
 from service.core.http_server import BoundedHttpToolsProtocol
@@ -195,15 +196,9 @@ def _refuse_a_powerful_role(settings: Settings, url: str) -> None:
     if settings.is_dev or not settings.require_least_privilege:
         return
     from service.app import check_role
-    from service.core.db import create_engine
 
     async def check() -> None:
-        engine = create_engine(
-            url,
-            pool_size=1,
-            application_name="consent-service-serve",
-            transaction_pooled=settings.db_pool_mode == PoolMode.TRANSACTION,
-        )
+        engine = cli_engine(settings, url)
         try:
             await check_role(engine, settings)
         finally:

@@ -185,17 +185,23 @@ def with_session(settings: Settings, work: Callable[[AsyncSession], Awaitable[T]
     return with_engine(settings, in_transaction)
 
 
-def with_engine(settings: Settings, work: Callable[[AsyncEngine], Awaitable[T]]) -> T:
-    """Run `work` with an engine on the configured (or embedded) database."""
+def cli_engine(settings: Settings, url: str) -> AsyncEngine:
+    """A small engine for one command on `url` (through a transaction pooler when configured)."""
     from service.core.db import create_engine
 
+    return create_engine(
+        url,
+        pool_size=2,
+        application_name="consent-service-cli",
+        transaction_pooled=settings.db_pool_mode == PoolMode.TRANSACTION,
+    )
+
+
+def with_engine(settings: Settings, work: Callable[[AsyncEngine], Awaitable[T]]) -> T:
+    """Run `work` with an engine on the configured (or embedded) database."""
+
     async def run(url: str) -> T:
-        engine = create_engine(
-            url,
-            pool_size=2,
-            application_name="consent-service-cli",
-            transaction_pooled=settings.db_pool_mode == PoolMode.TRANSACTION,
-        )
+        engine = cli_engine(settings, url)
         try:
             return await work(engine)
         finally:
