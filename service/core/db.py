@@ -12,8 +12,8 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
-from sqlalchemy import MetaData, event, exc, text
-from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy import LargeBinary, MetaData, event, exc, text
+from sqlalchemy.engine import URL, Dialect, Engine, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.types import TypeDecorator
 
 from service.core.fair_pool import FairPool
 
@@ -37,6 +38,19 @@ NAMING_CONVENTION = {
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class HexDigest(TypeDecorator[str]):
+    """A SHA-256 digest stored as its 32 bytes and shown as 64 hex characters (migration 0014)."""
+
+    impl = LargeBinary
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> bytes | None:
+        return None if value is None else bytes.fromhex(value)
+
+    def process_result_value(self, value: bytes | None, dialect: Dialect) -> str | None:
+        return None if value is None else bytes(value).hex()
 
 
 def _hosts(url: str) -> tuple[str, list[str]]:

@@ -18,8 +18,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
-from service.core.db import Base
-from service.ledger.tables import HexDigest
+from service.core.db import Base, HexDigest
 
 
 class DsrAuditRow(Base):

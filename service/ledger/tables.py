@@ -27,12 +27,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import JSONB, UUID
-from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Mapped, mapped_column
 from sqlalchemy.sql.elements import KeyedColumnElement
-from sqlalchemy.types import TypeDecorator
 
-from service.core.db import Base
+from service.core.db import Base, HexDigest
 
 # The monthly partitions and the default one, and their indexes: made by the database (migration
 # 0014), not by a model.
@@ -42,19 +40,6 @@ PARTITION = re.compile(r"consent_events_(\d{4}_\d{2}|default)\b")
 def not_a_partition(name: str | None, type_: str, parent_names: object) -> bool:
     """Alembic's `include_name`: compare the models with every table but the partitions."""
     return name is None or PARTITION.match(name) is None
-
-
-class HexDigest(TypeDecorator[str]):
-    """A SHA-256 digest stored as its 32 bytes and shown as 64 hex characters (migration 0014)."""
-
-    impl = LargeBinary
-    cache_ok = True
-
-    def process_bind_param(self, value: str | None, dialect: Dialect) -> bytes | None:
-        return None if value is None else bytes.fromhex(value)
-
-    def process_result_value(self, value: bytes | None, dialect: Dialect) -> str | None:
-        return None if value is None else bytes(value).hex()
 
 
 class ConsentEventRow(Base):
