@@ -30,12 +30,25 @@ class SealProofs:
     async def proof(
         self, seq: int, leaf: bytes | None, salt: bytes | None, identity: bytes | None
     ) -> dict[str, Any] | None:
-        """The event's place in its seal, or None: outside the ledger, or not sealed yet."""
+        """The event's leaf, identity and salt, and its place in its seal; the place (`seal`,
+        `leaf_index`, `tree_size`, `path`) is null while it is not sealed yet (the last second,
+        or every event while sealing is off), when its receipt alone ties it to a signed root.
+        None for an event stored before the ledger (no leaf)."""
         if leaf is None:
             return None
+        proof: dict[str, Any] = {
+            "seal": None,
+            "seq": seq,
+            "leaf": leaf.hex(),
+            "identity": identity.hex() if identity is not None else None,
+            "salt": salt.hex() if salt is not None else None,
+            "leaf_index": None,
+            "tree_size": None,
+            "path": None,
+        }
         row = (await self._connection.execute(COVERING, {"seq": seq})).one_or_none()
         if row is None:
-            return None
+            return proof
         seal = Seal.from_row(row)
         if seal.id not in self._leaves:
             found = await self._connection.execute(
@@ -45,16 +58,14 @@ class SealProofs:
             self.seals[seal.id] = seal
         leaves = self._leaves[seal.id]
         index = next(i for i, (at, _) in enumerate(leaves) if at == seq)
-        return {
-            "seal": seal.id,
-            "seq": seq,
-            "leaf": leaf.hex(),
-            "identity": identity.hex() if identity is not None else None,
-            "salt": salt.hex() if salt is not None else None,
-            "leaf_index": index,
-            "tree_size": len(leaves),
-            "path": [node.hex() for node in merkle.path([lf for _, lf in leaves], index)],
-        }
+        path = merkle.path([lf for _, lf in leaves], index)
+        proof.update(
+            seal=seal.id,
+            leaf_index=index,
+            tree_size=len(leaves),
+            path=[node.hex() for node in path],
+        )
+        return proof
 
 
 def seal_body(seal: Seal) -> dict[str, Any]:

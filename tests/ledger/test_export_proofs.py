@@ -5,6 +5,7 @@ before it."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import uuid
@@ -58,10 +59,15 @@ async def test_an_export_carries_inclusion_proofs_and_is_signed(
             datetime.fromisoformat(seal["sealed_at"]),
         )
         assert expected.hex() == seal["seal_hash"]
-    sealed = [item for item in document["events"] if item["ledger"] is not None]
+    sealed = [item for item in document["events"] if item["ledger"]["seal"] is not None]
     assert [item["event_type"] for item in sealed] == ["accept-all"] * 3
-    assert document["events"][-1]["ledger"] is None  # the withdrawal, not sealed yet
-    for item in sealed:
+    # The withdrawal, not sealed yet: its place in a seal is null, its leaf and identity are
+    # there, so its receipt still proves it (below).
+    unsealed = document["events"][-1]["ledger"]
+    assert {
+        key: unsealed[key] for key in ("seal", "leaf_index", "tree_size", "path")
+    } == dict.fromkeys(("seal", "leaf_index", "tree_size", "path"))
+    for item in document["events"]:
         proof = item["ledger"]
         # The leaf, recomputed from the exported record alone (docs/evidence.md, "Exports").
         canonical = {
@@ -77,6 +83,8 @@ async def test_an_export_carries_inclusion_proofs_and_is_signed(
         }
         data = json.dumps(canonical, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         assert hashlib.sha256(b"\x00" + data.encode()).hexdigest() == proof["leaf"]
+        if proof["seal"] is None:
+            continue
         seal = seals[proof["seal"]]
         assert proof["tree_size"] == seal["tree_size"]
         path = [bytes.fromhex(node) for node in proof["path"]]
@@ -88,13 +96,22 @@ async def test_an_export_carries_inclusion_proofs_and_is_signed(
             bytes.fromhex(seal["root"]),
         )
 
-    # Every event carries the receipt its 201 carried, with the same path to the signed root.
+    # Every event carries the receipt its 201 carried, with the same path to the signed root;
+    # the exported leaf (recomputed above) walks that path to the root the receipt signs.
     for item in document["events"]:
         given = answered[item["event_id"]]
         assert item["receipt"]["jws"] == given["receipt"]
         assert {key: item["receipt"][key] for key in ("leaf_index", "tree_size", "path")} == {
             key: given["receipt_proof"][key] for key in ("leaf_index", "tree_size", "path")
         }
+        claims = json.loads(base64.urlsafe_b64decode(item["receipt"]["jws"].split(".")[1] + "=="))
+        assert merkle.verify(
+            bytes.fromhex(item["ledger"]["leaf"]),
+            item["receipt"]["leaf_index"],
+            item["receipt"]["tree_size"],
+            [bytes.fromhex(node) for node in item["receipt"]["path"]],
+            bytes.fromhex(claims["root"]),
+        )
 
     # The signature: a JWS whose payload names the SHA-256 of every byte before it.
     jwks = (await client.get("/.well-known/jwks.json")).json()
