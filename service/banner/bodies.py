@@ -155,7 +155,8 @@ class ConsentState(BaseModel):
     effective: dict[str, bool] = Field(
         description="What applies now: `choices` with this request's honoured signals applied "
         "(every optional category off while one is present). With no valid decision (none, "
-        "expired) only the required categories are on."
+        "expired), and while a material change asks again (`schema-changed`), only the current "
+        "version's required categories are on."
     )
     signals_applied: list[Signal] = Field(
         description="The signals of this request (`Sec-GPC: 1`, `DNT: 1`, or `?gpc=true`, "

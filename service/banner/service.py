@@ -323,6 +323,10 @@ async def current_state(
         effective = _required_only(current)
         reasons.append(RepromptReason.EXPIRED)
     if latest.schema_version < prop.last_material_version:
+        # Asked again: until the person answers, only the required categories apply, as for an
+        # expired decision (a banner blocks the optional scripts meanwhile, and the client's
+        # `effective()` says the same: docs/banner.md, "Asking again"). The decision is kept.
+        effective = _required_only(current)
         reasons.append(RepromptReason.SCHEMA_CHANGED)
     return ConsentState(
         property=property_name,

@@ -123,6 +123,15 @@ async def test_schema_change_only_after_a_material_publish(
     assert changed["needs_reprompt"] is True
     assert changed["reprompt_reasons"] == ["schema-changed"]
     assert changed["schema_version"] == 1
+    # Until the person answers again, only the required categories apply (the page blocks the
+    # optional scripts meanwhile); the decision itself is kept and shown.
+    assert changed["effective"] == {
+        "necessary": True,
+        "functional": False,
+        "analytics": False,
+        "marketing": False,
+    }
+    assert (changed["status"], changed["choices"]["analytics"]) == ("partially-given", True)
 
     await decide(client, subject, "accept-all", schema_version=3)
     settled = await state(client, subject)
