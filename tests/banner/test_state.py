@@ -131,7 +131,10 @@ async def test_schema_change_only_after_a_material_publish(
         "analytics": False,
         "marketing": False,
     }
-    assert (changed["status"], changed["choices"]["analytics"]) == ("partially-given", True)
+    assert (changed["status"], changed["choices"]) == (
+        "partially-given",
+        {"necessary": True, "functional": False, "analytics": True, "marketing": False},
+    )
 
     await decide(client, subject, "accept-all", schema_version=3)
     settled = await state(client, subject)
