@@ -314,6 +314,13 @@ async def current_state(
     decided_on = await catalog.version(property_name, latest.schema_version)
     event_type = EventType(latest.event_type)
     expires_at = expiry(latest.recorded_at, decided_on.ttl_days, event_type)
+    # A signal the version records as a decision (a reject-all) stands for one while present,
+    # unless the latest decision was made under it: the banner client records that reject-all
+    # when it sees the signal, and a request without the client gets the same answer.
+    under = {Signal.GPC} if latest.gpc else set()
+    under |= {Signal.DNT} if latest.dnt else set()
+    recorded = [signal for signal in among(signals, current.records) if signal not in under]
+    applied = [signal for signal in (Signal.GPC, Signal.DNT) if signal in {*applied, *recorded}]
     effective = apply_signals(latest.choices, optional=decided_on.optional, applied=applied)
     status = decision_status(event_type, effective, decided_on.optional)
     assert status is not None  # re-prompts are not decisions

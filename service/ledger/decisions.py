@@ -52,6 +52,8 @@ class Decision:
     schema_version: int
     choices: dict[str, bool]
     recorded_at: datetime
+    gpc: bool = False  # the signals present when it was made
+    dnt: bool = False
 
 
 # The wanted keys travel as two arrays; the database's `consent_latest_decisions` (migration
@@ -60,8 +62,8 @@ class Decision:
 # connection: SQLAlchemy's execution and result processing cost the worker about as much again as
 # the rest of a lone look-up (docs/architecture.md, "The group read").
 LATEST_DECISIONS = (
-    "SELECT property, subject_id, event_type, source, schema_version, choices, recorded_at"
-    " FROM consent_latest_decisions($1::uuid[], $2::text[])"
+    "SELECT property, subject_id, event_type, source, schema_version, choices, recorded_at,"
+    " gpc, dnt FROM consent_latest_decisions($1::uuid[], $2::text[])"
 )
 
 
@@ -148,6 +150,8 @@ class LatestDecisions:
                 row["schema_version"],
                 _choices(row["choices"]),
                 row["recorded_at"],
+                row["gpc"],
+                row["dnt"],
             )
             for row in rows
         }

@@ -87,6 +87,59 @@ async def test_after_the_signals_refusal_an_explicit_choice_through_the_banner_s
 
 
 @pytest.mark.parametrize(
+    ("headers", "query", "applied"),
+    [({"Sec-GPC": "1"}, "", ["gpc"]), ({"DNT": "1"}, "", ["dnt"]), ({}, "?gpc=true", ["gpc"])],
+)
+async def test_a_signal_recorded_as_a_decision_stands_for_one_in_the_state_before_it_is_recorded(
+    client: httpx.AsyncClient, headers: dict[str, str], query: str, applied: list[str]
+) -> None:
+    """itsailor treats GPC (and DNT) as a reject-all. Someone who accepted all before their
+    browser sent the signal is refused while it is present, whoever asks the state (a site's
+    back end, a page whose script has not recorded the signal's reject-all yet), as the client
+    would record it; their accept-all is kept, and applies again without the signal."""
+    subject = uuid.uuid4()
+    accepted = await client.post(
+        f"{ITSAILOR}/consent-events", json=event("accept-all", subject_id=subject)
+    )
+    assert accepted.status_code == 201, accepted.text
+    url = f"{ITSAILOR}/consents/{subject}"
+    state = (await client.get(url + query, headers=headers)).json()
+    assert (state["status"], state["signals_applied"], state["event_type"]) == (
+        "refused",
+        applied,
+        "accept-all",
+    )
+    assert state["effective"] == {
+        "necessary": True, "functional": False, "analytics": False, "marketing": False
+    }  # fmt: skip
+    assert all(state["choices"].values())
+    without = (await client.get(url)).json()
+    assert (without["status"], without["signals_applied"]) == ("given", [])
+    # A selection made with the signal on is the person's own: it stands (the test above).
+    chosen = await client.post(
+        f"{ITSAILOR}/consent-events",
+        json=event("save-selection", subject_id=subject, categories={"analytics": True}),
+        headers={"Sec-GPC": "1", "DNT": "1"},
+    )
+    assert chosen.status_code == 201, chosen.text
+    state = (await client.get(url + query, headers=headers)).json()
+    assert (state["status"], state["signals_applied"]) == ("partially-given", [])
+
+
+async def test_a_signal_a_policy_applies_is_applied_in_the_state_as_before(
+    client: httpx.AsyncClient,
+) -> None:
+    """ailabrix applies GPC while present and ignores DNT: a policy that does not record a signal
+    as a decision answers as before."""
+    subject = uuid.uuid4()
+    await client.post(f"{AILABRIX}/consent-events", json=event("accept-all", subject_id=subject))
+    url = f"{AILABRIX}/consents/{subject}"
+    state = (await client.get(url, headers={"Sec-GPC": "1"})).json()
+    assert (state["status"], state["signals_applied"]) == ("refused", ["gpc"])
+    assert (await client.get(url, headers={"DNT": "1"})).json()["status"] == "given"
+
+
+@pytest.mark.parametrize(
     ("prop", "body", "headers", "detail"),
     [
         # No signal present: nothing for the signal to decide.

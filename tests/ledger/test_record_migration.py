@@ -93,3 +93,29 @@ async def test_0018_trades_the_foreign_key_for_the_functions_check_and_back(
             )
         finally:
             await db.close()
+
+
+async def test_0022_adds_the_decisions_signals_and_takes_them_back(server_url: str) -> None:
+    """The latest-decision function returns each decision's gpc and dnt from 0022 on; downgraded,
+    it is 0017's again, callable by the service's role either way."""
+    columns = (
+        "SELECT array_agg(name ORDER BY ordinality) FROM pg_proc,"
+        " unnest(proargnames) WITH ORDINALITY AS a(name, ordinality)"
+        " WHERE proname = 'consent_latest_decisions'"
+    )
+    callable_by_the_service = (
+        "SELECT has_function_privilege('consent_api',"
+        " 'consent_latest_decisions(uuid[], text[])', 'EXECUTE')"
+    )
+    async with database_at(server_url, "0021") as owner_url:
+        db = await asyncpg.connect(owner_url)
+        try:
+            config = alembic_config(owner_url)
+            await asyncio.to_thread(command.upgrade, config, "0022")
+            assert (await db.fetchval(columns))[-2:] == ["gpc", "dnt"]
+            assert await db.fetchval(callable_by_the_service)
+            await asyncio.to_thread(command.downgrade, config, "0021")
+            assert (await db.fetchval(columns))[-1] == "recorded_at"
+            assert await db.fetchval(callable_by_the_service)
+        finally:
+            await db.close()
