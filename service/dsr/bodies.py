@@ -21,7 +21,7 @@ from pydantic import (
 from service.consent_schema.document import PROPERTY_PATTERN
 from service.core.hashing import canonical_ip
 from service.core.json_input import CanonicalUUID, Timestamp, no_nul, one_spelling
-from service.ledger.bodies import ConsentRecord
+from service.ledger.bodies import ConsentRecord, RecordedEvent
 
 
 class IdentifierType(StrEnum):
@@ -205,10 +205,12 @@ class WithdrawalResult(BaseModel):
         "events: that of the withdrawal recorded first)."
     )
     withdrawn: int = Field(description="How many subject and property pairs were withdrawn.")
-    items: list[ConsentRecord] = Field(
+    items: list[RecordedEvent] = Field(
         description="The `withdraw` events recorded: one per subject and property that had a "
-        "decision matching the identifier (source `dsr`). On a retry, those still stored, read "
-        "back (one erased since is not listed); on a re-entry, those recorded again."
+        "decision matching the identifier (source `dsr`), each with the signed receipt the "
+        "withdrawal's events share and its path in it, as a banner's event has. On a retry, "
+        "those still stored, read back with their receipt (one erased since is not listed); on a "
+        "re-entry, those recorded again."
     )
 
 

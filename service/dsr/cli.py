@@ -234,6 +234,7 @@ def dsr_withdraw(
     from service.dsr.bodies import WithdrawalRequest, WithdrawalResult
     from service.dsr.service import known_property
     from service.dsr.withdrawal import Recorded, record_withdrawal
+    from service.ledger.receipts import receipt_signer_from_settings
 
     settings = load_settings()
     request = parse_options(
@@ -247,7 +248,7 @@ def dsr_withdraw(
             await known_property(session, request.property)
             return await record_withdrawal(
                 session, SchemaCatalog(engine), hasher, request, actor=CLI_ACTOR,
-                now=datetime.now(UTC),
+                now=datetime.now(UTC), receipts=receipt_signer_from_settings(settings),
             )  # fmt: skip
 
     result, recorded = with_engine(settings, work)

@@ -190,13 +190,15 @@ async def dsr_withdraw(
     catalog: Catalog,
     hasher: Hashing,
     clock: Clock,
+    writer: Writer,
     principal: DsrWithdrawer,
 ) -> WithdrawalResult:
     body = await read_json(request, WithdrawalRequest, limit=MAX_BODY_BYTES)
     await known_property(session, body.property)
     result, recorded = await record_withdrawal(
-        session, catalog, hasher, body, actor=principal.key_id, now=clock()
-    )
+        session, catalog, hasher, body, actor=principal.key_id, now=clock(),
+        receipts=writer.receipts,
+    )  # fmt: skip
     await session.commit()
     if recorded is Recorded.RETRY:  # a re-entry records again: 201, as a new one
         response.status_code = status.HTTP_200_OK

@@ -30,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.consent_schema.service import SchemaCatalog
 from service.core.errors import ReferenceConflict
-from service.core.hashing import Hasher, HashKey
+from service.core.hashing import Hasher
 from service.dsr.bodies import (
     DsrAction,
     IdentifierType,
@@ -46,13 +46,14 @@ from service.dsr.service import (
     record_audit,
 )
 from service.dsr.tables import DsrAuditRow
-from service.ledger.bodies import ConsentRecord
-from service.ledger.event import EventSource, EventType, NewEvent, record
-from service.ledger.leaf import attach_leaf
+from service.dsr.withdrawal_records import Pair, record_withdraws, request_hash, with_receipt
+from service.ledger.bodies import RecordedEvent
+from service.ledger.event import EventSource, EventType, record
+from service.ledger.receipts import ReceiptSigner
+from service.ledger.stored_receipts import StoredReceipts
 from service.ledger.tables import ConsentEventRow as Event
-from service.ledger.writer import batch_json, record_sql
+from service.ledger.tables import event_columns
 
-_RECORD = text(record_sql(":batch", ":jws", ":leaves"))
 # Waits for a transaction recording the same reference to end; released at COMMIT or ROLLBACK,
 # so it holds through a transaction-pooling PgBouncer too (docs/scaling.md, "PgBouncer").
 _LOCK = text("SELECT pg_advisory_xact_lock(:key)")
@@ -72,8 +73,6 @@ _LATEST = text(
     "SELECT subject_id, property, recorded_at FROM consent_latest_decisions("
     "CAST(:subjects AS uuid[]), CAST(:properties AS text[]))"
 )
-
-Pair = tuple[Any, str]  # (subject id, as the driver returns it; property)
 
 
 class Recorded(StrEnum):
@@ -100,12 +99,6 @@ def _audit_hashes(request: WithdrawalRequest, hasher: Hasher) -> list[str]:
     return [audit_hash(request, hasher, key) for key in hasher.all_keys]
 
 
-def _request_hash(key: HashKey, withdrawal_id: uuid.UUID, subject_id: Any, prop: str) -> str:
-    """The `request_hash` of the `withdraw` a withdrawal records for a subject and property: what
-    ties the event to its withdrawal without storing the withdrawal's id in the event."""
-    return key.digest("withdrawal", f"{withdrawal_id}/{subject_id}/{prop}")
-
-
 def _scope(property_name: str | None) -> str:
     return "every property" if property_name is None else f"property {property_name!r}"
 
@@ -118,6 +111,7 @@ async def record_withdrawal(
     *,
     actor: str,
     now: datetime,
+    receipts: ReceiptSigner | None = None,
 ) -> tuple[WithdrawalResult, Recorded]:
     """Record a `withdraw` (source `dsr`, entered by `actor`) for every subject and property with
     a decision matching the request, on each property's current version, with the audit row, in
@@ -125,7 +119,8 @@ async def record_withdrawal(
     same reference for the same identifier and property answers that one, read back from the
     database, and records nothing but its own audit row (`withdrawal-replayed`), unless events of
     that withdrawal are gone (`_lost`): those are recorded again; another property filter is a
-    `ReferenceConflict`."""
+    `ReferenceConflict`. The events recorded share one receipt signed with `receipts` (the
+    event writer's signer; None: receipts are off), as a banner's batch does."""
     await session.execute(_LOCK, {"key": reference_lock(request.reference)})
     kind, _ = identifier_of(request)
     earlier = (
@@ -143,7 +138,8 @@ async def record_withdrawal(
         pairs = await _decided(session, hasher, request)
         result = await _record(
             session, catalog, hasher, request, pairs, withdrawal_id=withdrawal_id,
-            audit_id=withdrawal_id, action=DsrAction.WITHDRAWAL, actor=actor, now=now,
+            audit_id=withdrawal_id, action=DsrAction.WITHDRAWAL, receipts=receipts, actor=actor,
+            now=now,
         )  # fmt: skip
         return result, Recorded.NEW
     # Before this was checked two could share a reference (the first is the one a retry meant).
@@ -158,7 +154,7 @@ async def record_withdrawal(
             extra={"withdrawal_id": str(first.id)},
         )
     withdrawal = same[0]
-    stored = await _recorded(session, catalog, hasher, request, [row.id for row in same])
+    stored = await _recorded(session, catalog, hasher, request, [row.id for row in same], receipts)
     items = stored[withdrawal.id]
     if len(items) < withdrawal.matched:  # else all of it stands: a retry, with no more queries
         lost = await _lost(
@@ -169,8 +165,8 @@ async def record_withdrawal(
             # as the withdrawal's; the audit row says who entered them again, and when.
             result = await _record(
                 session, catalog, hasher, request, lost, withdrawal_id=withdrawal.id,
-                audit_id=uuid.uuid4(), action=DsrAction.WITHDRAWAL_REENTERED, actor=actor,
-                now=now,
+                audit_id=uuid.uuid4(), action=DsrAction.WITHDRAWAL_REENTERED, receipts=receipts,
+                actor=actor, now=now,
             )  # fmt: skip
             return result, Recorded.REENTERED
     # Answering shows the person's records: audited as a look-up of its own, which records no
@@ -193,7 +189,7 @@ async def record_withdrawal(
 @functools.cache
 def _withdrawn_by_dsr(conditions: tuple[ColumnElement[bool], ...]) -> Select[Any]:
     return (
-        select(*RECORD_SELECT, Event.request_hash)
+        select(*RECORD_SELECT, *event_columns("request_hash", "salt", "leaf", "receipt"))
         .where(
             *conditions,
             Event.source == EventSource.DSR.value,
@@ -209,29 +205,35 @@ async def _recorded(
     hasher: Hasher,
     request: WithdrawalRequest,
     withdrawal_ids: Sequence[uuid.UUID],
-) -> dict[uuid.UUID, list[ConsentRecord]]:
+    receipts: ReceiptSigner | None,
+) -> dict[uuid.UUID, list[RecordedEvent]]:
     """The `withdraw` events each of `withdrawal_ids` recorded that are still stored, in the
-    order they were recorded: the DSR team's withdrawals matching the request whose request hash
-    is that withdrawal's (under any configured key). One erased or anonymised since is not among
-    them."""
+    order they were recorded, with the receipt each was stored with: the DSR team's withdrawals
+    matching the request whose request hash is that withdrawal's (under any configured key). One
+    erased or anonymised since is not among them. One stored without a receipt (recorded before
+    withdrawals were signed, or signing failed) gets one of its own leaf, as a banner's retry
+    does (docs/evidence.md, "Receipts")."""
     statement = _withdrawn_by_dsr(match(request))
     rows = (await session.execute(statement, match_values(request, hasher))).all()
-    found: dict[uuid.UUID, list[ConsentRecord]] = {wid: [] for wid in withdrawal_ids}
+    found: dict[uuid.UUID, list[RecordedEvent]] = {wid: [] for wid in withdrawal_ids}
+    kept_receipts = StoredReceipts(await session.connection())
     for row in rows:
         ours = (
             wid
             for wid in withdrawal_ids
             for key in hasher.all_keys
-            if row.request_hash == _request_hash(key, wid, row.subject_id, row.property)
+            if row.request_hash == request_hash(key, wid, row.subject_id, row.property)
         )
         withdrawal_id = next(ours, None)
         if withdrawal_id is not None:
             version = await catalog.version(row.property, row.schema_version)
-            found[withdrawal_id].append(
-                ConsentRecord.model_validate(
-                    record(row, optional=version.optional, ttl_days=version.ttl_days)
-                )
-            )
+            leaf, salt = (None if v is None else bytes(v) for v in (row.leaf, row.salt))
+            kept = await kept_receipts.proof(row.receipt, leaf, salt)
+            if kept is None and receipts is not None and leaf is not None and salt is not None:
+                jws, [proof] = receipts.sign_batch([leaf], [salt])
+                kept = jws, proof
+            stored = record(row, optional=version.optional, ttl_days=version.ttl_days)
+            found[withdrawal_id].append(with_receipt(stored, kept))
     return found
 
 
@@ -261,7 +263,7 @@ async def _lost(
     session: AsyncSession,
     hasher: Hasher,
     request: WithdrawalRequest,
-    stored: Iterable[ConsentRecord],
+    stored: Iterable[RecordedEvent],
     withdrawal: Row[Any],
 ) -> list[Pair]:
     """The subjects and properties `withdrawal` covered whose `withdraw` is not stored: each with
@@ -301,74 +303,26 @@ async def _record(
     withdrawal_id: uuid.UUID,
     audit_id: uuid.UUID,
     action: DsrAction,
+    receipts: ReceiptSigner | None,
     actor: str,
     now: datetime,
 ) -> WithdrawalResult:
-    """A `withdraw` for each pair, tied to `withdrawal_id` by its request hash, and the audit
-    row `audit_id` (the withdrawal's own, or a re-entry's)."""
+    """A `withdraw` for each pair, tied to `withdrawal_id` by its request hash, under one signed
+    receipt, and the audit row `audit_id` (the withdrawal's own, or a re-entry's)."""
     kind, value = identifier_of(request)
-    user_hash = hasher.user(value) if kind is IdentifierType.USER_ID else None
-    events = []
-    for subject_id, property_name in pairs:
-        version = await catalog.current(property_name)
-        choices = dict(
-            sorted(
-                (
-                    dict.fromkeys(version.required, True) | dict.fromkeys(version.optional, False)
-                ).items()
-            )
-        )
-        events.append(
-            attach_leaf(
-                NewEvent(
-                    event_id=uuid.uuid4(),
-                    property=property_name,
-                    # The driver's own UUID type, as a uuid.UUID (the batch is JSON).
-                    subject_id=uuid.UUID(bytes=subject_id.bytes),
-                    event_type=EventType.WITHDRAW.value,
-                    schema_version=version.version,
-                    choices=choices,
-                    effective=dict(choices),
-                    gpc=False,
-                    dnt=False,
-                    signals_applied=[],
-                    source=EventSource.DSR.value,
-                    entered_by=actor,
-                    ip_hash=None,
-                    # Linked to the account it was asked for, so a later look-up by it finds it.
-                    user_hash=user_hash,
-                    hash_key_id=hasher.current.key_id if user_hash else None,
-                    user_agent=None,
-                    page_url=None,
-                    tcf_string=None,
-                    gpp_string=None,
-                    request_hash=_request_hash(
-                        hasher.current, withdrawal_id, subject_id, property_name
-                    ),
-                    recorded_at=now,
-                ),
-                version.content_hash,
-            )
-        )
-    if events:
-        # The database's one way in for events (migration 0016); no receipt: not a banner's batch.
-        await session.execute(_RECORD, {"batch": batch_json(events), "jws": None, "leaves": None})
+    items = await record_withdraws(
+        session, catalog, pairs, withdrawal_id=withdrawal_id, key=hasher.current,
+        user_hash=hasher.user(value) if kind is IdentifierType.USER_ID else None,
+        receipts=receipts, actor=actor, now=now,
+    )  # fmt: skip
     await record_audit(
         session,
         action=action,
         actor=actor,
         query=request,
         hasher=hasher,
-        matched=len(events),
+        matched=len(items),
         reference=request.reference,
         audit_id=audit_id,
     )
-    items = []
-    for event in events:
-        version = await catalog.version(event.property, event.schema_version)
-        items.append(
-            ConsentRecord.model_validate(
-                record(event, optional=version.optional, ttl_days=version.ttl_days)
-            )
-        )
-    return WithdrawalResult(withdrawal_id=withdrawal_id, withdrawn=len(events), items=items)
+    return WithdrawalResult(withdrawal_id=withdrawal_id, withdrawn=len(items), items=items)
