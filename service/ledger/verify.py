@@ -4,9 +4,11 @@
 Every stored event's leaf is recomputed: from its columns, its schema version's content hash and
 its `identity`, which is itself recomputed from the identifying columns and the salt while the
 event has them. An anonymised event (no salt) must really be one: `anonymised_at` set, every
-identifying column empty. A deleted event leaves only its tombstone, whose leaf counts in its
-seal's root like any other, and names the audited erasure that made it. Every stored receipt
-is checked against its leaves and the service's public keys.
+identifying column empty; and an event marked anonymised must have lost its salt and every
+identifying column. A deleted event leaves only its tombstone, whose leaf counts in its seal's
+root like any other, and names the audited erasure that made it. Every stored receipt is checked
+against its leaves and the service's public keys, and an event whose leaf a stored receipt holds
+must name that receipt.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.ledger import merkle
-from service.ledger.event import IDENTITY_COLUMNS
+from service.ledger.event import IDENTIFYING_COLUMNS, IDENTITY_COLUMNS
 from service.ledger.leaf import identity_digest, leaf_data
 from service.ledger.sealer import Seal
 from service.ledger.stored_receipts import ReceiptMismatch, check_receipt
@@ -57,6 +59,18 @@ UNRECEIPTED = text(
     LEFT JOIN ledger_receipts r ON r.id = e.receipt
     WHERE e.receipt IS NOT NULL
       AND (r.id IS NULL OR position(e.leaf IN r.leaves) % 32 <> 1)
+    ORDER BY e.seq LIMIT 1
+    """
+)
+# Events that name no receipt while a stored receipt holds their leaf: detached from the signed
+# batch they were stored in (the writer names the receipt in the statement that stores its events).
+DETACHED = text(
+    """
+    SELECT e.event_id, e.seq, r.id AS receipt
+    FROM ledger_receipts r
+    CROSS JOIN LATERAL generate_series(0, octet_length(r.leaves) / 32 - 1) AS i
+    JOIN consent_events e ON e.leaf = substring(r.leaves FROM i * 32 + 1 FOR 32)
+    WHERE e.receipt IS NULL
     ORDER BY e.seq LIMIT 1
     """
 )
@@ -118,6 +132,13 @@ async def _leaves(
         for column in HEX_COLUMNS:  # leaves were computed over the hex the service handles
             if columns[column] is not None:
                 columns[column] = bytes(columns[column]).hex()
+        if row["anonymised_at"] is not None:
+            kept = [column for column in IDENTIFYING_COLUMNS if row[column] is not None]
+            if kept:
+                raise LedgerBroken(
+                    f"{name} is marked anonymised but keeps {', '.join(kept)}: an anonymising"
+                    " erasure clears them"
+                )
         if row["salt"] is not None:
             if identity_digest(columns, bytes(row["salt"])) != bytes(row["identity"]):
                 raise LedgerBroken(f"{name}: its identifying columns changed after it was stored")
@@ -142,8 +163,8 @@ async def _leaves(
 async def verify_receipts(
     connection: AsyncConnection, keys: dict[str, Ed25519PublicKey], report: Report
 ) -> None:
-    """Every stored receipt is signed by a key of the service over the root of its leaves, and
-    every event's receipt holds its leaf."""
+    """Every stored receipt is signed by a key of the service over the root of its leaves, every
+    event's receipt holds its leaf, and no event whose leaf a receipt holds names none."""
     after = 0
     while rows := (await connection.execute(RECEIPTS, {"after": after})).all():
         for row in rows:
@@ -158,6 +179,12 @@ async def verify_receipts(
         raise LedgerBroken(
             f"event {stray.event_id} (seq {stray.seq}): receipt {stray.receipt} does not hold its"
             " leaf"
+        )
+    detached = (await connection.execute(DETACHED)).one_or_none()
+    if detached is not None:
+        raise LedgerBroken(
+            f"event {detached.event_id} (seq {detached.seq}) names no receipt, but receipt"
+            f" {detached.receipt} holds its leaf: it was detached from its signed batch"
         )
 
 

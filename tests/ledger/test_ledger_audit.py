@@ -4,15 +4,20 @@ service over the leaves it holds, one of them each of its events' leaf."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from datetime import timedelta
 
 import asyncpg
 import httpx
 import pytest
 
 from service.core.pipeline import ConsentAPI
+from service.state import of as services
+from tests.factories import Clock, api_key, bearer, example, published
 from tests.ledger.tampering import as_superuser
 from tests.ledger.test_ledger import ledger, seal_now, send
+from tests.retention.test_purge import purge, with_retention
 
 
 async def erase(client: httpx.AsyncClient, key: dict[str, str], subject: uuid.UUID) -> str:
@@ -120,3 +125,61 @@ async def test_a_stored_receipt_that_does_not_sign_its_leaves_is_named(
     code, out = await ledger(db_url, "verify")
     assert code == 1
     assert f"receipt {receipt}: it does not sign the root of its 1 stored leaves" in out
+
+
+async def test_an_event_marked_anonymised_or_detached_from_its_receipt_is_named(
+    app: ConsentAPI, client: httpx.AsyncClient, db: asyncpg.Connection, db_url: str, owner_url: str
+) -> None:
+    """A superuser's two quiet edits: `anonymised_at` set on an event that keeps what identifies
+    it, and an event's receipt cleared (which an export shows as an event stored before
+    receipts). Neither changes a leaf; both are named, while erasures of both kinds and a
+    retention purge, whose leaves stay in their receipts, still verify."""
+    await published(db_url, with_retention(example("itsailor"), 1, 1))
+    eraser = bearer(await api_key(db_url, "dsr:erase"))
+    clock = Clock()
+    services(app).clock = clock
+    start = clock.now
+    await send(client, uuid.uuid4())  # past retention at the purge below
+    clock.now = start + timedelta(days=10)
+    deleted, anonymised, kept = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    target = await send(client, kept)
+    for subject in (deleted, anonymised, kept):
+        await send(client, subject)
+    for subject, mode in ((deleted, "delete"), (anonymised, "anonymise")):
+        response = await client.post(
+            "/v1/dsr/erasures", json={"subject_id": str(subject), "mode": mode}, headers=eraser
+        )
+        assert response.status_code == 200, response.text
+    as_of = (start + timedelta(days=5)).isoformat()
+    code, out = await asyncio.to_thread(purge, owner_url, "--allow-future", "--as-of", as_of)
+    assert code == 0, out
+    assert await db.fetchval("SELECT count(*) FROM ledger_tombstones") == 2
+    await seal_now(app)
+    code, out = await ledger(db_url, "verify")
+    assert code == 0, out
+    assert "1 anonymised; 2 erased" in out
+
+    # Marked anonymised, though its subject, hashes and salt are all still there.
+    await as_superuser(
+        db, "UPDATE consent_events SET anonymised_at = now() WHERE event_id = $1", uuid.UUID(target)
+    )
+    code, out = await ledger(db_url, "verify")
+    assert code == 1
+    assert f"event {target} (seq" in out
+    assert "is marked anonymised but keeps subject_id" in out
+    await as_superuser(
+        db, "UPDATE consent_events SET anonymised_at = NULL WHERE event_id = $1", uuid.UUID(target)
+    )
+    assert (await ledger(db_url, "verify"))[0] == 0
+
+    # Detached from the signed batch it was stored in.
+    receipt = await db.fetchval(
+        "SELECT receipt FROM consent_events WHERE event_id = $1", uuid.UUID(target)
+    )
+    await as_superuser(
+        db, "UPDATE consent_events SET receipt = NULL WHERE event_id = $1", uuid.UUID(target)
+    )
+    code, out = await ledger(db_url, "verify")
+    assert code == 1
+    assert f"event {target} (seq" in out
+    assert f"names no receipt, but receipt {receipt} holds its leaf" in out
