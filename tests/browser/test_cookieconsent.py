@@ -215,10 +215,11 @@ async def test_with_gpc_on_the_page_and_the_record_agree(
     assert await accepted(page, "analytics") == {"analytics": event["effective"]["analytics"]}
     assert not await analytics_ran(page)
 
-    # The preferences say why, and a selection made there stays off too.
+    # The preferences say why, show the decision (analytics on), and a selection saved there
+    # stays off too.
     await open_preferences(page)
     assert "Global Privacy Control" in await page.locator("#cc-main .pm").inner_text()
-    await toggle(page, "analytics")
+    assert await page.locator('#cc-main input.section__toggle[value="analytics"]').is_checked()
     await click(page, "pm", "save")
     await settled(page)
     events = await events_of(live_service, page, "ailabrix")
@@ -261,6 +262,47 @@ async def test_gpc_switched_on_after_an_accept_all_turns_the_optional_categories
     assert [e["event_type"] for e in await events_of(live_service, page, "ailabrix")] == [
         "accept-all"
     ]
+    for p in (page, with_gpc, without):
+        assert browser_log(p).errors == []
+
+
+async def test_a_save_under_gpc_that_changes_no_toggle_withdraws_nothing(
+    new_page: NewPage, static_site: str, live_service: LiveService
+) -> None:
+    """ailabrix: while GPC applies, the preferences show the person's decision (the signal note
+    says why the categories are off), so pressing "Save" without touching a toggle records that
+    decision again, never a withdrawal the person did not make (docs/banner.md, "Signals")."""
+    url = page_url(static_site, live_service, "ailabrix")
+    page = await new_page()
+    await open_page(page, url)
+    await click(page, "cm", "all")
+    await settled(page)
+
+    with_gpc = await new_page(gpc=True, context=page.context)
+    await open_page(with_gpc, url, banner=False)
+    for _ in range(2):  # cookieconsent resets the toggles when the panel closes
+        await open_preferences(with_gpc)
+        assert "Global Privacy Control" in await with_gpc.locator("#cc-main .pm").inner_text()
+        toggle = with_gpc.locator('#cc-main input.section__toggle[value="analytics"]')
+        assert await toggle.is_checked()  # the decision, not what applies
+        await click(with_gpc, "pm", "save")
+        await settled(with_gpc)
+        assert await accepted(with_gpc, "analytics") == {"analytics": False}
+        assert not await analytics_ran(with_gpc)
+    events = await events_of(live_service, page, "ailabrix")
+    assert [(e["event_type"], e["choices"]["analytics"]) for e in events] == [
+        ("accept-all", True),
+        ("save-selection", True),
+        ("save-selection", True),
+    ]
+    assert summary(events[-1])[2:] == ({"necessary": True, "analytics": False}, ["gpc"])
+
+    # The signal stops: the person's decision applies again.
+    without = await new_page(context=page.context)
+    await open_page(without, url, banner=False)
+    state = await without.evaluate("() => ConsentCookieConsent.client.state()")
+    assert (state["status"], state["effective"]["analytics"]) == ("given", True)
+    assert await analytics_ran(without)
     for p in (page, with_gpc, without):
         assert browser_log(p).errors == []
 
@@ -416,6 +458,70 @@ async def test_google_consent_mode_follows_the_effective_choices(
         denied | {"analytics_storage": "granted", "security_storage": "granted"},
     ]
     assert calls[1][-1] == ["consent", "update", denied | {"security_storage": "granted"}]  # GPC
+
+
+async def test_while_a_material_change_asks_again_no_optional_category_applies(
+    new_page: NewPage, static_site: str, live_service: LiveService, tmp_path: Path
+) -> None:
+    """The banner asks again and cookieconsent runs no optional script: the client's effective
+    choices, Google Consent Mode and the service's state say the same until the person answers
+    (docs/banner.md, "Asking again"); the decision and its status are kept."""
+    document = yaml.safe_load((EXAMPLE_SCHEMAS / "ailabrix.yaml").read_text())
+    document["google_consent_mode"] = {"analytics_storage": "analytics"}
+    mapped = tmp_path / "ailabrix.yaml"
+    mapped.write_text(yaml.safe_dump(document))
+    assert live_service.publish(mapped, material=True)["version"] == 2
+    page = await new_page()
+    await page.add_init_script(GTAG_STUB)
+    url = page_url(static_site, live_service, "ailabrix")
+    await open_page(page, url)
+    await click(page, "cm", "all")
+    await settled(page)
+    assert await consent_updates(page) == [{"analytics_storage": "denied"}, GRANTED]
+
+    document["categories"].append(
+        {
+            "key": "video",
+            "label": "Video",
+            "description": "Video embeds.",
+            "required": False,
+            "cookies": [],
+        }
+    )
+    mapped.write_text(yaml.safe_dump(document))
+    assert live_service.publish(mapped, material=True)["version"] == 3
+
+    await open_page(page, url)  # asked again
+    state = await page.evaluate("() => ConsentCookieConsent.client.state()")
+    assert state["reprompt_reasons"] == ["schema-changed"]
+    assert state["effective"] == {"necessary": True, "analytics": False, "video": False}
+    assert (state["status"], state["choices"]) == ("given", {"necessary": True, "analytics": True})
+    assert await accepted(page, "analytics") == {"analytics": False}
+    assert not await analytics_ran(page)
+    assert await consent_updates(page) == [{"analytics_storage": "denied"}]  # never granted
+    server = await page.evaluate("() => ConsentCookieConsent.client.serverState()")
+    assert (server["status"], server["effective"]) == (state["status"], state["effective"])
+
+    await click(page, "cm", "all")  # the person answers: it applies again
+    await settled(page)
+    assert (await consent_updates(page))[-1] == GRANTED
+    assert await analytics_ran(page)
+    assert browser_log(page).errors == []
+
+
+GTAG_STUB = (
+    "window.dataLayer = []; window.gtag = function () { dataLayer.push(Array.from(arguments)); };"
+)
+GRANTED = {"analytics_storage": "granted"}
+
+
+async def consent_updates(page: Page) -> list[dict[str, str]]:
+    """Each gtag('consent', 'update', …) of this page view, its analytics_storage only."""
+    updates: list[dict[str, str]] = await page.evaluate(
+        """() => dataLayer.filter(c => c[0] === 'consent' && c[1] === 'update')
+            .map(c => ({analytics_storage: c[2].analytics_storage}))"""
+    )
+    return updates
 
 
 async def test_a_site_not_listed_reads_nothing_and_stores_nothing(

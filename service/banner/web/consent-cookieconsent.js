@@ -1,4 +1,4 @@
-/*! consent-record × vanilla-cookieconsent 3 | 1.0.1 | served at /client/1.0.1/consent-cookieconsent.js
+/*! consent-record × vanilla-cookieconsent 3 | 1.0.2 | served at /client/1.0.2/consent-cookieconsent.js
  *
  * Runs vanilla-cookieconsent v3 (load its cookieconsent.umd.js first) from the property's consent
  * schema and records every decision through the consent-record client (load consent.js first):
@@ -22,7 +22,9 @@
  * The client's stored decision is the truth; cookieconsent's own state is set from it before
  * cookieconsent runs, so its acceptedCategory() always agrees with the record. While a privacy
  * signal the policy honours is present (GPC, DNT), a click is recorded as made but only the
- * required categories are accepted, so no optional script ever runs.
+ * required categories are accepted, so no optional script ever runs; the preferences' toggles
+ * show the person's standing decision meanwhile (the signal note says why those categories are
+ * off), so a Save that changes nothing records that decision again, never a withdrawal.
  */
 (function (global) {
   'use strict';
@@ -237,6 +239,24 @@
     this.cc.hide();
   };
 
+  /**
+   * While a signal applies and a decision stands, the preferences show that decision, not what
+   * applies: cookieconsent sets the toggles from its accepted categories (all optional ones off
+   * meanwhile), and a Save of those would record a withdrawal the person never made
+   * (docs/banner.md, "Signals"). Runs on every opening (cookieconsent resets them on closing).
+   */
+  Adapter.prototype.showDecision = function () {
+    var d = this.client.decision();
+    if (!d || !this.client.signals().applied.length || this.client.needsPrompt().ask) return;
+    var optional = this.optional();
+    Array.prototype.forEach.call(
+      global.document.querySelectorAll('#cc-main input.section__toggle'),
+      function (input) {
+        if (optional.indexOf(input.value) >= 0) input.checked = d.choices[input.value] === true;
+      }
+    );
+  };
+
   /** The optional categories a button chooses (Save: the preference toggles). */
   Adapter.prototype.chosen = function (role) {
     var chosen = {};
@@ -332,12 +352,14 @@
       var extra = options.cookieconsent || {};
       Object.assign(config, extra);
       // What the integration does on cookieconsent's events: a saved choice is recorded, a shown
-      // banner is a re-prompt, the toggles' labels are set as the schema writes them.
+      // banner is a re-prompt, the preferences show the decision (above), the toggles' labels
+      // are set as the schema writes them.
       var ours = {
         onFirstConsent: function () { adapter.saved(); },
         onChange: function () { adapter.saved(); },
         onModalShow: function (event) {
           if (event.modalName === 'consentModal') client.reprompt();
+          if (event.modalName === 'preferencesModal') adapter.showDecision();
         },
         onModalReady: function (event) {
           if (event.modalName === 'preferencesModal') adapter.labelToggles(event.modal);
@@ -362,6 +384,6 @@
     });
   }
 
-  var api = { version: '1.0.1', run: run, buildConfig: buildConfig, client: null, adapter: null };
+  var api = { version: '1.0.2', run: run, buildConfig: buildConfig, client: null, adapter: null };
   global.ConsentCookieConsent = api;
 })(typeof window !== 'undefined' ? window : this);

@@ -1,5 +1,5 @@
-// Types of the consent-record browser client 1.0.1 (consent.js) and its vanilla-cookieconsent
-// integration (consent-cookieconsent.js). Served at /client/1.0.1/consent.d.ts.
+// Types of the consent-record browser client 1.0.2 (consent.js) and its vanilla-cookieconsent
+// integration (consent-cookieconsent.js). Served at /client/1.0.2/consent.d.ts.
 
 export type EventType = 'accept-all' | 'reject-all' | 'save-selection' | 'withdraw' | 're-prompt';
 export type Decision = Exclude<EventType, 're-prompt'>;
@@ -119,6 +119,8 @@ export interface ConsentClient {
   readonly ready: Promise<ConsentClient>;
   readonly schema: SchemaVersion | null;
   state(): ConsentState;
+  /** Per category of the current version: the decision's choices, signals applied; only the
+   * required categories while the banner must ask again (none, expired, schema changed). */
   effective(): Record<string, boolean>;
   accepted(category: string): boolean;
   decision(): StoredDecision | null;

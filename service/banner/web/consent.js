@@ -1,4 +1,4 @@
-/*! consent-record client 1.0.1 | served by the consent record service at /client/1.0.1/consent.js
+/*! consent-record client 1.0.2 | served by the consent record service at /client/1.0.2/consent.js
  *
  * A dependency-free browser client for the consent record service (docs/banner.md). No build step:
  * load it with a <script> tag and call `ConsentRecord.create({api, property})`. It
@@ -13,13 +13,14 @@
  *   signal that is present, every optional category is off while it is present; the decision
  *   itself is kept, and applies again when the signal stops;
  * - says whether the banner must ask again (no decision, expired, schema changed), and records
- *   `re-prompt` once when a banner shows itself again;
+ *   `re-prompt` once when a banner shows itself again; until the person answers, only the
+ *   required categories apply (the decision is kept, and its status with it);
  * - applies Google Consent Mode v2 from the schema's `google_consent_mode` when gtag is present.
  */
 (function (global) {
   'use strict';
 
-  var VERSION = '1.0.1';
+  var VERSION = '1.0.2';
   var RETRY_DAYS = 7; // how long an unsent event is kept and sent again
   var SIGNALS = ['gpc', 'dnt'];
   var GCM_TYPES = ['ad_storage', 'ad_user_data', 'ad_personalization', 'analytics_storage',
@@ -85,6 +86,7 @@
     this.schema = this.saved.schema || null; // the last copy, until the fresh one arrives
     if (typeof options.onChange === 'function') this.listeners.push(options.onChange);
     this.gtagDefaultSent = false;
+    this.loaded = false; // what applies is known only once the schema is read again (below)
     this.applyGoogleConsentMode();
 
     var self = this;
@@ -98,6 +100,8 @@
       .then(function () { return self.adoptServerDecision(); })
       .then(function () { return self.recordSignalDecision(); })
       .then(function () {
+        self.loaded = true;
+        self.changed(); // Google Consent Mode's first update
         self.flush(); // not awaited: the banner need not wait for old events
         return self;
       });
@@ -169,10 +173,14 @@
     return { ask: reasons.length > 0, reasons: reasons };
   };
 
-  /** What applies now, per category: the decision's choices with the honoured signals applied. */
+  /**
+   * What applies now, per category of the current version: the decision's choices with the
+   * honoured signals applied; only the required categories while the banner must ask again
+   * (no decision, expired, or a material change: docs/banner.md, "Asking again").
+   */
   ConsentClient.prototype.effective = function () {
     var d = this.decision();
-    var valid = d && !(d.expires_at && Date.parse(d.expires_at) <= Date.now());
+    var valid = d && !this.needsPrompt().ask;
     var forcedOff = this.signals().applied.length > 0;
     var out = {};
     this.categories().forEach(function (c) {
@@ -185,20 +193,28 @@
     return this.effective()[key] === true;
   };
 
+  /**
+   * The status the decision establishes, with the honoured signals applied, as the service says
+   * it: over the categories the decision was made on (its choices' keys; a category the current
+   * version marks required is not optional), so a material change pending does not alter it.
+   */
+  ConsentClient.prototype.decisionStatus = function (d) {
+    if (d.event_type === 'withdraw') return 'withdrawn';
+    var required = {};
+    this.categories().forEach(function (c) { required[c.key] = c.required; });
+    var optional = Object.keys(d.choices).filter(function (k) { return required[k] !== true; });
+    var forcedOff = this.signals().applied.length > 0;
+    var on = optional.filter(function (k) { return !forcedOff && d.choices[k] === true; }).length;
+    if (optional.length === 0) return d.event_type === 'reject-all' ? 'refused' : 'given';
+    return on === optional.length ? 'given' : on ? 'partially-given' : 'refused';
+  };
+
   /** Everything a banner needs to know, in one object. */
   ConsentClient.prototype.state = function () {
     var d = this.decision();
     var prompt = this.needsPrompt();
     var status = 'none';
-    if (d) {
-      var eff = this.effective();
-      var optional = this.optionalKeys();
-      var on = optional.filter(function (k) { return eff[k]; }).length;
-      if (prompt.reasons.indexOf('expired') >= 0) status = 'expired';
-      else if (d.event_type === 'withdraw') status = 'withdrawn';
-      else if (optional.length === 0) status = d.event_type === 'reject-all' ? 'refused' : 'given';
-      else status = on === optional.length ? 'given' : on ? 'partially-given' : 'refused';
-    }
+    if (d) status = prompt.reasons.indexOf('expired') >= 0 ? 'expired' : this.decisionStatus(d);
     return {
       property: this.property,
       subject_id: this.subjectId,
@@ -481,17 +497,15 @@
     });
   };
 
-  /** gtag('consent', 'default' | 'update', …) from the schema's mapping, signals applied. */
+  /**
+   * gtag('consent', 'default' | 'update', …) from the schema's mapping, signals applied. The
+   * default (all denied) goes at once, from the last copy of the schema; the first update waits
+   * until the schema is read again and the service's decision adopted: the last copy may predate
+   * a material change or a withdrawal, and must not grant anything meanwhile.
+   */
   ConsentClient.prototype.applyGoogleConsentMode = function () {
     var mapping = this.schema && this.schema.content.google_consent_mode;
     if (!mapping || typeof global.gtag !== 'function') return;
-    var effective = this.effective();
-    var consent = {};
-    GCM_TYPES.forEach(function (type) {
-      consent[type] = mapping[type] && effective[mapping[type]] ? 'granted' : 'denied';
-    });
-    var key = JSON.stringify(consent);
-    if (key === this.gtagSent) return;
     if (!this.gtagDefaultSent) {
       var defaults = {};
       GCM_TYPES.forEach(function (type) { defaults[type] = 'denied'; });
@@ -499,6 +513,14 @@
       global.gtag('consent', 'default', defaults);
       this.gtagDefaultSent = true;
     }
+    if (!this.loaded) return;
+    var effective = this.effective();
+    var consent = {};
+    GCM_TYPES.forEach(function (type) {
+      consent[type] = mapping[type] && effective[mapping[type]] ? 'granted' : 'denied';
+    });
+    var key = JSON.stringify(consent);
+    if (key === this.gtagSent) return;
     global.gtag('consent', 'update', consent);
     this.gtagSent = key;
   };
