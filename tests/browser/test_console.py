@@ -20,10 +20,12 @@ from typing import Any
 import asyncpg
 import httpx
 import yaml
-from playwright.async_api import Download, Locator, Page, ViewportSize
+from playwright.async_api import Download, Locator, Page, Route, ViewportSize
 from playwright.async_api import TimeoutError as PlaywrightTimeoutError
 
+from service.auth.service import revoke_key
 from service.console.routes import CSP
+from service.core.db import create_engine, create_sessionmaker
 from service.core.resources import EXAMPLE_SCHEMAS
 from tests.browser import LiveService, NewPage, browser_log
 from tests.factories import api_key
@@ -674,3 +676,168 @@ async def test_api_errors_are_shown_and_name_the_missing_scope(
         log.console_errors
     )
     assert violations == []
+
+
+async def hold_paged_requests(page: Page, path: str) -> asyncio.Queue[Route]:
+    """Requests to `path` that ask for a further page (a `cursor`) wait in the queue, unanswered,
+    until the test lets them go (`route.continue_()`): a slow answer, on cue."""
+    held: asyncio.Queue[Route] = asyncio.Queue()
+
+    async def handle(route: Route) -> None:
+        if "cursor" in route.request.url or "cursor" in (route.request.post_data or ""):
+            await held.put(route)
+        else:
+            await route.continue_()
+
+    await page.route(f"**{path}*", handle)
+    return held
+
+
+async def release(page: Page, route: Route) -> None:
+    """Let a held request go; back once its answer has been read and the page has had time to
+    act on it."""
+    async with page.expect_event("requestfinished", lambda request: request == route.request):
+        await route.continue_()
+    await page.wait_for_timeout(300)
+
+
+async def test_a_late_page_never_joins_a_newer_search(
+    new_page: NewPage, live_service: LiveService
+) -> None:
+    """A Load more answered after another search (or after Load newest) is dropped, not added to
+    the new timeline; Erase… with pages still to load gives the focus back to Erase…"""
+    key = await api_key(live_service.db_url, "dsr:read", "dsr:erase", "audit:read")
+    first, second = str(uuid.uuid4()), str(uuid.uuid4())
+    with httpx.Client(base_url=live_service.url, timeout=10.0) as http:
+        for subject, events in ((first, 3), (second, 1)):
+            for _ in range(events):
+                body = {"subject_id": subject, "event_type": "accept-all", "schema_version": 1}
+                post_event(http, body)
+    page = await new_page()
+    await page.set_viewport_size(LAPTOP)
+    await sign_in(page, live_service, key.secret)
+    held = await hold_paged_requests(page, "/v1/dsr/history")
+    await search(page, "subject_id", first, per_page=2)
+    await page.locator("#person-more").click()
+    late = await held.get()
+    await search(page, "subject_id", second, per_page=2)
+    shown = page.locator("#person-count")
+    await shown.get_by_text("1 event", exact=True).wait_for()
+    await release(page, late)
+    consent_ids = page.locator('#timeline [data-field="subject_id"]')
+    assert await consent_ids.all_inner_texts() == [second]
+    assert await shown.inner_text() == "1 event"
+
+    # Erase… on a timeline with pages to load: they load, the toolbar is drawn again, and when
+    # the dialog closes the focus is on the new Erase… button.
+    await page.unroute("**/v1/dsr/history*")
+    await search(page, "subject_id", first, per_page=2)
+    await page.locator("#erase-open").focus()
+    await page.keyboard.press("Enter")
+    erase = page.locator("#erase-dialog")
+    await erase.wait_for(state="visible")
+    assert await field_of(page.locator("#erase-summary"), "count").inner_text() == "3"
+    await page.keyboard.press("Escape")
+    await erase.wait_for(state="hidden")
+    assert await page.evaluate("document.activeElement.id") == "erase-open"
+
+    # The audit log: a Load more answered after Load newest is dropped too.
+    held = await hold_paged_requests(page, "/v1/dsr/audit")
+    await page.locator('#nav a[data-route="audit"]').click()
+    entries = page.locator("#audit-table tbody tr")
+    await entries.first.wait_for()
+    await page.locator("#audit-limit").fill("2")
+    await page.locator("#audit-form button[type=submit]").click()
+    await page.locator("#audit-more").click()
+    late = await held.get()
+    await page.locator("#audit-form button[type=submit]").click()
+    await page.locator("#audit-count").get_by_text("2 shown of 2 loaded").wait_for()
+    await release(page, late)
+    assert (await page.locator("#audit-count").inner_text()).startswith("2 shown of 2 loaded")
+    assert await entries.count() == 2
+    assert browser_log(page).errors == []
+
+
+async def revoke(db_url: str, key_id: str) -> None:
+    """`consent-service keys revoke`, as the CLI does it."""
+    engine = create_engine(db_url, pool_size=1)
+    try:
+        async with create_sessionmaker(engine).begin() as session:
+            await revoke_key(session, key_id)
+    finally:
+        await engine.dispose()
+
+
+async def test_a_key_revoked_mid_session_is_forgotten(
+    new_page: NewPage, live_service: LiveService
+) -> None:
+    """A 401 after sign-in (the key revoked meanwhile): the console forgets the key and shows the
+    sign-in form with the reason, and sends the dead key no more (each failed key check counts
+    toward the client address's 429)."""
+    key = await api_key(live_service.db_url, "dsr:read", "audit:read")
+    subject = str(uuid.uuid4())
+    with httpx.Client(base_url=live_service.url, timeout=10.0) as http:
+        post_event(http, {"subject_id": subject, "event_type": "accept-all", "schema_version": 1})
+    page = await new_page()
+    await page.set_viewport_size(LAPTOP)
+    sent_key: list[str] = []
+
+    async def note_key(route: Route) -> None:
+        if await route.request.header_value("authorization"):
+            sent_key.append(route.request.url)
+        await route.continue_()
+
+    await page.route("**/v1/**", note_key)
+    await sign_in(page, live_service, key.secret)
+    await search(page, "subject_id", subject)
+    await page.locator("#timeline > li").first.wait_for()
+    await revoke(live_service.db_url, key.id)
+    sent_key.clear()
+
+    await page.locator("#person-form button[type=submit]").click()
+    await page.locator("#signin-key").wait_for(state="visible")
+    alert = page.locator("#alert")
+    assert "The API key is missing or invalid (401)." in await alert.inner_text()
+    assert "Sign in again" in await alert.inner_text()
+    assert await page.evaluate("sessionStorage.length") == 0
+    assert await page.locator("#nav").is_hidden()
+    assert await page.evaluate("document.activeElement.id") == "signin-key"
+    assert await page.locator("#person-results").inner_text() == ""  # nothing shown stays
+    # The views (the audit log loads itself when shown) send no key any more.
+    for route in ("audit", "person", "properties"):
+        await page.evaluate(f"location.hash = '#/{route}'")
+        await page.locator("#signin-key").wait_for(state="visible")
+    await page.wait_for_timeout(300)
+    assert len(sent_key) == 1, sent_key
+
+    # Signing in again with a valid key works at once (no 429 earned on the way).
+    fresh = await api_key(live_service.db_url, "dsr:read", "audit:read")
+    await page.locator("#signin-key").fill(fresh.secret)
+    await page.locator("#signin-form button[type=submit]").click()
+    await page.locator("#nav").wait_for(state="visible")
+    assert browser_log(page).errors == []
+
+
+async def test_the_version_dialog_fits_a_phone(
+    new_page: NewPage, live_service: LiveService
+) -> None:
+    """At 390 px the version dialog's cookie table wraps a long cookie name (ailabrix's
+    `static.cloudflareinsights.com`): neither the page nor the dialog scrolls sideways."""
+    key = await api_key(live_service.db_url, "stats:read")
+    page = await new_page()
+    await page.set_viewport_size(PHONE)
+    await sign_in(page, live_service, key.secret)
+    await page.locator('#nav a[data-route="properties"]').click()
+    await page.locator("#property-name").fill("ailabrix")
+    await page.locator("#property-form button[type=submit]").click()
+    await page.get_by_role("button", name="Open version 1").click()
+    dialog = page.locator("#version-dialog")
+    await dialog.locator('tr[data-cookie="static.cloudflareinsights.com"]').wait_for()
+    await no_horizontal_overflow(page)
+    overflowing = await dialog.evaluate(
+        """(dialog) => [dialog, ...dialog.querySelectorAll('td')]
+            .filter((element) => element.scrollWidth > element.clientWidth)
+            .map((element) => `${element.tagName} ${element.scrollWidth} > ${element.clientWidth}`)"""
+    )
+    assert overflowing == []
+    await shot(page, "console-version-phone")

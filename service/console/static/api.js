@@ -17,6 +17,14 @@ export function forgetEverything() {
   sessionStorage.clear();
 }
 
+// What the shell does once the service has refused the key (set by app.js).
+let onKeyRefused = () => {};
+
+/** `handler` runs when a call's key is refused (401), after the key has been forgotten. */
+export function whenKeyRefused(handler) {
+  onKeyRefused = handler;
+}
+
 /** An error answer of the API (RFC 9457 problem), or a network failure (status 0). */
 export class ApiError extends Error {
   constructor(status, problem, scope) {
@@ -72,7 +80,16 @@ export async function call(method, path, {body, query, scope, raw} = {}) {
   } catch (error) {
     throw new ApiError(0, {title: 'The service could not be reached', detail: String(error.message || error)}, scope);
   }
-  if (!response.ok) throw new ApiError(response.status, await problemOf(response), scope);
+  if (!response.ok) {
+    const error = new ApiError(response.status, await problemOf(response), scope);
+    // A key refused mid-session (revoked) is forgotten at once and never sent again: each failed
+    // key check counts toward the client address's 429 (docs/architecture.md, "Limits").
+    if (response.status === 401 && key && storedKey() === key) {
+      forgetEverything();
+      onKeyRefused();
+    }
+    throw error;
+  }
   return raw ? response : response.json();
 }
 

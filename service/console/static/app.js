@@ -1,8 +1,8 @@
 // The console's shell: sign-in and sign-out, the navigation (hash routes hold no data), the views.
 
-import {ApiError, call, fail, forgetEverything, storedKey, storeKey} from './api.js';
+import {ApiError, call, fail, forgetEverything, storedKey, storeKey, whenKeyRefused} from './api.js';
 import {setupAudit} from './audit.js';
-import {byId, clearAlert, showStatus} from './dom.js';
+import {byId, clear, clearAlert, showStatus} from './dom.js';
 import {setupPerson} from './person.js';
 import {setupProperties} from './properties.js';
 
@@ -72,6 +72,20 @@ async function signIn(event) {
   }
 }
 
+// What a view has shown: emptied when the service refuses the key, as a sign-out would.
+const RESULTS = ['person-receipt', 'person-results', 'audit-results', 'property-versions', 'property-stats'];
+
+/** The service refused the key mid-session (revoked): api.js has forgotten it; the sign-in form
+ *  is back, and the failed call's alert says why. */
+function keyRefused() {
+  for (const dialog of document.querySelectorAll('dialog[open]')) dialog.close();
+  for (const id of RESULTS) clear(byId(id));
+  showStatus('');
+  shown = null; // the view signed in to next acts as on a first visit
+  render();
+  byId('signin-key').focus();
+}
+
 function signOut() {
   forgetEverything();
   // A fresh page: nothing of what was shown (a person's events, the audit trail) stays in memory.
@@ -91,6 +105,7 @@ function start() {
       button.addEventListener('click', () => dialog.close());
     }
   }
+  whenKeyRefused(keyRefused);
   setupPerson();
   views.audit = setupAudit();
   views.properties = setupProperties();

@@ -6,27 +6,33 @@ import {byId, clear, clearAlert, formatTime, h, nextDay} from './dom.js';
 
 let state = null; // {limit, entries, cursor}
 
-async function fetchPage() {
+/** The next page of the listing `current`. False when Load newest has replaced it while the
+ *  page was on its way: that page is dropped. */
+async function fetchPage(current) {
   const page = await call('GET', '/v1/dsr/audit', {
-    query: {limit: state.limit, cursor: state.cursor}, scope: 'audit:read',
+    query: {limit: current.limit, cursor: current.cursor}, scope: 'audit:read',
   });
-  state.entries.push(...page.items);
-  state.cursor = page.next_cursor;
+  if (current !== state) return false;
+  current.entries.push(...page.items);
+  current.cursor = page.next_cursor;
+  return true;
 }
 
 async function loadNewest(event) {
   event.preventDefault();
   clearAlert();
   const form = byId('audit-form');
-  state = {limit: Number(form.elements.limit.value) || 100, entries: [], cursor: null};
+  const current = {limit: Number(form.elements.limit.value) || 100, entries: [], cursor: null};
+  state = current;
   const button = event.submitter;
   if (button) button.disabled = true;
   const results = byId('audit-results');
   results.setAttribute('aria-busy', 'true');
   try {
-    await fetchPage();
+    if (!await fetchPage(current)) return;
     render();
   } catch (error) {
+    if (current !== state) return; // a newer listing is on screen
     state = null;
     clear(results);
     fail(error);
@@ -39,12 +45,14 @@ async function loadNewest(event) {
 async function loadMore(event) {
   const button = event.currentTarget;
   button.disabled = true;
+  const current = state;
   try {
-    await fetchPage();
+    if (!await fetchPage(current)) return;
     render();
     const more = document.getElementById('audit-more');
     (more || byId('audit-count')).focus();
   } catch (error) {
+    if (current !== state) return;
     button.disabled = false;
     fail(error);
   }

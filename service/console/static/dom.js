@@ -118,9 +118,9 @@ const FOCUSABLE = 'input:not([disabled]), select:not([disabled]), textarea:not([
   'button:not([disabled]), a[href], [tabindex="0"]';
 
 /** Open a modal <dialog>, focus `first` (or its first control); Escape closes it (the browser's
- *  own `cancel`), and focus goes back where it was. */
-export function openDialog(dialog, first = null) {
-  const opener = document.activeElement;
+ *  own `cancel`), and focus goes back where it was, or to `returnTo` (the opener drawn again). */
+export function openDialog(dialog, first = null, returnTo = null) {
+  const opener = returnTo || document.activeElement;
   dialog.addEventListener('close', () => {
     if (opener instanceof HTMLElement && opener.isConnected) opener.focus();
   }, {once: true});

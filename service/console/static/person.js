@@ -42,12 +42,16 @@ function queryFromForm() {
   return {kind, query, limit: Number(form.elements.limit.value) || 100};
 }
 
-async function fetchPage() {
-  const body = {...state.query, limit: state.limit};
-  if (state.cursor) body.cursor = state.cursor;
+/** The next page of the look-up `current`. False when a newer search has replaced it while the
+ *  page was on its way: that page is another person's and is dropped. */
+async function fetchPage(current) {
+  const body = {...current.query, limit: current.limit};
+  if (current.cursor) body.cursor = current.cursor;
   const page = await call('POST', '/v1/dsr/history', {body, scope: 'dsr:read'});
-  state.events.push(...page.items);
-  state.cursor = page.next_cursor;
+  if (current !== state) return false;
+  current.events.push(...page.items);
+  current.cursor = page.next_cursor;
+  return true;
 }
 
 async function search(event) {
@@ -56,14 +60,16 @@ async function search(event) {
   showStatus('');
   clear(byId('person-receipt'));
   const {kind, query, limit} = queryFromForm();
-  state = {kind, query, limit, events: [], cursor: null};
+  const current = {kind, query, limit, events: [], cursor: null};
+  state = current;
   const button = event.submitter;
   if (button) button.disabled = true;
   try {
-    await fetchPage();
+    if (!await fetchPage(current)) return;
     renderResults();
     byId('person-results-title').focus();
   } catch (error) {
+    if (current !== state) return; // a newer search is on screen
     state = null;
     clear(byId('person-results'));
     fail(error);
@@ -75,13 +81,15 @@ async function search(event) {
 async function loadMore(event) {
   const button = event.currentTarget;
   button.disabled = true;
+  const current = state;
   try {
-    const before = state.events.length;
-    await fetchPage();
+    const before = current.events.length;
+    if (!await fetchPage(current)) return;
     renderResults();
     const next = byId('person-results').querySelectorAll('.event')[before];
     if (next) next.focus();
   } catch (error) {
+    if (current !== state) return;
     button.disabled = false;
     fail(error);
   }
@@ -207,16 +215,20 @@ function renderEraseSummary() {
 
 async function openErase(event) {
   const button = event.currentTarget;
+  const current = state;
   clearAlert();
-  if (state.cursor) {
+  if (current.cursor) {
     // The dialog says exactly how many events match: the remaining pages first.
     button.disabled = true;
     showStatus('Loading every remaining page to count the events…');
     try {
-      while (state.cursor) await fetchPage();
+      while (current.cursor) {
+        if (!await fetchPage(current)) return;
+      }
       renderResults();
       showStatus('');
     } catch (error) {
+      if (current !== state) return;
       button.disabled = false;
       fail(error);
       return;
@@ -225,7 +237,8 @@ async function openErase(event) {
   const form = byId('erase-form');
   form.reset();
   renderEraseSummary();
-  openDialog(byId('erase-dialog'), byId('erase-reference'));
+  // The toolbar may have been drawn again meanwhile: focus returns to its Erase… button.
+  openDialog(byId('erase-dialog'), byId('erase-reference'), byId('erase-open'));
 }
 
 async function confirmErase(event) {

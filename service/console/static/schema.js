@@ -44,7 +44,7 @@ function cookieTable(cookies) {
   return h('table', {class: 'table reflow cookies'},
     h('thead', {}, h('tr', {}, COOKIE_COLUMNS.map(([, label]) => h('th', {scope: 'col', text: label})))),
     h('tbody', {}, cookies.map((cookie) => h('tr', {'data-cookie': cookie.name},
-      COOKIE_COLUMNS.map(([name, label]) => h('td', {'data-label': label, class: name === 'name' ? 'mono' : null, text: cookie[name]}))))));
+      COOKIE_COLUMNS.map(([name, label]) => h('td', {'data-label': label, class: name === 'name' ? 'mono break' : null, text: cookie[name]}))))));
 }
 
 /** The content of one version, as the banner showed it. */
