@@ -5,7 +5,8 @@ The rules live in the database (migration 0013: `consent_retention_due`), and so
 deleted event's leaf in a tombstone naming the purge's audit row), with one `dsr_audit` row per
 run. Both are the table owner's: `consent-service retention purge` connects as the owner, like
 `migrate`. The service's role may only purge what is due now (`consent_retention_purge_due`),
-which `serve` does every CONSENT_RETENTION_PURGE_HOURS when set.
+which `serve` does every CONSENT_RETENTION_PURGE_HOURS when set, then refreshes the gauge of
+events outside the monthly partitions (ledger/partitions.py).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.core.logging import get_logger
+from service.ledger.partitions import refresh_outside
 
 log = get_logger("service.retention.purge")
 
@@ -50,6 +52,8 @@ async def purge_due(engine: AsyncEngine) -> dict[str, Any] | None:
         return None
     summary = _summary(found)
     log.info("retention_purged", deleted=summary["deleted"], audit_id=summary["audit_id"])
+    # It may have emptied the default partition: the gauge says so now, not at the next check.
+    await refresh_outside(engine)
     return summary
 
 

@@ -106,3 +106,24 @@ async def test_the_migration_keeps_every_event_and_its_history(
                     items = response.json()["items"]
                     assert [i["event_id"] for i in items] == [str(r["event_id"]) for r in expected]
                     assert len(items) == count
+
+
+FUNCTIONS = (
+    "SELECT p.oid::regprocedure::text, pg_get_functiondef(p.oid), p.proacl::text"
+    " FROM pg_proc p WHERE p.pronamespace = 'public'::regnamespace"
+    " AND (p.proname LIKE 'consent_retention%' OR p.proname LIKE 'consent_events_%') ORDER BY 1"
+)
+
+
+async def test_migration_0023_downgrade_restores_the_functions_exactly(server_url: str) -> None:
+    async with database_at(server_url, "0022") as owner_url:
+        db = await asyncpg.connect(owner_url)
+        try:
+            before = [tuple(row) for row in await db.fetch(FUNCTIONS)]
+            config = alembic_config(owner_url)
+            await asyncio.to_thread(command.upgrade, config, "0023")
+            assert [tuple(row) for row in await db.fetch(FUNCTIONS)] != before
+            await asyncio.to_thread(command.downgrade, config, "0022")
+            assert [tuple(row) for row in await db.fetch(FUNCTIONS)] == before
+        finally:
+            await db.close()
