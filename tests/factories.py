@@ -8,6 +8,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import asyncpg
+
 from service.auth.service import CreatedKey, create_key, revoke_key
 from service.consent_schema.document import ConsentSchemaDocument, load_document_file
 from service.consent_schema.publishing import publish
@@ -129,3 +131,23 @@ async def bulk_events(
         )  # fmt: skip
     finally:
         await connection.close()
+
+
+async def accepted_by_the_owner(db_url: str, owner_url: str) -> uuid.UUID:
+    """itsailor published and one subject's accept-all inserted by the tables' owner (the
+    service's role inserts no row by hand), for the CLI's tests: the subject."""
+    await published(db_url, example("itsailor"))
+    subject = uuid.uuid4()
+    connection = await asyncpg.connect(owner_url)
+    try:
+        await connection.execute(
+            "INSERT INTO consent_events (event_id, property, subject_id, event_type,"
+            " schema_version, choices, effective, gpc, dnt, signals_applied, request_hash,"
+            " recorded_at, identity, leaf) VALUES ($1, 'itsailor', $2, 'accept-all', 1, '{}',"
+            " '{}', false, false, '[]', sha256('x'), now(), sha256('i'::bytea),"
+            " sha256($1::uuid::text::bytea))",
+            uuid.uuid4(), subject,
+        )  # fmt: skip
+    finally:
+        await connection.close()
+    return subject

@@ -18,7 +18,7 @@ from service.core.pipeline import ConsentAPI
 from service.ledger.receipts import parse_seed, public_jwk
 from service.state import of as services
 from tests.conftest import TEST_KEY, TEST_RECEIPT_KEY
-from tests.factories import api_key, bearer, event, example, published
+from tests.factories import accepted_by_the_owner, api_key, bearer, event, example, published
 from tests.ledger.test_ledger import documented_leaf, ledger
 from tests.ledger.test_receipts import path_leads_to_root, with_jwcrypto
 
@@ -144,23 +144,6 @@ def test_the_cli_signs_the_withdrawal_it_records(
 ) -> None:
     from service.cli import app as cli
 
-    async def seed() -> uuid.UUID:
-        await published(db_url, example("itsailor"))
-        subject = uuid.uuid4()
-        conn = await asyncpg.connect(owner_url)  # the service's role inserts no row by hand
-        try:
-            await conn.execute(
-                "INSERT INTO consent_events (event_id, property, subject_id, event_type,"
-                " schema_version, choices, effective, gpc, dnt, signals_applied, request_hash,"
-                " recorded_at, identity, leaf) VALUES ($1, 'itsailor', $2, 'accept-all', 1, '{}',"
-                " '{}', false, false, '[]', sha256('x'), now(), sha256('i'::bytea),"
-                " sha256($1::uuid::text::bytea))",
-                uuid.uuid4(), subject,
-            )  # fmt: skip
-        finally:
-            await conn.close()
-        return subject
-
     async def check(item: dict[str, Any]) -> None:
         db = await asyncpg.connect(db_url)
         try:
@@ -169,7 +152,7 @@ def test_the_cli_signs_the_withdrawal_it_records(
         finally:
             await db.close()
 
-    subject = asyncio.run(seed())
+    subject = asyncio.run(accepted_by_the_owner(db_url, owner_url))
     monkeypatch.setenv("CONSENT_DATABASE_URL", db_url)
     monkeypatch.setenv("CONSENT_IP_HASH_SALT", TEST_KEY)
     monkeypatch.setenv("CONSENT_RECEIPT_KEY", TEST_RECEIPT_KEY)

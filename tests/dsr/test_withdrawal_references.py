@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from service.app import create_app
 from tests.conftest import CLIENT_IP, TEST_KEY, make_settings
-from tests.factories import api_key, bearer, event, example, published
+from tests.factories import accepted_by_the_owner, api_key, bearer, event, example, published
 
 WITHDRAWALS = "/v1/dsr/withdrawals"
 COUNTS = """
@@ -387,22 +387,6 @@ def test_the_cli_answers_a_retry_with_the_first_withdrawal(
     already, and nothing recorded again."""
     from service.cli import app as cli
 
-    async def seed() -> uuid.UUID:
-        await published(db_url, example("itsailor"))
-        subject = uuid.uuid4()
-        conn = await asyncpg.connect(owner_url)  # the service's role inserts no row by hand
-        try:
-            await conn.execute(
-                "INSERT INTO consent_events (event_id, property, subject_id, event_type, schema_version,"
-                " choices, effective, gpc, dnt, signals_applied, request_hash, recorded_at,"
-                " identity, leaf) VALUES ($1, 'itsailor', $2, 'accept-all', 1, '{}', '{}', false,"
-                " false, '[]', sha256('x'), now(), sha256('i'::bytea), sha256($1::uuid::text::bytea))",
-                uuid.uuid4(), subject,
-            )  # fmt: skip
-        finally:
-            await conn.close()
-        return subject
-
     async def count(query: str) -> int:
         conn = await asyncpg.connect(owner_url)
         try:
@@ -410,7 +394,7 @@ def test_the_cli_answers_a_retry_with_the_first_withdrawal(
         finally:
             await conn.close()
 
-    subject = asyncio.run(seed())
+    subject = asyncio.run(accepted_by_the_owner(db_url, owner_url))
     monkeypatch.setenv("CONSENT_DATABASE_URL", db_url)
     monkeypatch.setenv("CONSENT_IP_HASH_SALT", TEST_KEY)
     command = ["dsr", "withdraw", "--subject-id", str(subject), "--reference", "LETTER-3"]
