@@ -103,14 +103,15 @@ class ConsentEventIn(BaseModel):
         return dict(sorted(value.items())) if value else value
 
     def request_hash(self, property_name: str, key: HashKey) -> str:
-        """A keyed hash of what the event says (its id aside), to tell a retry from a different
-        event reusing an id. Keyed, because the body holds the `user_id` in clear and every other
-        field of it is stored: a plain hash would give the account id back to anyone with a dump
-        who tries candidates (docs/guarantees.md, "No raw IP address is stored or logged").
+        """A keyed hash (`HashKey.mac`) of what the event says (its id aside), to tell a retry
+        from a different event reusing an id. Keyed, because the body holds the `user_id` in
+        clear and every other field of it is stored: a plain hash would give the account id back
+        to anyone with a dump who tries candidates (docs/guarantees.md, "No raw IP address is
+        stored or logged").
         Fields serialise in declaration order and categories sorted, so equal requests hash
         equally however their JSON was laid out. (`model_dump_json`'s serializer, called
         directly: the same bytes without its per-call argument handling, 2 µs.)"""
-        return key.digest_bytes("request", self._hashed(property_name))
+        return key.mac("request", self._hashed(property_name))
 
     def request_hashes(self, property_name: str, hasher: Hasher) -> frozenset[str]:
         """Every hash a stored original of this request may carry: under each configured key,
@@ -119,7 +120,7 @@ class ConsentEventIn(BaseModel):
         hashed = self._hashed(property_name)
         return frozenset(
             (
-                *(key.digest_bytes("request", hashed) for key in hasher.all_keys),
+                *(key.mac("request", hashed) for key in hasher.all_keys),
                 hashlib.sha256(hashed).hexdigest(),
             )
         )
