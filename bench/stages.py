@@ -29,7 +29,10 @@ from collections.abc import Iterable
 RULES: tuple[tuple[str, str], ...] = (
     ("logging and metrics", r"service/core/logging\.py|structlog/|prometheus_client/"),
     ("logging and metrics", r"^(RequestMetrics|AccessLog)\."),
-    ("response write (send system call)", r"^OneWrite\.write "),
+    (
+        "response write (send system call)",
+        r"^OneWrite\.write |^_write \([^)]*service/core/raw_path\.py",
+    ),
     ("receipt signing (per batch)", r"service/ledger/(receipts|merkle)\.py|cryptography/"),
     ("group commit: batch JSON", r"^(batch_json|_bytea) "),
     ("group commit: database driver", r"asyncpg/"),
@@ -65,7 +68,7 @@ RULES: tuple[tuple[str, str], ...] = (
     ("HTTP server (uvicorn, httptools)", r"uvicorn/protocols/|httptools|service/core/http_server"),
     (
         "routing, middleware, endpoint",
-        r"service/core/(pipeline|observe)\.py|starlette/|fastapi/|"
+        r"service/core/(pipeline|observe|raw_path)\.py|starlette/|fastapi/|"
         r"service/state\.py|service/banner/routes\.py",
     ),
 )

@@ -24,7 +24,8 @@ from email.utils import formatdate
 from typing import Any
 
 import orjson
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn._types import ASGI3Application
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from service.core.errors import PROBLEM_BASE, PROBLEM_MEDIA_TYPE
 from service.core.logging import get_logger
@@ -140,6 +141,18 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         cycle = self.cycle
         if cycle is not previous and cycle is not None and self.scope["method"] != "HEAD":
             cycle.transport = OneWrite(self.transport)  # type: ignore[assignment]
+
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
+        # A hot route is served below ASGI, by the app's own route (core/raw_path.py); anything
+        # else, and a 503 for too many requests at once (`app` is then uvicorn's), through ASGI.
+        raw = getattr(getattr(app, "middleware_stack", None), "raw", None)
+        route = raw.route_for(cycle.scope) if raw is not None else None
+        if raw is None or route is None:
+            super()._start_asgi_task(cycle, app)
+            return
+        task = self.loop.create_task(raw.serve(cycle, route, self.transport.write))
+        task.add_done_callback(self.tasks.discard)
+        self.tasks.add(task)
 
     def _count(self, size: int) -> None:
         self._head_bytes += size

@@ -148,7 +148,34 @@ def route_template(scope: Scope) -> str:
     return "<unmatched>"
 
 
+def request_id_of(scope: Scope) -> str:
+    """The caller's `X-Request-ID` when it is one of the two forms ids take, else a new id; bound
+    to every log line of the request. Each request runs in a task of its own, with its own copy of
+    the context: binding is enough, nothing of an earlier request is left to clear."""
+    supplied = _header(scope, b"x-request-id")
+    request_id = supplied if supplied and _REQUEST_ID.match(supplied) else os.urandom(16).hex()
+    structlog.contextvars.bind_contextvars(request_id=request_id)
+    return request_id
+
+
+def id_headers(request_id: str) -> list[tuple[bytes, bytes]]:
+    """The headers every answer ends with."""
+    return [(b"x-request-id", request_id.encode()), (b"x-content-type-options", b"nosniff")]
+
+
+def observed(scope: Scope, request_id: str, status: int, started: float) -> None:
+    """A request is over: its metrics and its access line."""
+    elapsed = time.perf_counter() - started
+    route = route_template(scope)
+    method = scope["method"]
+    REQUEST_METRICS.observe(method, route, status, elapsed)
+    ACCESS_LOG.request(request_id, method, route, status, round(elapsed * 1000, 2))
+
+
 class ObserveMiddleware:
+    """The outermost middleware. A hot route served by the HTTP server itself does the same
+    through the same functions (core/raw_path.py)."""
+
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
@@ -157,11 +184,7 @@ class ObserveMiddleware:
             await self.app(scope, receive, send)
             return
 
-        supplied = _header(scope, b"x-request-id")
-        request_id = supplied if supplied and _REQUEST_ID.match(supplied) else os.urandom(16).hex()
-        # Each request runs in a task of its own, with its own copy of the context: binding is
-        # enough, nothing of an earlier request is left to clear.
-        structlog.contextvars.bind_contextvars(request_id=request_id)
+        request_id = request_id_of(scope)
         started = time.perf_counter()
         status = 500
         response_started = False
@@ -171,10 +194,7 @@ class ObserveMiddleware:
             if message["type"] == "http.response.start":
                 response_started = True
                 status = message["status"]
-                headers = list(message.get("headers", []))
-                headers.append((b"x-request-id", request_id.encode()))
-                headers.append((b"x-content-type-options", b"nosniff"))
-                message["headers"] = headers
+                message["headers"] = [*message.get("headers", ()), *id_headers(request_id)]
             await send(message)
 
         try:
@@ -191,11 +211,7 @@ class ObserveMiddleware:
                 raise
             await internal_error_response()(scope, receive, send_with_id)
         finally:
-            elapsed = time.perf_counter() - started
-            route = route_template(scope)
-            method = scope["method"]
-            REQUEST_METRICS.observe(method, route, status, elapsed)
-            ACCESS_LOG.request(request_id, method, route, status, round(elapsed * 1000, 2))
+            observed(scope, request_id, status, started)
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

@@ -37,6 +37,7 @@ from fastapi.params import Header, Path, Query
 from fastapi.routing import APIRoute, RouteContext, iter_route_contexts
 from fastapi.security.base import SecurityBase
 from pydantic import BaseModel, TypeAdapter, ValidationError
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import ClientDisconnect
 from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -48,6 +49,8 @@ from service.core.errors import (
     validation_problem_detail,
 )
 from service.core.json_input import given_once, many_valued
+from service.core.observe import ObserveMiddleware
+from service.core.raw_path import RawServer
 
 Endpoint = Callable[..., Awaitable[Response]]
 AnyEndpoint = TypeVar("AnyEndpoint", bound=Callable[..., Awaitable[Any]])
@@ -262,11 +265,16 @@ class Dispatch:
     (including a hot path with another method, answered 405 by the router) through FastAPI's."""
 
     def __init__(
-        self, routes: tuple[FastRoute, ...], hot_stack: ASGIApp, framework_stack: ASGIApp
+        self,
+        routes: tuple[FastRoute, ...],
+        hot_stack: ASGIApp,
+        framework_stack: ASGIApp,
+        raw: RawServer | None = None,
     ) -> None:
         self.routes = routes
         self.hot_stack = hot_stack
         self.framework_stack = framework_stack
+        self.raw = raw  # the same routes, for the HTTP server to serve below ASGI
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -330,11 +338,20 @@ class ConsentAPI(FastAPI):
             FastRoute(route) for route in iter_route_contexts(self.routes) if is_hot(route)
         )
         stack: ASGIApp = HotEndpoints(self.exception_handlers)
+        layers: list[Any] = []
         for cls, args, kwargs in reversed(self.user_middleware):
             stack = cls(stack, *args, **kwargs)
+            layers.append(stack)
         if not isinstance(self.router.middleware_stack, HeadAsGet):
             self.router.middleware_stack = HeadAsGet(self.router.middleware_stack)
-        return Dispatch(routes, stack, super().build_middleware_stack())
+        raw = None
+        # The HTTP server serves hot routes itself only when it does all the middleware does.
+        if [type(layer) for layer in layers if not isinstance(layer, CORSMiddleware)] == [
+            ObserveMiddleware
+        ]:
+            cors = next((layer for layer in layers if isinstance(layer, CORSMiddleware)), None)
+            raw = RawServer(self, routes, self.exception_handlers, cors)
+        return Dispatch(routes, stack, super().build_middleware_stack(), raw)
 
     def openapi(self) -> dict[str, Any]:
         """FastAPI's document, plus the bodies that endpoints read by hand, with every error

@@ -16,7 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from service.core.errors import Forbidden, install_error_handlers
 from service.core.json_input import URL_INT_FORM, StrictJSONRoute, UrlBool, UrlInt
 from service.core.observe import ObserveMiddleware
-from service.core.pipeline import ConsentAPI, HotRouteError, hot
+from service.core.pipeline import ConsentAPI, Dispatch, HotRouteError, hot
 from tests.factories import api_key, bearer
 
 
@@ -318,3 +318,24 @@ async def test_a_get_route_answers_head_and_a_405_lists_it(
     heads = [(line["method"], line["route"]) for line in access if line["method"] == "HEAD"]
     # Logged as sent, with the route matched.
     assert heads == [("HEAD", "/m/hot/{n}"), ("HEAD", "/m/cold/{n}"), ("HEAD", "/m/post")]
+
+
+def test_the_server_serves_hot_routes_itself_only_with_the_middleware_it_reproduces() -> None:
+    """core/raw_path.py does what ObserveMiddleware and the CORS middleware do, nothing else: any
+    other middleware (here `Stamp`) keeps every request on the ASGI path, so it is never skipped."""
+    router = APIRouter()
+
+    @router.get("/flag")
+    @hot
+    async def flag() -> Response:
+        return Response("on")
+
+    stamped = build(router)
+    plain = ConsentAPI()
+    plain.include_router(router)
+    plain.add_middleware(ObserveMiddleware)
+    plain.middleware_stack = plain.build_middleware_stack()
+    assert isinstance(stamped.middleware_stack, Dispatch)
+    assert isinstance(plain.middleware_stack, Dispatch)
+    assert stamped.middleware_stack.raw is None
+    assert plain.middleware_stack.raw is not None

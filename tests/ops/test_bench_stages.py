@@ -28,6 +28,12 @@ def test_the_innermost_named_frame_decides() -> None:
         ";OneWrite.write (service/core/http_server.py:79)"
     )
     assert stage_of(written.split(";")) == "response write (send system call)"
+    # A hot route served below ASGI writes its answer itself (core/raw_path.py).
+    raw = ROOT + ";RawServer.serve (/srv/service/core/raw_path.py:96)"
+    assert stage_of(f"{raw};_write (/srv/service/core/raw_path.py:151)".split(";")) == (
+        "response write (send system call)"
+    )
+    assert stage_of(raw.split(";")) == "routing, middleware, endpoint"
     assert stage_of(ENDPOINT.split(";")) == "routing, middleware, endpoint"
     # The page URL is the body's: split by hand, or by urlsplit for the uncommon URL.
     page = ENDPOINT + ";ConsentEventIn._origin_and_path (service/banner/bodies.py:83)"

@@ -1,0 +1,248 @@
+"""The hot routes served by the HTTP server below ASGI (core/raw_path.py) answer exactly as through
+ASGI: the same status, headers in the same order, body, access line and metrics, for every hot
+route and every way a request to one can go (new, retried, refused, invalid, CORS, conditional,
+100-continue, a failure inside), on a real server with the service's protocol. Each request is
+sent twice on one server, once with the raw path and once with it switched off."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import uvicorn
+
+from service.app import create_app
+from service.core.config import Settings
+from service.core.http_server import BoundedHttpToolsProtocol
+from service.core.observe import REQUEST_METRICS, REQUESTS
+from service.core.pipeline import ConsentAPI, Dispatch
+from service.core.raw_path import RawServer
+from tests.conftest import make_settings
+from tests.factories import example, published
+
+ORIGIN = "https://itsailor.io"
+EVENTS = "/v1/properties/itsailor/consent-events"
+SUBJECT = "0c9d7a3e-1b2f-4c5d-8e6f-7a8b9c0d1e2f"
+# What differs between two answers to the same request: ids, times, receipts.
+VARYING_KEYS = {"event_id", "recorded_at", "expires_at", "receipt", "receipt_proof", "instance"}
+VARYING_HEADERS = {"date", "x-request-id", "content-length", "etag"}
+
+
+@pytest.fixture
+async def served(db_url: str, tmp_path: Any) -> AsyncIterator[tuple[ConsentAPI, int]]:
+    await published(db_url, example("itsailor"))
+    settings: Settings = make_settings(
+        db_url, tmp_path, cors_origins=[ORIGIN], trusted_proxies=["127.0.0.1/32"]
+    )
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=0, http=BoundedHttpToolsProtocol, ws="none",
+        proxy_headers=False, log_config=None, access_log=False, lifespan="on",
+    )  # fmt: skip
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:  # noqa: ASYNC110 (uvicorn offers no event to wait on)
+        await asyncio.sleep(0.02)
+    yield app, server.servers[0].sockets[0].getsockname()[1]
+    server.should_exit = True
+    await task
+
+
+def answered(status: int) -> float:
+    """How many consent events were answered `status` so far, in the metrics."""
+    REQUEST_METRICS.flush()
+    series = REQUESTS.labels("POST", "/v1/properties/{property}/consent-events", str(status))
+    return float(series._value.get())
+
+
+def raw_server(app: ConsentAPI) -> RawServer:
+    stack = app.middleware_stack
+    assert isinstance(stack, Dispatch)
+    assert stack.raw is not None
+    return stack.raw
+
+
+async def exchange(port: int, request: bytes, *, answers: int = 1) -> list[bytes]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(request)
+    await writer.drain()
+    raw = await asyncio.wait_for(reader.read(), timeout=10)
+    writer.close()
+    parts = re.split(rb"(?=HTTP/1\.1 \d{3} )", raw)
+    found = [part for part in parts if part]
+    assert len(found) == answers, raw
+    return found
+
+
+def post(body: bytes | str, *headers: str, path: str = EVENTS, close: bool = True) -> bytes:
+    data = body.encode() if isinstance(body, str) else body
+    lines = [f"POST {path} HTTP/1.1", "Host: t", f"Content-Length: {len(data)}", *headers]
+    if close:
+        lines.append("Connection: close")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + data
+
+
+def get(path: str, *headers: str) -> bytes:
+    lines = [f"GET {path} HTTP/1.1", "Host: t", *headers, "Connection: close"]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def event(**fields: Any) -> str:
+    body = {"subject_id": SUBJECT, "event_type": "accept-all", "schema_version": 1, **fields}
+    return json.dumps(body)
+
+
+def normalised(answer: bytes) -> tuple[str, list[tuple[str, str]], Any]:
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status = head.decode("latin-1").split("\r\n")[0]
+    headers = _headers(answer)
+    length = dict(headers).get("content-length")
+    if length is not None:
+        assert int(length) == len(body)
+    kept = [(name, value if name not in VARYING_HEADERS else "…") for name, value in headers]
+    content: Any = body
+    if body.startswith(b"{"):
+        content = _without(json.loads(body))
+    return status, kept, content
+
+
+def _without(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without(v) for k, v in value.items() if k not in VARYING_KEYS}
+    return value
+
+
+def requests() -> dict[str, bytes]:
+    stored = str(uuid.UUID(int=7))
+    return {
+        "new event": post(event()),
+        "new event, with an X-Request-ID": post(event(), f"X-Request-ID: {uuid.uuid4()}"),
+        "from an allowed site": post(event(), f"Origin: {ORIGIN}"),
+        "from another site": post(event(), "Origin: https://elsewhere.example"),
+        "a beacon": post(event(), "Content-Type: text/plain;charset=UTF-8", f"Origin: {ORIGIN}"),
+        "a retry": post(event(event_id=stored)),
+        "duplicate keys": post('{"a": 1, "a": 2}'),
+        "another media type": post(event(), "Content-Type: application/xml"),
+        "too large": post(b"{" + b" " * 40_000 + b"}"),
+        "unknown property": post(event(), path="/v1/properties/nope/consent-events"),
+        "a NUL in the property": post(event(), path="/v1/properties/it%00s/consent-events"),
+        "through a proxy": post(event(), "X-Forwarded-For: 198.51.100.7"),
+        "state": get(f"/v1/properties/itsailor/consents/{SUBJECT}?gpc=true", f"Origin: {ORIGIN}"),
+        "state, a query given twice": get(
+            f"/v1/properties/itsailor/consents/{SUBJECT}?dnt=1&dnt=1"
+        ),
+        "schema": get("/v1/properties/itsailor/schema"),
+        "a missing schema": get("/v1/properties/nope/schema"),
+        "the client": get("/client/1.0.2/consent.js"),
+        "a client file that is not there": get("/client/0.0.1/consent.js"),
+        "the receipt keys": get("/.well-known/jwks.json"),
+    }
+
+
+async def test_every_hot_answer_is_the_same_below_asgi(
+    served: tuple[ConsentAPI, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app, port = served
+    raw = raw_server(app)
+    served_raw: list[str] = []
+    serve = raw.serve
+
+    async def counted(cycle: Any, route: Any, write: Any) -> None:
+        served_raw.append(cycle.scope["path"])
+        await serve(cycle, route, write)
+
+    monkeypatch.setattr(raw, "serve", counted)
+    await exchange(port, post(event(event_id=str(uuid.UUID(int=7)))))  # the one to retry
+    for name, request in requests().items():
+        served_raw.clear()
+        [below] = await exchange(port, request)
+        assert served_raw, f"{name}: not served below ASGI"
+        app.middleware_stack.raw = None  # type: ignore[union-attr]
+        try:
+            served_raw.clear()
+            [through] = await exchange(port, request)
+            assert not served_raw
+        finally:
+            app.middleware_stack.raw = raw  # type: ignore[union-attr]
+        assert normalised(below) == normalised(through), name
+    state = requests()["state"].replace(b"Connection", b"If-None-Match: x\r\nConnection")
+    [answer] = await exchange(port, state)
+    etag = dict(_headers(answer))["etag"]
+    conditional = state.replace(b"If-None-Match: x", f"If-None-Match: {etag}".encode())
+    [not_modified] = await exchange(port, conditional)
+    assert not_modified.startswith(b"HTTP/1.1 304 ")
+    assert not_modified.endswith(b"\r\n\r\n")
+
+
+def _headers(answer: bytes) -> list[tuple[str, str]]:
+    head = answer.partition(b"\r\n\r\n")[0].decode("latin-1")
+    return [(line.partition(": ")[0], line.partition(": ")[2]) for line in head.split("\r\n")[1:]]
+
+
+async def test_keep_alive_pipelining_and_100_continue(served: tuple[ConsentAPI, int]) -> None:
+    _, port = served
+    # Three on one connection, sent at once: answered in order, the last closes it.
+    pipelined = post(event(), close=False) + get("/v1/properties/itsailor/schema").replace(
+        b"Connection: close\r\n", b""
+    ) + post(event())  # fmt: skip
+    answers = await exchange(port, pipelined, answers=3)
+    assert [answer[:12] for answer in answers] == [
+        b"HTTP/1.1 201",
+        b"HTTP/1.1 200",
+        b"HTTP/1.1 201",
+    ]
+    assert b"connection: close" in answers[2].lower()
+    assert b"connection:" not in answers[0].lower()
+    # A client that waits for 100 Continue before its body gets it, then the answer.
+    body = event().encode()
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    head = post(body, "Expect: 100-continue")[: -len(body)]
+    writer.write(head)
+    interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=10)
+    assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+    writer.write(body)
+    final = await asyncio.wait_for(reader.read(), timeout=10)
+    writer.close()
+    assert final.startswith(b"HTTP/1.1 201 ")
+
+
+async def test_a_failure_inside_is_a_500_problem_with_its_request_id(
+    served: tuple[ConsentAPI, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app, port = served
+
+    async def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(app.services.catalog, "state", broken)
+    before = answered(500)
+    [answer] = await exchange(port, post(event()))
+    status, _, body = normalised(answer)
+    assert status == "HTTP/1.1 500 Internal Server Error"
+    assert body["type"].endswith("/internal-error")
+    request_id = dict(_headers(answer))["x-request-id"]
+    assert json.loads(answer.partition(b"\r\n\r\n")[2])["instance"] == f"urn:request:{request_id}"
+    assert answered(500) == before + 1
+
+
+async def test_a_client_gone_before_its_body_is_499_and_the_server_goes_on(
+    served: tuple[ConsentAPI, int],
+) -> None:
+    _, port = served
+    before = answered(499)
+    _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(post(event())[:-10])
+    await writer.drain()
+    writer.close()
+    for _ in range(100):
+        if answered(499) > before:
+            break
+        await asyncio.sleep(0.02)
+    assert answered(499) == before + 1
+    [answer] = await exchange(port, post(event()))
+    assert answer.startswith(b"HTTP/1.1 201 ")
