@@ -7,7 +7,9 @@ header before the app sees anything, and they would be held in memory (a 30 MB h
 answered 200). Here a head past MAX_HEAD_BYTES is answered 431 and the connection closed, before
 the app is called (the head held is at most that plus one read). uvicorn's own "Invalid HTTP
 request" 400 is sent as problem+json, like every other error. The count costs an addition per
-header.
+header. Either refusal waits for the answers to the requests pipelined before it on the
+connection (uvicorn wrote its 400 at once, where a client reads it as the answer to the request in
+flight: an event stored and acknowledged 201 in the log, read as refused by its sender).
 
 uvicorn writes a response's head (at `http.response.start`) and its body (at
 `http.response.body`) with two `transport.write` calls: two `send` system calls and two TCP
@@ -19,6 +21,7 @@ response").
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import os
 from email.utils import formatdate
 from typing import Any
@@ -119,6 +122,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._head_bytes = 0
         self._read_in_head = 0
         self._refused = False
+        self._refusal: int | None = None  # a refusal waiting for the answers before it
 
     def on_message_begin(self) -> None:
         self._in_head = True
@@ -150,7 +154,11 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if raw is None or route is None:
             super()._start_asgi_task(cycle, app)
             return
-        task = self.loop.create_task(raw.serve(cycle, route, self.transport.write))
+        serve = raw.serve(cycle, route, self.transport.write)
+        if self.config.reset_contextvars:  # as uvicorn's own task (an opt-in of its config)
+            task = self.loop.create_task(serve, context=contextvars.Context())
+        else:
+            task = self.loop.create_task(serve)
         task.add_done_callback(self.tasks.discard)
         self.tasks.add(task)
 
@@ -180,10 +188,27 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._refuse(431 if too_large else 400)
 
     def _refuse(self, status: int) -> None:
+        # Nothing more is read. Requests before this one (pipelined on the connection) are
+        # answered first, in order: the refusal written now would be read as their answer.
+        self._refused = True
+        if self.pipeline or (self.cycle is not None and not self.cycle.response_complete):
+            self._refusal = status
+            return
+        self._send_refusal(status)
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self._refusal is None or self.pipeline or self.transport.is_closing():
+            return
+        if self.cycle is None or self.cycle.response_complete:  # the last before the refused
+            self._unset_keepalive_if_required()
+            self._send_refusal(self._refusal)
+
+    def _send_refusal(self, status: int) -> None:
         # The app never sees this request, so the id its answer names is made here, and logged:
         # the one line an operator can find it by.
         request_id = os.urandom(16).hex()
-        self._refused = True
+        self._refusal = None
         self.transport.write(problem_bytes(request_id, status, *REFUSALS[status]))
         self.transport.close()
         log.warning("request_refused", request_id=request_id, status=status)

@@ -37,7 +37,6 @@ from fastapi.params import Header, Path, Query
 from fastapi.routing import APIRoute, RouteContext, iter_route_contexts
 from fastapi.security.base import SecurityBase
 from pydantic import BaseModel, TypeAdapter, ValidationError
-from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import ClientDisconnect
 from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -49,8 +48,7 @@ from service.core.errors import (
     validation_problem_detail,
 )
 from service.core.json_input import given_once, many_valued
-from service.core.observe import ObserveMiddleware
-from service.core.raw_path import RawServer
+from service.core.raw_path import RawServer, raw_server_for
 
 Endpoint = Callable[..., Awaitable[Response]]
 AnyEndpoint = TypeVar("AnyEndpoint", bound=Callable[..., Awaitable[Any]])
@@ -344,14 +342,9 @@ class ConsentAPI(FastAPI):
             layers.append(stack)
         if not isinstance(self.router.middleware_stack, HeadAsGet):
             self.router.middleware_stack = HeadAsGet(self.router.middleware_stack)
-        raw = None
-        # The HTTP server serves hot routes itself only when it does all the middleware does.
-        if [type(layer) for layer in layers if not isinstance(layer, CORSMiddleware)] == [
-            ObserveMiddleware
-        ]:
-            cors = next((layer for layer in layers if isinstance(layer, CORSMiddleware)), None)
-            raw = RawServer(self, routes, self.exception_handlers, cors)
-        return Dispatch(routes, stack, super().build_middleware_stack(), raw)
+        return Dispatch(
+            routes, stack, super().build_middleware_stack(), raw_server_for(self, routes, layers)
+        )
 
     def openapi(self) -> dict[str, Any]:
         """FastAPI's document, plus the bodies that endpoints read by hand, with every error

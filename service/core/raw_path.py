@@ -39,9 +39,21 @@ from starlette.types import Message, Scope
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, RequestResponseCycle
 
 from service.core.errors import internal_error_response, log_unexpected
-from service.core.observe import CLIENT_CLOSED, id_headers, observed, request_id_of
+from service.core.observe import (
+    CLIENT_CLOSED,
+    ObserveMiddleware,
+    id_headers,
+    observed,
+    request_id_of,
+)
 
 RAW_METHODS = frozenset({"GET", "POST"})
+# uvicorn's answer when the app fails or is cancelled before answering (`send_500_response`),
+# after the status line and the server's default headers.
+UVICORN_500 = (
+    b"content-type: text/plain; charset=utf-8\r\ncontent-length: 21\r\nconnection: close\r\n"
+    b"\r\nInternal Server Error"
+)
 
 
 class RawServer:
@@ -94,10 +106,13 @@ class RawServer:
             if self.cors is not None:  # with or without an Origin (`Vary: Origin`)
                 head = await self._with_cors(scope, status, head)
             head += id_headers(request_id)
-            await _write(cycle, write, status, head, response.body)
+            if not await _write(cycle, write, status, head, response.body):
+                status = CLIENT_CLOSED  # the answer had nobody to go to
             if response.background is not None:
                 await response.background()
-        except Exception as exc:  # in an exception handler, or the background: as ObserveMiddleware
+        except Exception as exc:
+            # Unexpected, or in an exception handler: as ObserveMiddleware, outside the CORS
+            # middleware (no CORS headers), logged with its traceback, answered with the id.
             log_unexpected(exc)
             if cycle.response_started:
                 cycle.transport.close()
@@ -106,18 +121,27 @@ class RawServer:
                 answer = internal_error_response()
                 head = [*answer.raw_headers, *id_headers(request_id)]
                 await _write(cycle, write, status, head, answer.body)
+        except BaseException:
+            # Cancelled (a shutdown's grace period over): as uvicorn's cycle, a plain 500 that
+            # closes the connection, then the cancellation goes on.
+            if not cycle.response_started and not cycle.disconnected:
+                cycle.response_started = True
+                defaults = (name + b": " + value + b"\r\n" for name, value in cycle.default_headers)
+                write(b"".join((STATUS_LINE[500], *defaults, UVICORN_500)))
+                cycle.transport.close()
+            raise
         finally:
             observed(scope, request_id, status, started)
             cycle.on_response = lambda: None  # as uvicorn's cycle ends
 
     async def _answer_to(self, request: Request, exc: Exception) -> Response:
+        """The app's exception handler's answer; re-raised when it has none."""
         for kind in type(exc).__mro__:
             handler = self.handlers.get(kind)
             if handler is not None:
                 answer = handler(request, exc)
                 return await answer if inspect.isawaitable(answer) else answer  # type: ignore[no-any-return]
-        log_unexpected(exc)
-        return internal_error_response()
+        raise exc
 
     async def _with_cors(
         self, scope: Scope, status: int, head: list[tuple[bytes, bytes]]
@@ -133,20 +157,44 @@ class RawServer:
         return list(sent[0]["headers"])
 
 
+def raw_server_for(app: Any, routes: tuple[Any, ...], layers: list[Any]) -> RawServer | None:
+    """The server serves hot routes itself only when it does all the middleware does (innermost
+    first in `layers`): ObserveMiddleware outermost, within it at most one CORS middleware whose
+    simple requests are Starlette's own (`RawServer` gives its `send` the head)."""
+    *inner, outer = layers or [None]
+    if type(outer) is not ObserveMiddleware or len(inner) > 1:
+        return None
+    cors = inner[0] if inner else None
+    if cors is not None and not (
+        isinstance(cors, CORSMiddleware)
+        and all(
+            getattr(type(cors), name) is getattr(CORSMiddleware, name)
+            for name in ("__call__", "simple_response", "send")
+        )
+    ):
+        return None
+    return RawServer(app, routes, app.exception_handlers, cors)
+
+
 async def _write(
     cycle: RequestResponseCycle,
     write: Any,
     status: int,
     head: list[tuple[bytes, bytes]],
     body: bytes | memoryview,
-) -> None:
-    """The answer in one write, as uvicorn's `send` writes a head and a body."""
+) -> bool:
+    """The answer in one write, as uvicorn's `send` writes a head and a body; False when the
+    client is gone."""
     if cycle.flow.write_paused and not cycle.disconnected:
         await cycle.flow.drain()
-    if cycle.disconnected:
-        return  # as uvicorn's `send`: the answer has nobody to go to
+    if cycle.disconnected or cycle.transport.is_closing():
+        return False  # as uvicorn's `send`: the answer has nobody to go to
     cycle.response_started = True
-    cycle.waiting_for_100_continue = False
+    if cycle.waiting_for_100_continue:
+        # Answered before its body was asked for: the client will not send it, and the parser
+        # would wait for it, reading the next request as that body. Close after the answer.
+        cycle.waiting_for_100_continue = False
+        cycle.keep_alive = False
     parts = [STATUS_LINE[status]]
     for name, value in (*cycle.default_headers, *head):
         parts += (name, b": ", value, b"\r\n")
@@ -161,3 +209,4 @@ async def _write(
     if not cycle.keep_alive:
         cycle.transport.close()
     cycle.on_response()
+    return True

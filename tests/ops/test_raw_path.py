@@ -11,6 +11,7 @@ import json
 import re
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -35,6 +36,15 @@ VARYING_HEADERS = {"date", "x-request-id", "content-length", "etag"}
 
 @pytest.fixture
 async def served(db_url: str, tmp_path: Any) -> AsyncIterator[tuple[ConsentAPI, int]]:
+    async with serving(db_url, tmp_path) as (app, port, _):
+        yield app, port
+
+
+@asynccontextmanager
+async def serving(
+    db_url: str, tmp_path: Any, **options: Any
+) -> AsyncIterator[tuple[ConsentAPI, int, uvicorn.Server]]:
+    """The app on a real server with the service's protocol and `serve`'s options."""
     await published(db_url, example("itsailor"))
     settings: Settings = make_settings(
         db_url, tmp_path, cors_origins=[ORIGIN], trusted_proxies=["127.0.0.1/32"]
@@ -42,15 +52,17 @@ async def served(db_url: str, tmp_path: Any) -> AsyncIterator[tuple[ConsentAPI, 
     app = create_app(settings)
     config = uvicorn.Config(
         app, host="127.0.0.1", port=0, http=BoundedHttpToolsProtocol, ws="none",
-        proxy_headers=False, log_config=None, access_log=False, lifespan="on",
+        proxy_headers=False, log_config=None, access_log=False, lifespan="on", **options,
     )  # fmt: skip
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     while not server.started:  # noqa: ASYNC110 (uvicorn offers no event to wait on)
         await asyncio.sleep(0.02)
-    yield app, server.servers[0].sockets[0].getsockname()[1]
-    server.should_exit = True
-    await task
+    try:
+        yield app, server.servers[0].sockets[0].getsockname()[1], server
+    finally:
+        server.should_exit = True
+        await task
 
 
 def answered(status: int) -> float:
@@ -215,19 +227,86 @@ async def test_a_failure_inside_is_a_500_problem_with_its_request_id(
     served: tuple[ConsentAPI, int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     app, port = served
+    raw = raw_server(app)
 
     async def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("boom")
 
     monkeypatch.setattr(app.services.catalog, "state", broken)
     before = answered(500)
-    [answer] = await exchange(port, post(event()))
-    status, _, body = normalised(answer)
+    request = post(event(), f"Origin: {ORIGIN}")
+    [answer] = await exchange(port, request)
+    status, headers, body = normalised(answer)
     assert status == "HTTP/1.1 500 Internal Server Error"
     assert body["type"].endswith("/internal-error")
     request_id = dict(_headers(answer))["x-request-id"]
     assert json.loads(answer.partition(b"\r\n\r\n")[2])["instance"] == f"urn:request:{request_id}"
     assert answered(500) == before + 1
+    # As through ASGI, where the outermost middleware answers it: no CORS headers.
+    app.middleware_stack.raw = None  # type: ignore[union-attr]
+    try:
+        [through] = await exchange(port, request)
+    finally:
+        app.middleware_stack.raw = raw  # type: ignore[union-attr]
+    assert normalised(through) == (status, headers, body)
+    assert not any(name.startswith("access-control-") for name, _ in headers)
+
+
+async def test_a_request_cancelled_at_shutdown_is_answered_500_and_closed(
+    db_url: str, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past the shutdown's grace period uvicorn cancels what is left; as its own cycle, the
+    client is told (a 500, nothing acknowledged) and the connection closed."""
+    async with serving(db_url, tmp_path, timeout_graceful_shutdown=0.5) as (app, port, server):
+        stuck = asyncio.Event()
+
+        async def forever(*args: Any, **kwargs: Any) -> Any:
+            stuck.set()
+            await asyncio.sleep(3600)
+
+        monkeypatch.setattr(app.services.catalog, "state", forever)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(post(event(), close=False))
+        await asyncio.wait_for(stuck.wait(), timeout=10)
+        server.should_exit = True
+        answer = await asyncio.wait_for(reader.read(), timeout=10)
+        writer.close()
+    assert answer.startswith(b"HTTP/1.1 500 Internal Server Error\r\n")
+    assert b"connection: close\r\n" in answer
+    assert answer.endswith(b"Internal Server Error")
+
+
+async def test_a_refused_head_waits_for_the_answers_before_it(
+    served: tuple[ConsentAPI, int],
+) -> None:
+    """A malformed or oversized head pipelined after requests is refused after their answers,
+    never in their place (the client would read the refusal as the event's answer)."""
+    _, port = served
+    for bad in (b"GARBAGE\x01 / HTTP/1.1\r\n\r\n", b"GET / HTTP/1.1\r\nX-Pad: " + b"a" * 40_000):
+        first = post(event(), close=False)
+        second = get("/healthz").replace(b"Connection: close\r\n", b"")
+        answers = await exchange(port, first + second + bad, answers=3)
+        assert [answer[:12] for answer in answers] == [
+            b"HTTP/1.1 201",
+            b"HTTP/1.1 200",
+            b"HTTP/1.1 400" if bad.startswith(b"GARBAGE") else b"HTTP/1.1 431",
+        ]
+
+
+async def test_an_answer_before_a_100_continue_body_closes_the_connection(
+    served: tuple[ConsentAPI, int],
+) -> None:
+    """The client waits for 100 Continue and will not send the body once answered; the
+    connection closes instead of reading its next request as that body."""
+    _, port = served
+    body = event().encode()
+    head = post(body, "Expect: 100-continue", "Content-Type: application/xml", close=False)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(head[: -len(body)])
+    answer = await asyncio.wait_for(reader.read(), timeout=10)
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 415 ")
+    assert b"connection: close\r\n" in answer
 
 
 async def test_a_client_gone_before_its_body_is_499_and_the_server_goes_on(
