@@ -4,10 +4,10 @@ routes below ASGI").
 Through ASGI, a request to a hot route passes uvicorn's cycle task, Starlette's and FastAPI's
 `__call__`, the dispatch, two middlewares that each wrap `send`, the exception layer, and the
 `Response`'s own ASGI call, whose two messages go back through both wrappers to uvicorn, which
-checks and writes each header: about 47k of a consent event's 927k instructions in a worker.
-Here the server's protocol (core/http_server.py) hands a request for a hot route to
-`RawServer.serve` instead, which does what those layers do, by the same functions, and writes the
-answer in one write:
+checks and writes each header: about 5 % of a consent event's instructions in a worker
+(measured in docs/architecture.md). Here the server's protocol (core/http_server.py) hands a
+request for a hot route to `RawServer.serve` instead, which does what those layers do, by the same
+functions, and writes the answer in one write:
 
 - the route is the dispatch's own `FastRoute` (its matcher, its parameters, its dependencies, the
   endpoint), reading the body through the server's own `receive` (100-continue, flow control,
