@@ -9,7 +9,9 @@ the app is called (the head held is at most that plus one read). uvicorn's own "
 request" 400 is sent as problem+json, like every other error. The count costs an addition per
 header. Either refusal waits for the answers to the requests pipelined before it on the
 connection (uvicorn wrote its 400 at once, where a client reads it as the answer to the request in
-flight: an event stored and acknowledged 201 in the log, read as refused by its sender).
+flight: an event stored and acknowledged 201 in the log, read as refused by its sender); a
+malformed body of the request being served is refused at once, that request told its client is
+gone.
 
 uvicorn writes a response's head (at `http.response.start`) and its body (at
 `http.response.body`) with two `transport.write` calls: two `send` system calls and two TCP
@@ -123,9 +125,11 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._read_in_head = 0
         self._refused = False
         self._refusal: int | None = None  # a refusal waiting for the answers before it
+        self._in_body = False  # between a request's head and its end
 
     def on_message_begin(self) -> None:
         self._in_head = True
+        self._in_body = False
         self._head_bytes = 0
         self._read_in_head = 0
         super().on_message_begin()
@@ -140,6 +144,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._in_head = False
+        self._in_body = True
         previous = self.cycle
         super().on_headers_complete()
         cycle = self.cycle
@@ -187,11 +192,29 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         too_large = self._head_bytes > MAX_HEAD_BYTES
         self._refuse(431 if too_large else 400)
 
+    def on_message_complete(self) -> None:
+        self._in_body = False
+        super().on_message_complete()
+
     def _refuse(self, status: int) -> None:
-        # Nothing more is read. Requests before this one (pipelined on the connection) are
+        # Nothing more is read. Requests before the refused one (pipelined on the connection) are
         # answered first, in order: the refusal written now would be read as their answer.
         self._refused = True
-        if self.pipeline or (self.cycle is not None and not self.cycle.response_complete):
+        cycle = self.cycle
+        if self._in_body and cycle is not None and not cycle.response_complete:
+            # A malformed body: of a request waiting its turn, which is dropped (refused after
+            # the answers before it), or of the request being served, whose body will never
+            # arrive whole: it is told its client is gone, and refused now.
+            if self.pipeline and self.pipeline[0][0] is cycle:
+                self.pipeline.popleft()
+                cycle.response_complete = True
+                self._refusal = status  # the request before it is in flight
+                return
+            cycle.disconnected = True
+            cycle.message_event.set()
+            self._send_refusal(status)
+            return
+        if self.pipeline or (cycle is not None and not cycle.response_complete):
             self._refusal = status
             return
         self._send_refusal(status)

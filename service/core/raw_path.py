@@ -93,38 +93,41 @@ class RawServer:
         started = time.perf_counter()
         status = 500
         try:
-            request = Request(scope, cycle.receive)  # type: ignore[arg-type]
             try:
-                response = await route(request)
-            except ClientDisconnect:
-                status = CLIENT_CLOSED  # gone before its request was read: nobody to answer
-                return
+                request = Request(scope, cycle.receive)  # type: ignore[arg-type]
+                try:
+                    response = await route(request)
+                except ClientDisconnect:
+                    status = CLIENT_CLOSED  # gone before its request was read: nobody to answer
+                    return
+                except Exception as exc:
+                    response = await self._answer_to(request, exc)
+                status = response.status_code
+                head = [*response.raw_headers]
+                if self.cors is not None:  # with or without an Origin (`Vary: Origin`)
+                    head = await self._with_cors(scope, status, head)
+                head += id_headers(request_id)
+                if not await _write(cycle, write, status, head, response.body):
+                    status = CLIENT_CLOSED  # the answer had nobody to go to
+                if response.background is not None:
+                    await response.background()
             except Exception as exc:
-                response = await self._answer_to(request, exc)
-            status = response.status_code
-            head = [*response.raw_headers]
-            if self.cors is not None:  # with or without an Origin (`Vary: Origin`)
-                head = await self._with_cors(scope, status, head)
-            head += id_headers(request_id)
-            if not await _write(cycle, write, status, head, response.body):
-                status = CLIENT_CLOSED  # the answer had nobody to go to
-            if response.background is not None:
-                await response.background()
-        except Exception as exc:
-            # Unexpected, or in an exception handler: as ObserveMiddleware, outside the CORS
-            # middleware (no CORS headers), logged with its traceback, answered with the id.
-            log_unexpected(exc)
-            if cycle.response_started:
-                cycle.transport.close()
-            else:
-                status = 500
-                answer = internal_error_response()
-                head = [*answer.raw_headers, *id_headers(request_id)]
-                await _write(cycle, write, status, head, answer.body)
+                # Unexpected, or in an exception handler: as ObserveMiddleware, outside the CORS
+                # middleware (no CORS headers), logged with its traceback, answered with the id.
+                log_unexpected(exc)
+                if cycle.response_started:
+                    cycle.transport.close()
+                else:
+                    status = 500
+                    answer = internal_error_response()
+                    head = [*answer.raw_headers, *id_headers(request_id)]
+                    if not await _write(cycle, write, status, head, answer.body):
+                        status = CLIENT_CLOSED
         except BaseException:
-            # Cancelled (a shutdown's grace period over): as uvicorn's cycle, a plain 500 that
-            # closes the connection, then the cancellation goes on.
+            # Cancelled (a shutdown's grace period over), wherever it was: as uvicorn's cycle, a
+            # plain 500 that closes the connection, then the cancellation goes on.
             if not cycle.response_started and not cycle.disconnected:
+                status = 500
                 cycle.response_started = True
                 defaults = (name + b": " + value + b"\r\n" for name, value in cycle.default_headers)
                 write(b"".join((STATUS_LINE[500], *defaults, UVICORN_500)))
@@ -191,10 +194,13 @@ async def _write(
         return False  # as uvicorn's `send`: the answer has nobody to go to
     cycle.response_started = True
     if cycle.waiting_for_100_continue:
-        # Answered before its body was asked for: the client will not send it, and the parser
-        # would wait for it, reading the next request as that body. Close after the answer.
+        # Answered before its body was asked for. A client that waits for the 100 will not send
+        # it, and the parser would read its next request as that body: close after the answer.
+        # One that sent its body anyway (RFC 9110 allows it) keeps its connection, the rest of
+        # the body read and dropped, as for any answer given before its body was read.
         cycle.waiting_for_100_continue = False
-        cycle.keep_alive = False
+        if cycle.more_body and not cycle.body:
+            cycle.keep_alive = False
     parts = [STATUS_LINE[status]]
     for name, value in (*cycle.default_headers, *head):
         parts += (name, b": ", value, b"\r\n")

@@ -293,6 +293,31 @@ async def test_a_refused_head_waits_for_the_answers_before_it(
         ]
 
 
+async def test_a_malformed_body_is_refused_and_closed(served: tuple[ConsentAPI, int]) -> None:
+    """A body the parser cannot read (a bad chunk) is a 400 and a closed connection: of the
+    request being served, at once; of one pipelined behind another, after that one's answer."""
+    _, port = served
+    bad = (
+        f"POST {EVENTS} HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+        "Transfer-Encoding: chunked\r\n\r\nzz\r\n"
+    ).encode()
+    [alone] = await exchange(port, bad)
+    assert alone.startswith(b"HTTP/1.1 400 ")
+    schema = get("/v1/properties/itsailor/schema").replace(b"Connection: close\r\n", b"")
+    answers = await exchange(port, schema + bad, answers=2)
+    assert [answer[:12] for answer in answers] == [b"HTTP/1.1 200", b"HTTP/1.1 400"]
+    # The bad chunk in a later read, the request's head and its event already in.
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    head, _, rest = bad.partition(b"\r\n\r\n")
+    writer.write(head + b"\r\n\r\n")
+    await writer.drain()
+    await asyncio.sleep(0.2)
+    writer.write(rest)
+    later = await asyncio.wait_for(reader.read(), timeout=10)
+    writer.close()
+    assert later.startswith(b"HTTP/1.1 400 ")
+
+
 async def test_an_answer_before_a_100_continue_body_closes_the_connection(
     served: tuple[ConsentAPI, int],
 ) -> None:
@@ -307,6 +332,12 @@ async def test_an_answer_before_a_100_continue_body_closes_the_connection(
     writer.close()
     assert answer.startswith(b"HTTP/1.1 415 ")
     assert b"connection: close\r\n" in answer
+    # A client that sent its body without waiting keeps its connection: the next request on it
+    # is answered.
+    pipelined = head + get("/v1/properties/itsailor/schema")
+    answers = await exchange(port, pipelined, answers=2)
+    assert [answer[:12] for answer in answers] == [b"HTTP/1.1 415", b"HTTP/1.1 200"]
+    assert b"connection: close" not in answers[0]
 
 
 async def test_a_client_gone_before_its_body_is_499_and_the_server_goes_on(
