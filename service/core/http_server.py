@@ -11,7 +11,8 @@ header. Either refusal waits for the answers to the requests pipelined before it
 connection (uvicorn wrote its 400 at once, where a client reads it as the answer to the request in
 flight: an event stored and acknowledged 201 in the log, read as refused by its sender); a
 malformed body of the request being served is refused at once, that request told its client is
-gone.
+gone. The rough count of a head still arriving (the bytes read since it began) leaves out what
+the read it began in held of the requests before it.
 
 uvicorn writes a response's head (at `http.response.start`) and its body (at
 `http.response.body`) with two `transport.write` calls: two `send` system calls and two TCP
@@ -39,6 +40,8 @@ log = get_logger("service.http")
 
 # nginx's default for a request head (4 buffers of 8 KiB); browsers send 1 to 4 KiB.
 MAX_HEAD_BYTES = 32 * 1024
+# A request line's method, spaces and version, and the head's CRLFs, which the count leaves out.
+REQUEST_LINE_ALLOWANCE = 64
 
 
 def problem_bytes(
@@ -126,12 +129,16 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._refused = False
         self._refusal: int | None = None  # a refusal waiting for the answers before it
         self._in_body = False  # between a request's head and its end
+        self._read_earlier = 0  # bytes of the current read that were earlier requests'
+        self._before: RequestResponseCycle | None = None  # the request before the latest one
 
     def on_message_begin(self) -> None:
         self._in_head = True
         self._in_body = False
         self._head_bytes = 0
-        self._read_in_head = 0
+        # What this read held before the request's first byte was earlier requests' (roughly:
+        # their heads as counted, their bodies, a request line's allowance), not this head's.
+        self._read_in_head = -self._read_earlier
         super().on_message_begin()
 
     def on_url(self, url: bytes) -> None:
@@ -144,10 +151,12 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._in_head = False
-        self._in_body = True
         previous = self.cycle
-        super().on_headers_complete()
+        super().on_headers_complete()  # may raise (a URL httptools cannot split): a bad head
         cycle = self.cycle
+        if cycle is not previous:  # a request was made of this head: its body comes next
+            self._in_body = True
+            self._before = previous
         if cycle is not previous and cycle is not None and self.scope["method"] != "HEAD":
             cycle.transport = OneWrite(self.transport)  # type: ignore[assignment]
 
@@ -175,6 +184,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if self._refused:  # the connection is closing
             return
+        self._read_earlier = 0
         super().data_received(data)
         if self._in_head and not self._refused:
             self._read_in_head += len(data)
@@ -192,8 +202,13 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         too_large = self._head_bytes > MAX_HEAD_BYTES
         self._refuse(431 if too_large else 400)
 
+    def on_body(self, body: bytes) -> None:
+        self._read_earlier += len(body)
+        super().on_body(body)
+
     def on_message_complete(self) -> None:
         self._in_body = False
+        self._read_earlier += self._head_bytes + REQUEST_LINE_ALLOWANCE
         super().on_message_complete()
 
     def _refuse(self, status: int) -> None:
@@ -203,25 +218,27 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         cycle = self.cycle
         if self._in_body and cycle is not None and not cycle.response_complete:
             # A malformed body: of a request waiting its turn, which is dropped (refused after
-            # the answers before it), or of the request being served, whose body will never
-            # arrive whole: it is told its client is gone, and refused now.
+            # the answers before it, the request before it now the latest), or of the request
+            # being served, whose body will never arrive whole: told its client is gone, and
+            # refused now.
             if self.pipeline and self.pipeline[0][0] is cycle:
                 self.pipeline.popleft()
                 cycle.response_complete = True
-                self._refusal = status  # the request before it is in flight
+                self.cycle = cycle = self._before  # type: ignore[assignment]
+            else:
+                cycle.disconnected = True
+                cycle.message_event.set()
+                self._send_refusal(status)
                 return
-            cycle.disconnected = True
-            cycle.message_event.set()
-            self._send_refusal(status)
-            return
-        if self.pipeline or (cycle is not None and not cycle.response_complete):
+        # Every request before this one is answered in order, the latest last.
+        if cycle is not None and not cycle.response_complete:
             self._refusal = status
             return
         self._send_refusal(status)
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
-        if self._refusal is None or self.pipeline or self.transport.is_closing():
+        if self._refusal is None or self.transport.is_closing():
             return
         if self.cycle is None or self.cycle.response_complete:  # the last before the refused
             self._unset_keepalive_if_required()
