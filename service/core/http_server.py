@@ -131,6 +131,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._in_body = False  # between a request's head and its end
         self._read_earlier = 0  # bytes of the current read that were earlier requests'
         self._before: RequestResponseCycle | None = None  # the request before the latest one
+        self._served_raw: RequestResponseCycle | None = None  # just handed to the raw path
 
     def on_message_begin(self) -> None:
         self._in_head = True
@@ -157,7 +158,9 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if cycle is not previous:  # a request was made of this head: its body comes next
             self._in_body = True
             self._before = previous
-        if cycle is not previous and cycle is not None and self.scope["method"] != "HEAD":
+        served_raw, self._served_raw = self._served_raw, None  # it writes in one write itself
+        fresh = cycle is not previous and cycle is not None and cycle is not served_raw
+        if fresh and self.scope["method"] != "HEAD":
             cycle.transport = OneWrite(self.transport)  # type: ignore[assignment]
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
@@ -175,6 +178,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             task = self.loop.create_task(serve)
         task.add_done_callback(self.tasks.discard)
         self.tasks.add(task)
+        self._served_raw = cycle
 
     def _count(self, size: int) -> None:
         self._head_bytes += size

@@ -48,7 +48,7 @@ from service.core.errors import (
     validation_problem_detail,
 )
 from service.core.json_input import given_once, many_valued
-from service.core.raw_path import RawServer, raw_server_for
+from service.core.raw_path import RawServer, handler_for, raw_server_for
 
 Endpoint = Callable[..., Awaitable[Response]]
 AnyEndpoint = TypeVar("AnyEndpoint", bound=Callable[..., Awaitable[Any]])
@@ -244,18 +244,12 @@ class HotEndpoints:
         except ClientDisconnect:
             return  # gone before its request was read: nobody to answer
         except Exception as exc:
-            handler = self._handler(exc)
+            handler = handler_for(self.handlers, exc)
             if handler is None:
                 raise
             answer = handler(request, exc)
             response = await answer if inspect.isawaitable(answer) else answer
         await response(scope, receive, send)
-
-    def _handler(self, exc: Exception) -> Any:
-        for kind in type(exc).__mro__:
-            if kind in self.handlers:
-                return self.handlers[kind]
-        return None
 
 
 class Dispatch:

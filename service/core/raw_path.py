@@ -139,12 +139,11 @@ class RawServer:
 
     async def _answer_to(self, request: Request, exc: Exception) -> Response:
         """The app's exception handler's answer; re-raised when it has none."""
-        for kind in type(exc).__mro__:
-            handler = self.handlers.get(kind)
-            if handler is not None:
-                answer = handler(request, exc)
-                return await answer if inspect.isawaitable(answer) else answer  # type: ignore[no-any-return]
-        raise exc
+        handler = handler_for(self.handlers, exc)
+        if handler is None:
+            raise exc
+        answer = handler(request, exc)
+        return await answer if inspect.isawaitable(answer) else answer  # type: ignore[no-any-return]
 
     async def _with_cors(
         self, scope: Scope, status: int, head: list[tuple[bytes, bytes]]
@@ -158,6 +157,14 @@ class RawServer:
 
         await self.cors.send(message, send=keep, request_headers=Headers(scope=scope))
         return list(sent[0]["headers"])
+
+
+def handler_for(handlers: dict[Any, Any], exc: Exception) -> Any:
+    """The app's exception handler for `exc` (the nearest of its classes), or None."""
+    for kind in type(exc).__mro__:
+        if kind in handlers:
+            return handlers[kind]
+    return None
 
 
 def raw_server_for(app: Any, routes: tuple[Any, ...], layers: list[Any]) -> RawServer | None:
