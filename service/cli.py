@@ -89,7 +89,7 @@ APP_FACTORY = "service.app:create_app"
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
     workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
 ) -> None:
     """Serve the API; without CONSENT_DATABASE_URL, on an embedded PostgreSQL."""
@@ -185,6 +185,11 @@ def _try_listening(host: str, port: int) -> None:
         with socket.create_server((host, port), family=family):
             pass
     except OSError as exc:
+        if exc.errno is not None and exc.errno < 0:  # getaddrinfo's code: os.strerror knows none
+            reason = str(exc.strerror).partition(" (while attempting")[0]
+            raise fail(
+                f"--host: {host!r} is neither an IP address nor a name that resolves ({reason})", 2
+            ) from None
         reason = os.strerror(exc.errno) if exc.errno else str(exc)
         raise fail(f"cannot listen on {host}:{port}: {reason}") from None
 

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from service.auth.service import Principal, Scope, authenticate
 from service.core.db_errors import database_unreachable
 from service.core.errors import Forbidden, TooManyRequests, Unauthorized
+from service.core.query import refuse_undeclared_query
 from service.core.rate_limit import RateLimiter
 from service.state import AuthFailures, ClientAddressOf, Engine, Hashing, SettingsOf
 
@@ -25,12 +26,19 @@ Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
 def require_scope(scope: Scope) -> Callable[..., Awaitable[Principal]]:
-    """A dependency: 401 without a valid, unrevoked key; 403 when the key lacks `scope`."""
+    """A dependency: 401 without a valid, unrevoked key; 403 when the key lacks `scope`; then,
+    the key accepted, 422 for a query parameter the route does not take (core/query.py)."""
 
     async def dependency(
-        engine: Engine, credentials: Credentials, client: Client, failures: AuthFailures
+        request: Request,
+        engine: Engine,
+        credentials: Credentials,
+        client: Client,
+        failures: AuthFailures,
     ) -> Principal:
-        return await _principal(engine, credentials, scope, client, failures)
+        principal = await _principal(engine, credentials, scope, client, failures)
+        refuse_undeclared_query(request)
+        return principal
 
     return dependency
 

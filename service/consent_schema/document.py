@@ -28,11 +28,19 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from service.core.errors import Unprocessable
+from service.core.errors import PATTERN_WORDS, Unprocessable
 from service.core.json_input import no_nul
 
 PROPERTY_PATTERN = r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$"
 CATEGORY_KEY_PATTERN = r"^[a-z][a-z0-9_-]{0,63}$"
+EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
+PATTERN_WORDS[PROPERTY_PATTERN] = (
+    "1 to 64 lower-case letters, digits and hyphens, beginning and ending with a letter or digit"
+)
+PATTERN_WORDS[CATEGORY_KEY_PATTERN] = (
+    "1 to 64 lower-case letters, digits, hyphens and underscores, beginning with a letter"
+)
+PATTERN_WORDS[EMAIL_PATTERN] = "an email address (name@domain.tld, no spaces)"
 T = TypeVar("T")
 
 
@@ -121,7 +129,7 @@ class Controller(_Strict):
         default=None, min_length=1, max_length=300, examples=["Michal Jatczak T/A ITSailor"]
     )
     email: str | None = Field(
-        default=None, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", max_length=254,
+        default=None, pattern=EMAIL_PATTERN, max_length=254,
         examples=["dsr@itsailor.io"],
     )  # fmt: skip
     address: str | None = Field(default=None, min_length=1, max_length=500)

@@ -4,7 +4,7 @@ non-material version changes wording only ("Material and non-material versions")
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
@@ -184,9 +184,13 @@ async def cancel(
     if row is None:
         raise NotFound(f"property {property_name!r} has no schema version {version}")
     if prop.pending_version != version:
+        cancelled = await session.get(SchemaCancellationRow, (property_name, version))
         raise Conflict(
-            f"version {version} of {property_name!r} is not pending: only a version that has not "
-            "taken effect yet can be cancelled"
+            f"version {version} of {property_name!r} was cancelled already, at "
+            f"{cancelled.cancelled_at.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}"
+            if cancelled is not None
+            else f"version {version} of {property_name!r} has taken effect: only a version that "
+            "has not taken effect yet can be cancelled"
         )
     session.add(
         SchemaCancellationRow(property=property_name, version=version, cancelled_by=cancelled_by)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import select
 import signal
 import socket
@@ -26,7 +27,7 @@ from typer.core import TyperGroup
 
 from service.core.config import PoolMode, Settings
 from service.core.embedded import EmbeddedStartError, database_url
-from service.core.errors import ConsentServiceError
+from service.core.errors import ConsentServiceError, plain_message
 from service.core.logging import SINK, discard_stdout
 
 T = TypeVar("T")
@@ -51,8 +52,7 @@ def load_settings() -> Settings:
             # The setting's name only: deeper parts of `loc` are pydantic's internals.
             field = str(error["loc"][0]) if error["loc"] else ""
             name = f"CONSENT_{field.upper()}" if field else "configuration"
-            message = str(error["msg"]).removeprefix("Value error, ")
-            typer.echo(f"error: {name}: {message}", err=True)
+            typer.echo(f"error: {name}: {plain_message(error)}", err=True)
         raise typer.Exit(2) from None
 
 
@@ -326,11 +326,21 @@ def parse_moment(option: str, value: str) -> datetime:
 
 
 def parse_options(model: type[Q], **fields: Any) -> Q:
-    """The request as the API would take it; exit 2 naming each bad option otherwise."""
+    """The request as the API would take it; exit 2 naming each bad option otherwise, as the
+    command line spells it (`--user-id`, where the API's body says `user_id`)."""
     try:
         return model.model_validate({k: v for k, v in fields.items() if v is not None})
     except ValidationError as exc:
+        names = re.compile(rf"\b({'|'.join(map(re.escape, model.model_fields))})\b")
         for error in exc.errors():
-            where = ".".join(str(part) for part in error["loc"]) or "options"
-            typer.echo(f"error: {where.replace('_', '-')}: {error['msg']}", err=True)
+            message = plain_message(error)
+            if error["loc"]:
+                where = _flag(str(error["loc"][0]))
+            else:  # a rule over several options, worded with the API's field names
+                where, message = "options", names.sub(lambda name: _flag(name[1]), message)
+            typer.echo(f"error: {where}: {message}", err=True)
         raise typer.Exit(2) from None
+
+
+def _flag(field: str) -> str:
+    return "--" + field.replace("_", "-")

@@ -213,6 +213,22 @@ class Settings(BaseSettings):
     def _csv(cls, value: object) -> object:
         return _split_csv(value)
 
+    @field_validator("data_dir")
+    @classmethod
+    def _a_folder(cls, value: Path) -> Path:
+        if value.exists() and not value.is_dir():
+            raise ValueError(f"{str(value)!r} is a file, not a folder")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _usable_url(cls, value: SecretStr | None) -> SecretStr | None:
+        from service.core.db import check_database_url  # SQLAlchemy's parser, when a URL is set
+
+        if value is not None:
+            check_database_url(value.get_secret_value())
+        return value
+
     @field_validator("receipt_key", mode="before")
     @classmethod
     def _unset_receipt_key(cls, value: object) -> object:

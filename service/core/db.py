@@ -68,6 +68,49 @@ def _hosts(url: str) -> tuple[str, list[str]]:
     return urlunsplit(parts._replace(netloc=userinfo + at)), hosts
 
 
+# What a database URL's query may hold: the libpq parameters the service passes on to both of its
+# drivers (SQLAlchemy's pool and the event writer's own asyncpg connections), with the values
+# asyncpg takes (None: any one value; `host` names a Unix socket's folder, libpq's way, as the
+# embedded server's URL does). Anything else either driver would refuse only when it connects,
+# with a traceback, so a URL is checked with the other settings (check_database_url).
+URL_PARAMETERS: dict[str, tuple[str, ...] | None] = {
+    "host": None,
+    "sslmode": ("disable", "allow", "prefer", "require", "verify-ca", "verify-full"),
+    "target_session_attrs": (
+        "any", "primary", "standby", "prefer-standby", "read-write", "read-only"
+    ),
+}  # fmt: skip
+FORM = "the form is postgresql://user:password@host:5432/database"
+
+
+def check_database_url(url: str) -> None:
+    """ValueError saying what in `url` the service cannot connect with: not PostgreSQL's form,
+    a port that is not one, a query parameter it does not pass on or a value it cannot take.
+    The message never shows the password."""
+    try:
+        single, hosts = _hosts(url)
+        parsed = _postgresql(single)
+    except exc.ArgumentError:
+        raise ValueError(f"not a URL; {FORM}") from None
+    except ValueError as error:
+        # make_url's own word for a port that is not a number is int()'s.
+        reason = "the port is not a number" if "int()" in str(error) else str(error)
+        raise ValueError(f"{reason}; {FORM}") from None
+    for port in [parsed.port] + [int(host.rsplit(":", 1)[1]) for host in hosts]:
+        if port is not None and not 1 <= port <= 65535:
+            raise ValueError(f"port {port} is not a TCP port (1 to 65535)")
+    for name, value in parsed.query.items():
+        if name not in URL_PARAMETERS:
+            raise ValueError(
+                f"the query parameter {name!r} is not one the service passes on to PostgreSQL "
+                f"(it takes {', '.join(URL_PARAMETERS)})"
+            )
+        allowed = URL_PARAMETERS[name]
+        if isinstance(value, tuple) or (allowed is not None and value not in allowed):
+            values = f"as one of {', '.join(allowed)}" if allowed else "with one value"
+            raise ValueError(f"{name} must be given once, {values}; not {value!r}")
+
+
 def _postgresql(url: str) -> URL:
     parsed = make_url(url)
     if parsed.get_backend_name() not in {"postgresql", "postgres"}:

@@ -6,6 +6,7 @@ trace ever leaves the process.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import structlog
@@ -171,6 +172,29 @@ def json_pointer(loc: tuple[int | str, ...]) -> str:
     return "/" + "/".join(str(part).replace("~", "~0").replace("/", "~1") for part in loc)
 
 
+# What a field whose value does not match its pattern must be, in words: the regular expression
+# itself is no message for a person (registered by the module that defines the pattern).
+PATTERN_WORDS: dict[str, str] = {}
+# pydantic's kinds of "not an object" (its message would name the model's Python class).
+_NOT_AN_OBJECT = frozenset({"model_type", "model_attributes_type", "dict_type"})
+
+
+def plain_message(error: Mapping[str, Any]) -> str:
+    """A pydantic error's message in the service's words, for the API and the CLI alike: the
+    service's own validators' sentences without pydantic's "Value error, " before them, an object
+    named as JSON's, a pattern in words where one is registered."""
+    kind, message = error.get("type"), str(error.get("msg", ""))
+    if kind == "value_error":
+        return message.removeprefix("Value error, ")
+    if kind in _NOT_AN_OBJECT:
+        return "must be a JSON object"
+    if kind == "string_pattern_mismatch":
+        words = PATTERN_WORDS.get(str(error.get("ctx", {}).get("pattern")))
+        if words is not None:
+            return f"must be {words}"
+    return message
+
+
 def validation_problem_detail(
     errors: list[Any], prefix: tuple[str, ...] = ()
 ) -> tuple[str, list[dict[str, str]]]:
@@ -180,7 +204,7 @@ def validation_problem_detail(
         if error.get("type") == "json_invalid" and "error" in error.get("ctx", {})
         else {
             "pointer": json_pointer((*prefix, *tuple(error.get("loc", ())))),
-            "detail": str(error.get("msg", "")),
+            "detail": plain_message(error),
         }
         for error in errors
     ]

@@ -25,8 +25,7 @@ import re
 import uuid
 from collections.abc import Callable, Coroutine
 from datetime import datetime
-from types import UnionType
-from typing import Annotated, Any, TypeVar, Union, get_args, get_origin
+from typing import Annotated, Any, TypeVar
 
 import jiter
 from annotated_types import Interval
@@ -52,6 +51,7 @@ from service.core.errors import (
     UnsupportedMediaType,
     validation_problem_detail,
 )
+from service.core.query import SingleQueryParams
 
 M = TypeVar("M", bound=BaseModel)
 NUL = "\x00"
@@ -68,7 +68,31 @@ def loads(body: bytes) -> Any:
             body, catch_duplicate_keys=True, allow_inf_nan=False, cache_mode="keys"
         )
     except ValueError as exc:
-        raise InvalidJSON(str(exc), body.decode("utf-8", "replace"), 0) from None
+        raise InvalidJSON(_plainly(str(exc), body), body.decode("utf-8", "replace"), 0) from None
+
+
+_WHERE = re.compile(r" at line (\d+) column (\d+)$")
+_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+
+
+def _plainly(message: str, body: bytes) -> str:
+    """jiter's message, except where it names a symptom rather than what was sent: a lone
+    surrogate escape ("unexpected end of hex escape") and NaN or Infinity ("expected value")."""
+    where = _WHERE.search(message)
+    if where is None:
+        return message
+    at = where.group(0)
+    if ("hex escape" in message or "surrogate" in message) and _SURROGATE.search(body):
+        return (
+            f"a lone UTF-16 surrogate escape (\\ud800 to \\udfff without its pair) is not text{at}"
+        )
+    line, column = int(where.group(1)), int(where.group(2))
+    lines = body.split(b"\n")
+    if line <= len(lines):
+        rest = lines[line - 1][max(column - 2, 0) :]
+        if rest.lstrip(b"-+ :,[").startswith((b"NaN", b"Infinity")):
+            return f"NaN and Infinity are not JSON numbers{at}"
+    return message
 
 
 async def read_json(
@@ -318,39 +342,6 @@ class _UUIDText:
 
 # An id a client sends, in a body, a path or a CLI option (JSON schema: string, uuid, the pattern).
 CanonicalUUID = Annotated[uuid.UUID, _UUIDText()]
-
-
-def many_valued(annotation: Any) -> bool:
-    """list[str], set[int] | None, …: a query parameter that may repeat."""
-    if get_origin(annotation) is Annotated:
-        return many_valued(get_args(annotation)[0])
-    origin = get_origin(annotation)
-    if origin in (Union, UnionType):
-        return any(many_valued(arg) for arg in get_args(annotation))
-    return origin in (list, set, frozenset, tuple) or annotation in (list, set, frozenset, tuple)
-
-
-def given_once(query: QueryParams, name: str) -> None:
-    """A 422 naming the scalar query parameter `name` when the query string gives it more than
-    once (`?gpc=false&gpc=true`: which one does the client mean?). Called only when it is there."""
-    given = len(query.getlist(name))
-    if given > 1:
-        detail = f"must be given once, not {given} times"
-        raise Unprocessable(
-            f"/query/{name}: {detail}",
-            extra={"errors": [{"pointer": f"/query/{name}", "detail": detail}]},
-        )
-
-
-class SingleQueryParams(QueryParams):
-    """A query string whose scalar read (`get`, `[]`: how FastAPI reads a parameter that is not a
-    list) of a parameter given more than once is a 422, not the last value. FastAPI reads them
-    after the route's dependencies, so an admin route still checks the key first."""
-
-    def __getitem__(self, key: str) -> str:
-        value = super().__getitem__(key)
-        given_once(self, key)
-        return value
 
 
 class _StrictJSONRequest(Request):

@@ -47,7 +47,7 @@ from service.core.errors import (
     problem_schemas,
     validation_problem_detail,
 )
-from service.core.json_input import given_once, many_valued
+from service.core.query import given_once, many_valued
 from service.core.raw_path import RawServer, handler_for, raw_server_for
 
 Endpoint = Callable[..., Awaitable[Response]]

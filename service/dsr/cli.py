@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from service.core.cli_support import (
     CLI_ACTOR,
+    fail,
     load_settings,
     parse_options,
     print_json,
@@ -223,6 +224,8 @@ def dsr_withdraw(
     user_id: UserOption = None,
     property_name: PropertyOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    # The other DSR commands take --ip; here it is refused with the reason, not "no such option".
+    ip: Annotated[str | None, typer.Option(hidden=True)] = None,
 ) -> None:
     """Record a withdrawal a person sent in writing: a `withdraw` event (source dsr, actor cli)
     for every subject and property with a decision matching the identifier, with its audit row.
@@ -236,6 +239,12 @@ def dsr_withdraw(
     from service.dsr.withdrawal import Recorded, record_withdrawal
     from service.ledger.receipts import receipt_signer_from_settings
 
+    if ip is not None:
+        raise fail(
+            "--ip: a withdrawal is recorded by --subject-id or --user-id, not by IP address: an "
+            "address is shared, and a withdrawal by it would withdraw other people's consent",
+            2,
+        )
     settings = load_settings()
     request = parse_options(
         WithdrawalRequest, subject_id=subject_id, user_id=user_id, property=property_name,

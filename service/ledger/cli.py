@@ -40,8 +40,11 @@ def ledger_verify(
         try:
             published = json.loads(head.read_text())
             int(published["seal"]), str(published["seal_hash"])
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise fail(f"{head}: not a head written by `ledger head --json` ({exc})") from None
+        except OSError as exc:
+            raise fail(f"{head}: {exc.strerror or exc}") from None
+        except (ValueError, KeyError, TypeError) as exc:
+            why = f"it has no {exc.args[0]!r}" if isinstance(exc, KeyError) else str(exc)
+            raise fail(f"{head}: not a head written by `ledger head --json` ({why})") from None
 
     signer = receipt_signer_from_settings(settings)
 

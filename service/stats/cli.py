@@ -26,9 +26,9 @@ def stats(
 
     settings = load_settings()
     start, end = parse_moment("--since", since), parse_moment("--until", until)
-    why = range_problem(start, end)
-    if why is not None:
-        raise fail(why.replace("since", "--since").replace("until", "--until"), 2)
+    wrong = range_problem(start, end)
+    if wrong is not None:
+        raise fail(wrong[1].replace("since", "--since").replace("until", "--until"), 2)
 
     async def work(engine: AsyncEngine) -> StatsPage:
         async with create_sessionmaker(engine)() as session:

@@ -27,16 +27,18 @@ EARLIEST = datetime(1, 1, 2, tzinfo=UTC)
 LATEST = datetime(9999, 12, 31, tzinfo=UTC)
 
 
-def range_problem(since: datetime, until: datetime) -> str | None:
-    """What is wrong with [since, until), or None."""
-    try:
-        since, until = since.astimezone(UTC), until.astimezone(UTC)
-    except OverflowError:
-        return "since and until must fall in the years 2 to 9999 in UTC"
-    if not EARLIEST <= since < LATEST or not EARLIEST < until <= LATEST:
-        return "since and until must fall in the years 2 to 9999 in UTC"
+def range_problem(since: datetime, until: datetime) -> tuple[str, str] | None:
+    """What is wrong with [since, until), and the parameter it is wrong in; or None."""
+    bounds = f"{EARLIEST.date().isoformat()} and {LATEST.date().isoformat()} in UTC"
+    for name, moment in (("since", since), ("until", until)):
+        try:
+            utc = moment.astimezone(UTC)
+        except OverflowError:
+            return name, f"{name} must fall between {bounds}"
+        if not EARLIEST <= utc <= LATEST or utc == (LATEST if name == "since" else EARLIEST):
+            return name, f"{name} must fall between {bounds}"
     if until <= since or until - since > MAX_RANGE:
-        return "until must be after since, and at most 3660 days after it"
+        return "until", "until must be after since, and at most 3660 days after it"
     return None
 
 
@@ -58,9 +60,13 @@ async def property_stats(
     them), grouped by UTC day and schema version. A decision is an event of the first four types,
     whoever made it; a category's counts are over decisions, by the effective choice (GPC/DNT
     applied where the version honours them)."""
-    why = range_problem(since, until)
-    if why is not None:
-        raise Unprocessable(why, extra={"errors": [{"pointer": "/query/until", "detail": why}]})
+    wrong = range_problem(since, until)
+    if wrong is not None:
+        name, why = wrong
+        pointer = f"/query/{name}"
+        raise Unprocessable(
+            f"{pointer}: {why}", extra={"errors": [{"pointer": pointer, "detail": why}]}
+        )
     if not await property_exists(session, property):
         raise NotFound(f"there is no property named {property!r}")
     items = await daily_stats(session, catalog, property, since, until)

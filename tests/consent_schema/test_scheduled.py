@@ -116,6 +116,13 @@ async def test_a_pending_version_can_be_cancelled_and_blocks_another_until_then(
     assert in_force.status_code == 409  # only a version not yet in effect
     cancelled = await client.post(f"{SCHEMA}/versions/2/cancellation", headers=writer)
     assert cancelled.status_code == 200
+    assert in_force.json()["detail"] == (
+        "version 1 of 'itsailor' has taken effect: only a version that has not taken effect yet "
+        "can be cancelled"
+    )
+    twice = await client.post(f"{SCHEMA}/versions/2/cancellation", headers=writer)
+    assert twice.status_code == 409
+    assert twice.json()["detail"].startswith("version 2 of 'itsailor' was cancelled already, at ")
     listing = (await client.get(f"{SCHEMA}/versions")).json()
     assert (
         listing["current_version"],

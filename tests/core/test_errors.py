@@ -5,6 +5,7 @@ from __future__ import annotations
 import httpx
 
 from service.core.pipeline import ConsentAPI
+from tests.factories import api_key, bearer
 
 PROBLEM = "application/problem+json"
 
@@ -53,3 +54,28 @@ async def test_an_unexpected_failure_is_a_500_problem_without_internals(
     assert "secret" not in response.text
     assert "Traceback" not in response.text
     assert "request id" in str(body["detail"])
+
+
+async def test_validation_messages_are_the_services_words_not_pydantics(
+    client: httpx.AsyncClient, db_url: str
+) -> None:
+    """No "Value error, " before a validator's sentence, no Python class for "not an object", and
+    a pattern in words, not a regular expression."""
+    events = "/v1/properties/itsailor/consent-events"
+    body = assert_problem(await client.post(events, json=[]), 422)
+    assert body["detail"] == "/body: must be a JSON object"
+    body = assert_problem(await client.post(events, content=b"null"), 422)
+    assert body["detail"] == "/body: must be a JSON object"
+    subject = "0b9f6f7e-1c2d-4e5f-8a9b-0c1d2e3f4a5b"
+    sent = {"subject_id": subject, "event_type": "accept-all", "schema_version": 1}
+    body = assert_problem(await client.post(events, json=sent | {"page_url": "not a url"}), 422)
+    assert body["detail"] == "/body/page_url: must be an absolute http(s) URL"
+    body = assert_problem(await client.get("/v1/properties/Bad_Name/schema"), 422)
+    assert body["detail"] == (
+        "/path/property: must be 1 to 64 lower-case letters, digits and hyphens, beginning and "
+        "ending with a letter or digit"
+    )
+    key = await api_key(db_url, "dsr:erase")
+    body = assert_problem(await client.post("/v1/dsr/erasures", json={}, headers=bearer(key)), 422)
+    assert body["detail"] == "/body: name exactly one identifier: subject_id, ip or user_id"
+    assert "Value error" not in str(body)

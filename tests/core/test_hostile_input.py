@@ -113,11 +113,18 @@ async def test_a_refusal_names_the_field_as_the_client_wrote_it(
             '"categories":{"analytics":true,"analytics":false}}',
             '"analytics"',
         ),
-        ('{"subject_id":"%s","event_type":"accept-all","schema_version":1,"gpc":NaN}', "value"),
+        (
+            '{"subject_id":"%s","event_type":"accept-all","schema_version":1,"gpc":NaN}',
+            "NaN and Infinity are not JSON numbers at line 1 column ",
+        ),
+        (
+            '{"subject_id":"%s","event_type":"accept-all","schema_version":1,"gpc":-Infinity}',
+            "NaN and Infinity are not JSON numbers at line 1 column ",
+        ),
         (
             '{"subject_id":"%s","event_type":"accept-all","schema_version":1,'
             '"page_url":"https://x.io/\\ud800"}',
-            "escape",
+            "a lone UTF-16 surrogate escape (\\ud800 to \\udfff without its pair) is not text",
         ),
     ],
 )

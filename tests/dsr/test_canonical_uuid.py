@@ -86,6 +86,6 @@ def test_the_cli_holds_a_subject_id_to_the_same_form(
     }
     for spelling in LAX.values():
         code, stderr = run(env, "dsr", *command, "--subject-id", spelling)
-        assert (code, stderr) == (2, f"error: subject-id: {DETAIL}\n"), spelling
+        assert (code, stderr) == (2, f"error: --subject-id: {DETAIL}\n"), spelling
     code, stderr = run(env, "dsr", *command, "--subject-id", str(uuid.uuid4()))
     assert code == 0, stderr

@@ -198,6 +198,13 @@ async def test_verify_head_catches_seals_removed_from_the_end(
     assert code == 1
     assert "no longer holds seal 3 published earlier" in out
     assert (await ledger(db_url, "verify", "--head", str(heads[0])))[0] == 0
+    # A file that is not a head is named, with what it lacks.
+    empty = tmp_path / "empty.json"
+    empty.write_text("{}")
+    code, out = await ledger(db_url, "verify", "--head", str(empty))
+    assert (code, out) == (
+        1, f"error: {empty}: not a head written by `ledger head --json` (it has no 'seal')\n"
+    )  # fmt: skip
 
     # A seal rewritten in place: its hash no longer matches its fields.
     await as_superuser(

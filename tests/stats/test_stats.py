@@ -229,17 +229,23 @@ async def test_the_scope_the_range_and_the_property_are_checked(
     assert (await client.get(STATS, params=window)).status_code == 401
     wrong = bearer(await api_key(db_url, "dsr:read"))
     assert (await client.get(STATS, params=window, headers=wrong)).status_code == 403
-    for params, status in (
-        ({"since": window["until"], "until": window["since"]}, 422),
-        ({"since": "2026-01-01T00:00:00", "until": window["until"]}, 422),  # no offset
-        ({"since": "2016-01-01T00:00:00Z", "until": window["until"]}, 422),  # > 3660 days
-        ({"until": window["until"]}, 422),
-        ({"since": "0001-01-01T00:30:00+01:00", "until": window["until"]}, 422),  # year 0 in UTC
-        ({"since": "9999-12-31T12:00:00Z", "until": "9999-12-31T23:59:59-05:00"}, 422),
+    for params, pointer in (
+        ({"since": window["until"], "until": window["since"]}, "/query/until"),
+        ({"since": "2026-01-01T00:00:00", "until": window["until"]}, "/query/since"),  # no offset
+        ({"since": "2016-01-01T00:00:00Z", "until": window["until"]}, "/query/until"),  # > 3660 d
+        ({"until": window["until"]}, "/query/since"),
+        # Year 0 in UTC, and past 9999: the parameter at fault is named.
+        ({"since": "0001-01-01T00:30:00+01:00", "until": window["until"]}, "/query/since"),
+        ({"since": "9999-12-31T12:00:00Z", "until": "9999-12-31T23:59:59-05:00"}, "/query/since"),
     ):
         response = await client.get(STATS, params=params, headers=reader)
-        assert response.status_code == status, (params, response.text)
+        assert response.status_code == 422, (params, response.text)
         assert response.headers["content-type"] == "application/problem+json"
+        assert [error["pointer"] for error in response.json()["errors"]] == [pointer], params
+    year_zero = {"since": "0001-01-01T00:30:00+01:00", "until": window["until"]}
+    assert (await client.get(STATS, params=year_zero, headers=reader)).json()["detail"] == (
+        "/query/since: since must fall between 0001-01-02 and 9999-12-31 in UTC"
+    )
     missing = await client.get("/v1/properties/nosuch/stats", params=window, headers=reader)
     assert missing.status_code == 404
     assert missing.json()["detail"] == "there is no property named 'nosuch'"
