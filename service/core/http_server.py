@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import os
+from collections.abc import Awaitable, Callable
 from email.utils import formatdate
 from typing import Any
 
@@ -115,6 +116,21 @@ class OneWrite:
         return getattr(self._transport, name)
 
 
+def _closing_if_unasked(cycle: RequestResponseCycle) -> Callable[[Any], Awaitable[None]]:
+    """The `send` of a request that expects `100 Continue` (through ASGI: the raw path does the
+    same in its own write). Answered before its body was asked for, with none of it come, the
+    connection closes after the answer: the client will not send the body, and the parser would
+    read its next request as that body."""
+    send = cycle.send
+
+    async def send_closing_if_unasked(message: Any) -> None:
+        if cycle.waiting_for_100_continue and cycle.more_body and not cycle.body:
+            cycle.keep_alive = False
+        await send(message)
+
+    return send_closing_if_unasked
+
+
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
     """Counts a request's head twice: exactly, from the request line and each header as the
     parser completes them; and roughly, by the bytes read while the head is still incomplete
@@ -162,6 +178,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         fresh = cycle is not previous and cycle is not None and cycle is not served_raw
         if fresh and self.scope["method"] != "HEAD":
             cycle.transport = OneWrite(self.transport)  # type: ignore[assignment]
+        if fresh and cycle.waiting_for_100_continue:
+            cycle.send = _closing_if_unasked(cycle)  # type: ignore[method-assign,assignment]
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
         # A hot route is served below ASGI, by the app's own route (core/raw_path.py); anything

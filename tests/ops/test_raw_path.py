@@ -329,25 +329,31 @@ async def test_a_malformed_body_is_refused_and_closed(served: tuple[ConsentAPI, 
     assert later.startswith(b"HTTP/1.1 400 ")
 
 
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [(EVENTS, b"415"), ("/v1/dsr/history", b"401")],  # the raw path; through ASGI (no key)
+)
 async def test_an_answer_before_a_100_continue_body_closes_the_connection(
-    served: tuple[ConsentAPI, int],
+    served: tuple[ConsentAPI, int], path: str, status: bytes
 ) -> None:
     """The client waits for 100 Continue and will not send the body once answered; the
     connection closes instead of reading its next request as that body."""
     _, port = served
     body = event().encode()
-    head = post(body, "Expect: 100-continue", "Content-Type: application/xml", close=False)
+    head = post(
+        body, "Expect: 100-continue", "Content-Type: application/xml", path=path, close=False
+    )
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(head[: -len(body)])
     answer = await asyncio.wait_for(reader.read(), timeout=10)
     writer.close()
-    assert answer.startswith(b"HTTP/1.1 415 ")
+    assert answer.startswith(b"HTTP/1.1 " + status + b" ")
     assert b"connection: close\r\n" in answer
     # A client that sent its body without waiting keeps its connection: the next request on it
     # is answered.
     pipelined = head + get("/v1/properties/itsailor/schema")
     answers = await exchange(port, pipelined, answers=2)
-    assert [answer[:12] for answer in answers] == [b"HTTP/1.1 415", b"HTTP/1.1 200"]
+    assert [answer[:12] for answer in answers] == [b"HTTP/1.1 " + status, b"HTTP/1.1 200"]
     assert b"connection: close" not in answers[0]
 
 
