@@ -155,7 +155,7 @@ BEGIN
             ARRAY(SELECT DISTINCT p FROM unnest(parts) AS p WHERE p <> ALL (whole)));
         -- Whole months last: a DROP locks consent_events ACCESS EXCLUSIVE until the commit, and
         -- inserts queue behind it while it waits for readers. It waits 2 s at most; then those
-        -- months are deleted row by row instead (docs/retention.md, "Whole months dropped").
+        -- months are deleted row by row instead (docs/retention.md, "The purge").
         IF cardinality(whole) > 0 THEN
             BEGIN
                 PERFORM set_config('lock_timeout', '2s', true);

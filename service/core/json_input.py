@@ -301,7 +301,7 @@ UUID_FORM = (
     "a UUID in lowercase 8-4-4-4-12 form, as crypto.randomUUID() writes it, such as "
     "0b9f6f7e-1c2d-4e5f-8a9b-0c1d2e3f4a5b"
 )
-# What `str(uuid.UUID)` writes (docs/evidence.md, "UUIDs as lower-case strings") and the banner
+# What `str(uuid.UUID)` writes (docs/evidence.md, "The leaf") and the banner
 # sends: 36 characters, ASCII lowercase hex (`$` is the end of the text in pydantic's Rust regex).
 UUID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 

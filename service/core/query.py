@@ -1,5 +1,5 @@
 """What a query string may say: a scalar parameter given once, and, on an admin route, only the
-parameters the route declares (README, "Input is read strictly")."""
+parameters the route declares (README, "API at a glance")."""
 
 from __future__ import annotations
 

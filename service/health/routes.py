@@ -24,7 +24,7 @@ log = get_logger("service.health")
 READINESS_TIMEOUT_SECONDS = 2.0
 # A probe's answer is about this process at this instant: no cache (a proxy's, a client's) may
 # keep one, or an orchestrator would route to a process that has since gone down. A 503 says
-# when to look again, as the API's own 503s do (README, "Every error the API answers").
+# when to look again, as the API's own 503s do (README, "API at a glance").
 PROBE_HEADERS = {"Cache-Control": "no-store"}
 NOT_READY_HEADERS = {**PROBE_HEADERS, "Retry-After": RETRY_AFTER}
 

@@ -65,7 +65,7 @@ RECORD_SQL = record_sql("$1", "$2", "$3")
 
 
 def _bytea(value: object) -> str:
-    """bytes as PostgreSQL's bytea input (hex), for jsonb_populate_recordset."""
+    """bytes as PostgreSQL's bytea input (hex), for jsonb_to_recordset."""
     if isinstance(value, bytes):
         return "\\x" + value.hex()
     raise TypeError(type(value).__name__)
