@@ -1,5 +1,5 @@
-"""A client's time is RFC 3339 date-time text with an offset wherever it comes in (README, "Input is
-read strictly"): a number or a string of digits is not Unix seconds, a date alone is not its
+"""A client's time is RFC 3339 date-time text with an offset wherever it comes in (README, "API at
+a glance"): a number or a string of digits is not Unix seconds, a date alone is not its
 midnight, a time without an offset is in no zone. Each is a 422 problem naming the field, and
 changes nothing; the same rule holds from the CLI. And a DSR identifier with NUL is refused before
 anything is looked up or audited."""
