@@ -10,18 +10,25 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 SEARCHED = ("service", "alembic", "bench", "tests", "docs", "deploy", "scripts")
 SUFFIXES = {".py", ".md", ".js", ".html", ".lua", ".yml", ".yaml", ".toml", ".sh"}
-# `docs/evidence.md, "The leaf"`, `retention.md "The purge"`, `README, "API at a glance"`: a
-# heading's text may run onto the next line of a comment or a paragraph.
-CITATION = re.compile(r'(?:docs/)?\b(\w+)\.md,?\s+"([^"]{1,100})"|\bREADME,?\s+"([^"]{1,100})"')
+# `docs/evidence.md, "The leaf"`, `retention.md "The purge"`, a link
+# `[docs/policies.md](docs/policies.md), "Retries"`, `README, "API at a glance"`: a heading's text
+# may run onto the next line of a comment or a paragraph.
+CITATION = re.compile(
+    r'(?:docs/)?\b(\w+)\.md(?:\]\((?:docs/)?\w+\.md\))?,?\s+"([^"]{1,100})"'
+    r'|\bREADME,?\s+"([^"]{1,100})"'
+)
 CONTINUATION = re.compile(r"\s*\n\s*(?:#\s*|//\s*|\*\s*)?")
 
 
 def headings(document: Path) -> set[str]:
-    return {
-        line.lstrip("#").strip()
-        for line in document.read_text(encoding="utf-8").splitlines()
-        if line.startswith("#")
-    }
+    """The headings of a Markdown document (a `#` line inside a fenced code block is not one)."""
+    found, fenced = set(), False
+    for line in document.read_text(encoding="utf-8").splitlines():
+        if line.startswith("```"):
+            fenced = not fenced
+        elif line.startswith("#") and not fenced:
+            found.add(line.lstrip("#").strip())
+    return found
 
 
 def sources() -> list[Path]:

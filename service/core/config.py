@@ -10,6 +10,7 @@ import importlib.util
 import ipaddress
 import itertools
 import math
+import os
 import secrets
 import string
 import zlib
@@ -216,7 +217,8 @@ class Settings(BaseSettings):
     @field_validator("data_dir")
     @classmethod
     def _a_folder(cls, value: Path) -> Path:
-        if value.exists() and not value.is_dir():
+        # os.path's checks say False, not raise, for a place they may not look into.
+        if os.path.exists(value) and not os.path.isdir(value):
             raise ValueError(f"{str(value)!r} is a file, not a folder")
         return value
 

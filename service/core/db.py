@@ -68,47 +68,91 @@ def _hosts(url: str) -> tuple[str, list[str]]:
     return urlunsplit(parts._replace(netloc=userinfo + at)), hosts
 
 
-# What a database URL's query may hold: the libpq parameters the service passes on to both of its
-# drivers (SQLAlchemy's pool and the event writer's own asyncpg connections), with the values
-# asyncpg takes (None: any one value; `host` names a Unix socket's folder, libpq's way, as the
-# embedded server's URL does). Anything else either driver would refuse only when it connects,
-# with a traceback, so a URL is checked with the other settings (check_database_url).
+# What a database URL's query may hold: the parameters both of the service's drivers take, as
+# SQLAlchemy's pool hands its query to `asyncpg.connect` as keyword arguments and the event writer
+# gives asyncpg the URL itself. For each, the values asyncpg takes (None: any value). libpq's
+# others (`connect_timeout`, `application_name`, `sslrootcert`, …) are not among asyncpg's
+# keyword arguments: SQLAlchemy's connect would fail on them with a traceback, so a URL is checked
+# with the other settings (check_database_url).
 URL_PARAMETERS: dict[str, tuple[str, ...] | None] = {
-    "host": None,
+    "host": None,  # a Unix socket's folder (the embedded server's URL), or `h1:5432`, repeated
+    "port": None,
+    "user": None,
+    "password": None,
+    "passfile": None,
+    # libpq's name, turned into asyncpg's `ssl` for the pool (async_url). asyncpg's own `?ssl=`
+    # would reach the writer's connection as a server setting, which PostgreSQL refuses.
     "sslmode": ("disable", "allow", "prefer", "require", "verify-ca", "verify-full"),
     "target_session_attrs": (
         "any", "primary", "standby", "prefer-standby", "read-write", "read-only"
     ),
+    "krbsrvname": None,
+    "gsslib": ("gssapi", "sspi"),
 }  # fmt: skip
+REPEATABLE = frozenset({"host", "port"})  # SQLAlchemy's form for several servers
 FORM = "the form is postgresql://user:password@host:5432/database"
 
 
 def check_database_url(url: str) -> None:
     """ValueError saying what in `url` the service cannot connect with: not PostgreSQL's form,
-    a port that is not one, a query parameter it does not pass on or a value it cannot take.
-    The message never shows the password."""
+    a port that is not one, a query parameter its drivers do not both take or a value they
+    cannot. The message never shows the password (nor any other part of the URL as written)."""
     try:
-        single, hosts = _hosts(url)
+        single, _ = _hosts(url)
         parsed = _postgresql(single)
     except exc.ArgumentError:
         raise ValueError(f"not a URL; {FORM}") from None
     except ValueError as error:
-        # make_url's own word for a port that is not a number is int()'s.
-        reason = "the port is not a number" if "int()" in str(error) else str(error)
+        reason = str(error)
+        if not reason.startswith(("not a PostgreSQL URL", "a database URL's host list")):
+            # The parser's own words may quote the URL, password and all.
+            reason = "the port is not a number" if "int()" in reason else "not a usable URL"
         raise ValueError(f"{reason}; {FORM}") from None
-    for port in [parsed.port] + [int(host.rsplit(":", 1)[1]) for host in hosts]:
-        if port is not None and not 1 <= port <= 65535:
+    ports: list[object] = [parsed.port, *_listed_ports(url), *_values(parsed.query.get("port"))]
+    ports += [
+        host.rpartition(":")[2]  # SQLAlchemy's `?host=h1:5432&host=h2:5432`
+        for host in _values(parsed.query.get("host"))
+        if ":" in host and not host.startswith("/")
+    ]
+    for port in ports:
+        if port is None:
+            continue
+        if not str(port).isdigit():
+            raise ValueError(f"a port is not a number; {FORM}")
+        if not 1 <= int(str(port)) <= 65535:
             raise ValueError(f"port {port} is not a TCP port (1 to 65535)")
     for name, value in parsed.query.items():
         if name not in URL_PARAMETERS:
             raise ValueError(
-                f"the query parameter {name!r} is not one the service passes on to PostgreSQL "
-                f"(it takes {', '.join(URL_PARAMETERS)})"
+                f"the query parameter {name!r} is not one the service's drivers both take "
+                f"(they take {', '.join(URL_PARAMETERS)})"
             )
         allowed = URL_PARAMETERS[name]
-        if isinstance(value, tuple) or (allowed is not None and value not in allowed):
-            values = f"as one of {', '.join(allowed)}" if allowed else "with one value"
-            raise ValueError(f"{name} must be given once, {values}; not {value!r}")
+        if isinstance(value, tuple) and name not in REPEATABLE:
+            raise ValueError(f"{name} must be given once")
+        if allowed is not None and value not in allowed:
+            raise ValueError(f"{name} must be one of {', '.join(allowed)}; not {value!r}")
+
+
+def _listed_ports(url: str) -> list[str]:
+    """The ports of libpq's host list as written (`h1:5432,[::1]:5433,h2`), before `_hosts`
+    gives a host without one the default."""
+    hostlist = urlsplit(url).netloc.rpartition("@")[2]
+    if "," not in hostlist:
+        return []
+    ports = []
+    for entry in hostlist.split(","):
+        if entry.startswith("["):
+            rest = entry.partition("]")[2]
+            if rest.startswith(":"):
+                ports.append(rest[1:])
+        elif ":" in entry:
+            ports.append(entry.rpartition(":")[2])
+    return ports
+
+
+def _values(value: str | tuple[str, ...] | None) -> list[str]:
+    return [] if value is None else list(value) if isinstance(value, tuple) else [value]
 
 
 def _postgresql(url: str) -> URL:

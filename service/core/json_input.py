@@ -77,21 +77,26 @@ _SURROGATE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 
 def _plainly(message: str, body: bytes) -> str:
     """jiter's message, except where it names a symptom rather than what was sent: a lone
-    surrogate escape ("unexpected end of hex escape") and NaN or Infinity ("expected value")."""
+    surrogate escape ("unexpected end of hex escape") and NaN or Infinity where a value was
+    expected ("expected value", "invalid number")."""
     where = _WHERE.search(message)
     if where is None:
         return message
     at = where.group(0)
-    if ("hex escape" in message or "surrogate" in message) and _SURROGATE.search(body):
+    if message.startswith(("unexpected end of hex escape", "lone leading surrogate")) and (
+        _SURROGATE.search(body)
+    ):
         return (
             f"a lone UTF-16 surrogate escape (\\ud800 to \\udfff without its pair) is not text{at}"
         )
-    line, column = int(where.group(1)), int(where.group(2))
-    lines = body.split(b"\n")
-    if line <= len(lines):
-        rest = lines[line - 1][max(column - 2, 0) :]
-        if rest.lstrip(b"-+ :,[").startswith((b"NaN", b"Infinity")):
-            return f"NaN and Infinity are not JSON numbers{at}"
+    if message.startswith(("expected value", "invalid number")):
+        line, column = int(where.group(1)), int(where.group(2))
+        lines = body.split(b"\n")
+        if 1 <= line <= len(lines) and column >= 1:
+            text = lines[line - 1]
+            found = text[column - 1 :]
+            if found.startswith((b"NaN", b"Infinity", b"-Infinity")):  # `-` before: at the I
+                return f"NaN and Infinity are not JSON numbers{at}"
     return message
 
 

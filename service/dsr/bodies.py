@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Self
+from typing import Annotated, ClassVar, Self
 
 from pydantic import (
     AfterValidator,
@@ -103,12 +103,15 @@ class DsrQuery(BaseModel):
             raise ValueError("not an IPv4 or IPv6 address")
         return value.strip()
 
+    # The identifiers a request of this kind may name, as its message lists them.
+    IDENTIFIERS: ClassVar[str] = "subject_id, ip or user_id"
+
     @model_validator(mode="after")
     def _exactly_one_identifier(self) -> Self:
         given = [kind for kind in IdentifierType if getattr(self, kind.value) is not None]
         if len(given) != 1:
             raise ValueError(
-                "name exactly one identifier: subject_id, ip or user_id"
+                f"name exactly one identifier: {self.IDENTIFIERS}"
                 + (f" (got {', '.join(given)})" if given else "")
             )
         if self.since is not None and self.until is not None and self.since >= self.until:
@@ -178,6 +181,8 @@ class WithdrawalRequest(DsrQuery):
     """A withdrawal a person sent in writing (an email, a letter): by subject id or account id.
     Not by IP address: an address is shared, and a withdrawal for everyone behind it would be
     false evidence."""
+
+    IDENTIFIERS: ClassVar[str] = "subject_id or user_id"
 
     reference: Reference = Field(
         min_length=1,

@@ -29,14 +29,18 @@ LATEST = datetime(9999, 12, 31, tzinfo=UTC)
 
 def range_problem(since: datetime, until: datetime) -> tuple[str, str] | None:
     """What is wrong with [since, until), and the parameter it is wrong in; or None."""
-    bounds = f"{EARLIEST.date().isoformat()} and {LATEST.date().isoformat()} in UTC"
+    first, last = (f"{moment.date().isoformat()}T00:00:00Z" for moment in (EARLIEST, LATEST))
+    bounds = {
+        "since": f"since must be at or after {first} and before {last}",
+        "until": f"until must be after {first} and at or before {last}",
+    }
     for name, moment in (("since", since), ("until", until)):
         try:
             utc = moment.astimezone(UTC)
         except OverflowError:
-            return name, f"{name} must fall between {bounds}"
+            return name, bounds[name]
         if not EARLIEST <= utc <= LATEST or utc == (LATEST if name == "since" else EARLIEST):
-            return name, f"{name} must fall between {bounds}"
+            return name, bounds[name]
     if until <= since or until - since > MAX_RANGE:
         return "until", "until must be after since, and at most 3660 days after it"
     return None

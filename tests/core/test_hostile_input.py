@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import re
 import uuid
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ import httpx
 import pytest
 
 from service.app import create_app
+from service.core.json_input import loads
 from service.core.pipeline import ConsentAPI
 from tests.conftest import make_settings
 from tests.factories import api_key, bearer, event, example, published
@@ -137,6 +139,27 @@ async def test_a_body_that_could_mean_two_things_is_refused(
     assert response.status_code == 422, response.text
     assert named in response.json()["detail"]
     assert await stored(db) == 0
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b'{"a": -Inf}', "invalid number at line 1 column 8"),
+        (b'{"a":1} NaN', "trailing characters at line 1 column 9"),
+        (b'{"a":1,NaN}', "key must be a string at line 1 column 8"),
+        # A raw line break in a string, the next line starting with a word that is not a value.
+        (b'{"p":"q=Avengers:\nInfinity"}', "control character (\\u0000-\\u001F) found while"),
+        (b'{"a": NaN}', "NaN and Infinity are not JSON numbers at line 1 column 7"),
+        (b'{"a": -Infinity}', "NaN and Infinity are not JSON numbers at line 1 column 8"),
+        ('{"\u00e9": NaN}'.encode(), "NaN and Infinity are not JSON numbers at line 1 column 8"),
+    ],
+)
+def test_a_json_error_is_named_as_what_was_sent(body: bytes, message: str) -> None:
+    """NaN and Infinity are named where a value was expected, and only there: every other
+    error keeps the parser's own words."""
+    with pytest.raises(ValueError, match=re.escape(message)) as raised:
+        loads(body)
+    assert ("NaN and Infinity" in str(raised.value.args[0])) is message.startswith("NaN")
 
 
 @pytest.mark.usefixtures("schemas")

@@ -298,6 +298,10 @@ def test_dsr_commands_find_export_and_erase_with_audit(
             "error: --since: ",
         ),
         (
+            ["dsr", "withdraw", "--reference", "W-1"],
+            "error: options: name exactly one identifier: --subject-id or --user-id\n",
+        ),
+        (
             ["dsr", "withdraw", "--ip", "1.2.3.4", "--reference", "W-1"],
             "error: --ip: a withdrawal is recorded by --subject-id or --user-id, not by IP address",
         ),
@@ -428,14 +432,31 @@ def test_version() -> None:
         (
             "CONSENT_DATABASE_URL",
             "postgresql://u:hunter2@127.0.0.1:5432/db?connect_timeout=5",
-            "CONSENT_DATABASE_URL: the query parameter 'connect_timeout' is not one the service "
-            "passes on to PostgreSQL (it takes host, sslmode, target_session_attrs)",
+            "CONSENT_DATABASE_URL: the query parameter 'connect_timeout' is not one the "
+            "service's drivers both take (they take host, port, user, password, passfile, "
+            "sslmode, target_session_attrs, krbsrvname, gsslib)",
         ),
         (
             "CONSENT_DATABASE_URL",
             "postgresql://u:hunter2@127.0.0.1:5432/db?sslmode=bogus",
-            "CONSENT_DATABASE_URL: sslmode must be given once, as one of disable, allow, prefer, "
-            "require, verify-ca, verify-full; not 'bogus'",
+            "CONSENT_DATABASE_URL: sslmode must be one of disable, allow, prefer, require, "
+            "verify-ca, verify-full; not 'bogus'",
+        ),
+        (
+            "CONSENT_DATABASE_URL",
+            "postgresql://u:hunter2@127.0.0.1:5432/db?sslmode=require&sslmode=disable",
+            "CONSENT_DATABASE_URL: sslmode must be given once",
+        ),
+        (
+            "CONSENT_DATABASE_URL",
+            "postgresql://u:hunter2@db1:5432,db2:abc/db",
+            "CONSENT_DATABASE_URL: a port is not a number; the form is postgresql://",
+        ),
+        (
+            # A character the parser refuses: its own message would quote the password.
+            "CONSENT_DATABASE_URL",
+            "postgresql://u:hunter2\uff20x@127.0.0.1:5432/db",
+            "CONSENT_DATABASE_URL: not a usable URL; the form is postgresql://",
         ),
         (
             "CONSENT_DATABASE_URL",
@@ -466,6 +487,31 @@ def test_a_bad_setting_is_named_in_plain_words(
     assert "hunter2" not in err
     assert "Value error" not in err
     assert "LAX-OR-STRICT" not in err
+
+
+@pytest.mark.parametrize(
+    "form",
+    [
+        "{user}@/{db}?host={host}&port={port}",  # libpq's parameters in the query
+        "nobody@{host}:{port}/{db}?user={user}",
+        "{user}@{host}:{port}/{db}?passfile=/nonexistent&sslmode=disable",
+        "{user}@/{db}?host={host}:{port}&host={host}:{port}",  # SQLAlchemy's several servers
+        "{user}@{host}:{port},{host}:{port}/{db}?target_session_attrs=read-write",  # libpq's
+    ],
+)
+def test_every_url_form_both_drivers_take_is_accepted(cli_env: dict[str, str], form: str) -> None:
+    """The URL check refuses only what a driver would fail on: these connected before it."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(cli_env["CONSENT_DATABASE_URL"])
+    if not url.host:
+        pytest.skip("the test server listens on a Unix socket only (no TCP host to name)")
+    user = (url.username or "") + (f":{url.password}" if url.password else "")
+    written = "postgresql://" + form.format(
+        user=user, host=url.host, port=url.port or 5432, db=url.database
+    )
+    code, _, err = run(cli_env | {"CONSENT_DATABASE_URL": written}, "keys", "list")
+    assert code == 0, (written, err)
 
 
 def test_help_is_plain_and_flags_show_no_placeholder() -> None:
