@@ -29,21 +29,24 @@ LATEST = datetime(9999, 12, 31, tzinfo=UTC)
 
 def range_problem(since: datetime, until: datetime) -> tuple[str, str] | None:
     """What is wrong with [since, until), and the parameter it is wrong in; or None."""
-    first, last = (f"{moment.date().isoformat()}T00:00:00Z" for moment in (EARLIEST, LATEST))
-    bounds = {
-        "since": f"since must be at or after {first} and before {last}",
-        "until": f"until must be after {first} and at or before {last}",
-    }
-    for name, moment in (("since", since), ("until", until)):
-        try:
-            utc = moment.astimezone(UTC)
-        except OverflowError:
-            return name, bounds[name]
-        if not EARLIEST <= utc <= LATEST or utc == (LATEST if name == "since" else EARLIEST):
-            return name, bounds[name]
-    if until <= since or until - since > MAX_RANGE:
+    first, last = (moment.isoformat().replace("+00:00", "Z") for moment in (EARLIEST, LATEST))
+    start, end = _utc(since), _utc(until)
+    if start is None or not EARLIEST <= start < LATEST:
+        return "since", f"since must be at or after {first} and before {last}"
+    if end is None or not EARLIEST < end <= LATEST:
+        return "until", f"until must be after {first} and at or before {last}"
+    if end <= start or end - start > MAX_RANGE:
         return "until", "until must be after since, and at most 3660 days after it"
     return None
+
+
+def _utc(moment: datetime) -> datetime | None:
+    """`moment` in UTC; None where that is year 0 or 10000 (neither Python nor PostgreSQL has
+    them)."""
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        return None
 
 
 @router.get(
