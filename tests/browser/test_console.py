@@ -732,6 +732,9 @@ async def test_a_late_page_never_joins_a_newer_search(
     # the dialog closes the focus is on the new Erase… button.
     await page.unroute("**/v1/dsr/history*")
     await search(page, "subject_id", first, per_page=2)
+    # The previous timeline's title is still there when `search` returns: wait for this one's
+    # events, or the focus lands on the old Erase… button as it is replaced.
+    await page.locator('#timeline [data-field="subject_id"]', has_text=first).first.wait_for()
     await page.locator("#erase-open").focus()
     await page.keyboard.press("Enter")
     erase = page.locator("#erase-dialog")
