@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import asyncpg
 from alembic import context
 from alembic.operations import MigrationScript
 from alembic.runtime.migration import MigrationContext
@@ -13,7 +14,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
 import service.tables  # noqa: F401  (registers every table on Base.metadata)
-from service.core.db import Base
+from service.core.db import Base, sync_dsn
 from service.ledger.tables import not_a_partition
 
 config = context.config
@@ -58,7 +59,25 @@ def _run(connection: Connection) -> None:
 
 
 async def _run_online() -> None:
-    engine = create_async_engine(config.get_main_option("sqlalchemy.url") or "", poolclass=NullPool)
+    database_url = config.attributes.get("database_url")
+    if database_url is not None:
+        # The URL as the service's own engines take it (its TLS files, its servers: core/db.py,
+        # sync_dsn), with no time limit on a statement (an index on a large table takes its time).
+        dsn = sync_dsn(database_url)
+
+        async def connect() -> asyncpg.Connection:
+            connection: asyncpg.Connection = await asyncpg.connect(
+                dsn, server_settings={"application_name": "consent-service-migrate"}, timeout=5
+            )
+            return connection
+
+        engine = create_async_engine(
+            "postgresql+asyncpg://", poolclass=NullPool, async_creator=connect
+        )
+    else:
+        engine = create_async_engine(
+            config.get_main_option("sqlalchemy.url") or "", poolclass=NullPool
+        )
     try:
         async with engine.connect() as connection:
             await connection.run_sync(_run)

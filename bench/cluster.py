@@ -231,6 +231,15 @@ class Server:
             raise ClusterError(f"{self.name}: {statement}: {done.stderr.strip()}")
         return done.stdout.strip()
 
+    def put(self, name: str, data: bytes) -> Path:
+        """A file of the server's own in its data folder (mode 0600: a TLS key), e.g. for
+        `ssl_cert_file`; its path."""
+        path = self.data / name
+        path.write_bytes(data)
+        path.chmod(0o600)
+        self._runner.give(path)
+        return path
+
     def configure(self, **settings: str | int | float) -> None:
         """ALTER SYSTEM SET each setting, then reload (settings a reload can change)."""
         for name, value in settings.items():

@@ -274,7 +274,10 @@ def explain_database_error(exc: BaseException, url: str) -> str | None:
         if isinstance(error, TimeoutError):
             return f"timed out connecting to PostgreSQL at {where}"
         if isinstance(error, ssl.SSLError) or "SSL" in text:
-            return f"TLS to PostgreSQL at {where} failed: {text} (check sslmode in {URL_SETTING})"
+            return (
+                f"TLS to PostgreSQL at {where} failed: {text} "
+                f"(check sslmode and sslrootcert in {URL_SETTING})"
+            )
         if isinstance(error, OSError) and error.filename is not None:  # a file, not the server
             return f"{error.filename}: {error.strerror or text}"
         if isinstance(error, OSError):

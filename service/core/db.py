@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import time
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -68,27 +69,35 @@ def _hosts(url: str) -> tuple[str, list[str]]:
     return urlunsplit(parts._replace(netloc=userinfo + at)), hosts
 
 
-# What a database URL's query may hold: the parameters both of the service's drivers take, as
-# SQLAlchemy's pool hands its query to `asyncpg.connect` as keyword arguments and the event writer
-# gives asyncpg the URL itself. For each, the values asyncpg takes (None: any value). libpq's
-# others (`connect_timeout`, `application_name`, `sslrootcert`, …) are not among asyncpg's
-# keyword arguments: SQLAlchemy's connect would fail on them with a traceback, so a URL is checked
-# with the other settings (check_database_url).
+# What a database URL's query may hold: libpq's parameters that asyncpg takes. Both of the
+# service's drivers hand the URL to asyncpg itself (sync_dsn: the event writer's connections, and
+# SQLAlchemy's pool through its creator, create_engine), so a URL means the same to both. For
+# each, the values asyncpg takes (None: any value). libpq's others (`connect_timeout`,
+# `application_name`, …) asyncpg would send to the server as settings, which PostgreSQL refuses:
+# a URL is checked with the other settings (check_database_url).
+TLS_VERSIONS = ("TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3")
 URL_PARAMETERS: dict[str, tuple[str, ...] | None] = {
     "host": None,  # a Unix socket's folder (the embedded server's URL), or `h1:5432`, repeated
     "port": None,
     "user": None,
     "password": None,
     "passfile": None,
-    # libpq's name, turned into asyncpg's `ssl` for the pool (async_url). asyncpg's own `?ssl=`
-    # would reach the writer's connection as a server setting, which PostgreSQL refuses.
     "sslmode": ("disable", "allow", "prefer", "require", "verify-ca", "verify-full"),
+    # Files: the server's CA (verify-ca, verify-full), a client certificate and its key, a CRL.
+    "sslrootcert": None,
+    "sslcert": None,
+    "sslkey": None,
+    "sslcrl": None,
+    "sslpassword": None,  # the client key's passphrase
+    "ssl_min_protocol_version": TLS_VERSIONS,
+    "ssl_max_protocol_version": TLS_VERSIONS,
     "target_session_attrs": (
         "any", "primary", "standby", "prefer-standby", "read-write", "read-only"
     ),
     "krbsrvname": None,
     "gsslib": ("gssapi", "sspi"),
 }  # fmt: skip
+FILE_PARAMETERS = ("sslrootcert", "sslcert", "sslkey", "sslcrl")
 REPEATABLE = frozenset({"host", "port"})  # SQLAlchemy's form for several servers
 FORM = "the form is postgresql://user:password@host:5432/database"
 
@@ -132,6 +141,26 @@ def check_database_url(url: str) -> None:
             raise ValueError(f"{name} must be given once")
         if allowed is not None and value not in allowed:
             raise ValueError(f"{name} must be one of {', '.join(allowed)}; not {value!r}")
+    _check_tls_files(parsed.query)
+
+
+def _check_tls_files(query: Mapping[str, str | tuple[str, ...]]) -> None:
+    """The TLS files a URL names are there and readable, and a mode that verifies the server
+    has its CA: asyncpg would find out only when it connects, with a traceback."""
+    for name in FILE_PARAMETERS:
+        path = query.get(name)
+        if isinstance(path, str) and not (os.path.isfile(path) and os.access(path, os.R_OK)):
+            raise ValueError(f"{name} {path!r} is not a file the service can read")
+    mode = query.get("sslmode") or os.environ.get("PGSSLMODE")
+    if mode not in ("verify-ca", "verify-full") or query.get("sslrootcert"):
+        return
+    # Where asyncpg looks for the CA when the URL names none (libpq's places).
+    fallback = os.environ.get("PGSSLROOTCERT") or os.path.expanduser("~/.postgresql/root.crt")
+    if not os.path.isfile(fallback):
+        raise ValueError(
+            f"sslmode={mode} checks the server's certificate against its CA: name the CA's "
+            "certificate file with sslrootcert=/path/to/ca.pem (or set PGSSLROOTCERT)"
+        )
 
 
 def _listed_ports(url: str) -> list[str]:
@@ -179,12 +208,27 @@ def async_url(url: str) -> URL:
 
 
 def sync_dsn(url: str) -> str:
-    """The same URL as plain `postgresql://` (libpq's query names and host list kept), for
-    asyncpg.connect."""
+    """The URL as asyncpg.connect takes it, for both drivers (the event writer, and the pool
+    through create_engine's creator): plain `postgresql://`, and, as in libpq, a query parameter
+    wins over the URL's own part (asyncpg would take the part): `?user=`, `?password=`, `?host=`
+    (the URL's hosts and port then go), `?port=` of one host. SQLAlchemy's several servers
+    (`?host=h1:5432&host=h2:5432`) become libpq's one list, `?host=h1:5432,h2:5432` (asyncpg
+    would keep only the last of a repeated parameter)."""
     single, hosts = _hosts(url)
-    rendered = (
-        _postgresql(single).set(drivername="postgresql").render_as_string(hide_password=False)
-    )
+    parsed = _postgresql(single).set(drivername="postgresql")
+    query = {
+        name: ",".join(value) if isinstance(value, tuple) else value
+        for name, value in parsed.query.items()
+    }
+    if "user" in query:
+        parsed = parsed._replace(username=query.pop("user"))
+    if "password" in query:
+        parsed = parsed._replace(password=query.pop("password"))
+    if "host" in query:
+        parsed, hosts = parsed._replace(host=None, port=None), []
+    elif "port" in query and not hosts and query["port"].isdigit():
+        parsed = parsed._replace(port=int(query.pop("port")))
+    rendered = parsed.set(query=query).render_as_string(hide_password=False)
     if not hosts:
         return rendered
     parts = urlsplit(rendered)
@@ -196,7 +240,7 @@ def create_engine(
     *,
     pool_size: int = 10,
     application_name: str = "consent-service",
-    command_timeout: float = 30.0,
+    command_timeout: float | None = 30.0,
     transaction_pooled: bool = False,
 ) -> AsyncEngine:
     """At most `pool_size` connections: a request that finds them all busy waits for one.
@@ -207,17 +251,37 @@ def create_engine(
     `transaction_pooled`: the URL is a pooler that lends a server connection per transaction
     (CONSENT_DB_POOL_MODE=transaction), so every statement is unnamed and runs in a transaction.
     """
-    pooled: dict[str, object] = {}
+    dsn = sync_dsn(url)
+    adapted: dict[str, Any] = {}  # SQLAlchemy's adaptation of each connection
+    cached: dict[str, Any] = {}
     if transaction_pooled:
-        pooled = {
-            # asyncpg's own cache and SQLAlchemy's both keep named statements on a server
-            # connection that the next transaction may not get; "" makes every one unnamed.
-            "statement_cache_size": 0,
-            "prepared_statement_cache_size": 0,
-            "prepared_statement_name_func": _unnamed,
-        }
+        # asyncpg's own cache and SQLAlchemy's both keep named statements on a server connection
+        # that the next transaction may not get; "" makes every one unnamed.
+        adapted = {"prepared_statement_cache_size": 0, "prepared_statement_name_func": _unnamed}
+        cached = {"statement_cache_size": 0}
+
+    async def connect() -> asyncpg.Connection:
+        connection: asyncpg.Connection = await asyncpg.connect(
+            dsn,
+            server_settings={"application_name": application_name},
+            # Client-side (asyncpg cancels the statement): no start-up parameter a transaction
+            # pooler would refuse.
+            command_timeout=command_timeout,
+            timeout=5,
+            **cached,
+        )
+        return connection
+
+    def creator() -> Any:
+        # The URL goes to asyncpg as the writer's does (sync_dsn), not through SQLAlchemy's
+        # query-to-keywords mapping, which takes no TLS file; wrapped as create_async_engine's
+        # `async_creator` would, with the statement cache settings it cannot pass.
+        return engine.sync_engine.dialect.loaded_dbapi.connect(async_creator_fn=connect, **adapted)
+
     engine = create_async_engine(
-        async_url(url),
+        # The dialect only: every connection parameter is the creator's.
+        "postgresql+asyncpg://",
+        creator=creator,
         # Requests waiting for a connection are served in arrival order (core/fair_pool.py).
         poolclass=FairPool,
         pool_size=pool_size,
@@ -229,14 +293,6 @@ def create_engine(
         pool_recycle=1800,
         # A statement's parameters are a person's identifiers: never in an error's text (logs).
         hide_parameters=True,
-        connect_args={
-            "server_settings": {"application_name": application_name},
-            # Client-side (asyncpg cancels the statement): no start-up parameter a transaction
-            # pooler would refuse.
-            "command_timeout": command_timeout,
-            "timeout": 5,
-            **pooled,
-        },
     )
     _ping_when_idle(engine)
     if transaction_pooled:

@@ -19,6 +19,8 @@ def alembic_config(database_url: str | None = None) -> Config:
     if database_url is not None:
         rendered = async_url(database_url).render_as_string(hide_password=False)
         config.set_main_option("sqlalchemy.url", rendered.replace("%", "%%"))
+        # What alembic/env.py connects with: the URL as the service's own engines take it.
+        config.attributes["database_url"] = database_url
     return config
 
 

@@ -13,10 +13,13 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
+from bench.cluster import free_port
 from service.cli import app
 from service.consent_schema.cli import publish_examples_if_empty
+from service.core.db import sync_dsn
 from service.core.logging import SINK
 from tests.conftest import TEST_KEY, TEST_RECEIPT_KEY, _admin, database_url
 from tests.factories import EXAMPLES
@@ -434,7 +437,20 @@ def test_version() -> None:
             "postgresql://u:hunter2@127.0.0.1:5432/db?connect_timeout=5",
             "CONSENT_DATABASE_URL: the query parameter 'connect_timeout' is not one the "
             "service's drivers both take (they take host, port, user, password, passfile, "
-            "sslmode, target_session_attrs, krbsrvname, gsslib)",
+            "sslmode, sslrootcert, sslcert, sslkey, sslcrl, sslpassword, "
+            "ssl_min_protocol_version, ssl_max_protocol_version, target_session_attrs, "
+            "krbsrvname, gsslib)",
+        ),
+        (
+            "CONSENT_DATABASE_URL",
+            "postgresql://u:hunter2@127.0.0.1:5432/db?sslmode=verify-full&sslrootcert=/no/ca.pem",
+            "CONSENT_DATABASE_URL: sslrootcert '/no/ca.pem' is not a file the service can read",
+        ),
+        (
+            "CONSENT_DATABASE_URL",
+            "postgresql://u:hunter2@127.0.0.1:5432/db?ssl_min_protocol_version=TLSv9",
+            "CONSENT_DATABASE_URL: ssl_min_protocol_version must be one of TLSv1, TLSv1.1, "
+            "TLSv1.2, TLSv1.3; not 'TLSv9'",
         ),
         (
             "CONSENT_DATABASE_URL",
@@ -496,22 +512,62 @@ def test_a_bad_setting_is_named_in_plain_words(
         "nobody@{host}:{port}/{db}?user={user}",
         "{user}@{host}:{port}/{db}?passfile=/nonexistent&sslmode=disable",
         "{user}@/{db}?host={host}:{port}&host={host}:{port}",  # SQLAlchemy's several servers
+        "{user}@/{db}?host=127.0.0.1:{dead}&host={host}:{port}",  # the first one down
+        "{user}@{host}:{dead}/{db}?port={port}",  # the query's port wins, as in libpq
         "{user}@{host}:{port},{host}:{port}/{db}?target_session_attrs=read-write",  # libpq's
     ],
 )
 def test_every_url_form_both_drivers_take_is_accepted(cli_env: dict[str, str], form: str) -> None:
     """The URL check refuses only what a driver would fail on: these connected before it."""
-    from sqlalchemy.engine import make_url
-
     url = make_url(cli_env["CONSENT_DATABASE_URL"])
     if not url.host:
         pytest.skip("the test server listens on a Unix socket only (no TCP host to name)")
     user = (url.username or "") + (f":{url.password}" if url.password else "")
     written = "postgresql://" + form.format(
-        user=user, host=url.host, port=url.port or 5432, db=url.database
+        user=user, host=url.host, port=url.port or 5432, db=url.database, dead=free_port()
     )
     code, _, err = run(cli_env | {"CONSENT_DATABASE_URL": written}, "keys", "list")
     assert code == 0, (written, err)
+
+
+def test_a_mode_that_verifies_the_server_needs_its_ca(
+    cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    """Without sslrootcert, PGSSLROOTCERT or ~/.postgresql/root.crt, asyncpg would fail at its
+    first connection; the settings say so at start."""
+    url = "postgresql://u:hunter2@127.0.0.1:5432/db?sslmode=verify-ca"
+    code, _, err = run(
+        cli_env | {"CONSENT_DATABASE_URL": url, "HOME": str(tmp_path)}, "keys", "list"
+    )
+    assert code == 2
+    assert (
+        "CONSENT_DATABASE_URL: sslmode=verify-ca checks the server's certificate against its CA: "
+        "name the CA's certificate file with sslrootcert=/path/to/ca.pem (or set PGSSLROOTCERT)"
+    ) in err
+
+
+@pytest.mark.parametrize("dead_first", [True, False])
+def test_several_servers_in_sqlalchemy_s_form_reach_the_writer_as_a_list(
+    db_url: str, dead_first: bool
+) -> None:
+    """The writer connects with asyncpg's own URL parser, which keeps only the last of a repeated
+    parameter: SQLAlchemy's `?host=…&host=…` must reach it as libpq's one list, or a writer
+    would try one server of several (here, whichever comes last)."""
+    url = make_url(db_url)
+    if not url.host:
+        pytest.skip("the test server listens on a Unix socket only (no TCP host to name)")
+    live, dead = f"{url.host}:{url.port or 5432}", f"127.0.0.1:{free_port()}"
+    hosts = [dead, live] if dead_first else [live, dead]
+    written = url.set(host=None, port=None, query={"host": tuple(hosts)})
+
+    async def connect() -> object:
+        connection = await asyncpg.connect(sync_dsn(written.render_as_string(hide_password=False)))
+        try:
+            return await connection.fetchval("SELECT 1")
+        finally:
+            await connection.close()
+
+    assert asyncio.run(connect()) == 1
 
 
 def test_help_is_plain_and_flags_show_no_placeholder() -> None:
