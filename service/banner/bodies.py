@@ -141,7 +141,9 @@ class ConsentState(BaseModel):
     subject_id: uuid.UUID
     status: ConsentStatus = Field(
         description="From the latest decision with this request's signals applied (a decision "
-        "that gave consent reads `refused` while an honoured signal is present)."
+        "that gave consent reads `refused` while an honoured signal is present); `none` without "
+        "one, or `refused` while a signal the current version records as a decision is present "
+        "(the banner does not ask; the client records that refusal)."
     )
     event_type: EventType | None = Field(
         description="The latest decision's event type (null without one)."

@@ -294,22 +294,25 @@ async def current_state(
     applied = among(signals, current.honours)
     latest = await decisions.latest(property_name, subject_id)
     if latest is None:
+        # A signal the version records as a decision is the person's refusal before the client
+        # has recorded it: the banner does not ask (docs/banner.md, "Signals").
+        recorded = among(signals, current.records)
         return ConsentState(
             property=property_name,
             subject_id=subject_id,
-            status=ConsentStatus.NONE,
+            status=ConsentStatus.REFUSED if recorded else ConsentStatus.NONE,
             event_type=None,
             source=None,
             choices=None,
             effective=_required_only(current),
-            signals_applied=applied,
+            signals_applied=[s for s in (Signal.GPC, Signal.DNT) if s in {*applied, *recorded}],
             schema_version=None,
             current_version=prop.current_version,
             last_material_version=prop.last_material_version,
             decided_at=None,
             expires_at=None,
-            needs_reprompt=True,
-            reprompt_reasons=[RepromptReason.NO_DECISION],
+            needs_reprompt=not recorded,
+            reprompt_reasons=[] if recorded else [RepromptReason.NO_DECISION],
         )
     decided_on = await catalog.version(property_name, latest.schema_version)
     event_type = EventType(latest.event_type)

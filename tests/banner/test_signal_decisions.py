@@ -126,6 +126,37 @@ async def test_a_signal_recorded_as_a_decision_stands_for_one_in_the_state_befor
     assert (state["status"], state["signals_applied"]) == ("partially-given", [])
 
 
+@pytest.mark.parametrize(
+    ("headers", "query", "applied"),
+    [({"Sec-GPC": "1"}, "", ["gpc"]), ({"DNT": "1"}, "", ["dnt"]), ({}, "?gpc=true", ["gpc"])],
+)
+async def test_a_signal_recorded_as_a_decision_is_a_refusal_before_any_decision(
+    client: httpx.AsyncClient, headers: dict[str, str], query: str, applied: list[str]
+) -> None:
+    """A first visit with GPC (or DNT) to itsailor: the banner does not ask, so a site's back end
+    asking the state with the visitor's headers is told the refusal, not to show the banner."""
+    url = f"{ITSAILOR}/consents/{uuid.uuid4()}"
+    state = (await client.get(url + query, headers=headers)).json()
+    assert (state["status"], state["signals_applied"], state["needs_reprompt"]) == (
+        "refused",
+        applied,
+        False,
+    )
+    assert (state["reprompt_reasons"], state["event_type"], state["choices"]) == ([], None, None)
+    assert state["effective"] == {
+        "necessary": True, "functional": False, "analytics": False, "marketing": False
+    }  # fmt: skip
+    without = (await client.get(url)).json()
+    assert (without["status"], without["signals_applied"], without["needs_reprompt"]) == (
+        "none",
+        [],
+        True,
+    )
+    # ailabrix applies GPC and does not record it: no decision is still none, asked again.
+    ailabrix = (await client.get(f"{AILABRIX}/consents/{uuid.uuid4()}", headers=headers)).json()
+    assert (ailabrix["status"], ailabrix["needs_reprompt"]) == ("none", True)
+
+
 async def test_a_signal_a_policy_applies_is_applied_in_the_state_as_before(
     client: httpx.AsyncClient,
 ) -> None:
