@@ -79,7 +79,27 @@ async def _database_not_ready(request: Request, sqlstate: str) -> JSONResponse:
 POOLER_SQLSTATES = {"26000", "42P05"}
 
 
+# `consent_record_events` refused a batch whose event time is not the database's (migration 0024):
+# the service's clock and the database's are apart, an operator's matter; nothing was stored.
+EVENT_TIME_SQLSTATE = "CR001"
+
+
 async def _by_sqlstate(request: Request, exc: Exception, sqlstate: str) -> JSONResponse:
+    if sqlstate == EVENT_TIME_SQLSTATE:
+        log.error(
+            "event_time_refused",
+            error=str(getattr(exc, "orig", exc)),
+            hint="the service's clock and the database's differ by more than "
+            "consent_event_time_window.tolerance: check both hosts' time (NTP)",
+        )
+        return problem_response(
+            status=503,
+            slug="unavailable",
+            title="Service unavailable",
+            detail="the service's clock and the database's disagree; nothing was stored, retry "
+            "later",
+            headers={"Retry-After": RETRY_AFTER},
+        )
     if sqlstate in POOLER_SQLSTATES:
         log.error(
             "database_pooler_mismatch",

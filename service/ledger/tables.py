@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -20,6 +20,7 @@ from sqlalchemy import (
     Identity,
     Index,
     Integer,
+    Interval,
     LargeBinary,
     String,
     Text,
@@ -136,6 +137,23 @@ class EventIdRow(Base):
 
     event_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
     recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class EventTimeWindowRow(Base):
+    """How far from the database's own time an event's `recorded_at` may be: one row, set only by
+    the owner; `consent_record_events` refuses a batch outside it (migration 0024,
+    docs/guarantees.md "Least privilege")."""
+
+    __tablename__ = "consent_event_time_window"
+    __table_args__ = (
+        CheckConstraint("only_row", name="only_row"),
+        CheckConstraint("tolerance >= interval '0 seconds'", name="tolerance"),
+    )
+
+    only_row: Mapped[bool] = mapped_column(Boolean, primary_key=True, server_default=text("true"))
+    tolerance: Mapped[timedelta] = mapped_column(
+        Interval, server_default=text("interval '5 minutes'")
+    )
 
 
 def event_columns(*names: str) -> tuple[KeyedColumnElement[Any], ...]:
