@@ -18,6 +18,7 @@ from service.banner.service import (
 )
 from service.consent_schema.bodies import PropertyName
 from service.core.errors import OriginNotAllowed, OutcomeUnknown, TooManyRequests, problem_responses
+from service.core.headers import request_headers
 from service.core.json_input import CanonicalUUID, StrictJSONRoute, UrlBool, read_json
 from service.core.pipeline import body_read_by_hand, hot
 from service.ledger.bodies import RecordedEvent
@@ -70,7 +71,7 @@ async def record_consent_event(
     origins: Origins,
 ) -> Response:
     # The hot path: no session (the catalog is cached; the writer has its own connection).
-    headers = dict(request.scope["headers"])  # one pass; the names are lower-case bytes
+    headers = request_headers(request.scope["headers"])  # the names are lower-case bytes
     refused = origins.refuses(headers)
     if refused is not None:
         raise OriginNotAllowed(
@@ -163,7 +164,7 @@ async def get_consent_state(
         ),
     ] = False,
 ) -> Response:
-    headers = dict(request.scope["headers"])
+    headers = request_headers(request.scope["headers"])
     signals = signals_present(headers, gpc=gpc, dnt=dnt)
     state = await current_state(decisions, catalog, property, subject_id, clock(), signals)
     body = state.model_dump_json().encode()

@@ -77,11 +77,22 @@ REFUSALS = {
         f"the request line and headers are at most {MAX_HEAD_BYTES} bytes",
     ),
     400: ("Bad Request", "bad-request", "Bad request", "the request is not valid HTTP/1.1"),
+    501: (
+        "Not Implemented",
+        "transfer-coding-not-supported",
+        "Transfer coding not supported",
+        "a body is sent with Content-Length or Transfer-Encoding: chunked, and no other coding",
+    ),
 }
 
 
 class HeadTooLarge(Exception):
     pass
+
+
+class UnsupportedTransferCoding(Exception):
+    """A Transfer-Encoding other than `chunked` (RFC 9112, section 6.1: a server that does not
+    understand a coding answers 501): the parser would take the body as if unencoded."""
 
 
 class OneWrite:
@@ -143,6 +154,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._head_bytes = 0
         self._read_in_head = 0
         self._refused = False
+        self._unsupported_coding = False
         self._refusal: int | None = None  # a refusal waiting for the answers before it
         self._in_body = False  # between a request's head and its end
         self._read_earlier = 0  # bytes of the current read that were earlier requests'
@@ -164,6 +176,13 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._count(len(name) + len(value) + 4)
+        if (
+            len(name) == 17
+            and name.lower() == b"transfer-encoding"
+            and value.replace(b" ", b"").replace(b"\t", b"").lower() != b"chunked"
+        ):
+            self._unsupported_coding = True
+            raise UnsupportedTransferCoding  # the parser stops; uvicorn calls send_400_response
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
@@ -222,7 +241,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def send_400_response(self, msg: str) -> None:
         too_large = self._head_bytes > MAX_HEAD_BYTES
-        self._refuse(431 if too_large else 400)
+        self._refuse(431 if too_large else 501 if self._unsupported_coding else 400)
 
     def on_body(self, body: bytes) -> None:
         self._read_earlier += len(body)

@@ -51,6 +51,7 @@ from service.core.errors import (
     UnsupportedMediaType,
     validation_problem_detail,
 )
+from service.core.headers import request_headers
 from service.core.query import SingleQueryParams
 
 M = TypeVar("M", bound=BaseModel)
@@ -112,7 +113,13 @@ async def read_json(
     413 past `limit` bytes (before reading when the length is declared, while reading when it is
     not), 422 when invalid. No Content-Type is read as JSON (a beacon is not lost for it).
     `headers` are the raw request headers, when the caller has them as a dict already."""
-    headers = headers if headers is not None else dict(request.scope["headers"])
+    headers = headers if headers is not None else request_headers(request.scope["headers"])
+    coding = headers.get(b"content-encoding")
+    if coding is not None and coding.strip().lower() not in (b"", b"identity"):
+        raise UnsupportedMediaType(
+            f"send the body uncompressed: Content-Encoding "
+            f"{coding.decode('latin-1')[:100]!r} is not read"
+        )
     content_type = headers.get(b"content-type", b"application/json").decode("latin-1")
     media_type, _, parameters = content_type.partition(";")
     media_type = media_type.strip()

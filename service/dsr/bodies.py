@@ -99,9 +99,11 @@ class DsrQuery(BaseModel):
     def _valid_ip(cls, value: str | None) -> str | None:
         if value is None:
             return None
+        if value != value.strip():
+            raise ValueError("must not begin or end with white space")
         if canonical_ip(value) is None:
             raise ValueError("not an IPv4 or IPv6 address")
-        return value.strip()
+        return value
 
     # The identifiers a request of this kind may name, as its message lists them.
     IDENTIFIERS: ClassVar[str] = "subject_id, ip or user_id"
@@ -132,7 +134,10 @@ def identifier_of(query: DsrQuery) -> tuple[IdentifierType, str]:
 class HistoryRequest(DsrQuery):
     limit: StrictInt = Field(default=100, ge=1, le=1000)
     cursor: str | None = Field(
-        default=None, max_length=200, description="`next_cursor` of the previous page."
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="`next_cursor` of the previous page.",
     )
 
 

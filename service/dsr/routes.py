@@ -216,7 +216,7 @@ async def dsr_audit(
     hasher: Hashing,
     principal: Auditor,
     limit: Annotated[AuditPageSize, Query(description="Entries per page, 1 to 1000.")] = 100,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    cursor: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
 ) -> AuditPage:
     rows, next_cursor = await audit_page(session, hasher, limit=limit, cursor=cursor)
     return AuditPage(

@@ -187,7 +187,8 @@ def read_cursor(hasher: Hasher, label: str, cursor: str, *, pointer: str) -> int
     except (ValueError, UnicodeDecodeError, binascii.Error):
         position, mac = -1, ""
     expected = sign_cursor(hasher, label, position) if 0 <= position <= MAX_SEQ else None
-    if expected is None or not hmac.compare_digest(expected, cursor.rstrip("=")) or not mac:
+    # Compared as issued, unpadded: one cursor has one spelling.
+    if expected is None or not hmac.compare_digest(expected, cursor) or not mac:
         why = "is not a cursor this service issued for this query"
         raise Unprocessable(
             f"cursor {why}", extra={"errors": [{"pointer": pointer, "detail": why}]}

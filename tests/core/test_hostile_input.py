@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import re
 import uuid
 from pathlib import Path
@@ -200,6 +201,10 @@ async def test_dsr_bodies_are_strict_too(
         headers=bearer(key),
     )
     assert reference.status_code == 422
+    for address in (" 127.0.0.1", "127.0.0.1\n"):  # one address, one spelling: not tidied
+        spaced = await client.post("/v1/dsr/history", json={"ip": address}, headers=bearer(key))
+        assert spaced.status_code == 422, spaced.text
+        assert spaced.json()["errors"][0]["pointer"] == "/body/ip"
     assert await stored(db) == 2
 
 
@@ -239,6 +244,19 @@ async def test_cursors_cannot_be_forged(client: httpx.AsyncClient, db_url: str) 
     )
     assert answer.status_code == 422
     assert answer.json()["errors"][0]["pointer"] == "/body/cursor"
+    # One cursor, one spelling: not padded, not empty (which read as "the first page").
+    cursor = page["next_cursor"]
+    for spelling, status in (
+        (cursor, 200),
+        (cursor + "=" * (-len(cursor) % 4 or 4), 422),
+        ("", 422),
+    ):
+        answer = await client.post(
+            "/v1/dsr/history", json=query | {"cursor": spelling}, headers=bearer(key)
+        )
+        assert answer.status_code == status, (spelling, answer.text)
+    empty = await client.get("/v1/dsr/audit?cursor=", headers=bearer(key))
+    assert empty.status_code == 422, empty.text
 
 
 async def test_a_schema_publish_with_nul_or_ambiguous_values_is_422(
@@ -389,3 +407,55 @@ def _client(app: ConsentAPI, peer: str) -> httpx.AsyncClient:
     return httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app, client=(peer, 1)), base_url="http://t"
     )
+
+
+DOUBLED = {
+    "Content-Type": ("application/xml", "application/json"),
+    "Content-Encoding": ("identity", "identity"),
+    "Origin": ("https://evil.example", "https://itsailor.io"),
+    "Sec-GPC": ("1", "0"),
+    "DNT": ("1", "0"),
+}
+
+
+@pytest.mark.usefixtures("schemas")
+@pytest.mark.parametrize("name", list(DOUBLED))
+async def test_a_header_that_holds_one_value_sent_twice_is_400(
+    client: httpx.AsyncClient, db: asyncpg.Connection, name: str
+) -> None:
+    """Which of two `Sec-GPC` lines a browser meant, or which `Origin`, would be a guess (the
+    last one won): refused, as a repeated JSON key is."""
+    headers = [(name, value) for value in DOUBLED[name]]
+    if name != "Content-Type":
+        headers.append(("Content-Type", "application/json"))
+    answer = await client.post(EVENTS, content=json.dumps(event()), headers=headers)
+    assert answer.status_code == 400, answer.text
+    assert answer.headers["content-type"] == "application/problem+json"
+    expected = f"the {name.lower()} header was sent more than once; it holds one value"
+    assert answer.json()["detail"] == expected
+    assert await stored(db) == 0
+    if name in ("Sec-GPC", "DNT"):
+        state = await client.get(
+            f"/v1/properties/itsailor/consents/{uuid.uuid4()}", headers=headers
+        )
+        assert (state.status_code, state.json()["detail"]) == (400, expected)
+
+
+@pytest.mark.usefixtures("schemas")
+@pytest.mark.parametrize("coding", ["gzip", "br", "deflate", "gzip, identity"])
+async def test_a_content_coding_is_refused_not_ignored(
+    client: httpx.AsyncClient, db: asyncpg.Connection, coding: str
+) -> None:
+    """A plain body labelled gzip was stored as if unlabelled, and a real gzip body read as bad
+    JSON: the label is refused instead (RFC 9110, section 15.5.16)."""
+    headers = {"Content-Type": "application/json", "Content-Encoding": coding}
+    answer = await client.post(EVENTS, content=json.dumps(event()), headers=headers)
+    assert answer.status_code == 415, answer.text
+    assert answer.json()["detail"] == (
+        f"send the body uncompressed: Content-Encoding {coding!r} is not read"
+    )
+    assert await stored(db) == 0
+    plain = {"Content-Type": "application/json", "Content-Encoding": "identity"}
+    assert (
+        await client.post(EVENTS, content=json.dumps(event()), headers=plain)
+    ).status_code == 201

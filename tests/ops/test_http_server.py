@@ -133,6 +133,27 @@ async def test_malformed_http_is_400_problem(
     assert assert_refusal(headers, body, 400, logs)["title"] == "Bad request"
 
 
+@pytest.mark.parametrize("coding", [b"gzip, chunked", b"gzip", b"br"])
+async def test_a_transfer_coding_other_than_chunked_is_501_problem(
+    port: int, captured_logs_factory: Callable[[], io.StringIO], coding: bytes
+) -> None:
+    """RFC 9112, section 6.1: the parser would read a gzip-coded body as if it were plain (a
+    label the server ignores is evidence it did not read)."""
+    logs = captured_logs_factory()
+    body = b'{"a": 1}'
+    request = (
+        b"POST /v1/properties/itsailor/consent-events HTTP/1.1\r\nHost: t\r\n"
+        b"Content-Type: application/json\r\nTransfer-Encoding: " + coding + b"\r\n\r\n"
+        + f"{len(body):x}\r\n".encode() + body + b"\r\n0\r\n\r\n"
+    )  # fmt: skip
+    status, headers, answer = await exchange(port, request)
+    assert status == 501
+    problem = assert_refusal(headers, answer, 501, logs)
+    assert problem["detail"] == (
+        "a body is sent with Content-Length or Transfer-Encoding: chunked, and no other coding"
+    )
+
+
 async def test_a_response_leaves_in_one_write(port: int) -> None:
     """Head and body together (one send, one TCP segment); a HEAD response and a 100 Continue
     are not held back."""
