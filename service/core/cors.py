@@ -22,12 +22,20 @@ class ProblemCORSMiddleware(CORSMiddleware):
         if response.status_code != 400:
             return response
         refused = bytes(response.body).decode().removeprefix("Disallowed CORS ")
+        allowed = {
+            "origin": "origins are set with CONSENT_CORS_ORIGINS",
+            "method": f"methods are {', '.join(self.allow_methods)}",
+            "headers": f"headers are {', '.join(sorted(self.allow_headers))}",
+        }
+        notes = "; ".join(
+            f"allowed {text}" for part, text in allowed.items() if part in refused.split(", ")
+        )
         return problem_response(
             status=400,
             slug="cors-preflight-refused",
             title="CORS preflight refused",
-            detail=f"this preflight asks for what is not allowed: {refused} "
-            "(allowed origins are set with CONSENT_CORS_ORIGINS)",
+            detail=f"this preflight asks for what is not allowed: {refused}"
+            + (f" ({notes})" if notes else ""),
             headers={
                 name: value
                 for name, value in response.headers.items()

@@ -101,6 +101,34 @@ async def test_a_json_beacons_preflight_allows_credentials(listed: httpx.AsyncCl
     assert "retry-after" in posted.headers["access-control-expose-headers"].lower()
 
 
+@pytest.mark.parametrize(
+    ("origin", "method", "detail"),
+    [
+        (
+            "https://elsewhere.example",
+            "POST",
+            "this preflight asks for what is not allowed: origin (allowed origins are set with "
+            "CONSENT_CORS_ORIGINS)",
+        ),
+        (
+            SITE,
+            "DELETE",
+            "this preflight asks for what is not allowed: method (allowed methods are GET, POST)",
+        ),
+    ],
+)
+async def test_a_refused_preflight_names_what_is_allowed_instead(
+    listed: httpx.AsyncClient, origin: str, method: str, detail: str
+) -> None:
+    """Only what was refused is explained: an allowed origin asking for DELETE is not told to
+    look at CONSENT_CORS_ORIGINS."""
+    preflight = await listed.options(
+        EVENTS, headers={"Origin": origin, "Access-Control-Request-Method": method}
+    )
+    assert preflight.status_code == 400
+    assert preflight.json()["detail"] == detail
+
+
 async def test_a_wildcard_never_allows_credentials(db_url: str, tmp_path: Path) -> None:
     async for client in _client(db_url, tmp_path, ["*"]):
         posted = await client.post(EVENTS, json=event("accept-all"), headers={"Origin": SITE})
