@@ -1,4 +1,4 @@
-"""An event's time is the database's; a property's version pointers move only forward, consistently
+"""An event's time is the database's, on a version in force; version pointers move only forward
 
 Two things the service's own role could do that the evidence should not allow (a review of
 2026-11-30, as that role):
@@ -24,6 +24,10 @@ Two things the service's own role could do that the evidence should not allow (a
   `last_material_version`; a pending version is a published one after the current; `updated_at`
   is the time of writing. `consent_schema_versions_lineage` (BEFORE INSERT) holds a new version's
   `last_material_version` to its own number when material, else to the property's current one.
+- **Events on a cancelled version.** A version cancelled before it took effect was never shown,
+  yet an event naming it passed the version check once a later version was current (the row
+  exists). The service now answers such an event 422 (`version_shown`), and the function's check
+  refuses it too, with 0018's error (foreign_key_violation).
 
 Revision ID: 0024
 Revises: 0023
@@ -175,11 +179,30 @@ def record_events_0018() -> str:
     return str(module.record_events())  # type: ignore[attr-defined]
 
 
+# 0018's version check, which now also refuses a version cancelled before it took effect.
+UNPUBLISHED = """    WHERE NOT EXISTS (SELECT FROM consent_schema_versions AS v
+                      WHERE v.property = wanted.property AND v.version = wanted.version)
+"""
+NOT_IN_FORCE = """    WHERE NOT EXISTS (SELECT FROM consent_schema_versions AS v
+                      WHERE v.property = wanted.property AND v.version = wanted.version)
+       OR EXISTS (SELECT FROM consent_schema_cancellations AS c
+                  WHERE c.property = wanted.property AND c.version = wanted.version)
+"""
+UNPUBLISHED_MESSAGE = "'schema version % of property % is not published'"
+NOT_IN_FORCE_MESSAGE = "'schema version % of property % is not published, or was cancelled'"
+
+
 def record_events() -> str:
-    """0018's function with the time check first."""
+    """0018's function with the time check first, and cancelled versions refused."""
     function = record_events_0018()
-    assert function.count(DECLARED) == 1
-    return function.replace(DECLARED, CHECK_TIME)
+    for old, new in (
+        (DECLARED, CHECK_TIME),
+        (UNPUBLISHED, NOT_IN_FORCE),
+        (UNPUBLISHED_MESSAGE, NOT_IN_FORCE_MESSAGE),
+    ):
+        assert function.count(old) == 1, old
+        function = function.replace(old, new)
+    return function
 
 
 def upgrade() -> None:

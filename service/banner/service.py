@@ -41,19 +41,27 @@ USER_AGENT_MAX = 512
 async def version_shown(
     catalog: SchemaCatalog, property_name: str, event: ConsentEventIn
 ) -> PublishedVersion:
-    """The version the banner showed: it must be published; an older one is recorded as is (late
-    beacons happen), a newer one than the current is a 422."""
+    """The version the banner showed: it must have been in force; an older one is recorded as
+    is (late beacons happen), a newer one than the current (a pending one included) or one
+    cancelled before it took effect is a 422."""
+    number = event.schema_version
     current = await catalog.state(property_name)
-    if event.schema_version > current.current_version:
+    if number > current.current_version:
         # The cached pointer may lag a publish made by another process: ask once more.
         current = await catalog.state(property_name, fresh=True)
-        if event.schema_version > current.current_version:
+        if number > current.current_version:
             raise Unprocessable(
-                f"schema_version {event.schema_version} is newer than the current version "
+                f"schema_version {number} is newer than the current version "
                 f"{current.current_version} of {property_name!r}",
                 extra={"errors": [{"pointer": "/body/schema_version", "detail": "not published"}]},
             )
-    return await catalog.version(property_name, event.schema_version)
+    if number < current.current_version and await catalog.cancelled(property_name, number):
+        raise Unprocessable(
+            f"schema_version {number} of {property_name!r} was cancelled before it took "
+            "effect: no banner showed it",
+            extra={"errors": [{"pointer": "/body/schema_version", "detail": "cancelled"}]},
+        )
+    return await catalog.version(property_name, number)
 
 
 def new_event(

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from service.consent_schema.document import (
     canonical_json,
 )
-from service.consent_schema.tables import PropertyRow, SchemaVersionRow
+from service.consent_schema.tables import PropertyRow, SchemaCancellationRow, SchemaVersionRow
 from service.core.db import autocommit
 from service.core.errors import NotFound
 
@@ -202,6 +202,7 @@ class SchemaCatalog:
         # Its own short connections: a request never holds one while it waits for something else.
         self._engine = engine
         self._versions: dict[tuple[str, int], PublishedVersion] = {}
+        self._cancelled: dict[tuple[str, int], bool] = {}
         self._current: dict[str, tuple[float, PropertyState | None]] = {}
         self._lookups: dict[str, tuple[float, asyncio.Task[PropertyState | None]]] = {}
 
@@ -281,6 +282,23 @@ class SchemaCatalog:
         published = PublishedVersion.from_row(row)
         self._versions[key] = published
         return published
+
+    async def cancelled(self, property_name: str, number: int) -> bool:
+        """Whether version `number` was cancelled before it took effect (no banner showed it).
+        Asked only of a version before the current one, whose answer is final: only a pending
+        version, after the current one, can be cancelled. Remembered for that reason."""
+        key = (property_name, number)
+        known = self._cancelled.get(key)
+        if known is None:
+            async with autocommit(self._engine) as connection:
+                found = await connection.scalar(
+                    select(SchemaCancellationRow.version).where(
+                        SchemaCancellationRow.property == property_name,
+                        SchemaCancellationRow.version == number,
+                    )
+                )
+            known = self._cancelled[key] = found is not None
+        return known
 
     async def current(self, property_name: str) -> PublishedVersion:
         state = await self.state(property_name)

@@ -11,13 +11,17 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import asyncpg
 import httpx
+import pytest
 
 from service.app import create_app
 from service.consent_schema.document import document_content
 from service.consent_schema.service import CURRENT_POINTER_TTL_SECONDS
+from service.ledger.writer import RECORD_SQL, batch_json
 from tests.conftest import make_settings
 from tests.factories import api_key, bearer, event, example, published
+from tests.ledger.test_definition import new_event
 
 SCHEMA = "/v1/properties/itsailor/schema"
 
@@ -141,3 +145,37 @@ async def test_a_pending_version_can_be_cancelled_and_blocks_another_until_then(
     assert (
         await client.post(f"{SCHEMA}/versions/3/cancellation", headers=reader)
     ).status_code == 403
+
+
+async def test_an_event_on_a_version_cancelled_before_it_took_effect_is_refused(
+    client: httpx.AsyncClient, db_url: str
+) -> None:
+    """Version 2 was announced and cancelled, version 3 is current: no banner ever showed 2, so
+    an event naming it is a 422 (an older version in force, 1, is still recorded as a late
+    beacon), and the database refuses such an event from the service's role as well."""
+    await published(db_url, example("itsailor"))
+    writer = bearer(await api_key(db_url, "schemas:write"))
+    later = (datetime.now(UTC) + timedelta(days=30)).isoformat()
+    body = {"material": True, "content": changed_content(), "effective_at": later}
+    assert (await client.post(f"{SCHEMA}/versions", json=body, headers=writer)).status_code == 201
+    assert (await client.post(f"{SCHEMA}/versions/2/cancellation", headers=writer)).is_success
+    now = body | {"effective_at": None}
+    assert (await client.post(f"{SCHEMA}/versions", json=now, headers=writer)).status_code == 201
+
+    events = "/v1/properties/itsailor/consent-events"
+    refused = await client.post(events, json=event(schema_version=2))
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["detail"] == (
+        "schema_version 2 of 'itsailor' was cancelled before it took effect: no banner showed it"
+    )
+    assert refused.json()["errors"] == [{"pointer": "/body/schema_version", "detail": "cancelled"}]
+    assert (await client.post(events, json=event(schema_version=1))).status_code == 201
+    assert (await client.post(events, json=event(schema_version=3))).status_code == 201
+
+    service = await asyncpg.connect(db_url)
+    try:
+        row = new_event(property="itsailor", schema_version=2, recorded_at=datetime.now(UTC))
+        with pytest.raises(asyncpg.ForeignKeyViolationError, match="or was cancelled"):
+            await service.fetch(RECORD_SQL, batch_json([row]), None, None)
+    finally:
+        await service.close()
