@@ -4,6 +4,7 @@ current state from its latest decision."""
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Collection
 from datetime import datetime
@@ -17,6 +18,7 @@ from service.consent_schema.service import PropertyState, PublishedVersion, Sche
 from service.core.db import autocommit
 from service.core.errors import Conflict, Unprocessable, json_pointer
 from service.core.hashing import Hasher
+from service.core.json_input import UNPRINTABLE
 from service.ledger.decisions import LatestDecisions
 from service.ledger.event import (
     RECORD_COLUMNS,
@@ -36,6 +38,21 @@ from service.ledger.tables import ConsentEventRow as Event
 from service.ledger.tables import EventIdRow, event_columns
 
 USER_AGENT_MAX = 512
+# A backslash, and what UNPRINTABLE finds among the characters a byte decodes to (C0, DEL, C1,
+# the soft hyphen): written as `\xNN` in a stored User-Agent.
+_ESCAPED = re.compile(r"\\|" + UNPRINTABLE.pattern)
+
+
+def readable_user_agent(sent: bytes) -> str:
+    r"""The User-Agent as stored (evidence a person reads in an export): its first USER_AGENT_MAX
+    bytes, one character each (ISO-8859-1, RFC 9110 section 5.5), with a backslash and every
+    control or invisible character written `\xNN`, so that nothing hides or reorders the text
+    and each header is stored one way (the escape is undone by reading `\xNN` back as a byte).
+    A browser's own is printable ASCII and stored as sent."""
+    text = sent[:USER_AGENT_MAX].decode("latin-1")
+    if text.isprintable() and "\\" not in text:
+        return text
+    return _ESCAPED.sub(lambda found: f"\\x{ord(found.group()):02x}", text)
 
 
 async def version_shown(
@@ -104,12 +121,7 @@ def new_event(
         ip_hash=hasher.ip_normalised(address) if address is not None else None,
         user_hash=hasher.user(event.user_id) if event.user_id is not None else None,
         hash_key_id=hasher.current.key_id,
-        # (A header cannot carry NUL through the HTTP parser; removed anyway: it is stored text.)
-        user_agent=(
-            user_agent.decode("latin-1")[:USER_AGENT_MAX].replace("\x00", "")
-            if user_agent is not None
-            else None
-        ),
+        user_agent=readable_user_agent(user_agent) if user_agent is not None else None,
         page_url=event.page_url,
         tcf_string=event.tcf_string,
         gpp_string=event.gpp_string,

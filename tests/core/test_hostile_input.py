@@ -459,3 +459,23 @@ async def test_a_content_coding_is_refused_not_ignored(
     assert (
         await client.post(EVENTS, content=json.dumps(event()), headers=plain)
     ).status_code == 201
+
+
+@pytest.mark.usefixtures("schemas")
+async def test_a_user_agent_is_stored_with_nothing_hidden_or_reordered(
+    client: httpx.AsyncClient, db: asyncpg.Connection
+) -> None:
+    """A header is bytes; a browser's User-Agent is printable ASCII, stored as sent. Controls,
+    a right-to-left override sent as UTF-8 and a backslash are written `\\xNN`, one character per
+    byte, so an export shows what came and each header has one stored form."""
+    sent = b"Bot/1.0 \xe2\x80\xae evil \\x41 \x7f\x80"
+    answer = await client.post(EVENTS, json=event(), headers={"User-Agent": sent})
+    assert answer.status_code == 201, answer.text
+    stored_as = await db.fetchval("SELECT user_agent FROM consent_events")
+    assert stored_as == "Bot/1.0 \u00e2\\x80\u00ae evil \\x5cx41 \\x7f\\x80"
+    assert stored_as.isprintable()
+    browser = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko)"
+    answer = await client.post(EVENTS, json=event(), headers={"User-Agent": browser})
+    assert answer.status_code == 201, answer.text
+    agents = {row["user_agent"] for row in await db.fetch("SELECT user_agent FROM consent_events")}
+    assert browser in agents
