@@ -469,7 +469,7 @@ async def test_a_user_agent_is_stored_with_nothing_hidden_or_reordered(
     a right-to-left override sent as UTF-8 and a backslash are written `\\xNN`, one character per
     byte, so an export shows what came and each header has one stored form."""
     sent = b"Bot/1.0 \xe2\x80\xae evil \\x41 \x7f\x80"
-    answer = await client.post(EVENTS, json=event(), headers={"User-Agent": sent})
+    answer = await client.post(EVENTS, json=event(), headers={b"User-Agent": sent})
     assert answer.status_code == 201, answer.text
     stored_as = await db.fetchval("SELECT user_agent FROM consent_events")
     assert stored_as == "Bot/1.0 \u00e2\\x80\u00ae evil \\x5cx41 \\x7f\\x80"
