@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.banner.bodies import ConsentEventIn, ConsentState, RepromptReason
-from service.consent_schema.service import PropertyState, PublishedVersion, SchemaCatalog
+from service.consent_schema.service import PropertyState, PublishedVersion, SchemaCatalog, iso
 from service.core.db import autocommit
 from service.core.errors import Conflict, Unprocessable, json_pointer
 from service.core.hashing import Hasher
@@ -67,9 +67,15 @@ async def version_shown(
         # The cached pointer may lag a publish made by another process: ask once more.
         current = await catalog.state(property_name, fresh=True)
         if number > current.current_version:
+            pending = current.pending
+            when = (
+                f" (version {number} takes effect at {iso(pending.effective_at)})"
+                if pending is not None and pending.version == number
+                else ""
+            )
             raise Unprocessable(
                 f"schema_version {number} is newer than the current version "
-                f"{current.current_version} of {property_name!r}",
+                f"{current.current_version} of {property_name!r}{when}",
                 extra={"errors": [{"pointer": "/body/schema_version", "detail": "not published"}]},
             )
     if number < current.current_version and await catalog.cancelled(property_name, number):

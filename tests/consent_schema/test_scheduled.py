@@ -158,6 +158,14 @@ async def test_an_event_on_a_version_cancelled_before_it_took_effect_is_refused(
     later = (datetime.now(UTC) + timedelta(days=30)).isoformat()
     body = {"material": True, "content": changed_content(), "effective_at": later}
     assert (await client.post(f"{SCHEMA}/versions", json=body, headers=writer)).status_code == 201
+    pending = await client.post(
+        "/v1/properties/itsailor/consent-events", json=event(schema_version=2)
+    )
+    assert pending.status_code == 422
+    assert pending.json()["detail"].startswith(
+        "schema_version 2 is newer than the current version 1 of 'itsailor' (version 2 takes "
+        "effect at "
+    )
     assert (await client.post(f"{SCHEMA}/versions/2/cancellation", headers=writer)).is_success
     now = body | {"effective_at": None}
     assert (await client.post(f"{SCHEMA}/versions", json=now, headers=writer)).status_code == 201
