@@ -36,15 +36,20 @@ DATABASE_UNAVAILABLE: tuple[type[Exception], ...] = (
 )
 
 
-async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
-    log.warning("database_unavailable", exc_type=type(exc).__name__)
+def _unavailable(detail: str) -> JSONResponse:
+    """A 503 `unavailable` with `Retry-After`: nothing the client did, nothing stored."""
     return problem_response(
         status=503,
         slug="unavailable",
         title="Service unavailable",
-        detail="the database cannot be reached; nothing was stored, retry later",
+        detail=f"{detail}; nothing was stored, retry later",
         headers={"Retry-After": RETRY_AFTER},
     )
+
+
+async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    log.warning("database_unavailable", exc_type=type(exc).__name__)
+    return _unavailable("the database cannot be reached")
 
 
 # SQLSTATE classes that mean the database, not the request, failed: connection (08), resources
@@ -62,13 +67,8 @@ NOT_READY_SQLSTATE_CLASSES = {"28"}
 
 async def _database_not_ready(request: Request, sqlstate: str) -> JSONResponse:
     log.warning("database_not_ready", sqlstate=sqlstate)
-    return problem_response(
-        status=503,
-        slug="unavailable",
-        title="Service unavailable",
-        detail="the database is not ready (not created, not migrated, or refusing this login); "
-        "nothing was stored, retry later",
-        headers={"Retry-After": RETRY_AFTER},
+    return _unavailable(
+        "the database is not ready (not created, not migrated, or refusing this login)"
     )
 
 
@@ -92,14 +92,7 @@ async def _by_sqlstate(request: Request, exc: Exception, sqlstate: str) -> JSONR
             hint="the service's clock and the database's differ by more than "
             "consent_event_time_window.tolerance: check both hosts' time (NTP)",
         )
-        return problem_response(
-            status=503,
-            slug="unavailable",
-            title="Service unavailable",
-            detail="the service's clock and the database's disagree; nothing was stored, retry "
-            "later",
-            headers={"Retry-After": RETRY_AFTER},
-        )
+        return _unavailable("the service's clock and the database's disagree")
     if sqlstate in POOLER_SQLSTATES:
         log.error(
             "database_pooler_mismatch",
