@@ -14,7 +14,8 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
 import service.tables  # noqa: F401  (registers every table on Base.metadata)
-from service.core.db import Base, sync_dsn
+from service.core.db import Base
+from service.core.db_url import sync_dsn
 from service.ledger.tables import not_a_partition
 
 config = context.config

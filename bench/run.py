@@ -79,7 +79,7 @@ def free_port() -> int:
 def dsn(url: str, database: str | None = None) -> str:
     from sqlalchemy.engine import make_url
 
-    from service.core.db import sync_dsn
+    from service.core.db_url import sync_dsn
 
     parsed = make_url(sync_dsn(url))
     if database:

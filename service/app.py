@@ -20,8 +20,9 @@ from service.core.api_docs import install_docs
 from service.core.client_address import ClientAddress
 from service.core.config import PoolMode, Settings, get_settings
 from service.core.cors import BrowserOrigins, ProblemCORSMiddleware
-from service.core.db import create_engine, create_sessionmaker, role_powers, sync_dsn
+from service.core.db import create_engine, create_sessionmaker, role_powers
 from service.core.db_errors import install_database_error_handlers
+from service.core.db_url import sync_dsn
 from service.core.embedded import database_url
 from service.core.errors import install_error_handlers
 from service.core.hashing import hasher_from_settings

@@ -26,7 +26,7 @@ from sqlalchemy.engine import make_url
 
 from service.app import create_app
 from service.core.config import Environment, Settings
-from service.core.db import sync_dsn
+from service.core.db_url import sync_dsn
 from service.core.embedded import EmbeddedPostgres
 from service.core.logging import configure_logging
 from service.core.migrations import alembic_config, upgrade_to_head

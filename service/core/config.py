@@ -225,7 +225,7 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _usable_url(cls, value: SecretStr | None) -> SecretStr | None:
-        from service.core.db import check_database_url  # SQLAlchemy's parser, when a URL is set
+        from service.core.db_url import check_database_url  # SQLAlchemy's parser, when a URL is set
 
         if value is not None:
             check_database_url(value.get_secret_value())

@@ -8,7 +8,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from service.core.db import async_url
+from service.core.db_url import async_url
 from service.core.resources import MIGRATIONS_DIR
 
 

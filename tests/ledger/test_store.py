@@ -14,7 +14,8 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy.ext.asyncio import create_async_engine
 
 import service.tables  # noqa: F401  (every table on Base.metadata)
-from service.core.db import Base, async_url
+from service.core.db import Base
+from service.core.db_url import async_url
 from service.ledger.event import NewEvent
 from service.ledger.leaf import attach_leaf
 from service.ledger.tables import not_a_partition

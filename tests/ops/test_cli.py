@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from bench.cluster import free_port
 from service.cli import app
 from service.consent_schema.cli import publish_examples_if_empty
-from service.core.db import sync_dsn
+from service.core.db_url import sync_dsn
 from service.core.logging import SINK
 from tests.conftest import TEST_KEY, TEST_RECEIPT_KEY, _admin, database_url
 from tests.factories import EXAMPLES
@@ -514,6 +514,8 @@ def test_a_bad_setting_is_named_in_plain_words(
         "{user}@/{db}?host={host}:{port}&host={host}:{port}",  # SQLAlchemy's several servers
         "{user}@/{db}?host=127.0.0.1:{dead}&host={host}:{port}",  # the first one down
         "{user}@{host}:{dead}/{db}?port={port}",  # the query's port wins, as in libpq
+        "{user}@{host},{host}/{db}?port={port}",  # for every host of the list
+        "{user}@nowhere.invalid:{port}/{db}?host={host}",  # the query's host, the URL's port
         "{user}@{host}:{port},{host}:{port}/{db}?target_session_attrs=read-write",  # libpq's
     ],
 )
@@ -544,6 +546,12 @@ def test_a_mode_that_verifies_the_server_needs_its_ca(
         "CONSENT_DATABASE_URL: sslmode=verify-ca checks the server's certificate against its CA: "
         "name the CA's certificate file with sslrootcert=/path/to/ca.pem (or set PGSSLROOTCERT)"
     ) in err
+
+
+def test_a_port_alone_stays_for_the_default_socket() -> None:
+    """No host anywhere: asyncpg's default sockets, on the query's port (it was moved into an
+    empty host, which asyncpg resolved as a name)."""
+    assert sync_dsn("postgresql://u@/db?port=5433") == "postgresql://u@/db?port=5433"
 
 
 @pytest.mark.parametrize("dead_first", [True, False])

@@ -1,7 +1,7 @@
 """TLS to PostgreSQL with the certificates a URL names (docs/scaling.md, "TLS to PostgreSQL").
 
 Both of the service's drivers, the event writer's asyncpg connection and SQLAlchemy's pool, and
-the migrations take the URL the same way (core/db.py, `sync_dsn`): with
+the migrations take the URL the same way (core/db_url.py, `sync_dsn`): with
 `sslmode=verify-full&sslrootcert=…` each checks the server's certificate against that CA, and
 refuses a server whose certificate another CA signed. The test runs a PostgreSQL of its own with
 TLS on (bench/cluster.py), its certificate signed by a CA made here.
@@ -28,7 +28,8 @@ from cryptography.x509.oid import NameOID
 
 from bench.cluster import Cluster, Server, find_bin
 from service.app import create_app
-from service.core.db import check_database_url, create_engine, sync_dsn
+from service.core.db import create_engine
+from service.core.db_url import check_database_url, sync_dsn
 from service.core.migrations import upgrade_to_head
 from tests.conftest import CLIENT_IP, make_settings
 from tests.factories import event, example, published
