@@ -49,7 +49,7 @@ ACCEPTED_MEDIA_TYPES = ("application/json", "text/plain")
     response_model=RecordedEvent,
     responses={
         200: {"model": RecordedEvent, "description": "A retry of a stored event: the original"},
-        **problem_responses(403, 404, 409, 413, 415, 422, 429, 503),
+        **problem_responses(400, 403, 404, 409, 413, 415, 422, 429, 503),
     },
 )
 @hot
@@ -136,7 +136,7 @@ async def record_consent_event(
     response_model=ConsentState,
     responses={
         304: {"description": "Not modified (If-None-Match)"},
-        **problem_responses(404, 422, 503),
+        **problem_responses(400, 404, 422, 503),
     },
 )
 @hot

@@ -129,7 +129,7 @@ async def get_version(
             "description": "Unchanged content: the version that has it (in force, or pending "
             "from the same effective_at)",
         },
-        **problem_responses(401, 403, 409, 413, 415, 422, 429, 503),
+        **problem_responses(400, 401, 403, 409, 413, 415, 422, 429, 503),
     },
 )
 @body_read_by_hand(PublishRequest)

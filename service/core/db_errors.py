@@ -84,7 +84,29 @@ POOLER_SQLSTATES = {"26000", "42P05"}
 EVENT_TIME_SQLSTATE = "CR001"
 
 
+# `consent_record_events` refused an event on a version that was not in force (migration 0024): the
+# service checks it first, so this is a race with a cancellation in another process (its cached
+# pointer lives a second): the client's to fix, a 422.
+VERSION_IN_FORCE = "consent_events_version_in_force"
+
+
+def _postgres_fields(exc: BaseException) -> object:
+    """asyncpg's own error under SQLAlchemy's wrapping, where there is one."""
+    orig = getattr(exc, "orig", exc)
+    return orig if hasattr(orig, "constraint_name") else getattr(orig, "__cause__", orig)
+
+
 async def _by_sqlstate(request: Request, exc: Exception, sqlstate: str) -> JSONResponse:
+    fields = _postgres_fields(exc)
+    if sqlstate == "23503" and getattr(fields, "constraint_name", None) == VERSION_IN_FORCE:
+        detail = str(getattr(fields, "message", "") or fields)
+        return problem_response(
+            status=422,
+            slug="validation-error",
+            title="The request is invalid",
+            detail=detail,
+            extra={"errors": [{"pointer": "/body/schema_version", "detail": "not in force"}]},
+        )
     if sqlstate == EVENT_TIME_SQLSTATE:
         log.error(
             "event_time_refused",

@@ -105,7 +105,7 @@ async def test_a_service_clock_apart_from_the_database_s_is_a_503_and_an_operato
     [
         ("UPDATE consent_properties SET current_version = 99", "is not published"),
         ("UPDATE consent_properties SET current_version = 1, last_material_version = 0",
-         "is not published with last material version 0"),
+         "not cancelled with last material version 0"),
         ("UPDATE consent_properties SET pending_version = 1", "a pending version"),
         ("UPDATE consent_properties SET pending_version = 7", "a pending version"),
         ("UPDATE consent_properties SET name = 'elsewhere'", "name and creation time"),
@@ -146,11 +146,108 @@ async def test_a_pointer_moves_only_forward_and_a_version_keeps_its_lineage(
     assert await service_role.fetchval("SELECT updated_at FROM consent_properties") > updated
 
 
-# What 0024 changes: the recording function, the two trigger functions, the window table.
+# A version of itsailor published by the service's role to take effect in a week, as `schema
+# publish --effective-at` does (content changed: a material version).
+ANNOUNCED = (
+    "INSERT INTO consent_schema_versions (property, version, content, content_sha256, material,"
+    " last_material_version, published_by, effective_at) SELECT property, 2,"
+    " content || '{\"announced\": true}', 'other', true, 2, 'x', now() + interval '7 days'"
+    " FROM consent_schema_versions WHERE version = 1"
+)
+
+
+async def test_an_announced_version_is_not_in_force_before_its_time(
+    service_role: asyncpg.Connection,
+) -> None:
+    """Pending for a week: not made current early by the role, and no event on it is stored,
+    whatever time the batch gives (the window is the limit)."""
+    await service_role.execute(ANNOUNCED)
+    await service_role.execute("UPDATE consent_properties SET pending_version = 2")
+    with pytest.raises(asyncpg.CheckViolationError, match="in effect and not cancelled"):
+        await service_role.execute(
+            "UPDATE consent_properties SET current_version = 2, last_material_version = 2,"
+            " pending_version = NULL"
+        )
+    early = new_event(property="itsailor", schema_version=2, recorded_at=datetime.now(UTC))
+    with pytest.raises(asyncpg.ForeignKeyViolationError, match="was not in force") as refused:
+        await service_role.fetch(RECORD_SQL, batch_json([early]), None, None)
+    assert refused.value.constraint_name == "consent_events_version_in_force"
+    assert await service_role.fetchval(STORED) == 0
+
+
+async def test_a_cancelled_version_is_never_current_pending_or_cancelled_in_force(
+    service_role: asyncpg.Connection,
+) -> None:
+    await service_role.execute(ANNOUNCED)
+    await service_role.execute("UPDATE consent_properties SET pending_version = 2")
+    with pytest.raises(asyncpg.CheckViolationError, match="has taken effect"):
+        await service_role.execute(
+            "INSERT INTO consent_schema_cancellations (property, version, cancelled_by)"
+            " VALUES ('itsailor', 1, 'x')"
+        )
+    await service_role.execute("UPDATE consent_properties SET pending_version = NULL")
+    await service_role.execute(
+        "INSERT INTO consent_schema_cancellations (property, version, cancelled_by, cancelled_at)"
+        " VALUES ('itsailor', 2, 'x', '2000-01-01')"
+    )
+    assert await service_role.fetchval(
+        "SELECT cancelled_at > now() - interval '1 minute' FROM consent_schema_cancellations"
+    )  # stamped with the time of writing
+    for pointer in ("pending_version = 2", "current_version = 2, last_material_version = 2"):
+        with pytest.raises(asyncpg.CheckViolationError, match="not cancelled"):
+            await service_role.execute(f"UPDATE consent_properties SET {pointer}")
+
+
+async def test_a_version_is_published_now_and_never_takes_effect_before(
+    service_role: asyncpg.Connection,
+) -> None:
+    """A back-dated version (published and in effect in 2020) is refused; `published_at` is the
+    database's time whatever the role writes."""
+    with pytest.raises(asyncpg.CheckViolationError, match="before it is published"):
+        await service_role.execute(ANNOUNCED.replace("now() + interval '7 days'", "'2020-01-01'"))
+    await service_role.execute(
+        ANNOUNCED.replace("published_by,", "published_by, published_at,").replace(
+            "'x', now()", "'x', '2020-01-01', now()"
+        )
+    )
+    assert await service_role.fetchval(
+        "SELECT published_at > now() - interval '1 minute' FROM consent_schema_versions"
+        " WHERE version = 2"
+    )
+
+
+async def test_an_event_on_a_version_cancelled_meanwhile_is_a_422_not_a_500(
+    service_role: asyncpg.Connection, client: httpx.AsyncClient, owner_url: str
+) -> None:
+    """The race the service's own check cannot see: a version cancelled in another process
+    within its cached pointer's second. Here the owner cancels the version the service serves
+    (which the role could not): the database refuses the event, the client gets a 422."""
+    assert (await client.post(f"{ITSAILOR}/consent-events", json=event())).status_code == 201
+    owner = await asyncpg.connect(owner_url)
+    try:
+        await owner.execute(
+            "INSERT INTO consent_schema_cancellations (property, version, cancelled_by)"
+            " VALUES ('itsailor', 1, 'x')"
+        )
+    finally:
+        await owner.close()
+    answer = await client.post(f"{ITSAILOR}/consent-events", json=event())
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["detail"].startswith(
+        "schema version 1 of property 'itsailor' was not in force"
+    )
+    assert answer.json()["errors"] == [
+        {"pointer": "/body/schema_version", "detail": "not in force"}
+    ]
+    assert await service_role.fetchval(STORED) == 1
+
+
+# What 0024 changes: the recording function, the trigger functions, the window table.
 DEFINITIONS = (
     "SELECT p.oid::regprocedure::text, pg_get_functiondef(p.oid), p.proacl::text FROM pg_proc p"
     " WHERE p.pronamespace = 'public'::regnamespace AND p.proname IN ('consent_record_events',"
-    " 'consent_properties_pointers', 'consent_schema_versions_lineage')"
+    " 'consent_properties_pointers', 'consent_schema_versions_lineage',"
+    " 'consent_schema_cancellations_pending')"
     " UNION ALL SELECT tgname, tgrelid::regclass::text, NULL FROM pg_trigger"
     " WHERE NOT tgisinternal UNION ALL SELECT relname, NULL, NULL FROM pg_class"
     " WHERE relname = 'consent_event_time_window' ORDER BY 1, 2"
