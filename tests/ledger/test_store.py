@@ -126,16 +126,16 @@ def _stored_event(**changes: object) -> NewEvent:
 @pytest.mark.parametrize(
     ("unknown", "named"),
     [
-        ({"schema_version": 2}, "schema version 2 of property 'itsailor' is not published"),
-        ({"property": "elsewhere"}, "schema version 1 of property 'elsewhere' is not published"),
+        ({"schema_version": 2}, "schema version 2 of property 'itsailor' was not in force"),
+        ({"property": "elsewhere"}, "schema version 1 of property 'elsewhere' was not in force"),
     ],
 )
 async def test_an_event_naming_an_unpublished_version_fails_its_whole_statement(
     db_url: str, db: asyncpg.Connection, unknown: dict[str, object], named: str
 ) -> None:
     """No foreign key checks each row (migration 0018): the function checks the batch's versions
-    and refuses the whole statement with the foreign key's own error, even for the service's
-    role, and stores nothing of it."""
+    (since 0024, that each was in force) and refuses the whole statement with the foreign key's
+    own error, even for the service's role, and stores nothing of it."""
     await published(db_url, example("itsailor"))
     batch = batch_json([_stored_event(), _stored_event(**unknown)])
     service = await asyncpg.connect(db_url)
