@@ -150,10 +150,12 @@ def _postgresql(url: str) -> URL:
 
 
 def async_url(url: str) -> URL:
-    """Accept the usual `postgresql://` form and drive it with asyncpg.
+    """The URL in SQLAlchemy's asyncpg form: what alembic's configuration names (its offline mode
+    reads the dialect from it). The service's engines do not connect with it: they hand the URL
+    to asyncpg itself (`sync_dsn`), which takes TLS files SQLAlchemy's keywords do not.
 
-    `sslmode` (libpq's name) becomes asyncpg's `ssl`, so URLs copied from a provider work as given;
-    several hosts become SQLAlchemy's `?host=h1:p1&host=h2:p2`.
+    `sslmode` (libpq's name) becomes asyncpg's `ssl`; several hosts become SQLAlchemy's
+    `?host=h1:p1&host=h2:p2`.
     """
     single, hosts = _hosts(url)
     parsed = _postgresql(single).set(drivername="postgresql+asyncpg")
