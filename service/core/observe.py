@@ -20,7 +20,12 @@ from prometheus_client.registry import Collector
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.core.errors import internal_error_response, log_unexpected
+from service.core.errors import (
+    BadRequest,
+    internal_error_response,
+    log_unexpected,
+    problem_response,
+)
 from service.core.logging import ACCESS_LOG, Deferred
 
 REQUESTS = Counter(
@@ -134,6 +139,18 @@ _REQUEST_ID = re.compile(
 CLIENT_CLOSED = 499  # the client went away before an answer (nginx's code; not counted as 500)
 
 
+def encoded_slash(scope: Scope) -> bool:
+    """The path, as sent, holds `%2F`. The server decodes the path before routing, so
+    `/v1/properties/itsailor%2Fschema` would be served as `/v1/properties/itsailor/schema`: a
+    request whose logged route is not the resource its sender named. No route of the service
+    takes a slash inside a segment, so such a path is refused, by ASGI and the raw path alike."""
+    raw = scope.get("raw_path")
+    return raw is not None and b"%2" in raw and (b"%2F" in raw or b"%2f" in raw)
+
+
+ENCODED_SLASH_DETAIL = "the path holds an encoded slash (%2F), which no route of this service takes"
+
+
 def route_template(scope: Scope) -> str:
     """The matched route's path template; `<unmatched>` when no route matched (a 404)."""
     path = getattr(scope.get("route"), "path", None)
@@ -198,6 +215,13 @@ class ObserveMiddleware:
             await send(message)
 
         try:
+            if encoded_slash(scope):
+                refusal = problem_response(
+                    status=BadRequest.status, slug=BadRequest.slug, title=BadRequest.title,
+                    detail=ENCODED_SLASH_DETAIL,
+                )  # fmt: skip
+                await refusal(scope, receive, send_with_id)
+                return
             await self.app(scope, receive, send_with_id)
             if not response_started:
                 status = CLIENT_CLOSED

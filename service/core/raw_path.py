@@ -42,6 +42,7 @@ from service.core.errors import internal_error_response, log_unexpected
 from service.core.observe import (
     CLIENT_CLOSED,
     ObserveMiddleware,
+    encoded_slash,
     id_headers,
     observed,
     request_id_of,
@@ -73,8 +74,8 @@ class RawServer:
 
     def route_for(self, scope: Scope) -> Any:
         """The hot route that serves this request, or None (ASGI serves it)."""
-        if scope["method"] not in RAW_METHODS:
-            return None
+        if scope["method"] not in RAW_METHODS or encoded_slash(scope):
+            return None  # ASGI answers it (ObserveMiddleware refuses an encoded slash)
         try:
             for route in self.routes:
                 if route.matches(scope) is Match.FULL:

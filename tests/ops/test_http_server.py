@@ -189,3 +189,35 @@ async def test_a_response_leaves_in_one_write(port: int) -> None:
     assert final.startswith(b"HTTP/1.1 4")
     assert WRITES[0].startswith(b"HTTP/1.1 100 Continue")
     assert len(WRITES) == 2
+
+
+@pytest.mark.parametrize(
+    "request_line",
+    [
+        b"GET /v1/properties/itsailor%2Fschema HTTP/1.1",  # would be served as the schema
+        b"GET /v1/properties/itsailor%2fschema HTTP/1.1",
+        b"POST /v1/properties/itsailor%2Fconsent-events HTTP/1.1",  # the raw path's route
+        b"GET /healthz%2F HTTP/1.1",  # through ASGI
+    ],
+)
+async def test_an_encoded_slash_in_the_path_is_refused_not_decoded(
+    port: int, request_line: bytes
+) -> None:
+    """The server decodes the path before routing: `itsailor%2Fschema` was served as the schema
+    of `itsailor`, and logged as that route. No route takes a slash inside a segment."""
+    body = b"{}"
+    request = (
+        request_line + b"\r\nHost: t\r\nConnection: close\r\nContent-Type: application/json\r\n"
+        + f"Content-Length: {len(body)}\r\n\r\n".encode() + body
+    )  # fmt: skip
+    status, headers, answer = await exchange(port, request)
+    assert status == 400
+    problem = json.loads(answer)
+    assert headers["content-type"] == "application/problem+json"
+    assert problem["detail"] == (
+        "the path holds an encoded slash (%2F), which no route of this service takes"
+    )
+    assert problem["instance"] == f"urn:request:{headers['x-request-id']}"
+    # Other escapes are decoded as before: `%68ealthz` is `healthz`.
+    plain = b"GET /%68ealthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+    assert (await exchange(port, plain))[0] == 200
