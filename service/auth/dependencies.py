@@ -89,6 +89,7 @@ _metrics_keys: dict[bytes, float] = {}  # SHA-256 of a key that passed → when 
 
 
 async def metrics_reader(
+    request: Request,
     settings: SettingsOf,
     engine: Engine,
     credentials: Credentials,
@@ -96,8 +97,11 @@ async def metrics_reader(
     failures: AuthFailures,
 ) -> None:
     """/metrics shows routes, volumes and timings: a key with `metrics:read`, unless the operator
-    serves it openly (CONSENT_METRICS_PUBLIC, for a scraper on a private network)."""
+    serves it openly (CONSENT_METRICS_PUBLIC, for a scraper on a private network). Like every
+    admin route, it then refuses a query parameter it does not take: `?name[]=…`, the metric
+    filter of prometheus_client's own handler, would otherwise answer every metric."""
     if settings.metrics_public:
+        refuse_undeclared_query(request)
         return
     digest = hashlib.sha256(credentials.credentials.encode()).digest() if credentials else b""
     try:
@@ -107,12 +111,14 @@ async def metrics_reader(
         recent = passed is not None and time.monotonic() - passed <= METRICS_KEY_GRACE
         if not (recent and database_unreachable(exc)):
             raise
+        refuse_undeclared_query(request)
         return
     now = time.monotonic()
     for known, when in list(_metrics_keys.items()):  # a handful of keys: forget the stale ones
         if now - when > METRICS_KEY_GRACE:
             del _metrics_keys[known]
     _metrics_keys[digest] = now
+    refuse_undeclared_query(request)
 
 
 async def private(response: Response) -> None:

@@ -73,7 +73,7 @@ async def readyz(engine: Engine, head: MigrationHead) -> JSONResponse:
     response_class=Response,
     responses={
         200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text"},
-        **problem_responses(401, 403, 429, 503),
+        **problem_responses(401, 403, 422, 429, 503),
     },
 )
 async def metrics() -> Response:

@@ -123,6 +123,17 @@ async def test_metrics_need_a_key_unless_made_public(
         httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as open_,
     ):
         assert (await open_.get("/metrics")).status_code == 200
+        # A query parameter it does not take is refused, open or not: prometheus_client's own
+        # handler filters by `name[]`, and this one would answer every metric.
+        filtered = await open_.get("/metrics", params={"name[]": "consent_http_requests_total"})
+        assert filtered.status_code == 422, filtered.text
+        assert filtered.json()["detail"] == (
+            "/query/name[]: not a query parameter of this endpoint (it takes none)"
+        )
+    reader = bearer(await api_key(db_url, "metrics:read"))
+    assert (await client.get("/metrics?x=1", headers=reader)).status_code == 422
+    assert (await client.get("/metrics?x=1", headers=other)).status_code == 403  # the key first
+    assert (await client.get("/metrics", headers=reader)).status_code == 200
 
 
 async def test_the_docs_page_loads_nothing_from_elsewhere(client: httpx.AsyncClient) -> None:
