@@ -15,17 +15,18 @@ from collections.abc import Awaitable, Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO, TypeVar, cast
+from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
 import sqlalchemy.exc
 import typer
 from pydantic import BaseModel, TypeAdapter, ValidationError
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from typer._click.exceptions import UsageError  # typer's own click's (typer.BadParameter's base)
 from typer.core import TyperGroup
 
 from service.core.config import PoolMode, Settings
+from service.core.db_url import port_of, sync_dsn
 from service.core.embedded import EmbeddedStartError, database_url
 from service.core.errors import ConsentServiceError, plain_message
 from service.core.logging import SINK, discard_stdout
@@ -306,12 +307,20 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
 
 
 def _where(url: str) -> str:
+    """The server(s) and database the drivers connect to, read as they read the URL
+    (`db_url.sync_dsn`: a `?host=` or `?port=` wins over the URL's own)."""
     try:
-        parsed = make_url(url)
+        parts = urlsplit(sync_dsn(url))
+        query = parse_qs(parts.query)
     except Exception:
         return "the configured server"
-    host = parsed.host or parsed.query.get("host") or "localhost"
-    return f"{host}:{parsed.port or 5432}/{parsed.database or ''}"
+    default_port = query.get("port", ["5432"])[0]
+    hosts = query.get("host", [parts.netloc.rpartition("@")[2]])[0] or "localhost"
+    named = [
+        host if port_of(host) else f"{host}:{default_port}"  # a socket folder: its port too
+        for host in hosts.split(",")
+    ]
+    return f"{','.join(named)}/{parts.path.lstrip('/')}"
 
 
 def print_json(payload: dict[str, Any] | list[dict[str, Any]]) -> None:

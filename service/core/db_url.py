@@ -76,11 +76,7 @@ def check_database_url(url: str) -> None:
             reason = "the port is not a number" if "int()" in reason else "not a usable URL"
         raise ValueError(f"{reason}; {FORM}") from None
     ports: list[object] = [parsed.port, *_listed_ports(url), *_values(parsed.query.get("port"))]
-    ports += [
-        host.rpartition(":")[2]  # SQLAlchemy's `?host=h1:5432&host=h2:5432`
-        for host in _values(parsed.query.get("host"))
-        if ":" in host and not host.startswith("/")
-    ]
+    ports += [port_of(host) for host in query_hosts(parsed.query.get("host"))]
     for port in ports:
         if port is None:
             continue
@@ -119,6 +115,28 @@ def _check_tls_files(query: Mapping[str, str | tuple[str, ...]]) -> None:
             f"sslmode={mode} checks the server's certificate against its CA: name the CA's "
             "certificate file with sslrootcert=/path/to/ca.pem (or set PGSSLROOTCERT)"
         )
+
+
+def query_hosts(value: str | tuple[str, ...] | None) -> list[str]:
+    """The servers a URL's `?host=` names, each as asyncpg reads one: a socket folder, `name`,
+    `name:port` (SQLAlchemy's form, repeated or in one list), `[v6]` or `[v6]:port`. An IPv6
+    address written bare (`?host=::1`, as libpq takes it) is put in brackets: asyncpg would read
+    its first colon as the port's."""
+    hosts = [host for entry in _values(value) for host in entry.split(",")]
+    return [
+        f"[{host}]" if host.count(":") > 1 and not host.startswith(("[", "/")) else host
+        for host in hosts
+    ]
+
+
+def port_of(host: str) -> str | None:
+    """The port a `query_hosts` entry names, if any."""
+    if host.startswith("/"):
+        return None
+    if host.startswith("["):
+        rest = host.partition("]")[2]
+        return rest[1:] if rest.startswith(":") else None
+    return host.rpartition(":")[2] if ":" in host else None
 
 
 def _listed_ports(url: str) -> list[str]:
@@ -177,7 +195,7 @@ def sync_dsn(url: str) -> str:
     single, hosts = _hosts(url)
     parsed = _postgresql(single).set(drivername="postgresql")
     query = {
-        name: ",".join(value) if isinstance(value, tuple) else value
+        name: ",".join(query_hosts(value) if name == "host" else _values(value))
         for name, value in parsed.query.items()
     }
     if "user" in query:

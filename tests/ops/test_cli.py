@@ -548,6 +548,30 @@ def test_a_mode_that_verifies_the_server_needs_its_ca(
     ) in err
 
 
+@pytest.mark.parametrize(
+    ("url", "where"),
+    [
+        # An IPv6 address in the query, bare as libpq takes it or in brackets: it was refused at
+        # start ("a port is not a number") or read as the host `` on port `:1`.
+        ("postgresql://u@/db?host=[::1]&port={dead}", "[::1]:{dead}/db"),
+        ("postgresql://u@/db?host=::1&port={dead}", "[::1]:{dead}/db"),
+        ("postgresql://u@/db?host=[::1]:{dead}", "[::1]:{dead}/db"),
+        # The server named is the one the drivers tried: the query's host, not the URL's own.
+        ("postgresql://u@nowhere.invalid:5432/db?host=127.0.0.1&port={dead}", "127.0.0.1:{dead}/db"),
+        ("postgresql://u:hunter2@127.0.0.1:{dead},127.0.0.1:{dead}/db", "127.0.0.1:{dead},127.0.0.1:{dead}/db"),
+    ],
+)  # fmt: skip
+def test_a_server_that_refuses_is_named_as_the_drivers_read_it(
+    cli_env: dict[str, str], url: str, where: str
+) -> None:
+    dead = free_port()
+    env = cli_env | {"CONSENT_DATABASE_URL": url.format(dead=dead)}
+    code, _, err = run(env, "keys", "list")
+    assert (code, err.count("\n")) == (1, 1), err
+    assert f"cannot connect to PostgreSQL at {where.format(dead=dead)}: " in err, err
+    assert "hunter2" not in err
+
+
 def test_a_port_alone_stays_for_the_default_socket() -> None:
     """No host anywhere: asyncpg's default sockets, on the query's port (it was moved into an
     empty host, which asyncpg resolved as a name)."""
