@@ -96,7 +96,6 @@ async def test_the_bare_path_redirects_to_the_folder(client: httpx.AsyncClient) 
     "path",
     [
         "/console/routes.py",
-        "/console/..%2Froutes.py",
         "/console/%2e%2e/%2e%2e/app.py",
         "/console/static/app.js",
         "/console/nope.js",
@@ -108,6 +107,16 @@ async def test_anything_else_is_a_404_problem(client: httpx.AsyncClient, path: s
     assert response.status_code == 404
     assert response.headers["content-type"] == "application/problem+json"
     assert has_security_headers(response)
+
+
+async def test_an_encoded_slash_is_refused_before_the_console_sees_it(
+    client: httpx.AsyncClient,
+) -> None:
+    response = await client.get("/console/..%2Froutes.py")
+    assert response.status_code == 400
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert "encoded slash" in response.json()["detail"]
 
 
 def test_the_console_is_not_in_the_api_document(app: ConsentAPI) -> None:
