@@ -63,6 +63,7 @@ def ledger_verify(
             f" {report.leaves} sealed leaves ({report.recomputed} events recomputed, of them"
             f" {report.anonymised} anonymised; {report.tombstones} erased) and"
             f" {report.unsealed} not sealed yet; {report.receipts} receipts;"
+            f" {report.versions} schema versions;"
             f" head {report.head['seal_hash']}"
         )
 

@@ -8,7 +8,8 @@ identifying column empty; and an event marked anonymised must have lost its salt
 identifying column. A deleted event leaves only its tombstone, whose leaf counts in its seal's
 root like any other, and names the audited erasure that made it. Every stored receipt is checked
 against its leaves and the service's public keys, and an event whose leaf a stored receipt holds
-must name that receipt.
+must name that receipt. Every schema version's content is hashed again: the leaves hold the
+hash, not the content.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from service.consent_schema.document import content_hash
 from service.ledger import merkle
 from service.ledger.event import IDENTIFYING_COLUMNS, IDENTITY_COLUMNS
 from service.ledger.leaf import identity_digest, leaf_data
@@ -89,6 +91,10 @@ UNAUDITED = text(
     """
 )
 UNLINKED = text("SELECT count(*) FROM ledger_tombstones WHERE erasure IS NULL")
+VERSIONS = text(
+    "SELECT property, version, content, content_sha256 FROM consent_schema_versions"
+    " ORDER BY property, version"
+)
 
 
 class LedgerBroken(Exception):
@@ -109,6 +115,7 @@ class Report:
     tombstones: int = 0
     unsealed: int = 0
     receipts: int = 0
+    versions: int = 0  # schema versions whose content was hashed again
     # Tombstones made before migration 0012, which name no erasure.
     unlinked: int = 0
     head: dict[str, Any] = field(default_factory=dict)
@@ -204,6 +211,21 @@ async def verify_erasures(connection: AsyncConnection, report: Report) -> None:
     report.unlinked = int((await connection.execute(UNLINKED)).scalar_one())
 
 
+async def verify_schema_versions(connection: AsyncConnection, report: Report) -> None:
+    """Every schema version's content still hashes to its `content_sha256`: the hash each of its
+    events' leaves holds, and which its exports name. Otherwise the text a person was shown
+    could be rewritten (around the versions' immutability trigger) with every leaf still
+    matching."""
+    for row in await connection.execute(VERSIONS):
+        if content_hash(row.content) != row.content_sha256:
+            raise LedgerBroken(
+                f"schema version {row.version} of {row.property}: its content does not hash to"
+                f" its content_sha256 ({row.content_sha256}): what its events' visitors were"
+                " shown was changed after it was published"
+            )
+        report.versions += 1
+
+
 async def verify_ledger(
     connection: AsyncConnection,
     *,
@@ -219,6 +241,7 @@ async def verify_ledger(
     if latest is not None and since > latest:
         raise NoSuchSeal(f"there is no seal from {since} on (the latest is seal {latest})")
     report = Report()
+    await verify_schema_versions(connection, report)
     await verify_erasures(connection, report)
     if keys is not None:
         await verify_receipts(connection, keys, report)

@@ -12,6 +12,7 @@ import uuid
 from typing import Any
 
 import httpx
+import pytest
 from jwcrypto import jwk, jws  # type: ignore[import-untyped]
 
 from service.core.pipeline import ConsentAPI
@@ -21,6 +22,19 @@ from tests.factories import api_key, bearer, event, example, published
 from tests.ledger.test_ledger import seal_now
 
 EVENTS = "/v1/properties/itsailor/consent-events"
+
+
+def strict_json(raw: bytes) -> Any:
+    """The export as a verifier must read it: a duplicate key anywhere is an error (json.loads
+    would keep the last one)."""
+
+    def refuse_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        keys = [key for key, _ in pairs]
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"duplicate key in {keys}")
+        return dict(pairs)
+
+    return json.loads(raw, object_pairs_hook=refuse_duplicates)
 
 
 async def test_an_export_carries_inclusion_proofs_and_is_signed(
@@ -45,7 +59,7 @@ async def test_an_export_carries_inclusion_proofs_and_is_signed(
     )
     assert response.status_code == 200
     raw = response.content
-    document: dict[str, Any] = json.loads(raw)
+    document: dict[str, Any] = strict_json(raw)
     seals = {seal["id"]: seal for seal in document["ledger_seals"]}
     assert len(seals) == 3
     for seal in seals.values():
@@ -121,7 +135,11 @@ async def test_an_export_carries_inclusion_proofs_and_is_signed(
     assert token.jose_header["typ"] == "consent-export+jws"
     claims = json.loads(token.payload)
     assert claims["export_id"] == document["export_id"]
-    assert raw[claims["bytes"] :].startswith(b',\n"signature": ')
+    # Nothing after the signature: the bytes it does not cover are exactly its own.
+    tail = b',\n"signature": "' + document["signature"].encode() + b'"}\n'
+    assert raw[claims["bytes"] :] == tail
+    with pytest.raises(ValueError, match="duplicate key"):
+        strict_json(raw[: -len(b"}\n")] + b', "events": []}\n')  # what a forger would append
     assert hashlib.sha256(raw[: claims["bytes"]]).hexdigest() == claims["sha256"]
     tampered = raw.replace(b'"accept-all"', b'"reject-all"', 1)
     assert hashlib.sha256(tampered[: claims["bytes"]]).hexdigest() != claims["sha256"]

@@ -282,3 +282,31 @@ async def test_an_anonymised_event_stays_protected_and_a_cleared_salt_is_no_disg
     assert code == 1
     assert f"event {target} (seq" in out
     assert "has no salt but is not anonymised" in out
+
+
+@pytest.mark.usefixtures("erase_key")  # itsailor's schema published
+async def test_verify_hashes_every_schema_version_again(
+    app: ConsentAPI, client: httpx.AsyncClient, db: asyncpg.Connection, db_url: str
+) -> None:
+    """A leaf holds its version's content hash, not the content: a superuser who rewrites the text
+    a person was shown, around the versions' immutability trigger, leaves every leaf matching.
+    `verify` hashes each version's content again."""
+    await send(client, uuid.uuid4())
+    await seal_now(app)
+    versions = await db.fetchval("SELECT count(*) FROM consent_schema_versions")
+    code, out = await ledger(db_url, "verify")
+    assert code == 0, out
+    assert f"; {versions} schema versions;" in out
+    await as_superuser(
+        db,
+        "UPDATE consent_schema_versions SET content = jsonb_set(content,"
+        " '{categories,1,description}', '\"Rewritten after publication\"')"
+        " WHERE property = 'itsailor' AND version = 1",
+        tables=("consent_schema_versions",),
+    )
+    code, out = await ledger(db_url, "verify")
+    assert code == 1
+    assert (
+        "ledger broken: schema version 1 of itsailor: its content does not hash to its"
+        " content_sha256 (" in out
+    ), out
