@@ -177,9 +177,16 @@ class ErasureRequest(DsrQuery):
 class ErasureResult(BaseModel):
     erasure_id: uuid.UUID
     mode: ErasureMode
-    matched: int
+    matched: int = Field(description="Events erased, `earlier_decisions`' included.")
     deleted: int
     anonymised: int
+    earlier_decisions: list[uuid.UUID] = Field(
+        default_factory=list,
+        description="Erasures made with this one, each of a consent id's whole history in a "
+        "property where this erasure matched that consent id's latest decision: kept, an "
+        "earlier decision would have become its state again. Audited with the same actor and "
+        "reference.",
+    )
 
 
 class WithdrawalRequest(DsrQuery):

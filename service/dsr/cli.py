@@ -169,7 +169,7 @@ def dsr_erase(
     """Erase everything matching (delete, or anonymise: keep rows, clear identifying columns), in
     one transaction with its audit row. Shows how many events match and asks first."""
     from service.dsr.bodies import DsrAction, ErasureRequest, ErasureResult
-    from service.dsr.erasure import erase
+    from service.dsr.erasure import decisions_left_behind, erase
     from service.dsr.service import count_matching, known_property, record_audit
 
     settings = load_settings()
@@ -179,7 +179,7 @@ def dsr_erase(
     )  # fmt: skip
     hasher = hasher_from_settings(settings)
 
-    async def count(session: AsyncSession) -> int:
+    async def count(session: AsyncSession) -> tuple[int, int]:
         await known_property(session, request.property)
         matched = await count_matching(session, hasher, request)
         # Counting is a look-up of a person's records: audited like one.
@@ -187,16 +187,30 @@ def dsr_erase(
             session, action=DsrAction.HISTORY, actor=CLI_ACTOR, query=request, hasher=hasher,
             matched=matched,
         )  # fmt: skip
-        return matched
+        return matched, len(await decisions_left_behind(session, hasher, request))
 
-    matched = with_session(settings, count)
+    matched, earlier = with_session(settings, count)
+    # Consent ids whose latest decision this matches: their earlier events go too (`erase`).
+    also = (
+        f", and every other event of {earlier} consent id(s) whose latest decision it matches"
+        if earlier
+        else ""
+    )
     if dry_run:
         if as_json:
-            print_json({"dry_run": True, "mode": request.mode.value, "matched": matched})
+            print_json(
+                {
+                    "dry_run": True, "mode": request.mode.value, "matched": matched,
+                    "earlier_decisions": earlier,
+                }
+            )  # fmt: skip
         else:
-            typer.echo(f"would {request.mode.value} {matched} event(s); nothing was changed")
+            typer.echo(f"would {request.mode.value} {matched} event(s){also}; nothing was changed")
         return
-    asked = f"{request.mode.value} {matched} event(s) matching this request? This cannot be undone"
+    asked = (
+        f"{request.mode.value} {matched} event(s) matching this request{also}? This cannot be"
+        " undone"
+    )
     # Nothing to lose, nothing to ask: the erasure is still audited.
     if not yes and matched and not confirmed(asked):
         typer.echo("erasure not confirmed: nothing erased", err=True)
@@ -213,6 +227,8 @@ def dsr_erase(
         print_json(result.model_dump(mode="json"))
     else:
         typer.echo(f"erasure {result.erasure_id}: {result.mode.value} {result.matched} event(s)")
+        for erasure_id in result.earlier_decisions:
+            typer.echo(f"  with erasure {erasure_id}: a consent id's earlier decisions")
 
 
 @dsr_app.command("withdraw")

@@ -7,12 +7,14 @@ from __future__ import annotations
 import uuid
 
 import structlog
-from sqlalchemy import text
+from sqlalchemy import and_, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from service.core.hashing import Hasher, HashKey
 from service.dsr.bodies import DsrQuery, ErasureMode, ErasureResult, IdentifierType, identifier_of
-from service.dsr.service import audit_hash, searched_hashes
+from service.dsr.service import audit_hash, match, match_values, searched_hashes
+from service.ledger.event import EventType
+from service.ledger.tables import ConsentEventRow as Event
 
 # Hashes go as hex: the function stores the audit row's as its 32 bytes (migration 0020).
 ERASE = text(
@@ -27,6 +29,78 @@ ERASE = text(
 
 
 async def erase(
+    session: AsyncSession | AsyncConnection,
+    hasher: Hasher,
+    query: DsrQuery,
+    *,
+    mode: ErasureMode,
+    actor: str,
+    reference: str | None,
+) -> ErasureResult:
+    """Erase what `query` matches (`erase_matching`), and with it every consent id's earlier
+    events in a property where it matches that consent id's latest decision: kept, the earlier
+    decision would become the consent id's state again, a refusal erased bringing back the
+    consent it replaced (docs/guarantees.md, "Erasure is complete"). Each such consent id's
+    history in that property is an erasure of its own, audited with the same actor and
+    reference, and named in `earlier_decisions`; the caller commits all of them at once."""
+    left_behind = await decisions_left_behind(session, hasher, query)
+    result = await erase_matching(
+        session, hasher, query, mode=mode, actor=actor, reference=reference
+    )
+    for property_name, subject_id in left_behind:
+        earlier = await erase_matching(
+            session,
+            hasher,
+            DsrQuery(subject_id=subject_id, property=property_name),
+            mode=mode,
+            actor=actor,
+            reference=reference,
+        )
+        result.earlier_decisions.append(earlier.erasure_id)
+        result.matched += earlier.matched
+        result.deleted += earlier.deleted
+        result.anonymised += earlier.anonymised
+    return result
+
+
+async def decisions_left_behind(
+    session: AsyncSession | AsyncConnection, hasher: Hasher, query: DsrQuery
+) -> list[tuple[str, uuid.UUID]]:
+    """(property, consent id) of each consent id whose latest decision in a property `query`
+    matches while it has events there that `query` does not match. None for a consent id's whole
+    history, in one property or all of them."""
+    kind, _ = identifier_of(query)
+    if kind is IdentifierType.SUBJECT_ID and query.since is None and query.until is None:
+        return []
+    conditions = match(query)
+    pairs = (
+        select(Event.property, Event.subject_id)
+        .where(*conditions, Event.subject_id.is_not(None))
+        .distinct()
+        .subquery()
+    )
+    same_pair = and_(Event.property == pairs.c.property, Event.subject_id == pairs.c.subject_id)
+    rows = await session.execute(
+        select(
+            Event.property, Event.subject_id, Event.seq, Event.event_type,
+            and_(*conditions).label("matched"),
+        )
+        .join(pairs, same_pair)
+        .order_by(Event.seq),
+        match_values(query, hasher),
+    )  # fmt: skip
+    latest: dict[tuple[str, uuid.UUID], bool] = {}  # each pair's latest decision: matched?
+    kept: set[tuple[str, uuid.UUID]] = set()  # pairs with an event the query does not match
+    for row in rows:
+        pair = (row.property, row.subject_id)
+        if row.event_type != EventType.RE_PROMPT.value:
+            latest[pair] = bool(row.matched)
+        if not row.matched:
+            kept.add(pair)
+    return sorted(pair for pair, matched in latest.items() if matched and pair in kept)
+
+
+async def erase_matching(
     session: AsyncSession | AsyncConnection,
     hasher: Hasher,
     query: DsrQuery,

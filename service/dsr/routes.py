@@ -11,7 +11,6 @@ from fastapi.responses import StreamingResponse
 from pydantic import BeforeValidator
 
 from service.auth.dependencies import Auditor, DsrEraser, DsrReader, DsrWithdrawer, private
-from service.core.db import autocommit
 from service.core.errors import problem_responses
 from service.core.json_input import StrictJSONRoute, decimal_text, read_json
 from service.core.pipeline import body_read_by_hand
@@ -154,9 +153,9 @@ async def dsr_erase(
     request: Request, engine: Engine, hasher: Hashing, principal: DsrEraser
 ) -> ErasureResult:
     body = await read_json(request, ErasureRequest, limit=MAX_BODY_BYTES)
-    # The erasure and its audit row are one call of `consent_erase`, atomic alone: no session,
-    # no BEGIN and COMMIT around it (docs/architecture.md, "Connections").
-    async with autocommit(engine) as connection:
+    # The erasure and its audit row are one call of `consent_erase`, atomic alone; with the
+    # erasures of the earlier decisions it leaves behind, several: one transaction holds them.
+    async with engine.begin() as connection:
         await known_property(connection, body.property)
         return await erase(
             connection,

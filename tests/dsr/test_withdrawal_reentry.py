@@ -22,6 +22,7 @@ from service.dsr.bodies import AuditEntry, DsrAction, IdentifierType, Withdrawal
 from service.dsr.journal import JournalLine, reapply
 from service.dsr.service import audit_hash
 from tests.factories import api_key, bearer, event, example, published
+from tests.ledger.tampering import as_superuser
 
 WITHDRAWALS = "/v1/dsr/withdrawals"
 COUNTS = """
@@ -136,23 +137,24 @@ async def test_a_subject_decided_since_the_lost_withdrawal_keeps_that_decision(
 async def test_only_the_pairs_that_lost_their_event_are_recorded_again(
     client: httpx.AsyncClient, db: asyncpg.Connection, headers: dict[str, str]
 ) -> None:
-    """A ranged erasure took the laptop's withdrawal and left its older decision, which the state
-    would read again against the withdrawal in writing. Re-entered, the laptop's is recorded again;
-    the phone's two still stand and are not recorded twice."""
+    """A restore to a backup older than the laptop's withdrawal kept its older decision and lost
+    the withdrawal, so the state reads the decision again against the withdrawal in writing.
+    Re-entered, the laptop's is recorded again; the phone's two still stand and are not recorded
+    twice. (A ranged erasure cannot do this: it takes the decisions it would leave behind with
+    it, tests/dsr/test_erasure_left_behind.py.)"""
     laptop, phone = uuid.uuid4(), uuid.uuid4()
     await decide(client, "itsailor", laptop, user_id="customer-42")
     await decide(client, "itsailor", phone, user_id="customer-42")
     await decide(client, "ailabrix", phone, user_id="customer-42")
-    between = datetime.now(UTC)
     body = {"user_id": "customer-42", "reference": "DSR-9"}
     first = (await client.post(WITHDRAWALS, json=body, headers=headers)).json()
     assert first["withdrawn"] == 3
-    erased = await client.post(
-        "/v1/dsr/erasures",
-        json={"subject_id": str(laptop), "since": between.isoformat()},
-        headers=headers,
+    # What the restore holds: the laptop's withdrawal was stored after the backup.
+    await as_superuser(
+        db,
+        "DELETE FROM consent_events WHERE subject_id = $1 AND event_type = 'withdraw'",
+        laptop,
     )
-    assert erased.json()["deleted"] == 1, erased.text
     assert await status(client, "itsailor", laptop) == "given"
 
     again = await client.post(WITHDRAWALS, json=body, headers=headers)

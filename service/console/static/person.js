@@ -271,6 +271,11 @@ function showReceipt(receipt, reference) {
       ['Matched', String(receipt.matched), 'matched'],
       ['Deleted', String(receipt.deleted), 'deleted'],
       ['Anonymised', String(receipt.anonymised), 'anonymised'],
+      ...(receipt.earlier_decisions.length ? [[
+        'With it, earlier decisions',
+        h('span', {class: 'mono break', text: receipt.earlier_decisions.join(', ')}),
+        'earlier_decisions',
+      ]] : []),
       ['Reference', reference, 'reference'],
       ...describeQuery(erased),
     ], 'facts'));
