@@ -38,6 +38,7 @@ from service.core.resources import CHECKOUT, in_checkout
 from service.dsr.cli import dsr_app
 from service.dsr.journal_cli import backup_app
 from service.ledger.cli import ledger_app
+from service.ledger.receipts import receipt_signer_from_settings
 from service.retention.cli import retention_app
 from service.stats.cli import stats
 
@@ -134,8 +135,9 @@ def _prepare_and_serve(settings: Settings, url: str, *, host: str, port: int, wo
     if settings.is_dev:
         # Production migrates as its own step (the compose `migrate` service); dev just works.
         upgrade_to_head(url)
-        # The dev key, made once before workers start, so they share it.
+        # The dev keys, made (or checked) once before workers start, so they share them.
         hasher_from_settings(settings)
+        receipt_signer_from_settings(settings)
         publish_examples_if_empty(url)
     # Workers are fresh processes that read their settings from the environment.
     os.environ["CONSENT_DATABASE_URL"] = url

@@ -27,6 +27,7 @@ from typer.core import TyperGroup
 
 from service.core.config import PoolMode, Settings
 from service.core.db_url import port_of, sync_dsn
+from service.core.dev_keys import DevKeyError
 from service.core.embedded import EmbeddedStartError, database_url
 from service.core.errors import ConsentServiceError, plain_message
 from service.core.logging import SINK, discard_stdout
@@ -92,6 +93,8 @@ class Commands(TyperGroup):
             if Options.debug:
                 raise
             raise fail(str(exc)) from None
+        except DevKeyError as exc:  # a key file in the data folder that holds no key
+            raise fail(str(exc), 2) from None
         # It did its work; its log lines (StdoutLog's, or the app's own sink's) did not all reach
         # the reader.
         if StdoutLog.lost or SINK.closed:
@@ -225,7 +228,7 @@ def database_errors(url: str) -> Iterator[None]:
     URL) is one line naming what to fix and exit 1, not a traceback (`--debug` shows it)."""
     try:
         yield
-    except typer.Exit:
+    except (typer.Exit, DevKeyError):  # DevKeyError: not the database's (Commands.invoke)
         raise
     except Exception as exc:
         if isinstance(exc, BrokenPipeError) and stdout_reader_gone():  # `dsr history | head`

@@ -11,7 +11,6 @@ import ipaddress
 import itertools
 import math
 import os
-import secrets
 import string
 import zlib
 from enum import StrEnum
@@ -231,22 +230,18 @@ class Settings(BaseSettings):
             check_database_url(value.get_secret_value())
         return value
 
-    @field_validator("receipt_key", mode="before")
+    @field_validator("receipt_key", "ip_hash_salt", mode="before")
     @classmethod
-    def _unset_receipt_key(cls, value: object) -> object:
-        return None if value == "" else value  # `CONSENT_RECEIPT_KEY=` as in .env.example
+    def _unset_key(cls, value: object) -> object:
+        # `CONSENT_RECEIPT_KEY=` as in .env.example: unset, not an empty key (an empty HMAC key
+        # is one anyone can compute; production refuses the unset IP-hash key, dev makes one).
+        return None if value == "" else value
 
     @field_validator("receipt_key", "receipt_previous_keys")
     @classmethod
     def _receipt_keys(cls, value: SecretStr | list[SecretStr] | None) -> object:
         for key in value if isinstance(value, list) else [value] if value else []:
-            text = key.get_secret_value().strip()
-            try:
-                seed = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-            except ValueError:
-                seed = b""
-            if len(seed) != 32:
-                raise ValueError("a receipt key is 32 random bytes in base64url (43 characters)")
+            check_receipt_key(key)
         return value
 
     @field_validator("cors_origins")
@@ -319,6 +314,17 @@ class Settings(BaseSettings):
         return self.env is Environment.DEV
 
 
+def check_receipt_key(key: SecretStr) -> None:
+    """ValueError unless `key` is an Ed25519 seed as CONSENT_RECEIPT_KEY holds one."""
+    text = key.get_secret_value().strip()
+    try:
+        seed = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except ValueError:
+        seed = b""
+    if len(seed) != 32:
+        raise ValueError("a receipt key is 32 random bytes in base64url (43 characters)")
+
+
 def is_strong_key(key: SecretStr | None) -> bool:
     """At least MIN_KEY_LENGTH characters and about 128 bits: the characters' alphabet times the
     length, with a key that repeats itself (`aaaa…`, `abcabc…`, a placeholder said four times)
@@ -362,36 +368,6 @@ def _estimated_bits(value: str) -> float:
     if all(c in string.hexdigits for c in value):
         alphabet = min(alphabet, 16)
     return len(value) * math.log2(max(alphabet, 2))
-
-
-def dev_key_path(settings: Settings) -> Path:
-    return settings.data_dir / "ip-hash.key"
-
-
-def ensure_dev_key(settings: Settings) -> tuple[SecretStr, bool]:
-    """The dev-mode IP-hash key: generated once and kept in the data folder.
-
-    Returns the key and whether it was just created. Only for dev mode: production refuses to start
-    without `CONSENT_IP_HASH_SALT`, because a key that lives beside the data protects nothing.
-    """
-    return _generated_once(dev_key_path(settings), secrets.token_urlsafe(48))
-
-
-def ensure_dev_receipt_key(settings: Settings) -> tuple[SecretStr, bool]:
-    """The dev-mode receipt key, generated once in the data folder (production requires
-    CONSENT_RECEIPT_KEY); the key and whether it was just created."""
-    # 32 random bytes in base64url: an Ed25519 seed.
-    return _generated_once(settings.data_dir / "receipt.key", secrets.token_urlsafe(32))
-
-
-def _generated_once(path: Path, new_key: str) -> tuple[SecretStr, bool]:
-    """The key kept at `path`, or `new_key` written there (mode 0600) if there is none yet."""
-    if path.exists():
-        return SecretStr(path.read_text().strip()), False
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.touch(mode=0o600)
-    path.write_text(new_key + "\n")
-    return SecretStr(new_key), True
 
 
 @lru_cache

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 from pydantic import SecretStr
 
-from service.core.config import Settings, dev_key_path, ensure_dev_key
+from service.core.config import Settings
+from service.core.dev_keys import dev_key_path, ensure_dev_key
 from service.core.logging import get_logger
 
 log = get_logger("service.hashing")

@@ -26,7 +26,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from service.core.config import Settings, ensure_dev_receipt_key
+from service.core.config import Settings
+from service.core.dev_keys import ensure_dev_receipt_key
 from service.core.logging import get_logger
 from service.ledger import merkle
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -54,3 +55,20 @@ def test_an_app_that_fails_to_start_is_exit_3_and_says_so(db_url: str, workers: 
     assert code == 3, (stdout[-2000:], stderr)
     assert stderr.endswith("error: the service did not start: the log above says why\n"), stderr
     assert "this app refuses to start" in stdout  # the log says why
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_dev_key_file_that_holds_no_key_is_one_line_before_workers_start(
+    db_url: str, tmp_path: Path, workers: str
+) -> None:
+    """A receipt key file that is not a key was a traceback in the log and exit 3; an empty IP-hash
+    key file was used as an empty HMAC key. Both are checked before the workers start."""
+    for name, content in (("receipt.key", "garbage\n"), ("ip-hash.key", "")):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / name).write_text(content)
+        env = service_env(db_url, env="dev", data_dir=str(folder), ip_hash_salt="", receipt_key="")
+        code, _, stderr = serve(env, "--port", str(free_port()), "--workers", workers)
+        assert code == 2, stderr
+        assert stderr.startswith(f"error: {folder / name} does not hold a key ("), stderr
+        assert stderr.count("\n") == 1, stderr
