@@ -191,6 +191,8 @@ def _purpose_difference(category: str, name: str, before: str, after: str) -> It
 # word it corrects. Linear in the texts' length (a purpose is at most 2,000 characters), and
 # deterministic.
 TYPO_MIN_LETTERS = 4  # in a shorter word one letter makes another word: no/on, not/now, ads/add
+# A word's first letter is kept: a letter added, removed or replaced there is how a word turns
+# into its opposite (never/ever, unable/enable, neither/either), and seldom a typo.
 TYPO_PER_CHARACTERS = 20  # one corrected word per 20 characters of the text ...
 TYPO_MIN_ALLOWED = 2  # ... and at least two
 SHOWN = 80  # characters of a purpose shown in a difference (and 40 of its changed words)
@@ -223,6 +225,8 @@ def beyond_typography(before: str, after: str) -> str | None:
             return f"{change}, a change in a word under {TYPO_MIN_LETTERS} letters"
         if not _one_edit(old_key, new_key):
             return f"{change}, more than one letter"
+        if old_key[0] != new_key[0]:
+            return f"{change}, a change in its first letter, which can turn a word's meaning"
         corrected += 1
     length = len(" ".join(old_folded))
     allowed = max(TYPO_MIN_ALLOWED, length // TYPO_PER_CHARACTERS)

@@ -70,6 +70,17 @@ def test_a_typographical_correction_is_wording(before: str, after: str) -> None:
             '"not" becomes "now", a change in a word under 4 letters',
         ),
         ("teh session", "the session", '"teh" becomes "the", a change in a word under 4 letters'),
+        # One letter at a word's start turns its meaning: not a typo (a review's finding).
+        (
+            "Never shared with advertisers.",
+            "Ever shared with advertisers.",
+            '"Never" becomes "Ever", a change in its first letter, which can turn a word\'s meaning',
+        ),
+        (
+            "Unable to identify you.",
+            "Enable to identify you.",
+            '"Unable" becomes "Enable", a change in its first letter, which can turn a word\'s meaning',
+        ),
         (
             "Kept for 6 months",
             "Kept for 8 months",
