@@ -176,6 +176,19 @@ class LedgerTombstoneRow(Base):
     erasure: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
 
 
+class LedgerAnonymisationRow(Base):
+    """An anonymised event and the audited erasure that anonymised it (migration 0025; NULL for
+    one anonymised before it)."""
+
+    __tablename__ = "ledger_anonymisations"
+
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    erasure: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    anonymised_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=text("now()")
+    )
+
+
 class LedgerReceiptRow(Base):
     """A group commit's signed receipt and the leaves of its tree, in order, 32 bytes each
     (docs/evidence.md, "Receipts"), committed in the same statement as its events."""

@@ -6,7 +6,8 @@ its `identity`, which is itself recomputed from the identifying columns and the 
 event has them. An anonymised event (no salt) must really be one: `anonymised_at` set, every
 identifying column empty; and an event marked anonymised must have lost its salt and every
 identifying column. A deleted event leaves only its tombstone, whose leaf counts in its seal's
-root like any other, and names the audited erasure that made it. Every stored receipt is checked
+root like any other, and names the audited erasure that made it; an anonymised event is recorded
+with the audited erasure that anonymised it. Every stored receipt is checked
 against its leaves and the service's public keys, and an event whose leaf a stored receipt holds
 must name that receipt. Every schema version's content is hashed again: the leaves hold the
 hash, not the content.
@@ -91,6 +92,29 @@ UNAUDITED = text(
     """
 )
 UNLINKED = text("SELECT count(*) FROM ledger_tombstones WHERE erasure IS NULL")
+# Anonymisations their audit row does not account for: no such erasure, not an anonymising one,
+# or more events than it anonymised (migration 0025).
+UNAUDITED_ANONYMISATIONS = text(
+    """
+    SELECT n.erasure, count(*) AS events, min(n.seq) AS seq, a.action, a.mode, a.anonymised
+    FROM ledger_anonymisations n LEFT JOIN dsr_audit a ON a.id = n.erasure
+    WHERE n.erasure IS NOT NULL
+    GROUP BY n.erasure, a.action, a.mode, a.anonymised
+    HAVING a.action IS NULL OR a.action NOT IN ('erasure', 'erasure-reapplied')
+        OR a.mode IS DISTINCT FROM 'anonymise' OR count(*) > a.anonymised
+    ORDER BY min(n.seq) LIMIT 1
+    """
+)
+# An anonymised event that no anonymisation records: emptied around the database's trigger.
+UNRECORDED_ANONYMISATION = text(
+    """
+    SELECT e.event_id, e.seq FROM consent_events e
+    WHERE e.anonymised_at IS NOT NULL
+      AND NOT EXISTS (SELECT 1 FROM ledger_anonymisations n WHERE n.seq = e.seq)
+    ORDER BY e.seq LIMIT 1
+    """
+)
+UNLINKED_ANONYMISATIONS = text("SELECT count(*) FROM ledger_anonymisations WHERE erasure IS NULL")
 VERSIONS = text(
     "SELECT property, version, content, content_sha256 FROM consent_schema_versions"
     " ORDER BY property, version"
@@ -118,6 +142,8 @@ class Report:
     versions: int = 0  # schema versions whose content was hashed again
     # Tombstones made before migration 0012, which name no erasure.
     unlinked: int = 0
+    # Events anonymised before migration 0025, which name no erasure.
+    unlinked_anonymised: int = 0
     head: dict[str, Any] = field(default_factory=dict)
 
 
@@ -226,6 +252,33 @@ async def verify_schema_versions(connection: AsyncConnection, report: Report) ->
         report.versions += 1
 
 
+async def verify_anonymisations(connection: AsyncConnection, report: Report) -> None:
+    """Every anonymised event names an audited anonymising erasure that accounts for it
+    (migration 0025). Checked after the events themselves, which name an event marked
+    anonymised that still identifies someone."""
+    found = (await connection.execute(UNAUDITED_ANONYMISATIONS)).one_or_none()
+    if found is not None:
+        audit = (
+            "no audit row"
+            if found.action is None
+            else f"an audit row of {found.action} ({found.mode}, {found.anonymised} anonymised)"
+        )
+        raise LedgerBroken(
+            f"{found.events} anonymised event(s) from seq {found.seq} name erasure"
+            f" {found.erasure}, which has {audit}: events were anonymised outside an audited"
+            " erasure"
+        )
+    event = (await connection.execute(UNRECORDED_ANONYMISATION)).one_or_none()
+    if event is not None:
+        raise LedgerBroken(
+            f"event {event.event_id} (seq {event.seq}) is anonymised, but no erasure anonymised"
+            " it: its identifying columns were emptied outside an audited erasure"
+        )
+    report.unlinked_anonymised = int(
+        (await connection.execute(UNLINKED_ANONYMISATIONS)).scalar_one()
+    )
+
+
 async def verify_ledger(
     connection: AsyncConnection,
     *,
@@ -282,6 +335,7 @@ async def verify_ledger(
         [leaf async for leaf in _leaves(connection, previous.last_seq, None, tail)]
     )
     report.head = previous.head()
+    await verify_anonymisations(connection, report)
     if head is not None:
         published = int(head["seal"])
         found = next((seal for seal in seals if seal.id == published), None)

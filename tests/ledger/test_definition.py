@@ -148,6 +148,7 @@ async def test_the_erasure_guard_lets_anonymisation_clear_exactly_the_identifyin
         try:
             async with db.transaction():
                 await db.execute("SET LOCAL consent.erasure = 'on'")
+                await db.execute(f"SET LOCAL consent.erasure_id = '{uuid.uuid4()}'")
                 await db.execute("UPDATE consent_events SET " + ", ".join(assignments))
                 raise _RolledBack
         except asyncpg.exceptions.InsufficientPrivilegeError:

@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from service.core.pipeline import ConsentAPI
+from service.ledger.event import IDENTIFYING_COLUMNS
 from service.state import of as services
 from tests.factories import Clock, api_key, bearer, example, published
 from tests.ledger.tampering import as_superuser
@@ -183,3 +184,54 @@ async def test_an_event_marked_anonymised_or_detached_from_its_receipt_is_named(
     assert code == 1
     assert f"event {target} (seq" in out
     assert f"names no receipt, but receipt {receipt} holds its leaf" in out
+
+
+async def test_an_anonymisation_outside_an_audited_erasure_is_named(
+    app: ConsentAPI, client: httpx.AsyncClient, db: asyncpg.Connection, db_url: str
+) -> None:
+    """A review's finding: the owner, with `consent.erasure` on, emptied an event's identifying
+    columns by hand; `verify` passed it, the decision still counted and gone from the person's
+    history and export. Each anonymised event now names the audited erasure that anonymised it
+    (migration 0025)."""
+    await published(db_url, example("itsailor"))
+    eraser = bearer(await api_key(db_url, "dsr:erase"))
+    anonymised = uuid.uuid4()
+    await send(client, anonymised)
+    around, forged = await send(client, uuid.uuid4()), await send(client, uuid.uuid4())
+    answer = await client.post(
+        "/v1/dsr/erasures", json={"subject_id": str(anonymised), "mode": "anonymise"},
+        headers=eraser,
+    )  # fmt: skip
+    assert answer.status_code == 200, answer.text
+    [row] = await db.fetch("SELECT erasure FROM ledger_anonymisations")
+    assert str(row["erasure"]) == answer.json()["erasure_id"]
+    await seal_now(app)
+    code, out = await ledger(db_url, "verify")
+    assert code == 0, out
+
+    cleared = ", ".join(f"{name} = NULL" for name in IDENTIFYING_COLUMNS)
+    anonymise = f"UPDATE consent_events SET {cleared}, anonymised_at = now() WHERE event_id = $1"
+    # The owner on the erasure path, naming no erasure: refused by the database.
+    async with db.transaction():
+        await db.execute("SET LOCAL consent.erasure = 'on'")
+        with pytest.raises(asyncpg.exceptions.InsufficientPrivilegeError, match="audited erasure"):
+            await db.execute(anonymise, uuid.UUID(around))
+    # Around the trigger: an anonymised event that no erasure anonymised.
+    await as_superuser(db, anonymise, uuid.UUID(around))
+    code, out = await ledger(db_url, "verify")
+    assert code == 1
+    assert f"event {around} (seq" in out, out
+    assert "is anonymised, but no erasure anonymised it" in out, out
+    # Naming an erasure that has no audit row.
+    made_up = uuid.uuid4()
+    async with db.transaction():
+        await db.execute("SET LOCAL consent.erasure = 'on'")
+        await db.execute(f"SET LOCAL consent.erasure_id = '{made_up}'")
+        await db.execute(anonymise, uuid.UUID(forged))
+    code, out = await ledger(db_url, "verify")
+    assert code == 1
+    assert (
+        f"1 anonymised event(s) from seq {await db.fetchval('SELECT max(seq) FROM consent_events')}"
+        f" name erasure {made_up}, which has no audit row: events were anonymised outside an"
+        " audited erasure"
+    ) in out, out

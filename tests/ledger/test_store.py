@@ -59,12 +59,20 @@ async def test_the_erasure_path_may_only_clear_identifying_columns(db: asyncpg.C
                 await db.execute(
                     "UPDATE consent_events SET effective = '{}'::jsonb, subject_id = NULL"
                 )
-        await db.execute(
+        anonymise = (
             "UPDATE consent_events SET subject_id = NULL, ip_hash = NULL, user_hash = NULL,"
             " hash_key_id = NULL, user_agent = NULL, page_url = NULL, tcf_string = NULL,"
             " gpp_string = NULL, request_hash = NULL, salt = NULL, anonymised_at = now()"
         )
+        # An anonymisation names its audited erasure too (migration 0025).
+        with pytest.raises(asyncpg.exceptions.InsufficientPrivilegeError, match="audited erasure"):
+            async with db.transaction():
+                await db.execute(anonymise)
+        erasure = uuid.uuid4()
+        await db.execute(f"SET LOCAL consent.erasure_id = '{erasure}'")
+        await db.execute(anonymise)
     assert await db.fetchval("SELECT count(*) FROM consent_events WHERE subject_id IS NULL") == 1
+    assert await db.fetchval("SELECT erasure FROM ledger_anonymisations") == erasure
     async with db.transaction():
         await db.execute("SET LOCAL consent.erasure = 'on'")
         # A delete names the audited erasure its tombstones belong to (migration 0012).
