@@ -73,10 +73,10 @@ async def version_shown(
                 if pending is not None and pending.version == number
                 else ""
             )
+            newer = f"newer than the current version {current.current_version}"
             raise Unprocessable(
-                f"schema_version {number} is newer than the current version "
-                f"{current.current_version} of {property_name!r}{when}",
-                extra={"errors": [{"pointer": "/body/schema_version", "detail": "not published"}]},
+                f"schema_version {number} is {newer} of {property_name!r}{when}",
+                extra={"errors": [{"pointer": "/body/schema_version", "detail": newer + when}]},
             )
     if number < current.current_version and await catalog.cancelled(property_name, number):
         raise Unprocessable(

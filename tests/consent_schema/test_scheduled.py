@@ -166,6 +166,9 @@ async def test_an_event_on_a_version_cancelled_before_it_took_effect_is_refused(
         "schema_version 2 is newer than the current version 1 of 'itsailor' (version 2 takes "
         "effect at "
     )
+    # The field's own error says the same, not "not published" (a review's finding).
+    [field] = pending.json()["errors"]
+    assert field["detail"].startswith("newer than the current version 1 (version 2 takes effect")
     assert (await client.post(f"{SCHEMA}/versions/2/cancellation", headers=writer)).is_success
     now = body | {"effective_at": None}
     assert (await client.post(f"{SCHEMA}/versions", json=now, headers=writer)).status_code == 201

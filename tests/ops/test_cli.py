@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 import uuid
@@ -260,7 +261,8 @@ def test_dsr_commands_find_export_and_erase_with_audit(
     assert [v["version"] for v in export["schema_versions"]] == [1]
 
     code, out, _ = run(cli_env, "dsr", "erase", "--subject-id", subject, "--dry-run", "--json")
-    assert (code, json.loads(out)) == (0, {"dry_run": True, "mode": "delete", "matched": 2})
+    dry_run = {"dry_run": True, "mode": "delete", "matched": 2, "earlier_decisions": 0}
+    assert (code, json.loads(out)) == (0, dry_run)
     code, _, err = run(cli_env, "dsr", "erase", "--subject-id", subject)  # no answer: no erasure
     assert code == 1
     assert "delete 2 event(s) matching this request?" in err
@@ -280,6 +282,46 @@ def test_dsr_commands_find_export_and_erase_with_audit(
         fetchval(db_url, f"SELECT count(*) FROM dsr_audit WHERE identifier_hash LIKE '%{subject}%'")
         == 0
     )
+
+
+def test_dsr_erase_says_which_earlier_decisions_go_with_it(
+    cli_env: dict[str, str], owner_url: str
+) -> None:
+    """An acceptance made signed out, then a refusal signed in: erased by account id, the
+    refusal would leave the acceptance as the consent id's state. The count asked about says so,
+    and the consent id's earlier events go too, as an erasure of their own."""
+    from pydantic import SecretStr
+
+    from service.core.hashing import Hasher
+
+    subject = "3c9f6f7e-1c2d-4e5f-8a9b-0c1d2e3f4a5b"
+    account = Hasher.from_secrets(SecretStr(cli_env["CONSENT_IP_HASH_SALT"]), []).user("u-7")
+    assert run(cli_env, "schema", "publish", str(EXAMPLES / "itsailor.yaml"))[0] == 0
+    for event_type, user_hash in (
+        ("accept-all", "NULL"),
+        ("reject-all", f"decode('{account}', 'hex')"),
+    ):
+        fetchval(
+            owner_url,
+            "INSERT INTO consent_events (event_id, property, subject_id, event_type,"
+            " schema_version, choices, effective, gpc, dnt, signals_applied, recorded_at,"
+            " identity, leaf, user_hash, hash_key_id)"
+            f" VALUES (gen_random_uuid(), 'itsailor', '{subject}', '{event_type}', 1, '{{}}',"
+            " '{}', false, false, '[]', now(), sha256('identity'::bytea),"
+            f" sha256(gen_random_uuid()::text::bytea), {user_hash}, 'k') RETURNING 1",
+        )
+    code, out, _ = run(cli_env, "dsr", "erase", "--user-id", "u-7", "--dry-run")
+    assert (code, out) == (
+        0,
+        "would delete 1 event(s), and every other event of 1 consent id(s) whose latest decision"
+        " it matches; nothing was changed\n",
+    )
+    code, out, _ = run(cli_env, "dsr", "erase", "--user-id", "u-7", "--yes")
+    assert code == 0
+    first, second = out.splitlines()
+    assert re.fullmatch(r"erasure [0-9a-f-]{36}: delete 2 event\(s\)", first), out
+    assert re.fullmatch(r"  with erasure [0-9a-f-]{36}: a consent id's earlier decisions", second)
+    assert fetchval(owner_url, "SELECT count(*) FROM consent_events") == 0
 
 
 @pytest.mark.parametrize(
