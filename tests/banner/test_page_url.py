@@ -15,11 +15,21 @@ from service.banner.page_url import origin_and_path
 PATH_END = re.compile(r";|%3[fF]|%23")
 
 
+NOT_IN_AUTHORITY = set(map(chr, range(0x21))) | set('\x7f\\"<>^`{|}')
+
+
 def reference(value: str) -> str:
-    """The page URL as the service kept it before page_url.py: urlsplit and its properties."""
+    """The page URL as the service kept it before page_url.py: urlsplit and its properties;
+    refused when its authority holds an ASCII character RFC 3986 does not allow there."""
     parts = urlsplit(value)
     if parts.scheme not in {"http", "https"} or not parts.netloc:
         raise ValueError("must be an absolute http(s) URL")
+    refused = next((c for c in parts.netloc if c in NOT_IN_AUTHORITY), None)
+    if refused is not None:
+        raise ValueError(
+            f"must be an absolute http(s) URL: {refused!r} is not allowed in its host part"
+            " (RFC 3986)"
+        )
     host = parts.hostname or ""
     if ":" in host:
         host = f"[{host}]"
@@ -40,7 +50,8 @@ SCHEMES = ["http://", "HTTPS://", "hTTp:/", "ftp://", "h_ttp://", "//"]
 USERS = ["", "u:p@", "a@b@"]
 HOSTS = [
     "Example.COM", "ex%41MPLE.Com", "", "[::1]", "[2001:DB8::1]", "[v1.x]", "[bad", "bad]",
-    "[::1", "exämple.com", "ex\tample.com", "e\nx.io", "x.io\x01",
+    "[::1", "exämple.com", "ex\tample.com", "e\nx.io", "x.io\x01", "x.io\\@evil.com", "exa mple.com",
+    "x.io\\",
 ]  # fmt: skip
 PORTS = ["", ":80", ":0", ":080", ":65536", ":", ": 80", ":٣"]
 PATHS = ["", "/A;b", "/p%3fq%23x", "/ä b", "a"]
@@ -77,3 +88,15 @@ def test_no_raw_url_stays_in_urlsplits_cache(url: str) -> None:
     cached.cache_clear()
     origin_and_path(url)
     assert cached.cache_info().currsize == 0
+
+
+@pytest.mark.parametrize(
+    ("url", "refused"),
+    [("https://itsailor.io\\@evil.com/", "\\"), ("https://exa mple.com/", " "), ("https://a|b.io/", "|")],
+)  # fmt: skip
+def test_an_authority_rfc_3986_does_not_allow_is_refused(url: str, refused: str) -> None:
+    """urlsplit read `https://itsailor.io\\@evil.com/` as the host `evil.com`, where a browser
+    goes to `itsailor.io`: the ledger named a page the visitor never saw."""
+    with pytest.raises(ValueError, match="is not allowed in its host part") as error:
+        origin_and_path(url)
+    assert f"{refused!r} is not allowed" in str(error.value)
