@@ -8,12 +8,11 @@ row, its identifying columns emptied, and nothing tied it to an erasure: an owne
 
 - `ledger_anonymisations`: the `seq` of each anonymised event and the `dsr_audit` id of the
   erasure that anonymised it. Append-only, like the tombstones; the service's role reads it.
-- `consent_events_anonymisations` (AFTER UPDATE, for each statement, with the rows before and
-  after): an update that anonymises an event (its `anonymised_at` set where it was not) must run
-  under an erasure (`consent.erasure_id`, which every erasure function sets before it erases),
-  and each event it anonymises is recorded with that erasure. An anonymisation outside an
-  erasure is refused; one made around the trigger leaves an anonymised event with no record,
-  which `verify` names.
+- `consent_events_anonymisations` (AFTER UPDATE, for each row whose `anonymised_at` is set where
+  it was not, on every partition): the update must run under an erasure (`consent.erasure_id`,
+  which every erasure function sets before it erases), and the event is recorded with that
+  erasure. An anonymisation outside an erasure is refused, through the parent or on a partition;
+  one made around the trigger leaves an anonymised event with no record, which `verify` names.
 - Events anonymised before this migration are recorded with no erasure; `verify` counts them.
 
 Revision ID: 0025
@@ -39,19 +38,11 @@ AS $$
 DECLARE
     erasure uuid := nullif(current_setting('consent.erasure_id', true), '')::uuid;
 BEGIN
-    IF NOT EXISTS (
-        SELECT 1 FROM anonymised_after a JOIN anonymised_before b ON b.seq = a.seq
-        WHERE a.anonymised_at IS NOT NULL AND b.anonymised_at IS NULL
-    ) THEN
-        RETURN NULL;
-    END IF;
     IF erasure IS NULL THEN
         RAISE EXCEPTION 'events are anonymised only through an audited erasure'
             USING ERRCODE = 'insufficient_privilege';
     END IF;
-    INSERT INTO ledger_anonymisations (seq, erasure)
-    SELECT a.seq, erasure FROM anonymised_after a JOIN anonymised_before b ON b.seq = a.seq
-    WHERE a.anonymised_at IS NOT NULL AND b.anonymised_at IS NULL;
+    INSERT INTO ledger_anonymisations (seq, erasure) VALUES (NEW.seq, erasure);
     RETURN NULL;
 END;
 $$
@@ -84,12 +75,16 @@ def upgrade() -> None:
     op.execute("GRANT SELECT ON ledger_anonymisations TO consent_api")
     op.execute(RECORD_FUNCTION)
     op.execute("REVOKE ALL ON FUNCTION ledger_keep_anonymisations() FROM PUBLIC")
+    # For each row: a row trigger on the partitioned table is cloned to every partition, now
+    # and later, so an update made on a month's partition directly is held too (a statement
+    # trigger with transition tables would fire only for updates made through the parent).
     op.execute(
         """
         CREATE TRIGGER consent_events_anonymisations
         AFTER UPDATE ON consent_events
-        REFERENCING OLD TABLE AS anonymised_before NEW TABLE AS anonymised_after
-        FOR EACH STATEMENT EXECUTE FUNCTION ledger_keep_anonymisations()
+        FOR EACH ROW
+        WHEN (OLD.anonymised_at IS NULL AND NEW.anonymised_at IS NOT NULL)
+        EXECUTE FUNCTION ledger_keep_anonymisations()
         """
     )
 

@@ -93,15 +93,19 @@ UNAUDITED = text(
 )
 UNLINKED = text("SELECT count(*) FROM ledger_tombstones WHERE erasure IS NULL")
 # Anonymisations their audit row does not account for: no such erasure, not an anonymising one,
-# or more events than it anonymised (migration 0025).
+# more events than it anonymised, or made in another transaction than its audit row (both are
+# stamped with the transaction's time: an anonymisation claiming an erasure of before 0025, whose
+# events name none, is one of these).
 UNAUDITED_ANONYMISATIONS = text(
     """
-    SELECT n.erasure, count(*) AS events, min(n.seq) AS seq, a.action, a.mode, a.anonymised
+    SELECT n.erasure, count(*) AS events, min(n.seq) AS seq, a.action, a.mode, a.anonymised,
+           bool_or(n.anonymised_at IS DISTINCT FROM a.created_at) AS elsewhen
     FROM ledger_anonymisations n LEFT JOIN dsr_audit a ON a.id = n.erasure
     WHERE n.erasure IS NOT NULL
     GROUP BY n.erasure, a.action, a.mode, a.anonymised
     HAVING a.action IS NULL OR a.action NOT IN ('erasure', 'erasure-reapplied')
         OR a.mode IS DISTINCT FROM 'anonymise' OR count(*) > a.anonymised
+        OR bool_or(n.anonymised_at IS DISTINCT FROM a.created_at)
     ORDER BY min(n.seq) LIMIT 1
     """
 )
@@ -261,7 +265,8 @@ async def verify_anonymisations(connection: AsyncConnection, report: Report) -> 
         audit = (
             "no audit row"
             if found.action is None
-            else f"an audit row of {found.action} ({found.mode}, {found.anonymised} anonymised)"
+            else f"an audit row of {found.action} ({found.mode}, {found.anonymised} anonymised"
+            + (", written in another transaction)" if found.elsewhen else ")")
         )
         raise LedgerBroken(
             f"{found.events} anonymised event(s) from seq {found.seq} name erasure"

@@ -211,17 +211,51 @@ async def test_an_anonymisation_outside_an_audited_erasure_is_named(
 
     cleared = ", ".join(f"{name} = NULL" for name in IDENTIFYING_COLUMNS)
     anonymise = f"UPDATE consent_events SET {cleared}, anonymised_at = now() WHERE event_id = $1"
-    # The owner on the erasure path, naming no erasure: refused by the database.
-    async with db.transaction():
-        await db.execute("SET LOCAL consent.erasure = 'on'")
-        with pytest.raises(asyncpg.exceptions.InsufficientPrivilegeError, match="audited erasure"):
-            await db.execute(anonymise, uuid.UUID(around))
+    # The owner on the erasure path, naming no erasure: refused by the database, through the
+    # partitioned table or on the month's partition itself.
+    partition = await db.fetchval(
+        "SELECT tableoid::regclass::text FROM consent_events WHERE event_id = $1", uuid.UUID(around)
+    )
+    for table in ("consent_events", partition):
+        async with db.transaction():
+            await db.execute("SET LOCAL consent.erasure = 'on'")
+            with pytest.raises(
+                asyncpg.exceptions.InsufficientPrivilegeError, match="audited erasure"
+            ):
+                await db.execute(anonymise.replace("consent_events", table, 1), uuid.UUID(around))
     # Around the trigger: an anonymised event that no erasure anonymised.
     await as_superuser(db, anonymise, uuid.UUID(around))
     code, out = await ledger(db_url, "verify")
     assert code == 1
     assert f"event {around} (seq" in out, out
     assert "is anonymised, but no erasure anonymised it" in out, out
+    # Naming a real anonymising erasure whose one event is recorded (as before 0025) under no
+    # erasure: its count has room, but the anonymisation is not of its transaction.
+    erasure = uuid.UUID(answer.json()["erasure_id"])
+    await as_superuser(
+        db, "DELETE FROM ledger_anonymisations WHERE erasure = $1", erasure,
+        tables=("ledger_anonymisations",),
+    )  # fmt: skip
+    await as_superuser(
+        db, "INSERT INTO ledger_anonymisations (seq, erasure) SELECT seq, NULL FROM consent_events"
+        " WHERE subject_id IS NULL AND event_id <> $1", uuid.UUID(around),
+        tables=("ledger_anonymisations",),
+    )  # fmt: skip
+    claimed = await send(client, uuid.uuid4())
+    async with db.transaction():
+        await db.execute("SET LOCAL consent.erasure = 'on'")
+        await db.execute(f"SET LOCAL consent.erasure_id = '{erasure}'")
+        await db.execute(anonymise, uuid.UUID(claimed))
+    code, out = await ledger(db_url, "verify")
+    assert code == 1
+    assert (
+        f"name erasure {erasure}, which has an audit row of erasure (anonymise, 1 anonymised,"
+        " written in another transaction): events were anonymised outside an audited erasure"
+    ) in out, out
+    await as_superuser(
+        db, "DELETE FROM ledger_anonymisations WHERE erasure = $1", erasure,
+        tables=("ledger_anonymisations",),
+    )  # fmt: skip
     # Naming an erasure that has no audit row.
     made_up = uuid.uuid4()
     async with db.transaction():
@@ -231,7 +265,7 @@ async def test_an_anonymisation_outside_an_audited_erasure_is_named(
     code, out = await ledger(db_url, "verify")
     assert code == 1
     assert (
-        f"1 anonymised event(s) from seq {await db.fetchval('SELECT max(seq) FROM consent_events')}"
+        f"1 anonymised event(s) from seq {await db.fetchval('SELECT seq FROM consent_events WHERE event_id = $1', uuid.UUID(forged))}"
         f" name erasure {made_up}, which has no audit row: events were anonymised outside an"
         " audited erasure"
     ) in out, out
