@@ -63,7 +63,12 @@ def _generated_once(
                 file.write(new_key + "\n")
                 file.flush()
                 os.fsync(file.fileno())
-            os.link(written, path)
+            try:
+                os.link(written, path)
+            except FileExistsError:
+                raise
+            except OSError:  # a file system without hard links (vfat, some network mounts)
+                _create_exclusively(path, new_key)
             return SecretStr(new_key), True
         except FileExistsError:
             pass
@@ -78,3 +83,13 @@ def _generated_once(
             " generated"
         ) from None
     return key, False
+
+
+def _create_exclusively(path: Path, key: str) -> None:
+    """`key` written to `path`, which must not exist yet (FileExistsError): where hard links are
+    not had, a reader starting at that instant may find the file still empty (DevKeyError)."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        file.write(key + "\n")
+        file.flush()
+        os.fsync(file.fileno())

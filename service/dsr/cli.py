@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -179,7 +180,7 @@ def dsr_erase(
     )  # fmt: skip
     hasher = hasher_from_settings(settings)
 
-    async def count(session: AsyncSession) -> tuple[int, int]:
+    async def count(session: AsyncSession) -> tuple[int, dict[tuple[str, uuid.UUID], int]]:
         await known_property(session, request.property)
         matched = await count_matching(session, hasher, request)
         # Counting is a look-up of a person's records: audited like one.
@@ -187,29 +188,35 @@ def dsr_erase(
             session, action=DsrAction.HISTORY, actor=CLI_ACTOR, query=request, hasher=hasher,
             matched=matched,
         )  # fmt: skip
-        return matched, len(await decisions_left_behind(session, hasher, request))
+        return matched, await decisions_left_behind(session, hasher, request)
 
-    matched, earlier = with_session(settings, count)
-    # Consent ids whose latest decision this matches: their earlier events go too (`erase`).
+    matched, left_behind = with_session(settings, count)
+    # Consent ids whose latest decision this matches: their other events go too (`erase`), and
+    # are counted in `matched`, as the erasure's own answer counts them.
+    earlier = sum(left_behind.values())
     also = (
-        f", and every other event of {earlier} consent id(s) whose latest decision it matches"
-        if earlier
+        f" ({earlier} of them every other event of {len(left_behind)} consent id(s) whose latest"
+        " decision it matches)"
+        if left_behind
         else ""
     )
     if dry_run:
         if as_json:
             print_json(
                 {
-                    "dry_run": True, "mode": request.mode.value, "matched": matched,
-                    "earlier_decisions": earlier,
+                    "dry_run": True, "mode": request.mode.value, "matched": matched + earlier,
+                    "consent_ids_with_earlier_decisions": len(left_behind),
                 }
             )  # fmt: skip
         else:
-            typer.echo(f"would {request.mode.value} {matched} event(s){also}; nothing was changed")
+            typer.echo(
+                f"would {request.mode.value} {matched + earlier} event(s){also}; nothing was"
+                " changed"
+            )
         return
     asked = (
-        f"{request.mode.value} {matched} event(s) matching this request{also}? This cannot be"
-        " undone"
+        f"{request.mode.value} {matched + earlier} event(s) matching this request{also}? This"
+        " cannot be undone"
     )
     # Nothing to lose, nothing to ask: the erasure is still audited.
     if not yes and matched and not confirmed(asked):

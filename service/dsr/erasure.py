@@ -65,13 +65,13 @@ async def erase(
 
 async def decisions_left_behind(
     session: AsyncSession | AsyncConnection, hasher: Hasher, query: DsrQuery
-) -> list[tuple[str, uuid.UUID]]:
+) -> dict[tuple[str, uuid.UUID], int]:
     """(property, consent id) of each consent id whose latest decision in a property `query`
-    matches while it has events there that `query` does not match. None for a consent id's whole
-    history, in one property or all of them."""
+    matches while it has earlier decisions there that `query` does not match, and how many.
+    None for a consent id's whole history, in one property or all of them."""
     kind, _ = identifier_of(query)
     if kind is IdentifierType.SUBJECT_ID and query.since is None and query.until is None:
-        return []
+        return {}
     conditions = match(query)
     pairs = (
         select(Event.property, Event.subject_id)
@@ -90,14 +90,20 @@ async def decisions_left_behind(
         match_values(query, hasher),
     )  # fmt: skip
     latest: dict[tuple[str, uuid.UUID], bool] = {}  # each pair's latest decision: matched?
-    kept: set[tuple[str, uuid.UUID]] = set()  # pairs with an event the query does not match
+    left: dict[tuple[str, uuid.UUID], int] = {}  # the events of a pair the query leaves
+    deciding: set[tuple[str, uuid.UUID]] = set()  # pairs that keep a decision
     for row in rows:
         pair = (row.property, row.subject_id)
-        if row.event_type != EventType.RE_PROMPT.value:
+        decision = row.event_type != EventType.RE_PROMPT.value  # a re-prompt decides nothing
+        if decision:
             latest[pair] = bool(row.matched)
         if not row.matched:
-            kept.add(pair)
-    return sorted(pair for pair, matched in latest.items() if matched and pair in kept)
+            left[pair] = left.get(pair, 0) + 1
+            if decision:
+                deciding.add(pair)
+    return {
+        pair: left[pair] for pair, matched in sorted(latest.items()) if matched and pair in deciding
+    }
 
 
 async def erase_matching(

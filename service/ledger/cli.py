@@ -64,7 +64,13 @@ def ledger_verify(
             f" {report.anonymised} anonymised; {report.tombstones} erased) and"
             f" {report.unsealed} not sealed yet; {report.receipts} receipts;"
             f" {report.versions} schema versions;"
-            f" head {report.head['seal_hash']}"
+            + (
+                f" {report.unlinked} tombstone(s) and {report.unlinked_anonymised} anonymised"
+                " event(s) from before migrations 0012 and 0025 name no erasure;"
+                if report.unlinked or report.unlinked_anonymised
+                else ""
+            )
+            + f" head {report.head['seal_hash']}"
         )
 
     outcome = with_engine(settings, work)

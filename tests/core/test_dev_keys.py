@@ -83,3 +83,21 @@ def test_a_key_file_that_holds_no_key_is_refused_naming_it(
         f"{tmp_path / name} does not hold a key ({reason}): put one there, or delete the file to"
         " have one generated"
     )
+
+
+def test_a_file_system_without_hard_links_still_gets_its_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`os.link` fails on vfat and some network mounts: the key is then created in place,
+    exclusively (a traceback before)."""
+    settings = dev_settings(tmp_path, monkeypatch)
+
+    def no_links(source: str, target: str) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr("os.link", no_links)
+    key, created = ensure_dev_receipt_key(settings)
+    assert created
+    assert (tmp_path / "receipt.key").read_text().strip() == key.get_secret_value()
+    assert ensure_dev_receipt_key(settings) == (key, False)
+    assert [path.name for path in tmp_path.iterdir()] == ["receipt.key"]

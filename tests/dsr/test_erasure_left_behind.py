@@ -112,3 +112,20 @@ async def test_an_erasure_since_a_time_takes_the_decisions_it_replaced_with_it(
     assert await state(client, kept) == "withdrawn"
     anonymised = await db.fetchval("SELECT count(*) FROM consent_events WHERE subject_id IS NULL")
     assert anonymised == 3
+
+
+async def test_a_re_prompt_left_behind_takes_nothing_more(
+    client: httpx.AsyncClient, eraser: dict[str, str], db: asyncpg.Connection
+) -> None:
+    """A re-prompt decides nothing, so it brings nothing back: a consent id whose only other
+    event is one keeps it, and no erasure of its history is added."""
+    subject = uuid.uuid4()
+    await send(client, subject, "re-prompt")
+    await send(client, subject, "reject-all", user_id="rita@example.com")
+    answer = await client.post(
+        "/v1/dsr/erasures", json={"user_id": "rita@example.com"}, headers=eraser
+    )
+    assert (answer.json()["deleted"], answer.json()["earlier_decisions"]) == (1, [])
+    assert await state(client, subject) == "none"
+    kept = await db.fetchval("SELECT event_type FROM consent_events WHERE subject_id = $1", subject)
+    assert kept == "re-prompt"

@@ -261,7 +261,9 @@ def test_dsr_commands_find_export_and_erase_with_audit(
     assert [v["version"] for v in export["schema_versions"]] == [1]
 
     code, out, _ = run(cli_env, "dsr", "erase", "--subject-id", subject, "--dry-run", "--json")
-    dry_run = {"dry_run": True, "mode": "delete", "matched": 2, "earlier_decisions": 0}
+    dry_run = {
+        "dry_run": True, "mode": "delete", "matched": 2, "consent_ids_with_earlier_decisions": 0
+    }  # fmt: skip
     assert (code, json.loads(out)) == (0, dry_run)
     code, _, err = run(cli_env, "dsr", "erase", "--subject-id", subject)  # no answer: no erasure
     assert code == 1
@@ -313,8 +315,8 @@ def test_dsr_erase_says_which_earlier_decisions_go_with_it(
     code, out, _ = run(cli_env, "dsr", "erase", "--user-id", "u-7", "--dry-run")
     assert (code, out) == (
         0,
-        "would delete 1 event(s), and every other event of 1 consent id(s) whose latest decision"
-        " it matches; nothing was changed\n",
+        "would delete 2 event(s) (1 of them every other event of 1 consent id(s) whose latest"
+        " decision it matches); nothing was changed\n",
     )
     code, out, _ = run(cli_env, "dsr", "erase", "--user-id", "u-7", "--yes")
     assert code == 0
