@@ -59,19 +59,16 @@ def _generated_once(
     if not path.exists():
         descriptor, written = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
         try:
-            with os.fdopen(descriptor, "w") as file:  # mkstemp's mode: 0600
-                file.write(new_key + "\n")
-                file.flush()
-                os.fsync(file.fileno())
+            _write(descriptor, new_key)  # mkstemp's mode: 0600
             try:
                 os.link(written, path)
             except FileExistsError:
                 raise
             except OSError:  # a file system without hard links (vfat, some network mounts)
-                _create_exclusively(path, new_key)
+                _write(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), new_key)
             return SecretStr(new_key), True
         except FileExistsError:
-            pass
+            pass  # another process made it first: its key is read below
         finally:
             os.unlink(written)
     key = SecretStr(path.read_text().strip())
@@ -85,10 +82,10 @@ def _generated_once(
     return key, False
 
 
-def _create_exclusively(path: Path, key: str) -> None:
-    """`key` written to `path`, which must not exist yet (FileExistsError): where hard links are
-    not had, a reader starting at that instant may find the file still empty (DevKeyError)."""
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+def _write(descriptor: int, key: str) -> None:
+    """`key` and a newline to the open file `descriptor`, on disk before it is closed. Where hard
+    links are not had, the file is `path` itself, and a reader starting at that instant may find
+    it still empty (DevKeyError)."""
     with os.fdopen(descriptor, "w") as file:
         file.write(key + "\n")
         file.flush()

@@ -264,8 +264,8 @@ async def test_an_anonymisation_outside_an_audited_erasure_is_named(
         await db.execute(anonymise, uuid.UUID(forged))
     code, out = await ledger(db_url, "verify")
     assert code == 1
+    seq = await db.fetchval("SELECT seq FROM consent_events WHERE event_id = $1", uuid.UUID(forged))
     assert (
-        f"1 anonymised event(s) from seq {await db.fetchval('SELECT seq FROM consent_events WHERE event_id = $1', uuid.UUID(forged))}"
-        f" name erasure {made_up}, which has no audit row: events were anonymised outside an"
-        " audited erasure"
+        f"1 anonymised event(s) from seq {seq} name erasure {made_up}, which has no audit row:"
+        " events were anonymised outside an audited erasure"
     ) in out, out
