@@ -79,6 +79,12 @@ async def _database_not_ready(request: Request, sqlstate: str) -> JSONResponse:
 POOLER_SQLSTATES = {"26000", "42P05"}
 
 
+# The database rolled a transaction back to keep it apart from another one (class 40: 40001
+# serialization failure, 40P01 deadlock), after any retries of the service's own (an erasure
+# makes three, dsr/erasure.py): nothing the client did and nothing stored; a retry may succeed.
+CONFLICT_SQLSTATE_CLASS = "40"
+
+
 # `consent_record_events` refused a batch whose event time is not the database's (migration 0024):
 # the service's clock and the database's are apart, an operator's matter; nothing was stored.
 EVENT_TIME_SQLSTATE = "CR001"
@@ -125,6 +131,9 @@ async def _by_sqlstate(request: Request, exc: Exception, sqlstate: str) -> JSONR
         return await _database_unavailable(request, exc)
     if sqlstate[:2] in UNAVAILABLE_SQLSTATE_CLASSES:
         return await _database_unavailable(request, exc)
+    if sqlstate[:2] == CONFLICT_SQLSTATE_CLASS:
+        log.warning("database_conflict", sqlstate=sqlstate)
+        return _unavailable("another change to the same records was under way")
     if sqlstate in NOT_READY_SQLSTATES or sqlstate[:2] in NOT_READY_SQLSTATE_CLASSES:
         return await _database_not_ready(request, sqlstate)
     log_unexpected(exc)

@@ -170,7 +170,7 @@ def dsr_erase(
     """Erase everything matching (delete, or anonymise: keep rows, clear identifying columns), in
     one transaction with its audit row. Shows how many events match and asks first."""
     from service.dsr.bodies import DsrAction, ErasureRequest, ErasureResult
-    from service.dsr.erasure import decisions_left_behind, erase
+    from service.dsr.erasure import decisions_left_behind, erase_in_one_snapshot
     from service.dsr.service import count_matching, known_property, record_audit
 
     settings = load_settings()
@@ -223,13 +223,13 @@ def dsr_erase(
         typer.echo("erasure not confirmed: nothing erased", err=True)
         raise typer.Exit(NOT_CONFIRMED)
 
-    async def work(session: AsyncSession) -> ErasureResult:
-        return await erase(
-            session, hasher, request, mode=request.mode, actor=CLI_ACTOR,
+    async def work(engine: AsyncEngine) -> ErasureResult:
+        return await erase_in_one_snapshot(
+            engine, hasher, request, mode=request.mode, actor=CLI_ACTOR,
             reference=request.reference,
         )  # fmt: skip
 
-    result = with_session(settings, work)
+    result = with_engine(settings, work)
     if as_json:
         print_json(result.model_dump(mode="json"))
     else:

@@ -27,7 +27,7 @@ from service.dsr.bodies import (
     WithdrawalRequest,
     WithdrawalResult,
 )
-from service.dsr.erasure import erase
+from service.dsr.erasure import erase_in_one_snapshot
 from service.dsr.export import stream_export
 from service.dsr.service import (
     audit_page,
@@ -155,16 +155,9 @@ async def dsr_erase(
     body = await read_json(request, ErasureRequest, limit=MAX_BODY_BYTES)
     # The erasure and its audit row are one call of `consent_erase`, atomic alone; with the
     # erasures of the earlier decisions it leaves behind, several: one transaction holds them.
-    async with engine.begin() as connection:
-        await known_property(connection, body.property)
-        return await erase(
-            connection,
-            hasher,
-            body,
-            mode=body.mode,
-            actor=principal.key_id,
-            reference=body.reference,
-        )
+    return await erase_in_one_snapshot(
+        engine, hasher, body, mode=body.mode, actor=principal.key_id, reference=body.reference
+    )
 
 
 @router.post(
