@@ -5,10 +5,12 @@ that let a restore apply it again (docs/backup.md)."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
+from typing import Any
 
 import sqlalchemy.exc
 import structlog
-from sqlalchemy import and_, select, text
+from sqlalchemy import ColumnElement, and_, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from service.core.hashing import Hasher, HashKey
@@ -121,7 +123,16 @@ async def decisions_left_behind(
     kind, _ = identifier_of(query)
     if kind is IdentifierType.SUBJECT_ID and query.since is None and query.until is None:
         return {}
-    conditions = match(query)
+    return await left_behind_where(session, match(query), match_values(query, hasher))
+
+
+async def left_behind_where(
+    session: AsyncSession | AsyncConnection,
+    conditions: Sequence[ColumnElement[bool]],
+    values: dict[str, Any],
+) -> dict[tuple[str, uuid.UUID], int]:
+    """`decisions_left_behind` for the events `conditions` match (with `values` bound): also
+    what a restore's re-application of an erasure matches (dsr/journal.py)."""
     pairs = (
         select(Event.property, Event.subject_id)
         .where(*conditions, Event.subject_id.is_not(None))
@@ -136,7 +147,7 @@ async def decisions_left_behind(
         )
         .join(pairs, same_pair)
         .order_by(Event.seq),
-        match_values(query, hasher),
+        values,
     )  # fmt: skip
     latest: dict[tuple[str, uuid.UUID], bool] = {}  # each pair's latest decision: matched?
     left: dict[tuple[str, uuid.UUID], int] = {}  # the events of a pair the query leaves

@@ -20,12 +20,12 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
-from sqlalchemy import Text, cast, insert, select, text
+from sqlalchemy import ColumnElement, Text, cast, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.core.hashing import Hasher
-from service.dsr.bodies import AuditEntry, DsrAction, IdentifierType
-from service.dsr.erasure import erasure_token
+from service.dsr.bodies import AuditEntry, DsrAction, DsrQuery, IdentifierType
+from service.dsr.erasure import erase_matching, erasure_token, left_behind_where
 from service.dsr.tables import DsrAuditRow
 from service.ledger.tables import ConsentEventRow as Event
 
@@ -99,6 +99,8 @@ class Reapplied:
 
     erasures: int = 0  # erasures this copy did not know, now applied
     events: int = 0  # events they deleted or anonymised here
+    # Consent ids whose earlier decisions went with a re-applied erasure (`earlier_decisions`).
+    earlier_decisions: int = 0
     already_here: int = 0  # audit rows (any action) this copy already had
     restored: int = 0  # other audit rows put back
     # References of the withdrawals put back whose events are not here: each is recorded again
@@ -112,6 +114,7 @@ class Reapplied:
         return {
             "erasures_reapplied": self.erasures,
             "events_erased": self.events,
+            "consent_ids_with_earlier_decisions": self.earlier_decisions,
             "audit_rows_already_present": self.already_here,
             "audit_rows_restored": self.restored,
             "withdrawals_to_re_enter": self.withdrawals,
@@ -188,6 +191,8 @@ async def reapply(
             done.untokened.append(entry.audit.reference or str(entry.audit.id))
             continue
         if entry.audit.action is DsrAction.ERASURE:
+            found = values[entry.audit.id]
+            left = await left_behind_where(session, replayed(entry.audit, found), {})
             row = {**entry.audit.model_dump(mode="json"), "erasure_tokens": entry.erasure_tokens}
             touched = await session.scalar(
                 REAPPLY,
@@ -199,6 +204,7 @@ async def reapply(
             )
             done.erasures += 1
             done.events += int(touched or 0)
+            await earlier_decisions(session, hasher, entry.audit, left, actor=actor, done=done)
             continue
         await session.execute(insert(DsrAuditRow).values(**entry.audit.model_dump()))
         done.restored += 1
@@ -210,3 +216,45 @@ async def reapply(
             if reference not in done.withdrawals:
                 done.withdrawals.append(reference)
     return done
+
+
+def replayed(audit: AuditEntry, found: list[str]) -> list[ColumnElement[bool]]:
+    """What `consent_reapply_erasure` erases: the events holding a value found for the erasure,
+    within its property and time range (migration 0008)."""
+    assert audit.identifier_type is not None  # an erasure names what it matched
+    conditions: list[ColumnElement[bool]] = [STORED[audit.identifier_type].in_(found)]
+    if audit.property is not None:
+        conditions.append(Event.property == audit.property)
+    if audit.since is not None:
+        conditions.append(Event.recorded_at >= audit.since)
+    if audit.until is not None:
+        conditions.append(Event.recorded_at < audit.until)
+    return conditions
+
+
+async def earlier_decisions(
+    session: AsyncSession,
+    hasher: Hasher,
+    audit: AuditEntry,
+    left: dict[tuple[str, uuid.UUID], int],
+    *,
+    actor: str,
+    done: Reapplied,
+) -> None:
+    """The erasure rule again, on this copy (docs/guarantees.md, "Erasure is complete"): where
+    the re-applied erasure took a consent id's latest decision here but not its earlier ones,
+    they go too, an erasure of their own with the original's mode and reference. The copy may
+    lack what kept them harmless when the erasure was made (a later decision, lost with the
+    restore), so the original's own erasures of earlier decisions are not enough."""
+    assert audit.mode is not None  # checked by `consent_reapply_erasure` first
+    for property_name, subject_id in left:
+        earlier = await erase_matching(
+            session,
+            hasher,
+            DsrQuery(subject_id=subject_id, property=property_name),
+            mode=audit.mode,
+            actor=actor,
+            reference=audit.reference,
+        )
+        done.earlier_decisions += 1
+        done.events += earlier.matched

@@ -109,6 +109,12 @@ def backup_reapply(
         f"{done.restored} audit row(s) {'to restore' if dry_run else 'restored'}, "
         f"{done.already_here} already here"
     )
+    if done.earlier_decisions:
+        typer.echo(
+            f"  with them every other event of {done.earlier_decisions} consent id(s) whose "
+            "latest decision here they erased, as erasures of their own: kept, an earlier "
+            "decision would be the state again (docs/guarantees.md)"
+        )
     for reference in done.untokened:
         typer.echo(
             f"  erasure {reference}: made before erasures kept tokens (migration 0008), not "

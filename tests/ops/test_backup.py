@@ -178,6 +178,7 @@ async def test_a_restore_re_applies_every_erasure_since_the_backup(
         "dry_run": True,
         "erasures_reapplied": 3,
         "events_erased": 6,
+        "consent_ids_with_earlier_decisions": 0,
         "audit_rows_already_present": 1,
         "audit_rows_restored": 2,
         "withdrawals_to_re_enter": ["T-4"],
@@ -214,6 +215,62 @@ async def test_a_restore_re_applies_every_erasure_since_the_backup(
     assert code == 0, err
     assert json.loads(out)["erasures_reapplied"] == 0
     assert json.loads(out)["audit_rows_already_present"] == len(lines)
+
+
+async def test_a_restore_does_not_bring_back_a_decision_a_re_applied_erasure_uncovers(
+    client: httpx.AsyncClient,
+    db_url: str,
+    owner_url: str,
+    restored_url: str,
+    tmp_path: Path,
+) -> None:
+    """A visitor accepts signed out, refuses signed in, and refuses again signed out. Erased by
+    account id, the signed-in refusal goes and the last refusal stands: nothing more to erase.
+    A backup taken before that last refusal holds the acceptance and the signed-in refusal only;
+    re-applying the erasure there took the refusal and left the acceptance as the state
+    ("given"). The re-application applies the rule to the copy it erases in."""
+    await published(db_url, example("itsailor"))
+    eraser = bearer(await api_key(db_url, "dsr:erase"))
+    device = uuid.uuid4()
+
+    async def send(event_type: str, **fields: Any) -> None:
+        response = await client.post(EVENTS, json=event(event_type, subject_id=device, **fields))
+        assert response.status_code == 201, response.text
+
+    await send("accept-all")
+    await send("reject-all", user_id="acct-9")
+    major = (await rows(owner_url, "SHOW server_version_num"))[0][0]
+    tools = pg_tools(int(major) // 10000)
+    dump = tmp_path / "consent.dump"
+    await shell(tools / "pg_dump", "-Fc", "-f", dump, owner_url)
+    await send("reject-all")
+    erased = await client.post(
+        "/v1/dsr/erasures", json={"user_id": "acct-9", "reference": "T-9"}, headers=eraser
+    )
+    assert erased.status_code == 200, erased.text
+    assert (erased.json()["matched"], erased.json()["earlier_decisions"]) == (1, [])
+    journal = tmp_path / "journal.jsonl"
+    code, _, err = await in_thread(db_url, "backup", "journal", "-o", str(journal))
+    assert code == 0, err
+
+    await shell(tools / "pg_restore", "--exit-on-error", "-d", restored_url, dump)
+    assert await subjects(restored_url) == {str(device): 2}
+    code, out, err = await in_thread(restored_url, "backup", "reapply", "--json", str(journal))
+    assert code == 0, err
+    done = json.loads(out)
+    assert (done["erasures_reapplied"], done["events_erased"]) == (1, 2)
+    assert done["consent_ids_with_earlier_decisions"] == 1
+    assert await subjects(restored_url) == {}
+    # The earlier decisions' erasure is audited like any, under the erasure's reference.
+    audited = await rows(
+        restored_url,
+        "SELECT action, identifier_type, reference, deleted FROM dsr_audit ORDER BY seq",
+    )
+    assert [tuple(row.values()) for row in audited] == [
+        ("erasure", "user_id", "T-9", 1),
+        ("erasure-reapplied", "user_id", erased.json()["erasure_id"], 1),
+        ("erasure", "subject_id", "T-9", 1),
+    ]
 
 
 async def test_a_withdrawal_a_restore_lost_is_recorded_again_under_its_reference(
