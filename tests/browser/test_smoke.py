@@ -53,3 +53,29 @@ async def test_cross_origin_schema_read_from_the_allowed_site_only(
     assert browser_log(page).errors == []
     assert browser_log(page).console_errors == []
     assert browser_log(stranger).errors == []
+
+
+CREATE_WITH = """(userId) => {
+    try {
+        ConsentRecord.create({api: 'https://consent.invalid', property: 'itsailor', userId});
+        return 'created';
+    } catch (error) {
+        return error.name + ': ' + error.message;
+    }
+}"""
+
+
+async def test_the_client_refuses_an_account_id_the_service_would_refuse(
+    new_page: NewPage, static_site: str, live_service: LiveService
+) -> None:
+    """`create` throws at once for an account id the service answers `422` (one spelling,
+    service/core/json_input.py), rather than every event carrying it being refused and dropped;
+    the service's own rule, `tests/banner/test_events.py::test_an_account_id_has_one_spelling`."""
+    page = await new_page()
+    await open_blank(page, static_site)
+    await page.add_script_tag(url=live_service.url + "/client/1.0.3/consent.js")
+    for good in ("alice", "customer 42", "ünïcode-ok"):
+        assert await page.evaluate(CREATE_WITH, good) == "created"
+    for bad in ("   ", "alice ", "\talice", "\u202ealice", "a\nb", "a\u200bb"):
+        refused = await page.evaluate(CREATE_WITH, bad)
+        assert refused.startswith("TypeError: ConsentRecord.create: userId must not"), (bad, refused)
