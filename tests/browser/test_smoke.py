@@ -78,4 +78,7 @@ async def test_the_client_refuses_an_account_id_the_service_would_refuse(
         assert await page.evaluate(CREATE_WITH, good) == "created"
     for bad in ("   ", "alice ", "\talice", "\u202ealice", "a\nb", "a\u200bb"):
         refused = await page.evaluate(CREATE_WITH, bad)
-        assert refused.startswith("TypeError: ConsentRecord.create: userId must not"), (bad, refused)
+        assert refused.startswith("TypeError: ConsentRecord.create: userId must not"), (
+            bad,
+            refused,
+        )
