@@ -16,6 +16,7 @@ from fastapi import APIRouter, Header, Response
 from fastapi import Path as PathParam
 
 from service.core.errors import NotFound, problem_responses
+from service.core.headers import etag_matches
 from service.core.pipeline import hot
 from service.core.resources import StaticFile, static_file
 
@@ -79,6 +80,6 @@ async def client_file(
         # Cross-Origin-Embedder-Policy.
         "Cross-Origin-Resource-Policy": "cross-origin",
     }
-    if if_none_match is not None and file.etag in if_none_match:
+    if etag_matches(if_none_match, file.etag):
         return Response(status_code=304, headers=headers)
     return Response(file.body, media_type=file.media_type, headers=headers)

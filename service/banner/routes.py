@@ -18,7 +18,7 @@ from service.banner.service import (
 )
 from service.consent_schema.bodies import PropertyName
 from service.core.errors import OriginNotAllowed, OutcomeUnknown, TooManyRequests, problem_responses
-from service.core.headers import request_headers
+from service.core.headers import etag_matches, request_headers
 from service.core.json_input import CanonicalUUID, StrictJSONRoute, UrlBool, read_json
 from service.core.pipeline import body_read_by_hand, hot
 from service.ledger.bodies import RecordedEvent
@@ -173,6 +173,6 @@ async def get_consent_state(
     # costs a 304. Private: never kept by a shared cache.
     etag = f'"{hashlib.sha256(body).hexdigest()[:32]}"'
     cache = {"ETag": etag, "Cache-Control": "private, no-cache", "Vary": "Sec-GPC, DNT"}
-    if etag in headers.get(b"if-none-match", b"").decode("latin-1"):
+    if etag_matches(headers.get(b"if-none-match"), etag):
         return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=cache)
     return Response(body, media_type="application/json", headers=cache)

@@ -17,8 +17,14 @@ from service.consent_schema.bodies import (
     VersionNumber,
 )
 from service.consent_schema.publishing import cancel, cancelled_versions, publish
-from service.consent_schema.service import PublishedVersion, list_versions, property_state
+from service.consent_schema.service import (
+    PropertyState,
+    PublishedVersion,
+    list_versions,
+    property_state,
+)
 from service.core.errors import Unprocessable, problem_responses
+from service.core.headers import etag_matches
 from service.core.json_input import StrictJSONRoute, read_json
 from service.core.pipeline import body_read_by_hand, hot
 from service.state import Catalog, Session
@@ -35,18 +41,12 @@ IMMUTABLE_CACHE = "public, max-age=31536000, immutable"
 MAX_PUBLISH_BYTES = 256 * 1024
 
 
-def _matches(if_none_match: str | None, etag: str) -> bool:
-    if not if_none_match:
-        return False
-    candidates = [tag.strip().removeprefix("W/") for tag in if_none_match.split(",")]
-    return "*" in candidates or etag in candidates
-
 
 def _version_response(
     version: PublishedVersion, if_none_match: str | None, cache_control: str
 ) -> Response:
     headers = {"ETag": version.etag(), "Cache-Control": cache_control}
-    if _matches(if_none_match, version.etag()):
+    if etag_matches(if_none_match, version.etag()):
         return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
     return Response(version.body, media_type="application/json", headers=headers)
 
@@ -68,12 +68,16 @@ async def get_current_schema(
 ) -> Response:
     state = await catalog.state(property)
     version = await catalog.version(property, state.current_version)
+    return _version_response(version, if_none_match, _current_cache(state))
+
+
+def _current_cache(state: PropertyState) -> str:
+    """What may keep an answer naming the current version: a minute, or less when a version
+    takes effect sooner, so no cache keeps it past that instant."""
     until_change = state.seconds_until_change(datetime.now(UTC))
     if until_change is not None and until_change < CURRENT_MAX_AGE:
-        # A version takes effect soon: no cache may keep this one past that instant.
-        cache = f"public, max-age={int(until_change)}"
-        return _version_response(version, if_none_match, cache)
-    return _version_response(version, if_none_match, CURRENT_CACHE)
+        return f"public, max-age={int(until_change)}"
+    return CURRENT_CACHE
 
 
 @router.get(
@@ -87,7 +91,7 @@ async def get_versions(
 ) -> SchemaVersionList:
     versions = await list_versions(session, property)
     state = await property_state(session, property)
-    response.headers["Cache-Control"] = CURRENT_CACHE
+    response.headers["Cache-Control"] = _current_cache(state)
     return SchemaVersionList(
         property=property,
         current_version=state.current_version,

@@ -17,6 +17,7 @@ from fastapi import APIRouter, Header, Response
 from fastapi.responses import RedirectResponse
 
 from service.core.errors import problem_response
+from service.core.headers import etag_matches
 from service.core.resources import static_file
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -58,12 +59,6 @@ FILES = {name: static_file(STATIC / name, MEDIA_TYPES[Path(name).suffix]) for na
 router = APIRouter(include_in_schema=False)
 
 
-def _matches(if_none_match: str | None, etag: str) -> bool:
-    if not if_none_match:
-        return False
-    candidates = [tag.strip().removeprefix("W/") for tag in if_none_match.split(",")]
-    return "*" in candidates or etag in candidates
-
 
 def _asset(name: str, if_none_match: str | None) -> Response:
     asset = FILES.get(name)
@@ -76,7 +71,7 @@ def _asset(name: str, if_none_match: str | None) -> Response:
             headers={**SECURITY_HEADERS, "Cache-Control": "no-store"},
         )
     headers = {**SECURITY_HEADERS, "ETag": asset.etag, "Cache-Control": "no-cache"}
-    if _matches(if_none_match, asset.etag):
+    if etag_matches(if_none_match, asset.etag):
         return Response(status_code=304, headers=headers)
     return Response(asset.body, media_type=asset.media_type, headers=headers)
 

@@ -21,3 +21,14 @@ def request_headers(raw: list[tuple[bytes, bytes]]) -> dict[bytes, bytes]:
                     f"the {name.decode()} header was sent more than once; it holds one value"
                 )
     return headers
+
+
+def etag_matches(if_none_match: str | bytes | None, etag: str) -> bool:
+    """Whether an `If-None-Match` value names `etag` (RFC 9110, section 13.1.2): `*`, or the tag
+    in its comma-separated list, compared weakly (`W/"x"` matches `"x"`). A tag only contained in
+    another (`"abc"` inside `"xabc"`) is no match."""
+    if not if_none_match:
+        return False
+    text = if_none_match.decode("latin-1") if isinstance(if_none_match, bytes) else if_none_match
+    candidates = [tag.strip().removeprefix("W/") for tag in text.split(",")]
+    return "*" in candidates or etag in candidates

@@ -277,3 +277,22 @@ async def test_state_is_per_property_and_validates_ids(
     assert other["status"] == "none"
     assert (await client.get("/v1/properties/itsailor/consents/not-a-uuid")).status_code == 422
     assert (await client.get(f"/v1/properties/nosuch/consents/{subject}")).status_code == 404
+
+
+@pytest.mark.usefixtures("clock")
+async def test_if_none_match_is_read_as_a_list_of_tags(client: httpx.AsyncClient) -> None:
+    """RFC 9110, section 13.1.2: `*` matches any current state, a weak tag its strong twin, and
+    a tag only contained in another (the text inside a longer tag) is no match: compared as a
+    substring, `*` was a 200 and `"x<tag>"` a 304."""
+    url = f"{STATE}/{uuid.uuid4()}"
+    etag = (await client.get(url)).headers["etag"]
+    for sent, expected in (
+        ("*", 304),
+        (f'"other", {etag}', 304),
+        (f"W/{etag}", 304),
+        (f'"x{etag[1:]}', 200),
+        (etag[1:-1], 200),
+    ):
+        answer = await client.get(url, headers={"If-None-Match": sent})
+        assert answer.status_code == expected, sent
+        assert answer.headers["etag"] == etag

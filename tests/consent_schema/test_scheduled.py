@@ -80,8 +80,11 @@ async def _announced_ahead(replicas: list[httpx.AsyncClient], db_url: str) -> No
     assert [answer.json()["version"] for answer in before] == [1, 1]
     for answer in before:  # no cache may keep version 1 past the instant
         assert int(answer.headers["cache-control"].rsplit("=", 1)[1]) <= 3  # not 60
-    listing = (await second.get(f"{SCHEMA}/versions")).json()
+    listed = await second.get(f"{SCHEMA}/versions")
+    listing = listed.json()
     assert (listing["current_version"], listing["pending_version"]) == (1, 2)
+    # The list names the current version too: kept no longer than the schema itself.
+    assert int(listed.headers["cache-control"].rsplit("=", 1)[1]) <= 3
     too_early = await second.post(
         "/v1/properties/itsailor/consent-events", json=event("accept-all", schema_version=2)
     )
