@@ -41,7 +41,6 @@ IMMUTABLE_CACHE = "public, max-age=31536000, immutable"
 MAX_PUBLISH_BYTES = 256 * 1024
 
 
-
 def _version_response(
     version: PublishedVersion, if_none_match: str | None, cache_control: str
 ) -> Response:

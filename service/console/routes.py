@@ -59,7 +59,6 @@ FILES = {name: static_file(STATIC / name, MEDIA_TYPES[Path(name).suffix]) for na
 router = APIRouter(include_in_schema=False)
 
 
-
 def _asset(name: str, if_none_match: str | None) -> Response:
     asset = FILES.get(name)
     if asset is None:
