@@ -183,7 +183,7 @@ async def check_role(engine: AsyncEngine, settings: Settings, *, quiet: bool = F
     if settings.is_dev:
         return True
     try:
-        powers = await role_powers(engine)
+        role = await role_powers(engine)
     except Exception as exc:
         if settings.require_least_privilege:
             raise RuntimeError(
@@ -193,6 +193,14 @@ async def check_role(engine: AsyncEngine, settings: Settings, *, quiet: bool = F
         if not quiet:
             log.warning("database_role_not_checked", error=type(exc).__name__)
         return False
+    if role.records is False:
+        # Too weak rather than too strong: every consent event would be a 503 (core/db_errors.py).
+        log.error(
+            "database_role_cannot_record",
+            detail="the service's database role may not record consent events: make it a member "
+            "of consent_api (GRANT consent_api TO it; README, Operations)",
+        )
+    powers = role.excess
     if not powers:
         return True
     message = (

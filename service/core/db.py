@@ -7,6 +7,7 @@ import time
 import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -198,18 +199,31 @@ ROLE_POWERS = text(
     """
     SELECT r.rolsuper AS superuser,
            EXISTS (SELECT 1 FROM pg_tables
-                   WHERE tablename = 'consent_events' AND tableowner = current_user) AS owner
+                   WHERE tablename = 'consent_events' AND tableowner = current_user) AS owner,
+           CASE WHEN to_regprocedure('consent_record_events(jsonb, text, bytea)') IS NOT NULL
+                THEN has_function_privilege('consent_record_events(jsonb, text, bytea)',
+                                            'EXECUTE')
+           END AS records
     FROM pg_roles r WHERE r.rolname = current_user
     """
 )
 
 
-async def role_powers(engine: AsyncEngine) -> list[str]:
-    """What the connected role may do that the service should not be able to: be a superuser,
-    or own the tables (and so switch off the triggers that keep evidence append-only)."""
+@dataclass(frozen=True, slots=True)
+class RolePowers:
+    """What the connected role may do that the service should not be able to (`excess`: be a
+    superuser, or own the tables and so switch off the triggers that keep evidence
+    append-only), and whether it may record events at all (None: not migrated yet)."""
+
+    excess: list[str]
+    records: bool | None
+
+
+async def role_powers(engine: AsyncEngine) -> RolePowers:
     async with asyncio.timeout(5), engine.connect() as connection:
         row = (await connection.execute(ROLE_POWERS)).one()
-    return [name for name, held in (("superuser", row.superuser), ("owner", row.owner)) if held]
+    excess = [name for name, held in (("superuser", row.superuser), ("owner", row.owner)) if held]
+    return RolePowers(excess=excess, records=row.records)
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

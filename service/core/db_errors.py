@@ -63,6 +63,30 @@ UNAVAILABLE_SQLSTATE_CLASSES = {"08", "53", "57", "58"}
 # takes no writes (25006: a URL without target_session_attrs=read-write, docs/scaling.md).
 NOT_READY_SQLSTATES = {"3D000", "42P01", "42703", "42883", "25006"}
 NOT_READY_SQLSTATE_CLASSES = {"28"}
+# The role may not use what the service needs (42501, insufficient_privilege): a login role that
+# was never made a member of `consent_api` (README, Operations). The service never asks for what
+# its role may not do, so this is the operator's grant to give, not the client's doing.
+PERMISSION_DENIED = "42501"
+
+
+def sqlstate_of(exc: BaseException) -> str:
+    """The PostgreSQL error code under SQLAlchemy's wrapping (or asyncpg's own), or ""."""
+    state = getattr(getattr(exc, "orig", exc), "sqlstate", None)
+    return state if isinstance(state, str) else ""
+
+
+def not_ready_reason(exc: BaseException) -> str:
+    """What `/readyz` says of a database it could not use: unreachable, or which refusal."""
+    state = sqlstate_of(exc)
+    if state == "3D000":
+        return "does not exist"
+    if state[:2] == "28":
+        return "refuses this login"
+    if state == PERMISSION_DENIED:
+        return "refuses this role: GRANT consent_api TO it"
+    if state == "25006":
+        return "read-only: it takes no writes"
+    return "unreachable"
 
 
 async def _database_not_ready(request: Request, sqlstate: str) -> JSONResponse:
@@ -136,6 +160,14 @@ async def _by_sqlstate(request: Request, exc: Exception, sqlstate: str) -> JSONR
         return _unavailable("another change to the same records was under way")
     if sqlstate in NOT_READY_SQLSTATES or sqlstate[:2] in NOT_READY_SQLSTATE_CLASSES:
         return await _database_not_ready(request, sqlstate)
+    if sqlstate == PERMISSION_DENIED:
+        log.error(
+            "database_permission_denied",
+            error=str(getattr(exc, "orig", exc))[:200],
+            hint="the service's login role is not a member of consent_api: GRANT consent_api "
+            "TO it (README, Operations)",
+        )
+        return _unavailable("the database refuses this service's role what it needs")
     log_unexpected(exc)
     return internal_error_response()
 

@@ -36,6 +36,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResp
 
 from service.core.errors import PROBLEM_BASE, PROBLEM_MEDIA_TYPE
 from service.core.logging import get_logger
+from service.core.observe import REQUEST_METRICS
 
 log = get_logger("service.http")
 
@@ -69,6 +70,9 @@ def problem_bytes(
 
 
 # What the protocol itself refuses, before the app is called: status, reason, slug, title, detail.
+# The labels of a request the HTTP server refused before any route could be read.
+REFUSED_METHOD = "-"
+REFUSED_ROUTE = "<refused>"
 REFUSALS = {
     431: (
         "Request Header Fields Too Large",
@@ -293,3 +297,5 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self.transport.write(problem_bytes(request_id, status, *REFUSALS[status]))
         self.transport.close()
         log.warning("request_refused", request_id=request_id, status=status)
+        # Counted like any answer, under a route of its own: no route was read (README, API).
+        REQUEST_METRICS.observe(REFUSED_METHOD, REFUSED_ROUTE, status, 0.0)

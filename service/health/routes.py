@@ -8,9 +8,11 @@ from fastapi import APIRouter, Depends, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
+from sqlalchemy import text
 
 from service.auth.dependencies import metrics_reader
 from service.core.db import autocommit
+from service.core.db_errors import not_ready_reason
 from service.core.errors import RETRY_AFTER, RETRY_AFTER_DOC, problem_responses
 from service.core.json_input import StrictJSONRoute
 from service.core.logging import get_logger
@@ -27,6 +29,18 @@ READINESS_TIMEOUT_SECONDS = 2.0
 # when to look again, as the API's own 503s do (README, "API at a glance").
 PROBE_HEADERS = {"Cache-Control": "no-store"}
 NOT_READY_HEADERS = {**PROBE_HEADERS, "Retry-After": RETRY_AFTER}
+
+
+# What the API needs of the database besides its tables, asked once the revision is head: a
+# server that takes writes (not a standby, not `default_transaction_read_only`), and a role that
+# may record events (a member of `consent_api`). Either missing, every consent event is a 503.
+SERVES_WRITES = text(
+    """
+    SELECT pg_is_in_recovery() OR current_setting('transaction_read_only') = 'on' AS read_only,
+           has_function_privilege('consent_record_events(jsonb, text, bytea)', 'EXECUTE')
+               AS records
+    """
+)
 
 
 class Liveness(BaseModel):
@@ -54,16 +68,28 @@ async def readyz(engine: Engine, head: MigrationHead) -> JSONResponse:
     try:
         async with asyncio.timeout(READINESS_TIMEOUT_SECONDS), autocommit(engine) as connection:
             revision = await current_revision(connection)
-    except Exception as exc:  # any failure to reach the database means "not ready"
-        log.warning("readiness_database_unreachable", error=type(exc).__name__)
-        body = Readiness(status="unavailable", database="unreachable", migrations="unknown")
-        return JSONResponse(body.model_dump(), status_code=503, headers=NOT_READY_HEADERS)
+            writes = (await connection.execute(SERVES_WRITES)).one() if revision == head else None
+    except Exception as exc:  # any failure to use the database means "not ready"
+        reason = not_ready_reason(exc)
+        log.warning("readiness_database_unavailable", error=type(exc).__name__, reason=reason)
+        return _not_ready(database=reason, migrations="unknown")
     if revision != head:
         state = "not migrated" if revision is None else f"at {revision}"
-        body = Readiness(status="unavailable", database="ok", migrations=f"{state}, head is {head}")
-        return JSONResponse(body.model_dump(), status_code=503, headers=NOT_READY_HEADERS)
+        return _not_ready(database="ok", migrations=f"{state}, head is {head}")
+    assert writes is not None
+    if writes.read_only:
+        return _not_ready(database="read-only: it takes no writes", migrations="head")
+    if not writes.records:
+        return _not_ready(
+            database="this role may not record events: GRANT consent_api TO it", migrations="head"
+        )
     ready = Readiness(status="ok", database="ok", migrations="head")
     return JSONResponse(ready.model_dump(), headers=PROBE_HEADERS)
+
+
+def _not_ready(*, database: str, migrations: str) -> JSONResponse:
+    body = Readiness(status="unavailable", database=database, migrations=migrations)
+    return JSONResponse(body.model_dump(), status_code=503, headers=NOT_READY_HEADERS)
 
 
 @router.get(

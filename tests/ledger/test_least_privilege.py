@@ -11,11 +11,12 @@ from pathlib import Path
 import asyncpg
 import httpx
 import pytest
+from sqlalchemy.engine import make_url
 
 from service.app import create_app
 from service.core.config import Environment
 from service.dsr.bodies import DsrAction
-from tests.conftest import make_settings
+from tests.conftest import _admin, make_settings
 from tests.factories import api_key, bearer, event, example, published
 
 
@@ -174,3 +175,25 @@ async def test_production_warns_or_refuses_when_connected_as_the_owner(
     async with as_member.router.lifespan_context(as_member):
         pass
     assert "database_role_too_powerful" not in logs.getvalue()
+
+
+async def test_production_says_at_start_when_its_role_may_not_record_events(
+    server_url: str,
+    owner_url: str,
+    tmp_path: Path,
+    captured_logs_factory: Callable[[], io.StringIO],
+) -> None:
+    """Too weak rather than too strong: a login role never made a member of consent_api, whose
+    every consent event would be a 503. Said when the service starts, not at the first event."""
+    role = f"consent_weak_{uuid.uuid4().hex[:8]}"
+    await _admin(server_url, f'CREATE ROLE "{role}" LOGIN')
+    try:
+        as_role = make_url(owner_url).set(username=role).render_as_string(hide_password=False)
+        app = create_app(make_settings(as_role, tmp_path, env=Environment.PRODUCTION))
+        logs = captured_logs_factory()
+        async with app.router.lifespan_context(app):
+            pass
+        assert "database_role_cannot_record" in logs.getvalue()
+        assert "database_role_too_powerful" not in logs.getvalue()
+    finally:
+        await _admin(server_url, f'DROP ROLE IF EXISTS "{role}"')

@@ -17,7 +17,13 @@ import uvicorn
 
 from service.app import create_app
 from service.core.config import Settings
-from service.core.http_server import MAX_HEAD_BYTES, BoundedHttpToolsProtocol
+from service.core.http_server import (
+    MAX_HEAD_BYTES,
+    REFUSED_METHOD,
+    REFUSED_ROUTE,
+    BoundedHttpToolsProtocol,
+)
+from service.core.observe import REQUEST_METRICS, REQUESTS
 
 WRITES: list[bytes] = []
 
@@ -80,11 +86,19 @@ def get(header_bytes: int) -> bytes:
     )
 
 
+def refused(status: int) -> float:
+    """How many requests the HTTP server refused with `status` so far, in the metrics."""
+    REQUEST_METRICS.flush()
+    return float(REQUESTS.labels(REFUSED_METHOD, REFUSED_ROUTE, str(status))._value.get())
+
+
 def assert_refusal(
-    headers: dict[str, str], body: bytes, status: int, logs: io.StringIO
+    headers: dict[str, str], body: bytes, status: int, logs: io.StringIO, before: float
 ) -> dict[str, Any]:
     """A refusal is a problem like any other: its request id in `instance` and `X-Request-ID`,
-    a `Date`, and one log line naming the id."""
+    a `Date`, one log line naming the id, and one more in `consent_http_requests_total` (under
+    route `<refused>`: they were invisible to monitoring)."""
+    assert refused(status) == before + 1
     problem: dict[str, Any] = json.loads(body)
     assert headers["content-type"] == "application/problem+json"
     assert problem["status"] == status
@@ -101,10 +115,10 @@ def assert_refusal(
 async def test_a_head_past_the_cap_is_431_problem(
     port: int, captured_logs_factory: Callable[[], io.StringIO]
 ) -> None:
-    logs = captured_logs_factory()
+    logs, before = captured_logs_factory(), refused(431)
     status, headers, body = await exchange(port, get(MAX_HEAD_BYTES + 4096))
     assert status == 431
-    assert_refusal(headers, body, 431, logs)
+    assert_refusal(headers, body, 431, logs, before)
 
 
 async def test_a_head_within_the_cap_is_served(port: int) -> None:
@@ -127,10 +141,10 @@ async def test_a_huge_head_is_refused_without_being_held(port: int) -> None:
 async def test_malformed_http_is_400_problem(
     port: int, captured_logs_factory: Callable[[], io.StringIO]
 ) -> None:
-    logs = captured_logs_factory()
+    logs, before = captured_logs_factory(), refused(400)
     status, headers, body = await exchange(port, b"NOT HTTP AT ALL\r\n\r\n")
     assert status == 400
-    assert assert_refusal(headers, body, 400, logs)["title"] == "Bad request"
+    assert assert_refusal(headers, body, 400, logs, before)["title"] == "Bad request"
 
 
 @pytest.mark.parametrize("coding", [b"gzip, chunked", b"gzip", b"br"])
@@ -139,7 +153,7 @@ async def test_a_transfer_coding_other_than_chunked_is_501_problem(
 ) -> None:
     """RFC 9112, section 6.1: the parser would read a gzip-coded body as if it were plain (a
     label the server ignores is evidence it did not read)."""
-    logs = captured_logs_factory()
+    logs, before = captured_logs_factory(), refused(501)
     body = b'{"a": 1}'
     request = (
         b"POST /v1/properties/itsailor/consent-events HTTP/1.1\r\nHost: t\r\n"
@@ -148,7 +162,7 @@ async def test_a_transfer_coding_other_than_chunked_is_501_problem(
     )  # fmt: skip
     status, headers, answer = await exchange(port, request)
     assert status == 501
-    problem = assert_refusal(headers, answer, 501, logs)
+    problem = assert_refusal(headers, answer, 501, logs, before)
     assert problem["detail"] == (
         "a body is sent with Content-Length or Transfer-Encoding: chunked, and no other coding"
     )

@@ -16,6 +16,7 @@ import service.app
 from service.app import create_app
 from service.core.config import Environment
 from service.core.migrations import head_revision, upgrade_to_head
+from service.state import of as services
 from tests.conftest import CLIENT_IP, _admin, database_url, make_settings
 from tests.proxy import CuttableProxy
 
@@ -197,3 +198,65 @@ async def test_requiring_least_privilege_refuses_to_start_before_the_role_can_be
     with pytest.raises(RuntimeError, match="cannot be checked"):
         async with app.router.lifespan_context(app):
             pass
+
+
+async def test_readyz_and_the_api_name_a_role_that_may_not_record_or_a_read_only_server(
+    server_url: str, owner_url: str, tmp_path: Path
+) -> None:
+    """A login role never made a member of consent_api (README, Operations: the grant given by
+    hand) answered 500 with a traceback, and /readyz said "unreachable" of a server that
+    answered; a server that takes no writes (a standby, default_transaction_read_only) was
+    ready while every consent event was a 503."""
+    role = f"consent_weak_{uuid.uuid4().hex[:8]}"
+    await _admin(server_url, f'CREATE ROLE "{role}" LOGIN')
+    as_role = make_url(owner_url).set(username=role).render_as_string(hide_password=False)
+    app = create_app(make_settings(as_role, tmp_path))
+    transport = httpx.ASGITransport(app=app, client=(CLIENT_IP, 1234))
+
+    async def answers() -> tuple[httpx.Response, httpx.Response]:
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            ready = await client.get("/readyz")
+            stored = await client.post(
+                "/v1/properties/itsailor/consent-events",
+                json={"subject_id": str(uuid.uuid4()), "event_type": "accept-all",
+                      "schema_version": 1},
+            )  # fmt: skip
+        return ready, stored
+
+    try:
+        async with app.router.lifespan_context(app):
+            ready, stored = await answers()
+            assert (ready.status_code, ready.json()["database"]) == (
+                503, "refuses this role: GRANT consent_api TO it",
+            )  # fmt: skip
+            assert stored.status_code == 503, stored.text
+            assert stored.headers["content-type"] == "application/problem+json"
+            assert "refuses this service's role" in stored.json()["detail"]
+
+            # It may read the revision but still not record: said so.
+            await _admin(owner_url, f'GRANT SELECT ON alembic_version TO "{role}"')
+            ready, _ = await answers()
+            assert (ready.status_code, ready.json()) == (
+                503,
+                {
+                    "status": "unavailable",
+                    "database": "this role may not record events: GRANT consent_api TO it",
+                    "migrations": "head",
+                },
+            )
+
+            await _admin(owner_url, f'GRANT consent_api TO "{role}"')
+            await _admin(server_url, f'ALTER ROLE "{role}" SET default_transaction_read_only = on')
+            await services(app).engine.dispose()  # new sessions read the role's setting
+            ready, _ = await answers()
+            assert (ready.status_code, ready.json()["database"]) == (
+                503, "read-only: it takes no writes",
+            )  # fmt: skip
+
+            await _admin(server_url, f'ALTER ROLE "{role}" RESET default_transaction_read_only')
+            await services(app).engine.dispose()
+            ready, _ = await answers()
+            assert ready.status_code == 200, ready.text
+    finally:
+        await _admin(owner_url, f'DROP OWNED BY "{role}"')
+        await _admin(server_url, f'DROP ROLE IF EXISTS "{role}"')
