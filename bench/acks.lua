@@ -30,13 +30,6 @@ function uuid4()
   return hex(8) .. "-" .. hex(4) .. "-4" .. hex(3) .. "-" .. string.format("%x", math.random(8, 11)) .. hex(3) .. "-" .. hex(12)
 end
 
--- An event id as the browser client makes it (1.0.3): UUIDv7, the time in milliseconds first
--- (here the second's, with the request count standing in for the milliseconds).
-function uuid7()
-  local ms = string.format("%012x", os.time() * 1000 + sent % 1000)
-  return ms:sub(1, 8) .. "-" .. ms:sub(9, 12) .. "-7" .. hex(3) .. "-" .. string.format("%x", math.random(8, 11)) .. hex(3) .. "-" .. hex(12)
-end
-
 function response(status, headers, body)
   if status >= 200 and status < 300 then
     local id = body:match('"event_id":"([%x%-]+)"')

@@ -34,7 +34,7 @@ function request()
   if math.random() < 0.2 then extra = extra .. ',"user_id":"acct-' .. math.random(1, 200000) .. '"' end
   local body = string.format(
     '{"event_id":"%s","subject_id":"%s","event_type":"%s","schema_version":1%s%s,"page_url":"https://itsailor.io%s?utm_source=news&ref=%d"}',
-    uuid7(), uuid4(), event_type, categories, extra, pages[math.random(#pages)], math.random(1, 99999))
+    uuid4(), uuid4(), event_type, categories, extra, pages[math.random(#pages)], math.random(1, 99999))
   local headers = {
     ["Content-Type"] = math.random() < 0.2 and "text/plain;charset=UTF-8" or "application/json",
     ["User-Agent"] = agents[math.random(#agents)],

@@ -24,6 +24,6 @@ function request()
   sent = sent + 1
   local body = string.format(
     '{"event_id":"%s","subject_id":"%s",%s,"schema_version":1}',
-    uuid7(), uuid4(), shapes[(sent % 3) + 1])
+    uuid4(), uuid4(), shapes[(sent % 3) + 1])
   return wrk.format("POST", path, headers, body)
 end

@@ -38,12 +38,6 @@ ERASE = text(
 )
 
 
-# The latest decision of each (property, subject) pair, as the state reads it.
-LATEST = text(
-    "SELECT property, subject_id, seq FROM consent_latest_decisions("
-    "CAST(:subjects AS uuid[]), CAST(:properties AS text[]))"
-)
-
 # An erasure run again from the start when another transaction changed the rows it erases (an
 # erasure of the same events at the same moment); the last failure is the client's 503.
 SERIALIZATION_FAILURE = "40001"
@@ -155,32 +149,20 @@ async def left_behind_where(
         .order_by(Event.seq),
         values,
     )  # fmt: skip
-    matched: dict[int, bool] = {}  # each event of the pairs: matched?
+    latest: dict[tuple[str, uuid.UUID], bool] = {}  # each pair's latest decision: matched?
     left: dict[tuple[str, uuid.UUID], int] = {}  # the events of a pair the query leaves
     deciding: set[tuple[str, uuid.UUID]] = set()  # pairs that keep a decision
     for row in rows:
         pair = (row.property, row.subject_id)
-        matched[row.seq] = bool(row.matched)
+        decision = row.event_type != EventType.RE_PROMPT.value  # a re-prompt decides nothing
+        if decision:
+            latest[pair] = bool(row.matched)
         if not row.matched:
             left[pair] = left.get(pair, 0) + 1
-            if row.event_type != EventType.RE_PROMPT.value:  # a re-prompt decides nothing
+            if decision:
                 deciding.add(pair)
-    if not deciding:
-        return {}
-    # Each pair's latest decision as the state reads it (migration 0026: not always the last
-    # stored), in the same snapshot.
-    wanted = sorted(deciding)
-    latest = await session.execute(
-        LATEST,
-        {
-            "subjects": [subject_id for _, subject_id in wanted],
-            "properties": [property_name for property_name, _ in wanted],
-        },
-    )
     return {
-        (row.property, row.subject_id): left[(row.property, row.subject_id)]
-        for row in sorted(latest, key=lambda row: (row.property, row.subject_id))
-        if matched.get(row.seq, False)
+        pair: left[pair] for pair, matched in sorted(latest.items()) if matched and pair in deciding
     }
 
 

@@ -33,41 +33,14 @@
     '\\u200b-\\u200f\\u2028-\\u202e\\u2060-\\u2064\\u2066-\\u206f\\ufeff\\ufff9-\\ufffb])' +
     '\\S(?:[\\s\\S]*\\S)?$');
 
-  function hex(b) {
-    var h = Array.prototype.map.call(b, function (x) { return (x + 0x100).toString(16).slice(1); }).join('');
-    return h.slice(0, 8) + '-' + h.slice(8, 12) + '-' + h.slice(12, 16) + '-' + h.slice(16, 20) + '-' + h.slice(20);
-  }
-
   function uuid4() {
     var c = global.crypto;
     if (c && typeof c.randomUUID === 'function') return c.randomUUID();
     var b = c.getRandomValues(new Uint8Array(16)); // randomUUID needs a secure context
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
-    return hex(b);
-  }
-
-  // An event's id is a UUIDv7 (RFC 9562): this browser's time in milliseconds, then a counter
-  // (its method 1), then random bits, so ids sort in the order the events were made here. The
-  // service orders a subject's decisions that reach it out of order by them (its migration
-  // 0026); a subject id stays random (UUIDv4).
-  var lastMs = 0;
-  var counter = 0;
-  function uuid7() {
-    var ms = Date.now();
-    if (ms > lastMs) {
-      lastMs = ms;
-      counter = 0;
-    } else if (++counter > 0xfff) { // the same millisecond, or the clock set back: still later
-      lastMs += 1;
-      counter = 0;
-    }
-    var b = global.crypto.getRandomValues(new Uint8Array(16));
-    for (var i = 5, t = lastMs; i >= 0; i--, t = Math.floor(t / 256)) b[i] = t % 256;
-    b[6] = 0x70 | (counter >> 8);
-    b[7] = counter & 0xff;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    return hex(b);
+    var h = Array.prototype.map.call(b, function (x) { return (x + 0x100).toString(16).slice(1); }).join('');
+    return h.slice(0, 8) + '-' + h.slice(8, 12) + '-' + h.slice(12, 16) + '-' + h.slice(16, 20) + '-' + h.slice(20);
   }
 
   function Store(key) { this.key = key; }
@@ -349,7 +322,7 @@
   ConsentClient.prototype.eventBody = function (eventType, source) {
     var signals = browserSignals();
     var body = {
-      event_id: uuid7(),
+      event_id: uuid4(),
       subject_id: this.subjectId,
       event_type: eventType,
       schema_version: this.schema.version,
