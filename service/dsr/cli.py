@@ -7,7 +7,7 @@ import contextlib
 import os
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, BinaryIO
@@ -115,9 +115,9 @@ def dsr_export(
     a progress bar for files."""
     from service.consent_schema.service import SchemaCatalog
     from service.core.db import create_sessionmaker
-    from service.dsr.bodies import ExportRequest
-    from service.dsr.export import stream_export
-    from service.dsr.service import known_property, plan_export
+    from service.dsr.bodies import DsrAction, ExportRequest
+    from service.dsr.export import open_export
+    from service.dsr.service import known_property, record_audit
     from service.ledger.receipts import receipt_signer_from_settings
 
     settings = load_settings()
@@ -128,18 +128,29 @@ def dsr_export(
     hasher = hasher_from_settings(settings)
 
     async def work(engine: AsyncEngine, sink: BinaryIO) -> int:
-        async with create_sessionmaker(engine).begin() as session:
+        async with create_sessionmaker(engine)() as session:
             await known_property(session, request.property)
-            plan = await plan_export(session, hasher, request, actor=CLI_ACTOR)
+
+            async def audit(count: int) -> uuid.UUID:
+                audit_id = await record_audit(
+                    session, action=DsrAction.EXPORT, actor=CLI_ACTOR, query=request,
+                    hasher=hasher, matched=count,
+                )  # fmt: skip
+                await session.commit()
+                return audit_id
+
+            progress: list[Callable[[int], None]] = []
+            plan, stream = await open_export(
+                engine, SchemaCatalog(engine), hasher, request, audit=audit,
+                export_format=request.format, exported_at=datetime.now(UTC), request_id=None,
+                progress=lambda done: progress[0](done),
+                receipts=receipt_signer_from_settings(settings),
+            )  # fmt: skip
         with typer.progressbar(
             length=plan.count, label="exporting", file=sys.stderr, hidden=output is None
         ) as bar:
-            async for data in stream_export(
-                engine, SchemaCatalog(engine), hasher, plan,
-                export_format=request.format, exported_at=datetime.now(UTC),
-                request_id=None, progress=bar.update,
-                receipts=receipt_signer_from_settings(settings),
-            ):  # fmt: skip
+            progress.append(bar.update)
+            async for data in stream:
                 with writing_to(output):
                     sink.write(data)
         return plan.count

@@ -12,18 +12,19 @@ import csv
 import hashlib
 import io
 import json
-from collections.abc import AsyncIterator, Callable
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from service import __version__
 from service.consent_schema.service import SchemaCatalog
 from service.core.hashing import Hasher
 from service.dsr import dpv
-from service.dsr.bodies import ExportFormat, identifier_of
-from service.dsr.service import ExportPlan, export_chunks, searched_hashes
+from service.dsr.bodies import DsrQuery, ExportFormat, identifier_of
+from service.dsr.service import ExportPlan, count_export, export_chunks, searched_hashes
 from service.ledger.bodies import ConsentRecord
 from service.ledger.event import EXPORT_EVIDENCE_COLUMNS, record
 from service.ledger.proofs import SealProofs, seal_body
@@ -51,8 +52,68 @@ def _iso(value: datetime | None) -> str | None:
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z") if value is not None else None
 
 
-async def _event_dicts(
+async def open_export(
     engine: AsyncEngine,
+    catalog: SchemaCatalog,
+    hasher: Hasher,
+    query: DsrQuery,
+    *,
+    audit: Callable[[int], Awaitable[uuid.UUID]],
+    export_format: ExportFormat,
+    exported_at: datetime,
+    request_id: str | None,
+    progress: Callable[[int], None] | None = None,
+    receipts: ReceiptSigner | None = None,
+) -> tuple[ExportPlan, AsyncIterator[bytes]]:
+    """An export counted, audited and read in one snapshot: a transaction at REPEATABLE READ
+    counts the events, `audit(count)` records and commits the look-up, and the same transaction
+    reads the events, so the file's `event_count` (and `X-Event-Count`) is the number of events
+    in it even when an erasure commits meanwhile. Counted and audited before this returns, with
+    the file's first bytes ready: nothing is sent before the audit row is committed."""
+    planned: list[ExportPlan] = []
+    chunks = _in_one_snapshot(
+        engine, catalog, hasher, query, planned, audit, export_format, exported_at, request_id,
+        progress, receipts,
+    )  # fmt: skip
+    first = await anext(chunks)
+    return planned[0], _after(first, chunks)
+
+
+async def _after(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    yield first
+    async for data in rest:
+        yield data
+
+
+async def _in_one_snapshot(
+    engine: AsyncEngine,
+    catalog: SchemaCatalog,
+    hasher: Hasher,
+    query: DsrQuery,
+    planned: list[ExportPlan],
+    audit: Callable[[int], Awaitable[uuid.UUID]],
+    export_format: ExportFormat,
+    exported_at: datetime,
+    request_id: str | None,
+    progress: Callable[[int], None] | None,
+    receipts: ReceiptSigner | None,
+) -> AsyncIterator[bytes]:
+    async with engine.connect() as connection:
+        snapshot = await connection.execution_options(isolation_level="REPEATABLE READ")
+        async with snapshot.begin():
+            count, last_seq = await count_export(snapshot, hasher, query)
+            plan = ExportPlan(query, count, last_seq, await audit(count))
+            planned.append(plan)
+            async for data in stream_export(
+                snapshot, catalog, hasher, plan, export_format=export_format,
+                exported_at=exported_at, request_id=request_id, progress=progress,
+                receipts=receipts,
+            ):  # fmt: skip
+                yield data
+
+
+async def _event_dicts(
+    connection: AsyncConnection,
     catalog: SchemaCatalog,
     hasher: Hasher,
     plan: ExportPlan,
@@ -60,40 +121,39 @@ async def _event_dicts(
     seals: dict[int, Seal],
 ) -> AsyncIterator[list[dict[str, Any]]]:
     after = 0
-    async with engine.connect() as connection:
-        proofs = SealProofs(connection)
-        receipts = StoredReceipts(connection)
-        while True:
-            rows = (await connection.execute(*export_chunks(plan, hasher, after, CHUNK))).all()
-            if not rows:
-                return
-            chunk = []
-            for row in rows:
-                version = await catalog.version(row.property, row.schema_version)
-                versions[(row.property, row.schema_version)] = version.content_hash
-                stored = record(row, optional=version.optional, ttl_days=version.ttl_days)
-                item = ConsentRecord.model_validate(stored).model_dump(mode="json")
-                item["schema_content_hash"] = version.content_hash
-                for name in EXPORT_EVIDENCE_COLUMNS:
-                    value = getattr(row, name)
-                    item[name] = _iso(value) if isinstance(value, datetime) else value
-                leaf = bytes(row.leaf) if row.leaf is not None else None
-                item["ledger"] = await proofs.proof(
-                    row.seq,
-                    leaf,
-                    bytes(row.salt) if row.salt is not None else None,
-                    bytes(row.identity) if row.identity is not None else None,
-                )
-                # The receipt its batch was given, and its path in it (docs/evidence.md).
-                item["receipt"] = await receipts.body(row.receipt, leaf)
-                chunk.append(item)
-            seals.update(proofs.seals)
-            yield chunk
-            after = rows[-1].seq
+    proofs = SealProofs(connection)
+    receipts = StoredReceipts(connection)
+    while True:
+        rows = (await connection.execute(*export_chunks(plan, hasher, after, CHUNK))).all()
+        if not rows:
+            return
+        chunk = []
+        for row in rows:
+            version = await catalog.version(row.property, row.schema_version)
+            versions[(row.property, row.schema_version)] = version.content_hash
+            stored = record(row, optional=version.optional, ttl_days=version.ttl_days)
+            item = ConsentRecord.model_validate(stored).model_dump(mode="json")
+            item["schema_content_hash"] = version.content_hash
+            for name in EXPORT_EVIDENCE_COLUMNS:
+                value = getattr(row, name)
+                item[name] = _iso(value) if isinstance(value, datetime) else value
+            leaf = bytes(row.leaf) if row.leaf is not None else None
+            item["ledger"] = await proofs.proof(
+                row.seq,
+                leaf,
+                bytes(row.salt) if row.salt is not None else None,
+                bytes(row.identity) if row.identity is not None else None,
+            )
+            # The receipt its batch was given, and its path in it (docs/evidence.md).
+            item["receipt"] = await receipts.body(row.receipt, leaf)
+            chunk.append(item)
+        seals.update(proofs.seals)
+        yield chunk
+        after = rows[-1].seq
 
 
 async def stream_export(
-    engine: AsyncEngine,
+    connection: AsyncConnection,
     catalog: SchemaCatalog,
     hasher: Hasher,
     plan: ExportPlan,
@@ -106,7 +166,7 @@ async def stream_export(
 ) -> AsyncIterator[bytes]:
     versions: dict[tuple[str, int], str] = {}
     seals: dict[int, Seal] = {}
-    events = _event_dicts(engine, catalog, hasher, plan, versions, seals)
+    events = _event_dicts(connection, catalog, hasher, plan, versions, seals)
     if export_format is ExportFormat.CSV:
         async for data in _csv(events, progress):
             yield data

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Annotated
 
 import structlog
@@ -28,12 +29,11 @@ from service.dsr.bodies import (
     WithdrawalResult,
 )
 from service.dsr.erasure import erase_in_one_snapshot
-from service.dsr.export import stream_export
+from service.dsr.export import open_export
 from service.dsr.service import (
     audit_page,
     history_page,
     known_property,
-    plan_export,
     record_audit,
 )
 from service.dsr.withdrawal import Recorded, record_withdrawal
@@ -118,19 +118,21 @@ async def dsr_export(
 ) -> StreamingResponse:
     body = await read_json(request, ExportRequest, limit=MAX_BODY_BYTES)
     await known_property(session, body.property)
-    plan = await plan_export(session, hasher, body, actor=principal.key_id)
-    await session.commit()  # audited before a byte is sent
-    extension, media_type = EXPORT_FILES[body.format]
-    stream = stream_export(
-        engine,
-        catalog,
-        hasher,
-        plan,
-        export_format=body.format,
-        exported_at=clock(),
-        request_id=structlog.contextvars.get_contextvars().get("request_id"),
+
+    async def audit(count: int) -> uuid.UUID:
+        audit_id = await record_audit(
+            session, action=DsrAction.EXPORT, actor=principal.key_id, query=body, hasher=hasher,
+            matched=count,
+        )  # fmt: skip
+        await session.commit()  # audited before a byte is sent
+        return audit_id
+
+    plan, stream = await open_export(
+        engine, catalog, hasher, body, audit=audit, export_format=body.format,
+        exported_at=clock(), request_id=structlog.contextvars.get_contextvars().get("request_id"),
         receipts=writer.receipts,
-    )
+    )  # fmt: skip
+    extension, media_type = EXPORT_FILES[body.format]
     return StreamingResponse(
         stream,
         media_type=media_type,

@@ -256,20 +256,17 @@ class ExportPlan:
     audit_id: uuid.UUID
 
 
-async def plan_export(
-    session: AsyncSession, hasher: Hasher, query: DsrQuery, *, actor: str
-) -> ExportPlan:
-    """Count what will be exported and audit it (the caller commits before streaming)."""
+async def count_export(
+    connection: AsyncSession | AsyncConnection, hasher: Hasher, query: DsrQuery
+) -> tuple[int, int]:
+    """How many events an export holds, and the last one's `seq` (0 for none)."""
     count, last_seq = (
-        await session.execute(
+        await connection.execute(
             select(func.count(), func.coalesce(func.max(Event.seq), 0)).where(*match(query)),
             match_values(query, hasher),
         )
     ).one()
-    audit_id = await record_audit(
-        session, action=DsrAction.EXPORT, actor=actor, query=query, hasher=hasher, matched=count
-    )
-    return ExportPlan(query=query, count=count, last_seq=last_seq, audit_id=audit_id)
+    return int(count), int(last_seq)
 
 
 def export_chunks(

@@ -406,22 +406,51 @@ async def test_a_large_export_streams_every_event(
 
     # The body is produced piece by piece, a chunk of events at a time, never whole.
     from service.dsr.bodies import ExportFormat, ExportRequest
-    from service.dsr.export import CHUNK, stream_export
-    from service.dsr.service import plan_export
+    from service.dsr.export import CHUNK, open_export
 
-    async with services(app).sessionmaker.begin() as session:
-        plan = await plan_export(
-            session, services(app).hasher, ExportRequest(subject_id=subject), actor="test"
-        )
-    pieces = [
-        piece
-        async for piece in stream_export(
-            services(app).engine, services(app).catalog, services(app).hasher, plan,
-            export_format=ExportFormat.JSON, exported_at=services(app).clock(), request_id=None,
-        )
-    ]  # fmt: skip
+    async def audit(count: int) -> uuid.UUID:
+        return uuid.uuid4()
+
+    state = services(app)
+    plan, stream = await open_export(
+        state.engine, state.catalog, state.hasher, ExportRequest(subject_id=subject), audit=audit,
+        export_format=ExportFormat.JSON, exported_at=state.clock(), request_id=None,
+    )  # fmt: skip
+    assert plan.count == 2500
+    pieces = [piece async for piece in stream]
     assert len(pieces) >= 2500 // CHUNK + 2
     assert max(len(piece) for piece in pieces) < len(b"".join(pieces)) / 2
+
+
+async def test_an_export_counts_and_reads_its_events_in_one_snapshot(
+    client: httpx.AsyncClient, keys: dict[str, dict[str, str]], app: ConsentAPI, db_url: str
+) -> None:
+    """An erasure committed after the export was counted and audited, before its events were
+    read: the count said 2 and the file held none (a verifier reads that as a file cut short).
+    Counted, audited and read in one snapshot, the file holds what it counts."""
+    from service.dsr.bodies import ExportFormat, ExportRequest
+    from service.dsr.export import open_export
+
+    subject = uuid.uuid4()
+    await record(client, subject)
+    await record(client, subject, "reject-all")
+    eraser = bearer(await api_key(db_url, "dsr:erase"))
+
+    async def audit_then_erase(count: int) -> uuid.UUID:
+        erased = await client.post(
+            "/v1/dsr/erasures", json={"subject_id": str(subject)}, headers=eraser
+        )
+        assert (erased.status_code, erased.json()["matched"]) == (200, 2), erased.text
+        return uuid.uuid4()
+
+    state = services(app)
+    plan, stream = await open_export(
+        state.engine, state.catalog, state.hasher, ExportRequest(subject_id=subject),
+        audit=audit_then_erase, export_format=ExportFormat.JSON, exported_at=state.clock(),
+        request_id=None,
+    )  # fmt: skip
+    export = json.loads(b"".join([piece async for piece in stream]))
+    assert plan.count == export["event_count"] == len(export["events"]) == 2
 
 
 # --- erasure ------------------------------------------------------------------------------------
