@@ -104,8 +104,8 @@ POOLER_SQLSTATES = {"26000", "42P05"}
 
 
 # The database rolled a transaction back to keep it apart from another one (class 40: 40001
-# serialization failure, 40P01 deadlock), after any retries of the service's own (an erasure
-# makes three, dsr/erasure.py): nothing the client did and nothing stored; a retry may succeed.
+# serialization failure, 40P01 deadlock): nothing the client did and nothing stored; a retry
+# may succeed.
 CONFLICT_SQLSTATE_CLASS = "40"
 
 

@@ -181,7 +181,7 @@ def dsr_erase(
     """Erase everything matching (delete, or anonymise: keep rows, clear identifying columns), in
     one transaction with its audit row. Shows how many events match and asks first."""
     from service.dsr.bodies import DsrAction, ErasureRequest, ErasureResult
-    from service.dsr.erasure import decisions_left_behind, erase_in_one_snapshot
+    from service.dsr.erasure import decisions_left_behind, erase_in_one_transaction
     from service.dsr.service import count_matching, known_property, record_audit
 
     settings = load_settings()
@@ -235,7 +235,7 @@ def dsr_erase(
         raise typer.Exit(NOT_CONFIRMED)
 
     async def work(engine: AsyncEngine) -> ErasureResult:
-        return await erase_in_one_snapshot(
+        return await erase_in_one_transaction(
             engine, hasher, request, mode=request.mode, actor=CLI_ACTOR,
             reference=request.reference,
         )  # fmt: skip

@@ -8,13 +8,11 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-import sqlalchemy.exc
 import structlog
 from sqlalchemy import ColumnElement, and_, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from service.core.hashing import Hasher, HashKey
-from service.core.logging import get_logger
 from service.dsr.bodies import DsrQuery, ErasureMode, ErasureResult, IdentifierType, identifier_of
 from service.dsr.service import (
     audit_hash,
@@ -38,15 +36,7 @@ ERASE = text(
 )
 
 
-# An erasure run again from the start when another transaction changed the rows it erases (an
-# erasure of the same events at the same moment); the last failure is the client's 503.
-SERIALIZATION_FAILURE = "40001"
-ERASE_ATTEMPTS = 3
-
-log = get_logger("service.dsr")
-
-
-async def erase_in_one_snapshot(
+async def erase_in_one_transaction(
     engine: AsyncEngine,
     hasher: Hasher,
     query: DsrQuery,
@@ -55,27 +45,14 @@ async def erase_in_one_snapshot(
     actor: str,
     reference: str | None,
 ) -> ErasureResult:
-    """`erase` in a transaction of its own at REPEATABLE READ: the decisions it looks at and the
-    events it erases are one snapshot's. At READ COMMITTED each statement saw the events
-    committed before it, so a refusal stored between the look at decisions left behind and the
-    erasure was erased while the acceptance before it stayed, the consent id's state again
-    (docs/guarantees.md, "Erasure is complete"). An event stored after the snapshot is left as
-    it is, with what came before it."""
-    for attempt in range(1, ERASE_ATTEMPTS + 1):
-        try:
-            async with engine.connect() as connection:
-                snapshot = await connection.execution_options(isolation_level="REPEATABLE READ")
-                async with snapshot.begin():
-                    await known_property(snapshot, query.property)
-                    return await erase(
-                        snapshot, hasher, query, mode=mode, actor=actor, reference=reference
-                    )
-        except sqlalchemy.exc.DBAPIError as error:
-            sqlstate = getattr(error.orig, "sqlstate", None)
-            if sqlstate != SERIALIZATION_FAILURE or attempt == ERASE_ATTEMPTS:
-                raise
-            log.info("erasure_retried", attempt=attempt, reason="concurrent update")
-    raise AssertionError("unreachable")  # pragma: no cover
+    """`erase` in a transaction of its own, committed when it returns. At READ COMMITTED, the
+    level the statistics' delete trigger needs (migration 0010: it locks the roll-up's row, which
+    a worker updates every second; at REPEATABLE READ that lock is a serialization failure). So
+    a decision stored between the look at the decisions left behind and the erasure is not in
+    that look (docs/guarantees.md, "Erasure is complete", names this race)."""
+    async with engine.begin() as connection:
+        await known_property(connection, query.property)
+        return await erase(connection, hasher, query, mode=mode, actor=actor, reference=reference)
 
 
 async def erase(
@@ -92,8 +69,8 @@ async def erase(
     decision would become the consent id's state again, a refusal erased bringing back the
     consent it replaced (docs/guarantees.md, "Erasure is complete"). Each such consent id's
     history in that property is an erasure of its own, audited with the same actor and
-    reference, and named in `earlier_decisions`; the caller commits all of them at once, in one
-    snapshot (`erase_in_one_snapshot`)."""
+    reference, and named in `earlier_decisions`; the caller commits all of them at once
+    (`erase_in_one_transaction`)."""
     left_behind = await decisions_left_behind(session, hasher, query)
     result = await erase_matching(
         session, hasher, query, mode=mode, actor=actor, reference=reference

@@ -28,7 +28,7 @@ from service.dsr.bodies import (
     WithdrawalRequest,
     WithdrawalResult,
 )
-from service.dsr.erasure import erase_in_one_snapshot
+from service.dsr.erasure import erase_in_one_transaction
 from service.dsr.export import open_export
 from service.dsr.service import (
     audit_page,
@@ -157,7 +157,7 @@ async def dsr_erase(
     body = await read_json(request, ErasureRequest, limit=MAX_BODY_BYTES)
     # The erasure and its audit row are one call of `consent_erase`, atomic alone; with the
     # erasures of the earlier decisions it leaves behind, several: one transaction holds them.
-    return await erase_in_one_snapshot(
+    return await erase_in_one_transaction(
         engine, hasher, body, mode=body.mode, actor=principal.key_id, reference=body.reference
     )
 

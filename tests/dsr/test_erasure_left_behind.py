@@ -132,117 +132,31 @@ async def test_a_re_prompt_left_behind_takes_nothing_more(
     assert kept == "re-prompt"
 
 
-async def test_a_decision_stored_while_an_erasure_runs_is_left_with_what_came_before_it(
+async def test_a_deadlock_or_serialization_failure_is_a_503_that_changed_nothing(
     client: httpx.AsyncClient,
     eraser: dict[str, str],
     db: asyncpg.Connection,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The erasure looks at the decisions it would leave behind, then erases. A refusal stored
-    between the two, under the account being erased, was erased (each statement saw what was
-    committed before it) while the acceptance before it, not matched, stayed: the consent id's
-    state was "given" again. In one snapshot the refusal is not seen at all and stands."""
-    device = uuid.uuid4()
-    await send(client, device, "accept-all")
-    await send(client, uuid.uuid4(), "accept-all", user_id="erin@example.com")
-    looked = erasure.decisions_left_behind
-
-    async def refusal_arrives(*args: Any, **kwargs: Any) -> dict[tuple[str, uuid.UUID], int]:
-        left = await looked(*args, **kwargs)
-        await send(client, device, "reject-all", user_id="erin@example.com")  # committed
-        return left
-
-    monkeypatch.setattr(erasure, "decisions_left_behind", refusal_arrives)
-    answer = await client.post(
-        "/v1/dsr/erasures", json={"user_id": "erin@example.com"}, headers=eraser
-    )
-    assert answer.status_code == 200, answer.text
-    assert (answer.json()["matched"], answer.json()["earlier_decisions"]) == (1, [])
-    assert await state(client, device) == "refused"
-    types = await db.fetch(
-        "SELECT event_type FROM consent_events WHERE subject_id = $1 ORDER BY seq", device
-    )
-    assert [row["event_type"] for row in types] == ["accept-all", "reject-all"]
-
-
-async def test_two_erasures_of_the_same_events_at_once_both_answer_and_erase_once(
-    client: httpx.AsyncClient,
-    eraser: dict[str, str],
-    db: asyncpg.Connection,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """Another erasure of the same events commits while one runs (after its snapshot: the
-    property's look-up is its first statement): the first's snapshot is then
-    out of date, PostgreSQL refuses its change (40001), and it runs again from the start,
-    matching nothing. Both answer 200; one audit row for each, none for the attempt undone."""
-    subject = uuid.uuid4()
-    await send(client, subject, "accept-all")
-    await send(client, subject, "reject-all")
-    looked = erasure.decisions_left_behind
-    calls = 0
-
-    async def other_erasure_first(*args: Any, **kwargs: Any) -> dict[tuple[str, uuid.UUID], int]:
-        nonlocal calls
-        calls += 1
-        left = await looked(*args, **kwargs)
-        if calls == 1:
-            other = await client.post(
-                "/v1/dsr/erasures",
-                json={"subject_id": str(subject), "property": "itsailor"},
-                headers=eraser,
-            )
-            assert (other.status_code, other.json()["matched"]) == (200, 2), other.text
-        return left
-
-    monkeypatch.setattr(erasure, "decisions_left_behind", other_erasure_first)
-    answer = await client.post(
-        "/v1/dsr/erasures",
-        json={"subject_id": str(subject), "property": "itsailor"},
-        headers=eraser,
-    )
-    assert answer.status_code == 200, answer.text
-    assert answer.json()["matched"] == 0
-    assert calls == 3  # the outer erasure, the other one, the outer again
-    audited = await db.fetch(
-        "SELECT deleted FROM dsr_audit WHERE action = 'erasure' ORDER BY created_at"
-    )
-    assert [row["deleted"] for row in audited] == [2, 0]
-
-
-async def test_an_erasure_that_keeps_conflicting_is_a_503_that_changed_nothing(
-    client: httpx.AsyncClient,
-    eraser: dict[str, str],
-    db: asyncpg.Connection,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """Out of attempts, the conflict is the client's 503 with Retry-After, never a 500."""
+    """PostgreSQL rolled the transaction back to keep it apart from another (class 40): nothing
+    the client did, nothing changed, a retry may succeed; a 503 with Retry-After, never a 500."""
     subject = uuid.uuid4()
     await send(client, subject, "accept-all")
     looked = erasure.decisions_left_behind
-    nested = False
 
-    async def conflicting(*args: Any, **kwargs: Any) -> dict[tuple[str, uuid.UUID], int]:
-        nonlocal nested
-        left = await looked(*args, **kwargs)
-        if not nested:
-            nested = True
-            other = await client.post(
-                "/v1/dsr/erasures",
-                json={"subject_id": str(subject), "property": "itsailor", "mode": "anonymise"},
-                headers=eraser,
-            )
-            assert other.status_code == 200, other.text
-        return left
+    async def deadlocked(*args: Any, **kwargs: Any) -> dict[tuple[str, uuid.UUID], int]:
+        await looked(*args, **kwargs)
+        raise asyncpg.exceptions.DeadlockDetectedError("deadlock detected")
 
-    monkeypatch.setattr(erasure, "decisions_left_behind", conflicting)
-    monkeypatch.setattr(erasure, "ERASE_ATTEMPTS", 1)
+    monkeypatch.setattr(erasure, "decisions_left_behind", deadlocked)
     answer = await client.post(
         "/v1/dsr/erasures",
-        json={"subject_id": str(subject), "property": "itsailor"},
+        json={"subject_id": str(subject), "since": "2020-01-01T00:00:00Z"},
         headers=eraser,
     )
     assert answer.status_code == 503, answer.text
     assert answer.headers["content-type"] == "application/problem+json"
     assert "Retry-After" in answer.headers
     assert "another change to the same records" in answer.json()["detail"]
-    assert await db.fetchval("SELECT count(*) FROM dsr_audit WHERE action = 'erasure'") == 1
+    assert await db.fetchval("SELECT count(*) FROM dsr_audit WHERE action = 'erasure'") == 0
+    assert await db.fetchval("SELECT count(*) FROM consent_events WHERE subject_id = $1", subject)
