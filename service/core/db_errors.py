@@ -63,10 +63,20 @@ UNAVAILABLE_SQLSTATE_CLASSES = {"08", "53", "57", "58"}
 # takes no writes (25006: a URL without target_session_attrs=read-write, docs/scaling.md).
 NOT_READY_SQLSTATES = {"3D000", "42P01", "42703", "42883", "25006"}
 NOT_READY_SQLSTATE_CLASSES = {"28"}
-# The role may not use what the service needs (42501, insufficient_privilege): a login role that
-# was never made a member of `consent_api` (README, Operations). The service never asks for what
-# its role may not do, so this is the operator's grant to give, not the client's doing.
+# The role may not use what the service needs (42501, insufficient_privilege, with PostgreSQL's
+# own "permission denied for …"): a login role that was never made a member of `consent_api`
+# (README, Operations), the operator's grant to give. The evidence's guard triggers raise the
+# same code with messages of their own ("consent events are append-only", …): the service asked
+# for what the evidence forbids, a fault of ours (500), never read as a missing grant.
 PERMISSION_DENIED = "42501"
+MISSING_GRANT = "permission denied for "
+
+
+def missing_grant(exc: BaseException) -> bool:
+    """Whether `exc` is PostgreSQL refusing the role a grant, not a guard trigger's refusal."""
+    fields = _postgres_fields(exc)
+    message = str(getattr(fields, "message", "") or "")
+    return sqlstate_of(exc) == PERMISSION_DENIED and message.startswith(MISSING_GRANT)
 
 
 def sqlstate_of(exc: BaseException) -> str:
@@ -82,7 +92,7 @@ def not_ready_reason(exc: BaseException) -> str:
         return "does not exist"
     if state[:2] == "28":
         return "refuses this login"
-    if state == PERMISSION_DENIED:
+    if missing_grant(exc):
         return "refuses this role: GRANT consent_api TO it"
     if state == "25006":
         return "read-only: it takes no writes"
@@ -160,7 +170,7 @@ async def _by_sqlstate(request: Request, exc: Exception, sqlstate: str) -> JSONR
         return _unavailable("another change to the same records was under way")
     if sqlstate in NOT_READY_SQLSTATES or sqlstate[:2] in NOT_READY_SQLSTATE_CLASSES:
         return await _database_not_ready(request, sqlstate)
-    if sqlstate == PERMISSION_DENIED:
+    if missing_grant(exc):
         log.error(
             "database_permission_denied",
             error=str(getattr(exc, "orig", exc))[:200],

@@ -82,3 +82,27 @@ async def test_the_client_refuses_an_account_id_the_service_would_refuse(
             bad,
             refused,
         )
+
+
+RUN_WITH = """(userId) => {
+    try {
+        return ConsentCookieConsent.run({api: 'https://consent.invalid', property: 'itsailor', userId})
+            .then(() => 'resolved', (error) => 'rejected: ' + error.message);
+    } catch (error) {
+        return 'thrown: ' + error.message;
+    }
+}"""
+
+
+async def test_the_integration_rejects_that_account_id_rather_than_throwing(
+    new_page: NewPage, static_site: str, live_service: LiveService
+) -> None:
+    """`run()` returns a promise and rejects what goes wrong: a bad userId thrown instead would
+    escape a page's `.catch` (the README's glue), and the banner would never show."""
+    page = await new_page()
+    await open_blank(page, static_site)
+    await page.add_script_tag(url=static_site + "/vendor/cookieconsent/cookieconsent.umd.js")
+    for name in ("consent.js", "consent-cookieconsent.js"):
+        await page.add_script_tag(url=f"{live_service.url}/client/1.0.3/{name}")
+    outcome = await page.evaluate(RUN_WITH, "alice ")
+    assert outcome.startswith("rejected: ConsentRecord.create: userId must not"), outcome

@@ -7,6 +7,7 @@ import io
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -260,3 +261,27 @@ async def test_readyz_and_the_api_name_a_role_that_may_not_record_or_a_read_only
     finally:
         await _admin(owner_url, f'DROP OWNED BY "{role}"')
         await _admin(server_url, f'DROP ROLE IF EXISTS "{role}"')
+
+
+async def test_a_guard_trigger_refusal_is_our_fault_not_a_missing_grant(
+    client: httpx.AsyncClient, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The evidence's guard triggers raise 42501 too, with messages of their own: the service
+    asked for what the evidence forbids. That is a 500 (logged, and alerted on as a server
+    error), never a 503 telling the operator to grant consent_api."""
+    from service.dsr import routes
+    from service.dsr.bodies import DsrAction
+    from tests.factories import api_key, bearer
+
+    recorded = routes.record_audit
+
+    async def as_an_erasure(*args: Any, **kwargs: Any) -> uuid.UUID:
+        return await recorded(*args, **{**kwargs, "action": DsrAction.ERASURE})
+
+    monkeypatch.setattr(routes, "record_audit", as_an_erasure)
+    reader = bearer(await api_key(db_url, "dsr:read"))
+    answer = await client.post(
+        "/v1/dsr/exports", json={"subject_id": str(uuid.uuid4())}, headers=reader
+    )
+    assert answer.status_code == 500, answer.text
+    assert answer.json()["type"].endswith("/internal-error")

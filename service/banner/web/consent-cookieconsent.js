@@ -338,9 +338,14 @@
     var cookieconsent = global.CookieConsent;
     if (!global.ConsentRecord) return Promise.reject(new Error('load consent.js before consent-cookieconsent.js'));
     if (!cookieconsent) return Promise.reject(new Error('load cookieconsent.umd.js before consent-cookieconsent.js'));
-    var client = global.ConsentRecord.create({
-      api: options.api, property: options.property, userId: options.userId, storageKey: options.storageKey,
-    });
+    var client;
+    try {
+      client = global.ConsentRecord.create({
+        api: options.api, property: options.property, userId: options.userId, storageKey: options.storageKey,
+      });
+    } catch (error) {
+      return Promise.reject(error); // a bad option (a userId the service would refuse): rejected, as documented
+    }
     return client.ready.then(function () {
       var config = buildConfig(client, options);
       var adapter = new Adapter(client, cookieconsent, config);
