@@ -269,11 +269,11 @@ async def test_a_guard_trigger_refusal_is_our_fault_not_a_missing_grant(
     """The evidence's guard triggers raise 42501 too, with messages of their own: the service
     asked for what the evidence forbids. That is a 500 (logged, and alerted on as a server
     error), never a 503 telling the operator to grant consent_api."""
-    from service.dsr import routes
+    from service.dsr import routes, service
     from service.dsr.bodies import DsrAction
     from tests.factories import api_key, bearer
 
-    recorded = routes.record_audit
+    recorded = service.record_audit
 
     async def as_an_erasure(*args: Any, **kwargs: Any) -> uuid.UUID:
         return await recorded(*args, **{**kwargs, "action": DsrAction.ERASURE})
