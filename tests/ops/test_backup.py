@@ -87,6 +87,16 @@ async def subjects(url: str) -> dict[str, int]:
     return {row["who"]: row["n"] for row in found}
 
 
+async def backed_up(owner_url: str, tmp_path: Path) -> tuple[Path, Path]:
+    """A backup as docs/backup.md takes it (custom format, as the owner): the server's own
+    client tools and the dump file."""
+    major = (await rows(owner_url, "SHOW server_version_num"))[0][0]
+    tools = pg_tools(int(major) // 10000)
+    dump = tmp_path / "consent.dump"
+    await shell(tools / "pg_dump", "-Fc", "-f", dump, owner_url)
+    return tools, dump
+
+
 @pytest.fixture
 async def restored_url(server_url: str) -> Any:
     """An empty database to restore into, created (and so owned) by the role that restores."""
@@ -120,10 +130,7 @@ async def test_a_restore_re_applies_every_erasure_since_the_backup(
     await erase({"subject_id": str(before), "reference": "T-1"})
 
     # The backup, as docs/backup.md takes it (custom format, as the owner).
-    major = (await rows(owner_url, "SHOW server_version_num"))[0][0]
-    tools = pg_tools(int(major) // 10000)
-    dump = tmp_path / "consent.dump"
-    await shell(tools / "pg_dump", "-Fc", "-f", dump, owner_url)
+    tools, dump = await backed_up(owner_url, tmp_path)
     roles = await shell(tools / "pg_dumpall", "--roles-only", "-d", owner_url)
     assert "CREATE ROLE consent_api" in roles
 
@@ -239,10 +246,7 @@ async def test_a_restore_does_not_bring_back_a_decision_a_re_applied_erasure_unc
 
     await send("accept-all")
     await send("reject-all", user_id="acct-9")
-    major = (await rows(owner_url, "SHOW server_version_num"))[0][0]
-    tools = pg_tools(int(major) // 10000)
-    dump = tmp_path / "consent.dump"
-    await shell(tools / "pg_dump", "-Fc", "-f", dump, owner_url)
+    tools, dump = await backed_up(owner_url, tmp_path)
     await send("reject-all")
     erased = await client.post(
         "/v1/dsr/erasures", json={"user_id": "acct-9", "reference": "T-9"}, headers=eraser
@@ -296,10 +300,7 @@ async def test_a_withdrawal_a_restore_lost_is_recorded_again_under_its_reference
         url = f"/v1/properties/{prop}/consent-events"
         response = await client.post(url, json=event(subject_id=subject, user_id=account))
         assert response.status_code == 201, response.text
-    major = (await rows(owner_url, "SHOW server_version_num"))[0][0]
-    tools = pg_tools(int(major) // 10000)
-    dump = tmp_path / "consent.dump"
-    await shell(tools / "pg_dump", "-Fc", "-f", dump, owner_url)
+    tools, dump = await backed_up(owner_url, tmp_path)
 
     body = {"user_id": "customer-42", "reference": "DSR-118"}
     first = await client.post("/v1/dsr/withdrawals", json=body, headers=withdrawer)
