@@ -22,7 +22,7 @@ from pydantic import (
 
 from service.banner.page_url import origin_and_path
 from service.core.hashing import Hasher, HashKey
-from service.core.json_input import UNPRINTABLE, CanonicalUUID, no_nul, one_spelling
+from service.core.json_input import UNPRINTABLE, CanonicalUUID, no_nul
 from service.ledger.event import ConsentStatus, EventSource, EventType, Signal
 
 IAB_STRING_MAX = 8192
@@ -57,16 +57,10 @@ class ConsentEventIn(BaseModel):
     )
     user_id: (
         Annotated[
-            str,
-            StringConstraints(min_length=1, max_length=USER_ID_MAX),
-            AfterValidator(one_spelling),
+            str, StringConstraints(min_length=1, max_length=USER_ID_MAX), AfterValidator(no_nul)
         ]
         | None
-    ) = Field(
-        default=None,
-        description="Account id; stored only as a keyed hash. Not blank, no white space around "
-        "it, no control or invisible formatting characters: one account, one hash.",
-    )
+    ) = Field(default=None, description="Account id; stored only as a keyed hash.")
     page_url: Annotated[str, StringConstraints(max_length=PAGE_URL_MAX)] | None = Field(
         default=None, description="Stored as origin and path only (query and fragment dropped)."
     )

@@ -514,31 +514,6 @@ async def test_user_id_is_stored_only_as_a_keyed_hash(
     assert row["request_hash"] != plain
 
 
-@pytest.mark.parametrize(
-    ("user_id", "detail"),
-    [
-        ("   ", "must not be blank"),
-        ("alice ", "must not begin or end with white space"),
-        ("\u202ealice", "must not contain control or invisible formatting characters"),
-        ("a\nb", "must not contain control or invisible formatting characters"),
-    ],
-)
-@pytest.mark.usefixtures("schemas")
-async def test_an_account_id_has_one_spelling(
-    client: httpx.AsyncClient, db: asyncpg.Connection, user_id: str, detail: str
-) -> None:
-    """A blank account id would be one hash linking every visitor whose banner sent it, and
-    "alice " a second hash for "alice" that an erasure by "alice" misses: refused, not tidied."""
-    before = await db.fetchval("SELECT count(*) FROM consent_events")
-    response = await client.post(ITSAILOR, json=event(user_id=user_id))
-    assert response.status_code == 422, response.text
-    assert response.headers["content-type"] == "application/problem+json"
-    [error] = response.json()["errors"]
-    assert error["pointer"] == "/body/user_id"
-    assert detail in error["detail"]
-    assert await db.fetchval("SELECT count(*) FROM consent_events") == before
-
-
 @pytest.mark.usefixtures("schemas")
 async def test_a_retry_across_a_key_rotation_or_of_an_unkeyed_original_is_a_retry(
     db_url: str, tmp_path: Path, app: ConsentAPI, client: httpx.AsyncClient

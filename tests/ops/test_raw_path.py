@@ -150,7 +150,7 @@ def requests() -> dict[str, bytes]:
         ),
         "schema": get("/v1/properties/itsailor/schema"),
         "a missing schema": get("/v1/properties/nope/schema"),
-        "the client": get("/client/1.0.3/consent.js"),
+        "the client": get("/client/1.0.2/consent.js"),
         "a client file that is not there": get("/client/0.0.1/consent.js"),
         "the receipt keys": get("/.well-known/jwks.json"),
     }

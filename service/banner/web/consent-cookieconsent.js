@@ -1,4 +1,4 @@
-/*! consent-record × vanilla-cookieconsent 3 | 1.0.3 | served at /client/1.0.3/consent-cookieconsent.js
+/*! consent-record × vanilla-cookieconsent 3 | 1.0.2 | served at /client/1.0.2/consent-cookieconsent.js
  *
  * Runs vanilla-cookieconsent v3 (load its cookieconsent.umd.js first) from the property's consent
  * schema and records every decision through the consent-record client (load consent.js first):
@@ -338,14 +338,9 @@
     var cookieconsent = global.CookieConsent;
     if (!global.ConsentRecord) return Promise.reject(new Error('load consent.js before consent-cookieconsent.js'));
     if (!cookieconsent) return Promise.reject(new Error('load cookieconsent.umd.js before consent-cookieconsent.js'));
-    var client;
-    try {
-      client = global.ConsentRecord.create({
-        api: options.api, property: options.property, userId: options.userId, storageKey: options.storageKey,
-      });
-    } catch (error) {
-      return Promise.reject(error); // a bad option (a userId the service would refuse): rejected, as documented
-    }
+    var client = global.ConsentRecord.create({
+      api: options.api, property: options.property, userId: options.userId, storageKey: options.storageKey,
+    });
     return client.ready.then(function () {
       var config = buildConfig(client, options);
       var adapter = new Adapter(client, cookieconsent, config);
@@ -389,6 +384,6 @@
     });
   }
 
-  var api = { version: '1.0.3', run: run, buildConfig: buildConfig, client: null, adapter: null };
+  var api = { version: '1.0.2', run: run, buildConfig: buildConfig, client: null, adapter: null };
   global.ConsentCookieConsent = api;
 })(typeof window !== 'undefined' ? window : this);

@@ -1,5 +1,5 @@
-// Types of the consent-record browser client 1.0.3 (consent.js) and its vanilla-cookieconsent
-// integration (consent-cookieconsent.js). Served at /client/1.0.3/consent.d.ts.
+// Types of the consent-record browser client 1.0.2 (consent.js) and its vanilla-cookieconsent
+// integration (consent-cookieconsent.js). Served at /client/1.0.2/consent.d.ts.
 
 export type EventType = 'accept-all' | 'reject-all' | 'save-selection' | 'withdraw' | 're-prompt';
 export type Decision = Exclude<EventType, 're-prompt'>;
@@ -101,8 +101,7 @@ export interface ClientOptions {
   /** The service's base URL, e.g. `https://consent.example.com`. */
   api: string;
   property: string;
-  /** An account id: the service stores only its keyed hash. Not blank, no white space around it,
-   * no control or invisible formatting characters (`create` throws a TypeError otherwise). */
+  /** An account id: the service stores only its keyed hash. */
   userId?: string;
   /** localStorage key of the subject id and decision (default `consent-record:<property>`). */
   storageKey?: string;

@@ -1,4 +1,4 @@
-/*! consent-record client 1.0.3 | served by the consent record service at /client/1.0.3/consent.js
+/*! consent-record client 1.0.2 | served by the consent record service at /client/1.0.2/consent.js
  *
  * A dependency-free browser client for the consent record service (docs/banner.md). No build step:
  * load it with a <script> tag and call `ConsentRecord.create({api, property})`. It
@@ -20,7 +20,7 @@
 (function (global) {
   'use strict';
 
-  var VERSION = '1.0.3';
+  var VERSION = '1.0.2';
   var RETRY_DAYS = 7; // how long an unsent event is kept and sent again
   var SIGNALS = ['gpc', 'dnt'];
   var GCM_TYPES = ['ad_storage', 'ad_user_data', 'ad_personalization', 'analytics_storage',
@@ -28,10 +28,6 @@
   var DECISIONS = ['accept-all', 'reject-all', 'save-selection', 'withdraw'];
   // Answers after which sending the same event again cannot succeed: it is dropped (and logged).
   var FINAL = [400, 403, 404, 409, 413, 415, 422];
-  // An account id as the service takes it (service/core/json_input.py, `one_spelling`).
-  var ACCOUNT_ID = new RegExp('^(?![\\s\\S]*[\\x00-\\x1f\\x7f-\\x9f\\xad\\u061c\\u180e' +
-    '\\u200b-\\u200f\\u2028-\\u202e\\u2060-\\u2064\\u2066-\\u206f\\ufeff\\ufff9-\\ufffb])' +
-    '\\S(?:[\\s\\S]*\\S)?$');
 
   function uuid4() {
     var c = global.crypto;
@@ -74,13 +70,6 @@
     this.api = String(options.api).replace(/\/+$/, '');
     this.property = String(options.property);
     this.userId = options.userId || null;
-    // The service refuses an account id that is blank, has white space around it or holds a
-    // control or invisible formatting character (one account, one hash): said here, at once,
-    // rather than by every event it would carry being refused.
-    if (this.userId !== null && !ACCOUNT_ID.test(String(this.userId))) {
-      throw new TypeError('ConsentRecord.create: userId must not be blank, have white space ' +
-        'around it, or hold control or invisible formatting characters');
-    }
     this.retryDays = options.retryDays || RETRY_DAYS;
     this.base = this.api + '/v1/properties/' + encodeURIComponent(this.property);
     this.store = new Store(options.storageKey || 'consent-record:' + this.property);
