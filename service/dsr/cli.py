@@ -117,7 +117,7 @@ def dsr_export(
     from service.core.db import create_sessionmaker
     from service.dsr.bodies import DsrAction, ExportRequest
     from service.dsr.export import open_export
-    from service.dsr.service import known_property, record_audit
+    from service.dsr.service import count_export, known_property, record_audit
     from service.ledger.receipts import receipt_signer_from_settings
 
     settings = load_settings()
@@ -128,24 +128,20 @@ def dsr_export(
     hasher = hasher_from_settings(settings)
 
     async def work(engine: AsyncEngine, sink: BinaryIO) -> int:
-        async with create_sessionmaker(engine)() as session:
+        async with create_sessionmaker(engine).begin() as session:
             await known_property(session, request.property)
-
-            async def audit(count: int) -> uuid.UUID:
-                audit_id = await record_audit(
-                    session, action=DsrAction.EXPORT, actor=CLI_ACTOR, query=request,
-                    hasher=hasher, matched=count,
-                )  # fmt: skip
-                await session.commit()
-                return audit_id
-
-            progress: list[Callable[[int], None]] = []
-            plan, stream = await open_export(
-                engine, SchemaCatalog(engine), hasher, request, audit=audit,
-                export_format=request.format, exported_at=datetime.now(UTC), request_id=None,
-                progress=lambda done: progress[0](done),
-                receipts=receipt_signer_from_settings(settings),
+            count, _ = await count_export(session, hasher, request)
+            audit_id = await record_audit(
+                session, action=DsrAction.EXPORT, actor=CLI_ACTOR, query=request, hasher=hasher,
+                matched=count,
             )  # fmt: skip
+        progress: list[Callable[[int], None]] = []
+        plan, stream = await open_export(
+            engine, SchemaCatalog(engine), hasher, request, audit_id=audit_id,
+            export_format=request.format, exported_at=datetime.now(UTC), request_id=None,
+            progress=lambda done: progress[0](done),
+            receipts=receipt_signer_from_settings(settings),
+        )  # fmt: skip
         with typer.progressbar(
             length=plan.count, label="exporting", file=sys.stderr, hidden=output is None
         ) as bar:

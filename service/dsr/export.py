@@ -13,7 +13,7 @@ import hashlib
 import io
 import json
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -58,22 +58,23 @@ async def open_export(
     hasher: Hasher,
     query: DsrQuery,
     *,
-    audit: Callable[[int], Awaitable[uuid.UUID]],
+    audit_id: uuid.UUID,
     export_format: ExportFormat,
     exported_at: datetime,
     request_id: str | None,
     progress: Callable[[int], None] | None = None,
     receipts: ReceiptSigner | None = None,
 ) -> tuple[ExportPlan, AsyncIterator[bytes]]:
-    """An export counted, audited and read in one snapshot: a transaction at REPEATABLE READ
-    counts the events, `audit(count)` records and commits the look-up, and the same transaction
-    reads the events, so the file's `event_count` (and `X-Event-Count`) is the number of events
-    in it even when an erasure commits meanwhile. Counted and audited before this returns, with
-    the file's first bytes ready: nothing is sent before the audit row is committed."""
+    """An export counted and read in one snapshot (a transaction at REPEATABLE READ), so its
+    `event_count` (and `X-Event-Count`) is the number of events in it even when an erasure
+    commits while it is read. The caller audits the look-up (`audit_id`) and commits that first,
+    with the connection given back: an export holds one connection at a time, or concurrent
+    exports could each hold one and wait for another. Counted before this returns, with the
+    file's first bytes ready."""
     planned: list[ExportPlan] = []
     chunks = _in_one_snapshot(
-        engine, catalog, hasher, query, planned, audit, export_format, exported_at, request_id,
-        progress, receipts,
+        engine, catalog, hasher, query, planned, audit_id, export_format, exported_at,
+        request_id, progress, receipts,
     )  # fmt: skip
     first = await anext(chunks)
     return planned[0], _after(first, chunks)
@@ -91,7 +92,7 @@ async def _in_one_snapshot(
     hasher: Hasher,
     query: DsrQuery,
     planned: list[ExportPlan],
-    audit: Callable[[int], Awaitable[uuid.UUID]],
+    audit_id: uuid.UUID,
     export_format: ExportFormat,
     exported_at: datetime,
     request_id: str | None,
@@ -102,7 +103,7 @@ async def _in_one_snapshot(
         snapshot = await connection.execution_options(isolation_level="REPEATABLE READ")
         async with snapshot.begin():
             count, last_seq = await count_export(snapshot, hasher, query)
-            plan = ExportPlan(query, count, last_seq, await audit(count))
+            plan = ExportPlan(query, count, last_seq, audit_id)
             planned.append(plan)
             async for data in stream_export(
                 snapshot, catalog, hasher, plan, export_format=export_format,

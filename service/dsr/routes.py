@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import Annotated
 
 import structlog
@@ -32,6 +31,7 @@ from service.dsr.erasure import erase_in_one_transaction
 from service.dsr.export import open_export
 from service.dsr.service import (
     audit_page,
+    count_export,
     history_page,
     known_property,
     record_audit,
@@ -118,17 +118,17 @@ async def dsr_export(
 ) -> StreamingResponse:
     body = await read_json(request, ExportRequest, limit=MAX_BODY_BYTES)
     await known_property(session, body.property)
-
-    async def audit(count: int) -> uuid.UUID:
-        audit_id = await record_audit(
-            session, action=DsrAction.EXPORT, actor=principal.key_id, query=body, hasher=hasher,
-            matched=count,
-        )  # fmt: skip
-        await session.commit()  # audited before a byte is sent
-        return audit_id
-
+    # The look-up is audited, and committed with its connection given back, before the export
+    # is read (on a connection of its own) and before a byte is sent. The audit's count is what
+    # matched then; the file counts what it holds (an erasure may commit in between).
+    count, _ = await count_export(session, hasher, body)
+    audit_id = await record_audit(
+        session, action=DsrAction.EXPORT, actor=principal.key_id, query=body, hasher=hasher,
+        matched=count,
+    )  # fmt: skip
+    await session.commit()
     plan, stream = await open_export(
-        engine, catalog, hasher, body, audit=audit, export_format=body.format,
+        engine, catalog, hasher, body, audit_id=audit_id, export_format=body.format,
         exported_at=clock(), request_id=structlog.contextvars.get_contextvars().get("request_id"),
         receipts=writer.receipts,
     )  # fmt: skip

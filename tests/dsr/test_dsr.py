@@ -408,13 +408,11 @@ async def test_a_large_export_streams_every_event(
     from service.dsr.bodies import ExportFormat, ExportRequest
     from service.dsr.export import CHUNK, open_export
 
-    async def audit(count: int) -> uuid.UUID:
-        return uuid.uuid4()
-
     state = services(app)
     plan, stream = await open_export(
-        state.engine, state.catalog, state.hasher, ExportRequest(subject_id=subject), audit=audit,
-        export_format=ExportFormat.JSON, exported_at=state.clock(), request_id=None,
+        state.engine, state.catalog, state.hasher, ExportRequest(subject_id=subject),
+        audit_id=uuid.uuid4(), export_format=ExportFormat.JSON, exported_at=state.clock(),
+        request_id=None,
     )  # fmt: skip
     assert plan.count == 2500
     pieces = [piece async for piece in stream]
@@ -423,34 +421,62 @@ async def test_a_large_export_streams_every_event(
 
 
 async def test_an_export_counts_and_reads_its_events_in_one_snapshot(
-    client: httpx.AsyncClient, keys: dict[str, dict[str, str]], app: ConsentAPI, db_url: str
+    client: httpx.AsyncClient, owner_url: str, app: ConsentAPI, db_url: str
 ) -> None:
-    """An erasure committed after the export was counted and audited, before its events were
-    read: the count said 2 and the file held none (a verifier reads that as a file cut short).
-    Counted, audited and read in one snapshot, the file holds what it counts."""
+    """An erasure committed while an export is read, between two of its chunks: read in
+    statements of their own, the file counted 2500 and held the first chunk's 1000 (a verifier
+    reads that as a file cut short). Counted and read in one snapshot, it holds what it counts,
+    and it holds one connection: the pool's others stay free for the erasure."""
     from service.dsr.bodies import ExportFormat, ExportRequest
-    from service.dsr.export import open_export
+    from service.dsr.export import CHUNK, open_export
 
+    await published(db_url, example("itsailor"))
     subject = uuid.uuid4()
-    await record(client, subject)
-    await record(client, subject, "reject-all")
+    await bulk_events(owner_url, count=2500, property_name="itsailor", subject_id=subject)
     eraser = bearer(await api_key(db_url, "dsr:erase"))
-
-    async def audit_then_erase(count: int) -> uuid.UUID:
-        erased = await client.post(
-            "/v1/dsr/erasures", json={"subject_id": str(subject)}, headers=eraser
-        )
-        assert (erased.status_code, erased.json()["matched"]) == (200, 2), erased.text
-        return uuid.uuid4()
-
     state = services(app)
     plan, stream = await open_export(
         state.engine, state.catalog, state.hasher, ExportRequest(subject_id=subject),
-        audit=audit_then_erase, export_format=ExportFormat.JSON, exported_at=state.clock(),
+        audit_id=uuid.uuid4(), export_format=ExportFormat.JSON, exported_at=state.clock(),
         request_id=None,
     )  # fmt: skip
-    export = json.loads(b"".join([piece async for piece in stream]))
-    assert plan.count == export["event_count"] == len(export["events"]) == 2
+    pieces = [await anext(stream), await anext(stream)]  # the head, the first chunk
+    erased = await client.post(
+        "/v1/dsr/erasures", json={"subject_id": str(subject)}, headers=eraser
+    )
+    assert (erased.status_code, erased.json()["matched"]) == (200, 2500), erased.text
+    pieces += [piece async for piece in stream]
+    export = json.loads(b"".join(pieces))
+    assert plan.count == export["event_count"] == len(export["events"]) == 2500 > CHUNK
+
+
+async def test_exports_hold_one_connection_at_a_time(
+    db_url: str, tmp_path: Path, keys: dict[str, dict[str, str]]
+) -> None:
+    """The look-up's audit and the export's snapshot each took a pooled connection, the first
+    held until the second was had: on a pool of one an export waited for itself (a 503 after
+    the command timeout), and concurrent exports on any pool could each hold one and wait."""
+    app = create_app(make_settings(db_url, tmp_path, db_pool_size=1))
+    transport = httpx.ASGITransport(app=app, client=(CLIENT_IP, 1234))
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://t") as client,
+    ):
+        subject = uuid.uuid4()
+        await record(client, subject)
+        answers = await asyncio.wait_for(
+            asyncio.gather(
+                *(
+                    client.post(
+                        "/v1/dsr/exports", json={"subject_id": str(subject)}, headers=keys["read"]
+                    )
+                    for _ in range(3)
+                )
+            ),
+            timeout=20,
+        )
+    assert [answer.status_code for answer in answers] == [200, 200, 200]
+    assert {answer.json()["event_count"] for answer in answers} == {1}
 
 
 # --- erasure ------------------------------------------------------------------------------------
