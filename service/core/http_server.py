@@ -28,7 +28,7 @@ import contextvars
 import os
 from collections.abc import Awaitable, Callable
 from email.utils import formatdate
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from uvicorn._types import ASGI3Application
@@ -36,7 +36,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResp
 
 from service.core.errors import PROBLEM_BASE, PROBLEM_MEDIA_TYPE
 from service.core.logging import get_logger
-from service.core.observe import REQUEST_METRICS
+from service.core.observe import REFUSED_STATUS, REQUEST_METRICS
 
 log = get_logger("service.http")
 
@@ -271,9 +271,11 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
                 cycle.response_complete = True
                 self.cycle = cycle = self._before  # type: ignore[assignment]
             else:
+                # Counted once, under its route, with the status it got (core/observe.py).
+                cast("dict[str, object]", cycle.scope)[REFUSED_STATUS] = status
                 cycle.disconnected = True
                 cycle.message_event.set()
-                self._send_refusal(status)
+                self._send_refusal(status, counted=False)
                 return
         # Every request before this one is answered in order, the latest last.
         if cycle is not None and not cycle.response_complete:
@@ -289,7 +291,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self._unset_keepalive_if_required()
             self._send_refusal(self._refusal)
 
-    def _send_refusal(self, status: int) -> None:
+    def _send_refusal(self, status: int, *, counted: bool = True) -> None:
         # The app never sees this request, so the id its answer names is made here, and logged:
         # the one line an operator can find it by.
         request_id = os.urandom(16).hex()
@@ -298,4 +300,5 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self.transport.close()
         log.warning("request_refused", request_id=request_id, status=status)
         # Counted like any answer, under a route of its own: no route was read (README, API).
-        REQUEST_METRICS.observe(REFUSED_METHOD, REFUSED_ROUTE, status, 0.0)
+        if counted:
+            REQUEST_METRICS.observe(REFUSED_METHOD, REFUSED_ROUTE, status, 0.0)

@@ -137,6 +137,9 @@ _REQUEST_ID = re.compile(
     r"^(?:[0-9a-fA-F]{32}|[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12})$"
 )
 CLIENT_CLOSED = 499  # the client went away before an answer (nginx's code; not counted as 500)
+# Set in a request's scope when the HTTP server refused its body (malformed mid-way) after its
+# route was read: the status the client got, which the request is counted and logged with.
+REFUSED_STATUS = "consent.refused_status"
 
 
 def encoded_slash(scope: Scope) -> bool:
@@ -183,6 +186,7 @@ def id_headers(request_id: str) -> list[tuple[bytes, bytes]]:
 def observed(scope: Scope, request_id: str, status: int, started: float) -> None:
     """A request is over: its metrics and its access line."""
     elapsed = time.perf_counter() - started
+    status = scope.get(REFUSED_STATUS, status)
     route = route_template(scope)
     method = scope["method"]
     REQUEST_METRICS.observe(method, route, status, elapsed)

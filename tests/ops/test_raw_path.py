@@ -19,7 +19,7 @@ import uvicorn
 
 from service.app import create_app
 from service.core.config import Settings
-from service.core.http_server import BoundedHttpToolsProtocol
+from service.core.http_server import REFUSED_METHOD, REFUSED_ROUTE, BoundedHttpToolsProtocol
 from service.core.observe import REQUEST_METRICS, REQUESTS
 from service.core.pipeline import ConsentAPI, Dispatch
 from service.core.raw_path import RawServer
@@ -70,6 +70,12 @@ def answered(status: int) -> float:
     REQUEST_METRICS.flush()
     series = REQUESTS.labels("POST", "/v1/properties/{property}/consent-events", str(status))
     return float(series._value.get())
+
+
+def refused(status: int) -> float:
+    """How many requests the HTTP server refused before reading a route, in the metrics."""
+    REQUEST_METRICS.flush()
+    return float(REQUESTS.labels(REFUSED_METHOD, REFUSED_ROUTE, str(status))._value.get())
 
 
 def raw_server(app: ConsentAPI) -> RawServer:
@@ -317,7 +323,9 @@ async def test_a_malformed_body_is_refused_and_closed(served: tuple[ConsentAPI, 
         b"HTTP/1.1 200",
         b"HTTP/1.1 400",
     ]
-    # The bad chunk in a later read, the request's head and its event already in.
+    # The bad chunk in a later read, the request's head and its event already in: counted once,
+    # under its route, with the 400 it got (not also as a refusal with no route, nor as a 499).
+    before = (answered(400), answered(499), refused(400))
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     head, _, rest = bad.partition(b"\r\n\r\n")
     writer.write(head + b"\r\n\r\n")
@@ -327,6 +335,11 @@ async def test_a_malformed_body_is_refused_and_closed(served: tuple[ConsentAPI, 
     later = await asyncio.wait_for(reader.read(), timeout=10)
     writer.close()
     assert later.startswith(b"HTTP/1.1 400 ")
+    for _ in range(50):  # the request's task ends after the refusal is written
+        if answered(400) > before[0]:
+            break
+        await asyncio.sleep(0.05)
+    assert (answered(400), answered(499), refused(400)) == (before[0] + 1, *before[1:])
 
 
 @pytest.mark.parametrize(
