@@ -179,7 +179,8 @@ async def check_role(engine: AsyncEngine, settings: Settings, *, quiet: bool = F
     (docs/guarantees.md, "Least privilege"). In production a more powerful role is a loud
     warning, or a refusal to start with CONSENT_REQUIRE_LEAST_PRIVILEGE, which also refuses to
     start while the role cannot be checked (it would otherwise serve as whatever role it is once
-    the database appears). False: not checked yet (the database is not reachable)."""
+    the database appears). False: not checked yet (the database is not reachable, or not
+    migrated: whether the role may record events is known once it is)."""
     if settings.is_dev:
         return True
     try:
@@ -193,6 +194,16 @@ async def check_role(engine: AsyncEngine, settings: Settings, *, quiet: bool = F
         if not quiet:
             log.warning("database_role_not_checked", error=type(exc).__name__)
         return False
+    powers = role.excess
+    message = (
+        f"the service connects to PostgreSQL as a role that is {' and '.join(powers)}: it could "
+        "switch off the protections of the evidence; connect as a login role that is a member "
+        "of consent_api and owns nothing (README, Operations)"
+    )
+    if powers and settings.require_least_privilege:
+        raise RuntimeError(message)
+    if role.records is None:
+        return False  # not migrated yet: looked at again until it is, the grant with it
     if role.records is False:
         # Too weak rather than too strong: every consent event would be a 503 (core/db_errors.py).
         log.error(
@@ -200,17 +211,8 @@ async def check_role(engine: AsyncEngine, settings: Settings, *, quiet: bool = F
             detail="the service's database role may not record consent events: make it a member "
             "of consent_api (GRANT consent_api TO it; README, Operations)",
         )
-    powers = role.excess
-    if not powers:
-        return True
-    message = (
-        f"the service connects to PostgreSQL as a role that is {' and '.join(powers)}: it could "
-        "switch off the protections of the evidence; connect as a login role that is a member "
-        "of consent_api and owns nothing (README, Operations)"
-    )
-    if settings.require_least_privilege:
-        raise RuntimeError(message)
-    log.warning("database_role_too_powerful", powers=powers, detail=message)
+    if powers:
+        log.warning("database_role_too_powerful", powers=powers, detail=message)
     return True
 
 

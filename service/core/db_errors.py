@@ -86,11 +86,14 @@ def sqlstate_of(exc: BaseException) -> str:
 
 
 def not_ready_reason(exc: BaseException) -> str:
-    """What `/readyz` says of a database it could not use: unreachable, or which refusal."""
+    """What `/readyz` says of a database it could not use: unreachable, or which refusal. A
+    transaction pooler answers a database or login it refuses with 08P01 and a message of its
+    own (PgBouncer: "no such database: …", "… authentication failed"), read here too."""
     state = sqlstate_of(exc)
-    if state == "3D000":
+    message = str(getattr(_postgres_fields(exc), "message", "") or "")
+    if state == "3D000" or (state == "08P01" and message.startswith("no such database")):
         return "does not exist"
-    if state[:2] == "28":
+    if state[:2] == "28" or (state == "08P01" and "authentication failed" in message):
         return "refuses this login"
     if missing_grant(exc):
         return "refuses this role: GRANT consent_api TO it"

@@ -197,3 +197,40 @@ async def test_production_says_at_start_when_its_role_may_not_record_events(
         assert "database_role_too_powerful" not in logs.getvalue()
     finally:
         await _admin(server_url, f'DROP ROLE IF EXISTS "{role}"')
+
+
+async def test_the_grant_is_checked_again_once_the_database_is_migrated(
+    server_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    captured_logs_factory: Callable[[], io.StringIO],
+) -> None:
+    """Started before `migrate`, the role's right to record events cannot be known yet: it is
+    looked at again until it can (the check had stopped, and never said so)."""
+    import asyncio
+
+    import service.app
+    from service.core.migrations import upgrade_to_head
+    from tests.conftest import database_url
+
+    monkeypatch.setattr(service.app, "ROLE_CHECK_INTERVAL_SECONDS", 0.05)
+    name, role = f"consent_early_{uuid.uuid4().hex[:8]}", f"consent_weak_{uuid.uuid4().hex[:8]}"
+    await _admin(server_url, f'CREATE DATABASE "{name}"')
+    await _admin(server_url, f'CREATE ROLE "{role}" LOGIN')
+    owner = database_url(server_url, name)
+    as_role = make_url(owner).set(username=role).render_as_string(hide_password=False)
+    try:
+        app = create_app(make_settings(as_role, tmp_path, env=Environment.PRODUCTION))
+        logs = captured_logs_factory()
+        async with app.router.lifespan_context(app):
+            await asyncio.sleep(0.2)
+            assert "database_role_cannot_record" not in logs.getvalue()
+            await asyncio.to_thread(upgrade_to_head, owner)
+            for _ in range(100):
+                if "database_role_cannot_record" in logs.getvalue():
+                    break
+                await asyncio.sleep(0.05)
+        assert "database_role_cannot_record" in logs.getvalue()
+    finally:
+        await _admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await _admin(server_url, f'DROP ROLE IF EXISTS "{role}"')

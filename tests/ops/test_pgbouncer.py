@@ -217,3 +217,24 @@ async def test_a_pooler_without_the_setting_is_a_503_naming_it_never_a_500(
     # 40 clients over 2 server connections: statements meet the wrong connection every time.
     assert 503 in statuses
     assert "CONSENT_DB_POOL_MODE=transaction" in logs.getvalue()
+
+
+async def test_readyz_names_what_the_pooler_refuses(bouncer_url: str, tmp_path: Path) -> None:
+    """PgBouncer answers a database or a login it does not know with 08P01 and a message of its
+    own, where PostgreSQL says 3D000 or 28000: /readyz said "unreachable" for both."""
+    url = make_url(bouncer_url)
+    for wrong, reason in (
+        (url.set(database="nosuchdb"), "does not exist"),
+        (url.set(username="stranger"), "refuses this login"),
+    ):
+        settings = make_settings(
+            wrong.render_as_string(hide_password=False), tmp_path, db_pool_mode="transaction"
+        )
+        app = create_app(settings)
+        transport = httpx.ASGITransport(app=app, client=(CLIENT_IP, 1))
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(transport=transport, base_url="http://t") as client,
+        ):
+            ready = await client.get("/readyz")
+        assert (ready.status_code, ready.json()["database"]) == (503, reason)

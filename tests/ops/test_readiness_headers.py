@@ -56,7 +56,7 @@ async def test_readyz_503_for_a_missing_database_matches_the_api_503(
     assert (ready.status_code, api.status_code, live.status_code) == (503, 503, 200)
     assert ready.json() == {
         "status": "unavailable",
-        "database": "unreachable",
+        "database": "does not exist",
         "migrations": "unknown",
     }
     for response in (ready, api):
