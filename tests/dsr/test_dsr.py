@@ -9,6 +9,7 @@ import hashlib
 import io
 import json
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from pydantic import SecretStr
 from service.app import create_app
 from service.consent_schema.document import ConsentSchemaDocument, canonical_json, content_hash
 from service.core.pipeline import ConsentAPI
+from service.dsr.service import ExportPlan
 from service.state import of as services
 from tests.conftest import CLIENT_IP, TEST_KEY, make_settings
 from tests.core.test_privacy_store import pg_dump
@@ -394,6 +396,21 @@ async def test_csv_export_has_one_row_per_event(
     assert {row["gpc"] for row in rows} | {row["dnt"] for row in rows} <= {"true", "false"}
 
 
+async def json_export(
+    app: ConsentAPI, subject: uuid.UUID
+) -> tuple[ExportPlan, AsyncIterator[bytes]]:
+    """A JSON export of a subject's events, opened as the route opens one (its audit aside)."""
+    from service.dsr.bodies import ExportFormat, ExportRequest
+    from service.dsr.export import open_export
+
+    state = services(app)
+    return await open_export(
+        state.engine, state.catalog, state.hasher, ExportRequest(subject_id=subject),
+        audit_id=uuid.uuid4(), export_format=ExportFormat.JSON, exported_at=state.clock(),
+        request_id=None,
+    )  # fmt: skip
+
+
 async def test_a_large_export_streams_every_event(
     client: httpx.AsyncClient, owner_url: str, keys: dict[str, dict[str, str]], app: ConsentAPI
 ) -> None:
@@ -405,15 +422,9 @@ async def test_a_large_export_streams_every_event(
     assert len({e["event_id"] for e in export["events"]}) == 2500
 
     # The body is produced piece by piece, a chunk of events at a time, never whole.
-    from service.dsr.bodies import ExportFormat, ExportRequest
-    from service.dsr.export import CHUNK, open_export
+    from service.dsr.export import CHUNK
 
-    state = services(app)
-    plan, stream = await open_export(
-        state.engine, state.catalog, state.hasher, ExportRequest(subject_id=subject),
-        audit_id=uuid.uuid4(), export_format=ExportFormat.JSON, exported_at=state.clock(),
-        request_id=None,
-    )  # fmt: skip
+    plan, stream = await json_export(app, subject)
     assert plan.count == 2500
     pieces = [piece async for piece in stream]
     assert len(pieces) >= 2500 // CHUNK + 2
@@ -427,19 +438,13 @@ async def test_an_export_counts_and_reads_its_events_in_one_snapshot(
     statements of their own, the file counted 2500 and held the first chunk's 1000 (a verifier
     reads that as a file cut short). Counted and read in one snapshot, it holds what it counts,
     and it holds one connection: the pool's others stay free for the erasure."""
-    from service.dsr.bodies import ExportFormat, ExportRequest
-    from service.dsr.export import CHUNK, open_export
+    from service.dsr.export import CHUNK
 
     await published(db_url, example("itsailor"))
     subject = uuid.uuid4()
     await bulk_events(owner_url, count=2500, property_name="itsailor", subject_id=subject)
     eraser = bearer(await api_key(db_url, "dsr:erase"))
-    state = services(app)
-    plan, stream = await open_export(
-        state.engine, state.catalog, state.hasher, ExportRequest(subject_id=subject),
-        audit_id=uuid.uuid4(), export_format=ExportFormat.JSON, exported_at=state.clock(),
-        request_id=None,
-    )  # fmt: skip
+    plan, stream = await json_export(app, subject)
     pieces = [await anext(stream), await anext(stream)]  # the head, the first chunk
     erased = await client.post(
         "/v1/dsr/erasures", json={"subject_id": str(subject)}, headers=eraser
