@@ -60,7 +60,12 @@ class ConsentEventIn(BaseModel):
             str, StringConstraints(min_length=1, max_length=USER_ID_MAX), AfterValidator(no_nul)
         ]
         | None
-    ) = Field(default=None, description="Account id; stored only as a keyed hash.")
+    ) = Field(
+        default=None,
+        description="Account id; stored only as a keyed hash, of its one form: Unicode's "
+        "composition and white space or invisible formatting characters around it do not count "
+        "(`alice ` is `alice`; an id of nothing else is no account id).",
+    )
     page_url: Annotated[str, StringConstraints(max_length=PAGE_URL_MAX)] | None = Field(
         default=None, description="Stored as origin and path only (query and fragment dropped)."
     )

@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import ipaddress
 import socket
+import unicodedata
 from dataclasses import dataclass
 
 from pydantic import SecretStr
@@ -90,8 +91,11 @@ class Hasher:
         """`ip` for an address already in canonical form (as `ClientAddress` returns it)."""
         return self.current.digest("ip", address)
 
-    def user(self, user_id: str) -> str:
-        return self.current.digest("user", user_id)
+    def user(self, user_id: str) -> str | None:
+        """The hash an account id is stored under: of its one form (`normalise_account_id`);
+        None when that form is empty (nothing but white space or invisible characters)."""
+        account = normalise_account_id(user_id)
+        return self.current.digest("user", account) if account else None
 
     def ip_candidates(self, address: str) -> list[tuple[str, str]]:
         """(key id, hash) under every configured key, for look-ups across key rotations."""
@@ -99,7 +103,16 @@ class Hasher:
         return [(key.key_id, key.digest("ip", normalised)) for key in self.all_keys]
 
     def user_candidates(self, user_id: str) -> list[tuple[str, str]]:
-        return [(key.key_id, key.digest("user", user_id)) for key in self.all_keys]
+        """(key id, hash) under every key, of the account id's one form and, when it was given
+        in another, of that spelling too: events stored before account ids had one form keep
+        the hash of the spelling their banner sent (docs/guarantees.md, "No raw IP address is
+        stored or logged")."""
+        spellings = dict.fromkeys((normalise_account_id(user_id), user_id))
+        return [
+            (key.key_id, key.digest("user", spelling))
+            for key in self.all_keys
+            for spelling in spellings
+        ]
 
 
 def hasher_from_settings(settings: Settings) -> Hasher:
@@ -115,6 +128,27 @@ def hasher_from_settings(settings: Settings) -> Hasher:
                 hint="set CONSENT_IP_HASH_SALT in production; keep the key outside the database",
             )
     return Hasher.from_secrets(key, settings.ip_hash_previous_salts)
+
+
+def normalise_account_id(user_id: str) -> str:
+    """The one form of an account id its hash is taken of: Unicode's composed form (NFC), without
+    the white space and invisible formatting characters (zero-width spaces, byte order marks, bidi
+    marks) around it. "alice ", "\u200balice" and "alice" are one account; an id that is nothing
+    but those characters becomes "" (the banner then stores no account id). Case is kept: an
+    account system may tell "Alice" from "alice"."""
+    if user_id.isascii() and not user_id[:1].isspace() and not user_id[-1:].isspace():
+        return user_id  # the common case: ASCII is its own composed form, with no Cf characters
+    text = unicodedata.normalize("NFC", user_id)
+    start, end = 0, len(text)
+    while start < end and _around(text[start]):
+        start += 1
+    while end > start and _around(text[end - 1]):
+        end -= 1
+    return text[start:end]
+
+
+def _around(char: str) -> bool:
+    return char.isspace() or unicodedata.category(char) == "Cf"
 
 
 def normalise_ip(address: str) -> str:

@@ -19,9 +19,15 @@ from pydantic import (
 )
 
 from service.consent_schema.document import PROPERTY_PATTERN
-from service.core.hashing import canonical_ip
+from service.core.hashing import canonical_ip, normalise_account_id
 from service.core.json_input import CanonicalUUID, Timestamp, no_nul, one_spelling
 from service.ledger.bodies import ConsentRecord, RecordedEvent
+
+
+def _an_account(value: str) -> str:
+    if not normalise_account_id(value):
+        raise ValueError("must not be blank: it holds only white space or invisible characters")
+    return value
 
 
 class IdentifierType(StrEnum):
@@ -76,9 +82,19 @@ class DsrQuery(BaseModel):
         description="An IP address; matched under every configured hash key, current and previous.",
     )
     user_id: (
-        Annotated[str, StringConstraints(min_length=1, max_length=256), AfterValidator(no_nul)]
+        Annotated[
+            str,
+            StringConstraints(min_length=1, max_length=256),
+            AfterValidator(no_nul),
+            AfterValidator(_an_account),
+        ]
         | None
-    ) = Field(default=None, description="An account id, as the banner sent it.")
+    ) = Field(
+        default=None,
+        description="An account id. White space and invisible formatting characters around it "
+        "and Unicode's composition do not count: `alice ` finds what a banner sent as `alice`. "
+        "Events stored before 2026-12-01 are found under the spelling their banner sent.",
+    )
     property: Annotated[str, StringConstraints(pattern=PROPERTY_PATTERN)] | None = None
     since: Timestamp | None = None
     until: Timestamp | None = None

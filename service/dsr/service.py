@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from service.consent_schema.document import canonical_json
 from service.consent_schema.service import SchemaCatalog
 from service.core.errors import NotFound, Unprocessable
-from service.core.hashing import Hasher, HashKey, normalise_ip
+from service.core.hashing import Hasher, HashKey, normalise_account_id, normalise_ip
 from service.dsr.bodies import (
     DsrAction,
     DsrQuery,
@@ -108,11 +108,18 @@ def match_values(query: DsrQuery, hasher: Hasher) -> dict[str, Any]:
     return values
 
 
-def audit_hash(query: DsrQuery, hasher: Hasher, key: HashKey | None = None) -> str:
-    """What an audit row keeps of the query's identifier: its hash under `key` (the current)."""
+def audit_hash(
+    query: DsrQuery, hasher: Hasher, key: HashKey | None = None, *, as_given: bool = False
+) -> str:
+    """What an audit row keeps of the query's identifier: its hash under `key` (the current), of
+    the identifier's one form (an account id's as its events are stored), or with `as_given`,
+    of an account id as the request spelled it (what rows audited before account ids had one
+    form keep)."""
     kind, value = identifier_of(query)
     if kind is IdentifierType.IP:
         value = normalise_ip(value)
+    elif kind is IdentifierType.USER_ID and not as_given:
+        value = normalise_account_id(value)
     return (key or hasher.current).digest(f"audit-{kind.value}", value)
 
 

@@ -95,8 +95,15 @@ def reference_lock(reference: str) -> int:
 
 def _audit_hashes(request: WithdrawalRequest, hasher: Hasher) -> list[str]:
     """The audit hash of the request's identifier under every configured key, current and
-    previous: a retry after a key rotation still finds the withdrawal it repeats."""
-    return [audit_hash(request, hasher, key) for key in hasher.all_keys]
+    previous, of its one form and as spelled: a retry after a key rotation, or of a withdrawal
+    audited before account ids had one form, still finds the withdrawal it repeats."""
+    return list(
+        dict.fromkeys(
+            audit_hash(request, hasher, key, as_given=as_given)
+            for key in hasher.all_keys
+            for as_given in (False, True)
+        )
+    )
 
 
 def _scope(property_name: str | None) -> str:

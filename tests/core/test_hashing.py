@@ -10,7 +10,7 @@ import random
 import pytest
 from pydantic import SecretStr
 
-from service.core.hashing import Hasher, canonical_ip, normalise_ip
+from service.core.hashing import Hasher, canonical_ip, normalise_account_id, normalise_ip
 
 
 def reference(text: str) -> str | None:
@@ -58,3 +58,33 @@ def test_one_address_one_hash_whatever_its_spelling() -> None:
     assert hasher.ip("::ffff:192.0.2.1") == hasher.ip("192.0.2.1")
     with pytest.raises(ValueError, match="not an IPv4 or IPv6 address"):
         normalise_ip("192.0.2.300")
+
+
+@pytest.mark.parametrize(
+    ("given", "one_form"),
+    [
+        ("alice", "alice"),
+        ("Alice", "Alice"),  # case is the account system's to decide
+        (" alice\t", "alice"),
+        ("\u200balice\ufeff", "alice"),  # zero-width space, byte order mark
+        ("\u00a0alice\u2003", "alice"),  # no-break space, em space
+        ("\u200ealice\u202c", "alice"),  # bidi marks around it
+        ("jose\u0301", "jos\u00e9"),  # decomposed and composed é
+        ("a b", "a b"),  # inside, white space is part of the id
+        ("a\u200bb", "a\u200bb"),
+        (" \u200b\t", ""),
+        ("\u0301", "\u0301"),  # a lone combining mark is not white space
+    ],
+)
+def test_an_account_id_is_hashed_in_one_form(given: str, one_form: str) -> None:
+    assert normalise_account_id(given) == one_form
+    hasher = Hasher.from_secrets(SecretStr("k" * 40), [])
+    if one_form:
+        assert hasher.user(given) == hasher.user(one_form)
+    else:
+        assert hasher.user(given) is None
+    # A look-up finds the one form and, for events stored before it, the spelling as given.
+    found = {digest for _, digest in hasher.user_candidates(given)}
+    assert hasher.current.digest("user", one_form) in found
+    assert hasher.current.digest("user", given) in found
+    assert len(found) == (1 if given == one_form else 2)

@@ -500,6 +500,7 @@ async def test_delete_erasure_is_complete_and_idempotent(
     bystander = await record(client, uuid.uuid4())
     ip_hash = services(app).hasher.ip(CLIENT_IP)
     user_hash = services(app).hasher.user("acct-9")
+    assert user_hash is not None
     assert str(subject) in pg_dump(owner_url)
     erased_ids = [
         str(row["event_id"])
