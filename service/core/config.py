@@ -202,8 +202,20 @@ class Settings(BaseSettings):
         "instead). docs/retention.md.",
     )
 
+    @field_validator("ip_hash_previous_salts", mode="before")
+    @classmethod
+    def _hash_keys(cls, value: object) -> object:
+        # A key is used as written, white space included, as CONSENT_IP_HASH_SALT is (a secret
+        # read from a file may end in a newline). Moved into this list after a rotation, it must
+        # make the same hashes, or look-ups by IP or account id would find nothing of what it
+        # hashed; written "k1, k2", the space is not meant. So a key with white space around it
+        # is tried both ways: the key id of each tells which one made a stored hash.
+        if not isinstance(value, str):
+            return value
+        keys = [item for item in value.split(",") if item.strip()]
+        return list(dict.fromkeys(form for key in keys for form in (key, key.strip())))
+
     @field_validator(
-        "ip_hash_previous_salts",
         "receipt_previous_keys",
         "trusted_proxies",
         "cors_origins",

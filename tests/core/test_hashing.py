@@ -10,7 +10,15 @@ import random
 import pytest
 from pydantic import SecretStr
 
-from service.core.hashing import Hasher, canonical_ip, normalise_account_id, normalise_ip
+from service.core.config import Settings
+from service.core.hashing import (
+    Hasher,
+    HashKey,
+    canonical_ip,
+    hasher_from_settings,
+    normalise_account_id,
+    normalise_ip,
+)
 
 
 def reference(text: str) -> str | None:
@@ -88,3 +96,23 @@ def test_an_account_id_is_hashed_in_one_form(given: str, one_form: str) -> None:
     assert hasher.current.digest("user", one_form) in found
     assert hasher.current.digest("user", given) in found
     assert len(found) == (1 if given == one_form else 2)
+
+
+def test_a_key_moved_to_the_previous_keys_still_finds_what_it_hashed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The current key is used as written, a secret file's trailing newline included; moved into
+    CONSENT_IP_HASH_PREVIOUS_SALTS after a rotation, it must still make the same hashes."""
+    written = "a-key-read-from-a-file-" + "x" * 24 + "\n"
+    monkeypatch.setenv("CONSENT_IP_HASH_SALT", written)
+    before = hasher_from_settings(Settings())
+    stored = before.ip("192.0.2.7"), before.user("erin")
+
+    monkeypatch.setenv("CONSENT_IP_HASH_SALT", "the-new-key-" + "y" * 32)
+    monkeypatch.setenv("CONSENT_IP_HASH_PREVIOUS_SALTS", f"{written}, an-older-key-{'z' * 30} ")
+    after = hasher_from_settings(Settings())
+    assert stored[0] in {digest for _, digest in after.ip_candidates("192.0.2.7")}
+    assert stored[1] in {digest for _, digest in after.user_candidates("erin")}
+    # "k1, k2" means k2 without the space (and with it, in case it was meant).
+    older = HashKey.from_secret(SecretStr(f"an-older-key-{'z' * 30}"))
+    assert older.key_id in {key.key_id for key in after.previous}
