@@ -24,7 +24,7 @@ import json
 import re
 import uuid
 from collections.abc import Callable, Coroutine
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Any, TypeVar
 
 import jiter
@@ -254,12 +254,35 @@ def rfc3339(value: object) -> object:
         return value
     if not isinstance(value, str) or _RFC3339.fullmatch(value) is None:
         raise PydanticCustomError("rfc3339_datetime", f"Input should be {TIMESTAMP_FORM}")
+    text, beyond = _to_microseconds(value.upper())
     try:
-        return datetime.fromisoformat(value.upper())
+        parsed = datetime.fromisoformat(text)
+        # Stored times are whole microseconds, so for every stored t, t >= x and t < x are what
+        # they are for x rounded up to one: a bound `since` or `until` keeps its meaning.
+        return parsed + _MICROSECOND if beyond else parsed
     except ValueError as exc:  # the form, but no such day or time: 2027-02-30, 24:00, second 60
         raise PydanticCustomError(
             "rfc3339_datetime", f"Input should be {TIMESTAMP_FORM}: {{why}}", {"why": str(exc)}
         ) from None
+    except OverflowError:  # a fraction of a microsecond before year 10000, rounded up
+        raise PydanticCustomError(
+            "rfc3339_datetime", f"Input should be {TIMESTAMP_FORM}: year is out of range"
+        ) from None
+
+
+_MICROSECOND = timedelta(microseconds=1)
+_FRACTION = re.compile(r"\.([0-9]{7,})")
+
+
+def _to_microseconds(text: str) -> tuple[str, bool]:
+    """`text` with a fraction of more than six digits cut to six, and whether a digit cut was not
+    zero (Python's parser would drop the digits past the sixth silently: rounding down)."""
+    found = _FRACTION.search(text)
+    if found is None:
+        return text, False
+    digits = found.group(1)
+    cut = text[: found.start(1) + 6] + text[found.end(1) :]
+    return cut, digits[6:].strip("0") != ""
 
 
 # A client's time, in a body, a query string or a CLI option (JSON schema: string, date-time).

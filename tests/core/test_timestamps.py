@@ -214,3 +214,35 @@ async def test_the_cli_reads_times_as_the_api_does(db_url: str) -> None:
     ):
         code, output = await asyncio.to_thread(run, *args)
         assert code == 0, (args, output)
+
+
+async def test_a_bound_finer_than_a_microsecond_keeps_its_meaning(
+    client: httpx.AsyncClient, db_url: str
+) -> None:
+    """Times are stored in whole microseconds; a bound given in nanoseconds (Go's RFC3339Nano)
+    is compared as written: `since` a hair after an event leaves it out, `until` a hair after
+    it takes it in. (Cut to microseconds, each would say the opposite.)"""
+    await published(db_url, example("itsailor"))
+    reader = bearer(await api_key(db_url, "dsr:read"))
+    subject = uuid.uuid4()
+    recorded = await client.post(EVENTS, json=event(subject_id=subject))
+    assert recorded.status_code == 201
+    at = datetime.fromisoformat(recorded.json()["recorded_at"])
+    exact = at.strftime("%Y-%m-%dT%H:%M:%S.%f")
+
+    async def found(**window: str) -> int:
+        query = {"subject_id": str(subject), **window}
+        answer = await client.post("/v1/dsr/history", json=query, headers=reader)
+        assert answer.status_code == 200, answer.text
+        return len(answer.json()["items"])
+
+    assert await found(since=f"{exact}000Z") == 1  # the same instant, in nanoseconds
+    assert await found(since=f"{exact}001Z") == 0
+    assert await found(until=f"{exact}000Z") == 0
+    assert await found(until=f"{exact}001Z") == 1
+    late = await client.post(
+        "/v1/dsr/history",
+        json={"subject_id": str(subject), "until": "9999-12-31T23:59:59.9999991Z"},
+        headers=reader,
+    )
+    assert_refused(late, "/body/until")
