@@ -19,6 +19,7 @@ from service.core.db import autocommit
 from service.core.errors import Conflict, Unprocessable, json_pointer
 from service.core.hashing import Hasher
 from service.core.json_input import UNPRINTABLE
+from service.core.logging import get_logger
 from service.ledger.decisions import LatestDecisions
 from service.ledger.event import (
     RECORD_COLUMNS,
@@ -33,9 +34,11 @@ from service.ledger.event import (
 )
 from service.ledger.leaf import attach_leaf
 from service.ledger.receipts import ReceiptSigner
-from service.ledger.stored_receipts import StoredReceipts
+from service.ledger.stored_receipts import VERIFY_HINT, StoredReceipts, receipt_again
 from service.ledger.tables import ConsentEventRow as Event
 from service.ledger.tables import EventIdRow, event_columns
+
+log = get_logger("service.banner")
 
 USER_AGENT_MAX = 512
 # A backslash, and what UNPRINTABLE finds among the characters a byte decodes to (C0, DEL, C1,
@@ -266,13 +269,18 @@ async def stored_record(
             )
         leaf = bytes(existing.leaf) if existing.leaf is not None else None
         salt = bytes(existing.salt) if existing.salt is not None else None
-        kept = await StoredReceipts(connection).proof(existing.receipt, leaf, salt)
+        said = (existing.event_type, existing.schema_version, existing.choices, existing.source)
+        if said != (new.event_type, new.schema_version, new.choices, new.source):
+            # The request hash matched, but the row says something else than the body it covers:
+            # changed around the database's triggers. A receipt signed now would vouch for it.
+            log.error("stored_event_differs_from_its_request", hint=VERIFY_HINT)
+            receipts = None
+        kept = await receipt_again(
+            StoredReceipts(connection), receipts, existing.receipt, leaf, salt
+        )
     version = await catalog.version(existing.property, existing.schema_version)
     found = record(existing, optional=version.optional, ttl_days=version.ttl_days)
     found["receipt"] = found["receipt_proof"] = None
-    if kept is None and receipts is not None and leaf is not None and salt is not None:
-        jws, [proof] = receipts.sign_batch([leaf], [salt])
-        kept = jws, proof
     if kept is not None:
         found["receipt"], found["receipt_proof"] = kept[0], kept[1].body()
     return found

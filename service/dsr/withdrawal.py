@@ -50,7 +50,7 @@ from service.dsr.withdrawal_records import Pair, record_withdraws, request_hash,
 from service.ledger.bodies import RecordedEvent
 from service.ledger.event import EventSource, EventType, record
 from service.ledger.receipts import ReceiptSigner
-from service.ledger.stored_receipts import StoredReceipts
+from service.ledger.stored_receipts import StoredReceipts, receipt_again
 from service.ledger.tables import ConsentEventRow as Event
 from service.ledger.tables import event_columns
 
@@ -235,10 +235,7 @@ async def _recorded(
         if withdrawal_id is not None:
             version = await catalog.version(row.property, row.schema_version)
             leaf, salt = (None if v is None else bytes(v) for v in (row.leaf, row.salt))
-            kept = await kept_receipts.proof(row.receipt, leaf, salt)
-            if kept is None and receipts is not None and leaf is not None and salt is not None:
-                jws, [proof] = receipts.sign_batch([leaf], [salt])
-                kept = jws, proof
+            kept = await receipt_again(kept_receipts, receipts, row.receipt, leaf, salt)
             stored = record(row, optional=version.optional, ttl_days=version.ttl_days)
             found[withdrawal_id].append(with_receipt(stored, kept))
     return found

@@ -16,8 +16,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from service.core.logging import get_logger
 from service.ledger import merkle
-from service.ledger.receipts import Proof, b64url_decode
+from service.ledger.receipts import Proof, ReceiptSigner, b64url_decode
+
+log = get_logger("service.ledger.receipts")
 
 RECEIPT = text("SELECT jws, leaves FROM ledger_receipts WHERE id = :id")
 
@@ -32,23 +35,33 @@ class StoredReceipts:
     async def proof(
         self, receipt: int | None, leaf: bytes | None, salt: bytes | None
     ) -> tuple[str, Proof] | None:
-        """The receipt event `receipt` names and the event's proof in it; None if it has none."""
+        """The receipt event `receipt` names and the event's proof in it; None if it names none.
+        ReceiptNotHeld if the receipt it names is not stored or does not hold its leaf: the
+        event or the receipt was changed around the database's triggers (`ledger verify` says
+        the same), and no receipt may stand in for that one."""
         if receipt is None or leaf is None:
             return None
         if receipt not in self._found:
             row = (await self._connection.execute(RECEIPT, {"id": receipt})).one_or_none()
             if row is None:
-                return None
+                raise ReceiptNotHeld(f"receipt {receipt}, which the event names, is not stored")
             self._found[receipt] = (row.jws, merkle.split(bytes(row.leaves)))
         jws, leaves = self._found[receipt]
         if leaf not in leaves:
-            return None
+            raise ReceiptNotHeld(
+                f"receipt {receipt}, which the event names, does not hold the event's leaf"
+            )
         index = leaves.index(leaf)
         return jws, Proof(leaf, index, len(leaves), merkle.path(leaves, index), salt or b"")
 
     async def body(self, receipt: int | None, leaf: bytes | None) -> dict[str, Any] | None:
-        """As an export shows it: the JWS and the path from the event's leaf to its root."""
-        found = await self.proof(receipt, leaf, None)
+        """As an export shows it: the JWS and the path from the event's leaf to its root; for
+        an event whose receipt is not held (`ReceiptNotHeld`), what is wrong, in place of the
+        JWS (docs/evidence.md, "Exports"): not `null`, which says it never had one."""
+        try:
+            found = await self.proof(receipt, leaf, None)
+        except ReceiptNotHeld as exc:
+            return {"problem": f"{exc}: {VERIFY_HINT}"}
         if found is None:
             return None
         jws, proof = found
@@ -60,8 +73,37 @@ class StoredReceipts:
         }
 
 
+async def receipt_again(
+    stored: StoredReceipts,
+    signer: ReceiptSigner | None,
+    receipt: int | None,
+    leaf: bytes | None,
+    salt: bytes | None,
+) -> tuple[str, Proof] | None:
+    """The receipt an event was stored with, and its proof, given again (a retry, a withdrawal
+    read back); for one stored without (before receipts were kept, or signing failed), a receipt
+    of its own leaf signed now, when `signer` is given. None when the receipt it names is not
+    held (logged): signed now, a receipt would vouch for whatever the row holds today."""
+    try:
+        kept = await stored.proof(receipt, leaf, salt)
+    except ReceiptNotHeld as exc:
+        log.error("stored_receipt_not_held", problem=str(exc), hint=VERIFY_HINT)
+        return None
+    if kept is None and signer is not None and leaf is not None and salt is not None:
+        jws, [proof] = signer.sign_batch([leaf], [salt])
+        kept = jws, proof
+    return kept
+
+
+VERIFY_HINT = "run consent-service ledger verify"
+
+
 class ReceiptMismatch(ValueError):
     pass
+
+
+class ReceiptNotHeld(ReceiptMismatch):
+    """An event names a receipt that is not stored, or that does not hold the event's leaf."""
 
 
 def check_receipt(jws: str, leaves: bytes, keys: dict[str, Ed25519PublicKey]) -> None:
