@@ -38,13 +38,17 @@ def ensure_dev_key(settings: Settings) -> tuple[SecretStr, bool]:
     return _generated_once(dev_key_path(settings), secrets.token_urlsafe(48), check)
 
 
+def dev_receipt_key_path(settings: Settings) -> Path:
+    return settings.data_dir / "receipt.key"
+
+
 def ensure_dev_receipt_key(settings: Settings) -> tuple[SecretStr, bool]:
     """The dev-mode receipt key, generated once in the data folder (production requires
     CONSENT_RECEIPT_KEY); the key and whether it was just created."""
 
     # 32 random bytes in base64url: an Ed25519 seed.
     key = secrets.token_urlsafe(32)
-    return _generated_once(settings.data_dir / "receipt.key", key, check_receipt_key)
+    return _generated_once(dev_receipt_key_path(settings), key, check_receipt_key)
 
 
 def _generated_once(

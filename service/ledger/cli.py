@@ -25,11 +25,19 @@ def ledger_verify(
         Path | None,
         typer.Option(help="A head printed earlier by `ledger head --json`: it must still be in."),
     ] = None,
+    jwks: Annotated[
+        Path | None,
+        typer.Option(
+            help="Check receipts against this JWK Set (the service's /.well-known/jwks.json, "
+            "saved) instead of the configured receipt keys: a verifier needs no private key."
+        ),
+    ] = None,
 ) -> None:
     """Recompute every leaf that can be, every seal's root and the chain of seal hashes. Exits 0,
     or 1 naming the first event or seal that does not match (`ledger broken: …`) or saying why
     it could not check (`error: …`); 2 for a negative --since."""
-    from service.ledger.receipts import receipt_signer_from_settings
+    from service.core.dev_keys import dev_receipt_key_path
+    from service.ledger.receipts import keys_of_jwk_set, receipt_signer_from_settings
     from service.ledger.verify import LedgerBroken, NoSuchSeal, verify_ledger
 
     if since < 0:
@@ -46,14 +54,26 @@ def ledger_verify(
             why = f"it has no {exc.args[0]!r}" if isinstance(exc, KeyError) else str(exc)
             raise fail(f"{head}: not a head written by `ledger head --json` ({why})") from None
 
-    signer = receipt_signer_from_settings(settings)
+    if jwks is not None:
+        try:
+            keys = keys_of_jwk_set(json.loads(jwks.read_text()))
+        except OSError as exc:
+            raise fail(f"--jwks: {jwks}: {exc.strerror or exc}") from None
+        except ValueError as exc:
+            raise fail(f"--jwks: {jwks}: {exc}") from None
+    elif settings.receipt_key is None and not dev_receipt_key_path(settings).exists():
+        # Made now, a key would sign nothing stored, and every receipt would seem forged.
+        raise fail(
+            "no receipt key to check receipts with: give --jwks FILE (the service's "
+            "/.well-known/jwks.json, saved) or set CONSENT_RECEIPT_KEY"
+        )
+    else:
+        keys = receipt_signer_from_settings(settings).public_keys
 
     async def work(engine: AsyncEngine) -> str:
         async with engine.connect() as connection:
             try:
-                report = await verify_ledger(
-                    connection, since=since, head=published, keys=signer.public_keys
-                )
+                report = await verify_ledger(connection, since=since, head=published, keys=keys)
             except LedgerBroken as exc:
                 return f"ledger broken: {exc}"
             except NoSuchSeal as exc:  # a mistaken --since, not a mismatch

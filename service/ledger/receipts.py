@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from service.core.config import Settings
-from service.core.dev_keys import ensure_dev_receipt_key
+from service.core.dev_keys import dev_receipt_key_path, ensure_dev_receipt_key
 from service.core.logging import get_logger
 from service.ledger import merkle
 
@@ -62,6 +62,30 @@ def public_jwk(key: Ed25519PublicKey) -> dict[str, str]:
     # RFC 7638: the SHA-256 of the required members, in this order, without whitespace.
     thumbprint = hashlib.sha256(orjson.dumps(jwk, option=orjson.OPT_SORT_KEYS)).digest()
     return {**jwk, "kid": b64url(thumbprint), "alg": "EdDSA", "use": "sig"}
+
+
+def keys_of_jwk_set(document: Any) -> dict[str, Ed25519PublicKey]:
+    """The Ed25519 keys of a JWK Set as `/.well-known/jwks.json` serves it, by `kid`: what a
+    verifier without the service's private keys checks receipts with. ValueError naming what is
+    wrong, a `kid` that is not its key's RFC 7638 thumbprint included (it would let one key pass
+    for another)."""
+    if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
+        raise ValueError('not a JWK Set: no "keys" list')
+    keys: dict[str, Ed25519PublicKey] = {}
+    for number, jwk in enumerate(document["keys"]):
+        if not isinstance(jwk, dict) or (jwk.get("kty"), jwk.get("crv")) != ("OKP", "Ed25519"):
+            raise ValueError(f"key {number} is not an Ed25519 key (kty OKP, crv Ed25519)")
+        try:
+            key = Ed25519PublicKey.from_public_bytes(b64url_decode(str(jwk["x"])))
+        except (KeyError, ValueError) as exc:
+            raise ValueError(f"key {number}: no 32-byte x ({exc})") from None
+        kid = public_jwk(key)["kid"]
+        if jwk.get("kid") != kid:
+            raise ValueError(f"key {number}: its kid is not its RFC 7638 thumbprint ({kid})")
+        keys[kid] = key
+    if not keys:
+        raise ValueError("the JWK Set holds no key")
+    return keys
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,7 +162,7 @@ def receipt_signer_from_settings(settings: Settings) -> ReceiptSigner:
         if created:
             log.warning(
                 "dev_receipt_key_generated",
-                path=str(settings.data_dir / "receipt.key"),
+                path=str(dev_receipt_key_path(settings)),
                 hint="set CONSENT_RECEIPT_KEY in production",
             )
     return ReceiptSigner(

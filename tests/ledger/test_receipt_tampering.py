@@ -1,19 +1,26 @@
 """A receipt is given again only as it was signed (docs/evidence.md, "Receipts"): when a superuser
 has removed an event's stored receipt, or rewritten the event so its receipt no longer holds its
 leaf, an export says so instead of showing `null` (which reads as "stored before receipts"), and
-a retry gets no receipt signed now over what the row holds today."""
+a retry gets no receipt signed now over what the row holds today. And an auditor checks the
+receipts with the published JWK Set, holding none of the service's secrets."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import uuid
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 import httpx
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from typer.testing import CliRunner
 
+from service.cli import app as cli
 from service.core.pipeline import ConsentAPI
+from service.ledger.receipts import public_jwk
 from tests.factories import api_key, bearer, event, example, published
 from tests.ledger.tampering import as_superuser
 from tests.ledger.test_ledger import seal_now
@@ -111,3 +118,54 @@ async def test_a_retry_gets_no_receipt_signed_over_a_rewritten_event(
     assert restored.status_code == 200
     assert restored.json()["receipt"] is not None
     assert restored.json()["receipt_proof"]["tree_size"] == 1
+
+
+def verify_as_auditor(db_url: str, data_dir: Path, *args: str) -> tuple[int, str]:
+    """`ledger verify` with the database and nothing of the service's secrets."""
+    env = {
+        "CONSENT_DATABASE_URL": db_url,
+        "CONSENT_DATA_DIR": str(data_dir),
+        "CONSENT_IP_HASH_SALT": None,
+        "CONSENT_RECEIPT_KEY": None,
+    }
+    result = CliRunner().invoke(cli, ["ledger", "verify", *args], env=env)
+    return result.exit_code, result.stdout + result.stderr
+
+
+async def test_an_auditor_verifies_receipts_with_the_published_keys_alone(
+    app: ConsentAPI, client: httpx.AsyncClient, db_url: str, tmp_path: Path
+) -> None:
+    await published(db_url, example("itsailor"))
+    for kind in ("accept-all", "reject-all"):
+        assert (await client.post(EVENTS, json=event(kind))).status_code == 201
+    await seal_now(app)
+    jwks = await client.get("/.well-known/jwks.json")
+    saved = tmp_path / "jwks.json"
+    saved.write_bytes(jwks.content)
+    data_dir = tmp_path / "auditor"
+
+    code, out = await asyncio.to_thread(verify_as_auditor, db_url, data_dir, "--jwks", str(saved))
+    assert code == 0, out
+    assert "2 receipts" in out
+
+    # Without keys it says so, and makes none (a key made now would make every receipt look
+    # forged).
+    code, out = await asyncio.to_thread(verify_as_auditor, db_url, data_dir)
+    assert code == 1
+    assert "no receipt key to check receipts with: give --jwks FILE" in out
+    assert not (data_dir / "receipt.key").exists()
+
+    # Another key's set: the receipts name a key it does not hold.
+    other = {"keys": [public_jwk(Ed25519PrivateKey.generate().public_key())]}
+    saved.write_text(json.dumps(other))
+    code, out = await asyncio.to_thread(verify_as_auditor, db_url, data_dir, "--jwks", str(saved))
+    assert code == 1
+    assert "it names a key the service does not hold" in out
+
+    # A kid that is not its key's thumbprint would let one key pass for another.
+    published_keys = jwks.json()
+    published_keys["keys"][0]["kid"] = other["keys"][0]["kid"]
+    saved.write_text(json.dumps(published_keys))
+    code, out = await asyncio.to_thread(verify_as_auditor, db_url, data_dir, "--jwks", str(saved))
+    assert code == 1
+    assert "its kid is not its RFC 7638 thumbprint" in out
