@@ -9,6 +9,7 @@ from sqlalchemy import (
     CheckConstraint,
     Date,
     DateTime,
+    Index,
     Integer,
     SmallInteger,
     Text,
@@ -24,7 +25,8 @@ from service.core.db import Base
 class _Counts:
     """Counts per property, time bucket, schema version, event type, effective choices and shard,
     of the events up to the rollup watermark (migrations 0009, 0010); only the
-    database writes them."""
+    database writes them. An erasure subtracts in a shard of its own, which the next rollup folds
+    into shard 0 (migration 0026)."""
 
     property: Mapped[str] = mapped_column(Text, primary_key=True)
     schema_version: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -37,8 +39,19 @@ class _Counts:
     dnt: Mapped[int] = mapped_column(BigInteger)
 
 
+def _folding(table: str) -> tuple[Index, Index]:
+    """The rows the rollup folds into shard 0, and those it then drops (migration 0026)."""
+    return (
+        Index(f"{table}_to_fold", "shard", postgresql_where=text("shard <> 0")),
+        Index(
+            f"{table}_empty", "shard", postgresql_where=text("events = 0 AND gpc = 0 AND dnt = 0")
+        ),
+    )
+
+
 class StatsDailyRow(_Counts, Base):
     __tablename__ = "consent_stats_daily"
+    __table_args__ = _folding("consent_stats_daily")
 
     # The UTC calendar day the events were recorded on.
     day: Mapped[date] = mapped_column(Date, primary_key=True)
@@ -46,6 +59,7 @@ class StatsDailyRow(_Counts, Base):
 
 class StatsHourlyRow(_Counts, Base):
     __tablename__ = "consent_stats_hourly"
+    __table_args__ = _folding("consent_stats_hourly")
 
     # The UTC hour the events were recorded in (its first instant).
     hour: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)

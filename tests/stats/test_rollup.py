@@ -15,15 +15,18 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+from alembic import command
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.core.db import create_engine
+from service.core.migrations import alembic_config
 from service.core.pipeline import ConsentAPI
 from service.ledger.event import NewEvent
 from service.ledger.leaf import attach_leaf
 from service.ledger.writer import RECORD_SQL, batch_json
 from service.state import of as services
 from service.stats.rollup import roll_up, seal, seal_and_roll_up
+from tests.conftest import database_at
 from tests.factories import APPLYING, Clock, api_key, applying_example, bearer, published
 
 STATS = f"/v1/properties/{APPLYING}/stats"
@@ -236,6 +239,58 @@ async def test_inserts_erasures_and_rollups_in_any_order_count_each_event_once(
         assert await counts_from_api(client, reader) == truth
         stored = await owner.fetchval("SELECT count(*) FROM consent_events")
         assert await table_total(owner) == (stored, stored)
+        assert await traces(owner) == []  # every erasure's subtraction folded in
+    finally:
+        await owner.close()
+
+
+async def traces(owner: asyncpg.Connection) -> list[asyncpg.Record]:
+    """Rows an erasure's subtraction left: outside shard 0, or counting nothing (or less)."""
+    return [
+        row
+        for table in ("consent_stats_daily", "consent_stats_hourly")
+        for row in await owner.fetch(f"SELECT * FROM {table} WHERE shard <> 0 OR events <= 0")
+    ]
+
+
+async def test_an_erased_decision_leaves_no_row_of_its_own_in_the_statistics(
+    engine: AsyncEngine, db_url: str, owner_url: str, client: httpx.AsyncClient
+) -> None:
+    """The delete trigger subtracts in a shard of its own; the next rollup folds it into shard 0
+    and drops what folds to nothing (migration 0026): no row tells the erased decision's hour,
+    type and choices."""
+    reader = bearer(await api_key(db_url, "stats:read"))
+    eraser = bearer(await api_key(db_url, "dsr:erase"))
+    await write(db_url, 60, random.Random(7))
+    lone = new_event(recorded_at=DAY - timedelta(hours=36), gpc=True)  # a day of its own
+    connection = await asyncpg.connect(db_url)
+    try:
+        await connection.fetch(RECORD_SQL, batch_json([lone]), None, None)
+    finally:
+        await connection.close()
+    await seal_and_roll_up(engine)
+    owner = await asyncpg.connect(owner_url)
+    try:
+        others = await owner.fetchval(
+            "SELECT subject_id FROM consent_events WHERE subject_id <> $1 LIMIT 1", lone.subject_id
+        )
+        for subject in (lone.subject_id, others):
+            response = await client.post(
+                "/v1/dsr/erasures", json={"subject_id": str(subject)}, headers=eraser
+            )
+            assert response.json()["deleted"] == 1, response.text
+        assert await traces(owner)  # the subtractions, until the next rollup
+        await seal_and_roll_up(engine)
+        assert await traces(owner) == []
+        day_of_lone = (DAY - timedelta(hours=36)).date()
+        assert (
+            await owner.fetchval(
+                "SELECT count(*) FROM consent_stats_daily WHERE day = $1", day_of_lone
+            )
+            == 0
+        )
+        assert await counts_from_api(client, reader) == await counts_from_events(owner)
+        assert await table_total(owner) == (59, 59)  # 60 and the lone one, two erased
     finally:
         await owner.close()
 
@@ -270,3 +325,23 @@ async def test_the_service_rolls_up_in_the_background(
         assert await table_total(owner) == (30, 30)
     finally:
         await owner.close()
+
+
+ROLLUP_FUNCTION = (
+    "SELECT pg_get_functiondef('consent_stats_rollup(bigint)'::regprocedure),"
+    " (SELECT proacl::text FROM pg_proc WHERE oid = 'consent_stats_rollup(bigint)'::regprocedure)"
+)
+
+
+async def test_migration_0026_downgrade_restores_the_rollup_exactly(server_url: str) -> None:
+    async with database_at(server_url, "0025") as owner_url:
+        db = await asyncpg.connect(owner_url)
+        try:
+            before = tuple(await db.fetchrow(ROLLUP_FUNCTION) or ())
+            config = alembic_config(owner_url)
+            await asyncio.to_thread(command.upgrade, config, "0026")
+            assert tuple(await db.fetchrow(ROLLUP_FUNCTION) or ()) != before
+            await asyncio.to_thread(command.downgrade, config, "0025")
+            assert tuple(await db.fetchrow(ROLLUP_FUNCTION) or ()) == before
+        finally:
+            await db.close()
