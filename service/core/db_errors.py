@@ -48,6 +48,11 @@ def _unavailable(detail: str) -> JSONResponse:
 
 
 async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    if sqlstate_of(exc) == QUERY_CANCELED:
+        # A statement timeout (the event writer's, or the database's own) or an operator's
+        # cancel: the statement was rolled back, and the database is there.
+        log.warning("database_statement_cancelled")
+        return _unavailable("the database did not finish in time")
     log.warning("database_unavailable", exc_type=type(exc).__name__)
     return _unavailable("the database cannot be reached")
 
@@ -120,6 +125,7 @@ POOLER_SQLSTATES = {"26000", "42P05"}
 # serialization failure, 40P01 deadlock): nothing the client did and nothing stored; a retry
 # may succeed.
 CONFLICT_SQLSTATE_CLASS = "40"
+QUERY_CANCELED = "57014"
 
 
 # `consent_record_events` refused a batch whose event time is not the database's (migration 0024):

@@ -132,6 +132,15 @@ class EventWriter:
         self._warnings: list[str] = []
         self.receipts = receipts
         self._command_timeout = command_timeout
+        # The server gives up on the statement (and rolls it back) a moment before this process
+        # stops waiting for it. Otherwise a statement held up longer than the client waits, on a
+        # lock or a busy server, went on after the connection was dropped and committed later,
+        # with a `seq` after decisions acknowledged meanwhile: a withdrawal answered 201 was
+        # undone by the acceptance answered 503 before it (docs/guarantees.md, "Acknowledged
+        # means committed").
+        self._statement_timeout_ms = int(max(command_timeout - 1, command_timeout / 2) * 1000)
+        # Each batch's own SETs, in a transaction pooler's transaction (see `_insert`).
+        self._local_settings = ""
         self._reconnect_delay = FIRST_RECONNECT_DELAY / 2
         self._retry_at = 0.0
         self._connection: asyncpg.Connection | None = None
@@ -229,8 +238,10 @@ class EventWriter:
         self._warnings.clear()
         try:
             if self._transaction_pooled:
-                # A pooler lends a server per transaction: parse and run in the same one.
+                # A pooler lends a server per transaction: parse and run in the same one, with
+                # the settings a session would have had from the start (`_connected`).
                 async with connection.transaction():
+                    await connection.execute(self._local_settings)
                     rows = await connection.fetch(RECORD_SQL, document, receipt, leaves)
             else:
                 rows = await connection.fetch(RECORD_SQL, document, receipt, leaves)
@@ -270,16 +281,20 @@ class EventWriter:
             return connection
         if time.monotonic() < self._retry_at:
             raise DatabaseUnavailable("the database could not be reached a moment ago")
+        settings = {"application_name": "consent-service-writer"}
+        if not self._transaction_pooled:  # a pooler refuses other startup parameters
+            settings["statement_timeout"] = str(self._statement_timeout_ms)
         try:
             connection = await asyncpg.connect(
                 self._dsn,
-                server_settings={"application_name": "consent-service-writer"},
+                server_settings=settings,
                 command_timeout=self._command_timeout,
                 timeout=5,
                 # Through a transaction pooler no named statement may outlive its transaction.
                 statement_cache_size=0 if self._transaction_pooled else 100,
             )
             connection.add_log_listener(self._heard)
+            await self._durable(connection)
         except Exception:
             self._reconnect_delay = min(self._reconnect_delay * 2, MAX_RECONNECT_DELAY)
             self._retry_at = time.monotonic() + self._reconnect_delay
@@ -288,6 +303,21 @@ class EventWriter:
         self._retry_at = 0.0
         self._connection = connection
         return connection
+
+    async def _durable(self, connection: asyncpg.Connection) -> None:
+        """A commit that has reached the disk, whatever the database or role says: with
+        `synchronous_commit = off` set there, a 201 could be lost in a crash. A setting that
+        waits longer (a standby's `remote_apply`) is kept."""
+        local = []
+        if self._transaction_pooled:
+            local.append(f"SET LOCAL statement_timeout = {self._statement_timeout_ms}")
+        if await connection.fetchval("SELECT current_setting('synchronous_commit')") == "off":
+            log.warning("synchronous_commit_off_overridden", hint="the writer commits with on")
+            if not self._transaction_pooled:
+                await connection.execute("SET synchronous_commit = on")
+            else:
+                local.append("SET LOCAL synchronous_commit = on")
+        self._local_settings = "; ".join(local)
 
 
 def _first_of_each_id(batch: list[NewEvent]) -> list[NewEvent]:

@@ -4,8 +4,10 @@ a write the database did not confirm is never answered "nothing was stored"."""
 from __future__ import annotations
 
 import asyncio
+import io
 import time
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import asyncpg
@@ -14,6 +16,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from service.app import create_app
+from service.state import of as services
 from tests.conftest import CLIENT_IP, make_settings
 from tests.factories import api_key, bearer, event, example, published
 from tests.ops.test_readiness import _proxy_for
@@ -114,3 +117,63 @@ async def test_metrics_answer_a_recently_checked_key_while_the_database_is_down(
         assert refused.status_code == 503
         unknown = {"Authorization": "Bearer not-a-key"}
         assert (await client.get("/metrics", headers=unknown)).status_code == 503
+
+
+async def test_a_statement_held_up_past_the_timeout_is_rolled_back_not_committed_later(
+    db_url: str, db: asyncpg.Connection, tmp_path: Path
+) -> None:
+    """The server gives up on the writer's statement before the service stops waiting for it:
+    an acceptance held up on a lock is answered 503 and rolled back, so it cannot commit after a
+    withdrawal acknowledged meanwhile and become the state again (docs/guarantees.md,
+    "Acknowledged means committed")."""
+    await published(db_url, example("itsailor"))
+    app = create_app(make_settings(db_url, tmp_path, db_command_timeout=2.0))
+    transport = httpx.ASGITransport(app=app, client=(CLIENT_IP, 1))
+    subject = uuid.uuid4()
+    held = uuid.uuid4()
+    blocker = db.transaction()
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://t") as client,
+    ):
+        await blocker.start()
+        await db.execute("INSERT INTO consent_event_ids VALUES ($1, now())", held)
+        accepted = await client.post(
+            EVENTS, json=event("accept-all", subject_id=subject, event_id=str(held))
+        )
+        assert accepted.status_code == 503, accepted.text
+        assert accepted.json()["type"].endswith("/unavailable")  # nothing was stored
+        assert accepted.json()["detail"].startswith("the database did not finish in time")
+        withdrawn = await client.post(EVENTS, json=event("withdraw", subject_id=subject))
+        assert withdrawn.status_code == 201, withdrawn.text
+        await blocker.rollback()
+        await asyncio.sleep(1.5)  # where a statement left running would commit now
+        state = await client.get(f"/v1/properties/itsailor/consents/{subject}")
+        assert state.json()["status"] == "withdrawn", state.text
+    assert await db.fetchval("SELECT count(*) FROM consent_events WHERE event_id = $1", held) == 0
+
+
+async def test_the_writer_commits_durably_whatever_the_database_says(
+    db_url: str,
+    db: asyncpg.Connection,
+    tmp_path: Path,
+    captured_logs_factory: Callable[[], io.StringIO],
+) -> None:
+    """`synchronous_commit = off` on the database would let a crash lose events answered 201:
+    the writer's own connection commits with `on`, and says so."""
+    await published(db_url, example("itsailor"))
+    name = await db.fetchval("SELECT current_database()")
+    await db.execute(f'ALTER DATABASE "{name}" SET synchronous_commit = off')
+    app = create_app(make_settings(db_url, tmp_path))
+    logs = captured_logs_factory()
+    transport = httpx.ASGITransport(app=app, client=(CLIENT_IP, 1))
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://t") as client,
+    ):
+        assert (await client.post(EVENTS, json=event())).status_code == 201
+        writer = services(app).writer._connection
+        assert writer is not None
+        assert await writer.fetchval("SHOW synchronous_commit") == "on"
+        assert await writer.fetchval("SHOW statement_timeout") == "29s"
+    assert "synchronous_commit_off_overridden" in logs.getvalue()
