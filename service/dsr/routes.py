@@ -28,7 +28,7 @@ from service.dsr.bodies import (
     WithdrawalResult,
 )
 from service.dsr.erasure import erase_in_one_transaction
-from service.dsr.export import open_export
+from service.dsr.export import open_export, spooled
 from service.dsr.service import (
     audit_page,
     count_export,
@@ -134,7 +134,7 @@ async def dsr_export(
     )  # fmt: skip
     extension, media_type = EXPORT_FILES[body.format]
     return StreamingResponse(
-        stream,
+        await spooled(stream),
         media_type=media_type,
         headers={
             "Content-Disposition": f'attachment; filename="dsr-export-{plan.audit_id}.{extension}"',

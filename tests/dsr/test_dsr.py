@@ -484,6 +484,30 @@ async def test_exports_hold_one_connection_at_a_time(
     assert {answer.json()["event_count"] for answer in answers} == {1}
 
 
+async def test_an_export_gives_its_connection_back_before_a_byte_is_sent(
+    app: ConsentAPI, owner_url: str, db_url: str
+) -> None:
+    """Sent as it was read, an export held its pooled connection and its snapshot for as long
+    as the client took to read it (forever, for one that reads nothing). The route reads it to
+    the end first, into a spool, and sends it from there."""
+    from service.core.fair_pool import FairPool
+    from service.dsr.export import SPOOL_IN_MEMORY, spooled
+
+    await published(db_url, example("itsailor"))
+    subject = uuid.uuid4()
+    await bulk_events(owner_url, count=2500, property_name="itsailor", subject_id=subject)
+    pool = services(app).engine.pool
+    assert isinstance(pool, FairPool)
+    plan, stream = await json_export(app, subject)
+    assert pool.checkedout() == 1  # the snapshot's, while it is read
+    sending = await spooled(stream)
+    assert pool.checkedout() == 0
+    body = b"".join([piece async for piece in sending])
+    assert len(body) < SPOOL_IN_MEMORY  # this one stayed in memory; a larger one goes to disk
+    export = json.loads(body)
+    assert plan.count == export["event_count"] == len(export["events"]) == 2500
+
+
 # --- erasure ------------------------------------------------------------------------------------
 
 
