@@ -44,6 +44,11 @@ log = get_logger("service.http")
 MAX_HEAD_BYTES = 32 * 1024
 # A request line's method, spaces and version, and the head's CRLFs, which the count leaves out.
 REQUEST_LINE_ALLOWANCE = 64
+# How long a request's head may take, from a new connection or a request's first byte (nginx's
+# client_header_timeout is 60 s; a banner's head arrives in one packet). uvicorn times out only a
+# connection idle after an answer: one that sent nothing, or half a head, stayed open for good,
+# and a client could hold every file descriptor a worker has (a review of 2026-12-01).
+HEAD_SECONDS = 20.0
 
 
 def problem_bytes(
@@ -81,6 +86,12 @@ REFUSALS = {
         f"the request line and headers are at most {MAX_HEAD_BYTES} bytes",
     ),
     400: ("Bad Request", "bad-request", "Bad request", "the request is not valid HTTP/1.1"),
+    408: (
+        "Request Timeout",
+        "request-timeout",
+        "Request timeout",
+        f"the request line and headers must arrive within {HEAD_SECONDS:g} seconds",
+    ),
     501: (
         "Not Implemented",
         "transfer-coding-not-supported",
@@ -164,8 +175,39 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._read_earlier = 0  # bytes of the current read that were earlier requests'
         self._before: RequestResponseCycle | None = None  # the request before the latest one
         self._served_raw: RequestResponseCycle | None = None  # just handed to the raw path
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._head_begun = False  # a byte of the request whose head is awaited has come
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._await_head()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._head_arrived()
+        super().connection_lost(exc)
+
+    def _await_head(self) -> None:
+        if self._head_timer is None:
+            self._head_timer = self.loop.call_later(HEAD_SECONDS, self._head_late)
+
+    def _head_arrived(self) -> None:
+        self._head_begun = False
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_late(self) -> None:
+        self._head_timer = None
+        if self.transport.is_closing() or self._refused:
+            return
+        if self._head_begun:
+            self._refuse(408)  # after the answers to the requests before it, as every refusal
+        elif self.cycle is None or self.cycle.response_complete:
+            self.transport.close()  # nothing asked: nothing to answer
 
     def on_message_begin(self) -> None:
+        self._head_begun = True
+        self._await_head()
         self._in_head = True
         self._in_body = False
         self._head_bytes = 0
@@ -190,6 +232,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
+        self._head_arrived()
         self._in_head = False
         previous = self.cycle
         super().on_headers_complete()  # may raise (a URL httptools cannot split): a bad head

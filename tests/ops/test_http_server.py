@@ -16,6 +16,7 @@ import pytest
 import uvicorn
 
 from service.app import create_app
+from service.core import http_server
 from service.core.config import Settings
 from service.core.http_server import (
     MAX_HEAD_BYTES,
@@ -136,6 +137,35 @@ async def test_a_huge_head_is_refused_without_being_held(port: int) -> None:
         status = 431
     assert status == 431
     assert (await exchange(port, get(100)))[0] == 200  # and it serves on
+
+
+async def test_a_head_that_does_not_arrive_in_time_is_not_waited_for(
+    port: int, monkeypatch: pytest.MonkeyPatch, captured_logs_factory: Callable[[], io.StringIO]
+) -> None:
+    """A connection that sends nothing is closed, and one that sends half a head gets a 408,
+    after HEAD_SECONDS: uvicorn would hold both open for good. A head sent in pieces within the
+    time is served."""
+    monkeypatch.setattr(http_server, "HEAD_SECONDS", 0.5)
+    silent = await asyncio.open_connection("127.0.0.1", port)
+    logs, before = captured_logs_factory(), refused(408)
+    partial = await asyncio.open_connection("127.0.0.1", port)
+    partial[1].write(b"GET /healthz HTTP/1.1\r\nHost: t\r\n")
+    assert await asyncio.wait_for(silent[0].read(), timeout=5) == b""
+    silent[1].close()
+    raw = await asyncio.wait_for(partial[0].read(), timeout=5)
+    partial[1].close()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    assert lines[0].split()[1] == "408"
+    headers = dict(line.lower().split(": ", 1) for line in lines[1:])
+    assert assert_refusal(headers, body, 408, logs, before)["title"] == "Request timeout"
+
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    for piece in (b"GET /healthz HTTP/1.1\r\n", b"Host: t\r\n", b"Connection: close\r\n\r\n"):
+        writer.write(piece)
+        await asyncio.sleep(0.1)  # the whole head within the time, not each piece
+    assert (await asyncio.wait_for(reader.read(), timeout=5)).startswith(b"HTTP/1.1 200")
+    writer.close()
 
 
 async def test_malformed_http_is_400_problem(
