@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.core.cli_support import fail, load_settings, print_json, with_session
 from service.core.errors import ConsentServiceError
+from service.core.times import iso
 
 keys_app = typer.Typer(
     rich_markup_mode=None,  # plain help: no boxes, no <bool> placeholders on flags
@@ -64,9 +65,9 @@ def keys_list(
                 "id": row.id,
                 "name": row.name,
                 "scopes": row.scopes,
-                "created_at": row.created_at.isoformat(),
-                "last_used_at": row.last_used_at.isoformat() if row.last_used_at else None,
-                "revoked_at": row.revoked_at.isoformat() if row.revoked_at else None,
+                "created_at": iso(row.created_at),
+                "last_used_at": iso(row.last_used_at) if row.last_used_at else None,
+                "revoked_at": iso(row.revoked_at) if row.revoked_at else None,
             }
             for row in await list_keys(session)
         ]
@@ -96,7 +97,7 @@ def keys_revoke(
     settings = load_settings()
 
     async def work(session: AsyncSession) -> str:
-        return (await revoke_key(session, key_id)).isoformat()
+        return iso(await revoke_key(session, key_id))
 
     revoked_at = with_session(settings, work)
     if as_json:

@@ -14,12 +14,13 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.banner.bodies import ConsentEventIn, ConsentState, RepromptReason
-from service.consent_schema.service import PropertyState, PublishedVersion, SchemaCatalog, iso
+from service.consent_schema.service import PropertyState, PublishedVersion, SchemaCatalog
 from service.core.db import autocommit
 from service.core.errors import Conflict, Unprocessable, json_pointer
 from service.core.hashing import Hasher
 from service.core.json_input import UNPRINTABLE
 from service.core.logging import get_logger
+from service.core.times import iso
 from service.ledger.decisions import LatestDecisions
 from service.ledger.event import (
     RECORD_COLUMNS,

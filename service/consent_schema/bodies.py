@@ -10,7 +10,8 @@ from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from service.consent_schema.document import PROPERTY_PATTERN, ConsentSchemaDocument
-from service.core.json_input import Timestamp, UrlInt
+from service.core.json_input import UrlInt
+from service.core.times import Timestamp
 
 PropertyName = Annotated[
     str, Path(pattern=PROPERTY_PATTERN, description="The property (site or app), e.g. `itsailor`.")

@@ -12,9 +12,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.consent_schema.document import ConsentSchemaDocument, content_hash, document_content
 from service.consent_schema.materiality import material_difference
-from service.consent_schema.service import PublishedVersion, iso
+from service.consent_schema.service import PublishedVersion
 from service.consent_schema.tables import PropertyRow, SchemaCancellationRow, SchemaVersionRow
 from service.core.errors import Conflict, MaterialChange, NotFound, Unprocessable
+from service.core.times import iso
 
 
 async def publish(

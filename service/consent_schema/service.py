@@ -23,6 +23,7 @@ from service.consent_schema.document import (
 from service.consent_schema.tables import PropertyRow, SchemaCancellationRow, SchemaVersionRow
 from service.core.db import autocommit
 from service.core.errors import NotFound
+from service.core.times import iso
 
 CURRENT_POINTER_TTL_SECONDS = 1.0
 MAX_CACHED_POINTERS = 4096
@@ -90,10 +91,6 @@ class PublishedVersion:
 
     def etag(self) -> str:  # (a method: `property` is a field name here)
         return f'"{self.version}-{self.content_hash[:32]}"'
-
-
-def iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 @dataclass(frozen=True, slots=True)

@@ -332,7 +332,7 @@ def print_json(payload: dict[str, Any] | list[dict[str, Any]]) -> None:
 
 def parse_moment(option: str, value: str) -> datetime:
     """`value` as the API reads a time (a `Timestamp`); exit 2 naming the option otherwise."""
-    from service.core.json_input import TIMESTAMP_FORM, Timestamp
+    from service.core.times import TIMESTAMP_FORM, Timestamp
 
     try:
         return TypeAdapter(Timestamp).validate_python(value)

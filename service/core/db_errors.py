@@ -53,6 +53,9 @@ async def _database_unavailable(request: Request, exc: Exception) -> JSONRespons
         # cancel: the statement was rolled back, and the database is there.
         log.warning("database_statement_cancelled")
         return _unavailable("the database did not finish in time")
+    if isinstance(exc, sqlalchemy.exc.TimeoutError):  # the pool's: no connection came free
+        log.warning("database_pool_exhausted")
+        return _unavailable("every database connection of this process is busy")
     log.warning("database_unavailable", exc_type=type(exc).__name__)
     return _unavailable("the database cannot be reached")
 
@@ -104,6 +107,10 @@ def not_ready_reason(exc: BaseException) -> str:
         return "refuses this role: GRANT consent_api TO it"
     if state == "25006":
         return "read-only: it takes no writes"
+    if isinstance(exc, sqlalchemy.exc.TimeoutError):
+        return "busy: no connection of this process came free in time"
+    if state == QUERY_CANCELED:
+        return "busy: it did not answer in time"
     return "unreachable"
 
 

@@ -20,7 +20,8 @@ from pydantic import (
 
 from service.consent_schema.document import PROPERTY_PATTERN
 from service.core.hashing import canonical_ip, normalise_account_id
-from service.core.json_input import CanonicalUUID, Timestamp, no_nul, one_spelling
+from service.core.json_input import CanonicalUUID, no_nul, one_spelling
+from service.core.times import Timestamp
 from service.ledger.bodies import ConsentRecord, RecordedEvent
 
 

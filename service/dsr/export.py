@@ -15,7 +15,7 @@ import json
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import IO, Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from service import __version__
 from service.consent_schema.service import SchemaCatalog
 from service.core.hashing import Hasher
+from service.core.times import iso
 from service.dsr import dpv
 from service.dsr.bodies import DsrQuery, ExportFormat, identifier_of
 from service.dsr.service import ExportPlan, count_export, export_chunks, searched_hashes
@@ -50,7 +51,7 @@ FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 def _iso(value: datetime | None) -> str | None:
     """RFC 3339 in UTC with `Z`, like every other time the service shows."""
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z") if value is not None else None
+    return iso(value) if value is not None else None
 
 
 async def open_export(

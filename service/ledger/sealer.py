@@ -22,6 +22,7 @@ from prometheus_client import Counter
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from service.core.times import iso
 from service.ledger import merkle
 
 SEALED_EVENTS = Counter("consent_ledger_sealed_leaves", "Leaves closed into ledger seals.")
@@ -101,7 +102,7 @@ class Seal:
             "root": self.root.hex(),
             "prev_hash": self.prev_hash.hex(),
             "seal_hash": self.seal_hash.hex(),
-            "sealed_at": self.sealed_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+            "sealed_at": iso(self.sealed_at),
         }
 
 

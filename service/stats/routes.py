@@ -11,7 +11,8 @@ from service.auth.dependencies import StatsReader, private
 from service.consent_schema.bodies import PropertyName
 from service.consent_schema.service import property_exists
 from service.core.errors import NotFound, Unprocessable, problem_responses
-from service.core.json_input import StrictJSONRoute, Timestamp
+from service.core.json_input import StrictJSONRoute
+from service.core.times import Timestamp, iso
 from service.state import Catalog, Session
 from service.stats.bodies import StatsPage
 from service.stats.service import daily_stats
@@ -29,7 +30,7 @@ LATEST = datetime(9999, 12, 31, tzinfo=UTC)
 
 def range_problem(since: datetime, until: datetime) -> tuple[str, str] | None:
     """What is wrong with [since, until), and the parameter it is wrong in; or None."""
-    first, last = (moment.isoformat().replace("+00:00", "Z") for moment in (EARLIEST, LATEST))
+    first, last = (iso(moment) for moment in (EARLIEST, LATEST))
     start, end = _utc(since), _utc(until)
     if start is None or not EARLIEST <= start < LATEST:
         return "since", f"since must be at or after {first} and before {last}"

@@ -79,3 +79,33 @@ async def test_validation_messages_are_the_services_words_not_pydantics(
     body = assert_problem(await client.post("/v1/dsr/erasures", json={}, headers=bearer(key)), 422)
     assert body["detail"] == "/body: name exactly one identifier: subject_id, ip or user_id"
     assert "Value error" not in str(body)
+
+
+async def test_a_busy_database_is_not_called_unreachable() -> None:
+    """No pooled connection came free, or a statement ran past its timeout: the database is
+    there and busy, which is what the 503 and /readyz say (an operator would look for an outage
+    that is not one)."""
+    import asyncpg
+    import sqlalchemy.exc
+    from starlette.requests import Request
+
+    from service.core.db_errors import _database_unavailable, not_ready_reason
+
+    request = Request({"type": "http", "headers": []})
+    for exc, detail, reason in (
+        (
+            sqlalchemy.exc.TimeoutError("QueuePool limit of size 1 overflow 0 reached"),
+            "every database connection of this process is busy",
+            "busy: no connection of this process came free in time",
+        ),
+        (
+            asyncpg.exceptions.QueryCanceledError("canceling statement due to statement timeout"),
+            "the database did not finish in time",
+            "busy: it did not answer in time",
+        ),
+        (ConnectionRefusedError(), "the database cannot be reached", "unreachable"),
+    ):
+        answer = await _database_unavailable(request, exc)
+        assert answer.status_code == 503
+        assert bytes(answer.body).decode().count(detail) == 1
+        assert not_ready_reason(exc) == reason

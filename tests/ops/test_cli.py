@@ -96,10 +96,11 @@ def test_keys_create_list_revoke(cli_env: dict[str, str]) -> None:
     assert [k["id"] for k in listed] == [created["id"]]
     assert "secret" not in listed[0]
     assert created["secret"] not in out
+    assert listed[0]["created_at"].endswith("Z")  # as every time the service shows
 
     code, out, _ = run(cli_env, "keys", "revoke", created["id"], "--json")
     assert code == 0
-    assert json.loads(out)["revoked_at"]
+    assert json.loads(out)["revoked_at"].endswith("Z")
     code, out, _ = run(cli_env, "keys", "list")
     assert "revoked" in out
 
