@@ -265,8 +265,8 @@ async def stored_record(
         # Not found: the id belongs to another subject's event (or to one anonymised since).
         if existing is None or existing.request_hash not in same_request:
             raise Conflict(
-                f"event_id {new.event_id} is already recorded with a different body; "
-                "use a new event_id for a new event"
+                f"event_id {new.event_id} is already recorded, with a different body or "
+                "anonymised by an erasure since; use a new event_id for a new event"
             )
         leaf = bytes(existing.leaf) if existing.leaf is not None else None
         salt = bytes(existing.salt) if existing.salt is not None else None

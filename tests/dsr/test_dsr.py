@@ -597,7 +597,8 @@ async def test_anonymise_keeps_rows_and_clears_every_identifying_column(
         tcf_string="CPXxRfAPXxRfAAfKABENB-CgAAAAAAAAAAYgAAAAAAAA",
         gpp_string="DBABMA~CPXxRfAPXxRfAAfKABENB-CgAAAAAAAAAAYgAAAAAAAA",
     )
-    await record(client, subject, "withdraw")
+    withdrawal = event("withdraw", subject_id=subject, event_id=str(uuid.uuid4()))
+    assert (await client.post(EVENTS, json=withdrawal)).status_code == 201
     result = (
         await post(
             client,
@@ -636,6 +637,10 @@ async def test_anonymise_keeps_rows_and_clears_every_identifying_column(
         )
     ).json()
     assert again["matched"] == 0
+    # Its id stays with the anonymised row: a resend is not stored again, and told why.
+    resent = await client.post(EVENTS, json=withdrawal)
+    assert resent.status_code == 409
+    assert "anonymised by an erasure since" in resent.json()["detail"]
 
 
 # --- audit trail --------------------------------------------------------------------------------
