@@ -34,16 +34,31 @@ dsr_app = typer.Typer(
 )
 
 
+def from_stdin(value: str | None) -> str | None:
+    """`-` for an identifier: its value is the first line of standard input, so it stays out of
+    `ps`, /proc and the shell's history (a command line is visible to every user of the host)."""
+    if value != "-":
+        return value
+    return sys.stdin.readline().removesuffix("\n").removesuffix("\r")
+
+
+STDIN = " `-`: read it from the first line of standard input (out of `ps` and shell history)."
 SubjectOption = Annotated[
     str | None,
     typer.Option(
         "--subject-id",
         help="The id in the person's consent cookie (lowercase 8-4-4-4-12, as the banner writes "
-        "it).",
+        "it)." + STDIN,
+        callback=from_stdin,
     ),
 ]
-IpOption = Annotated[str | None, typer.Option("--ip", help="An IP address (any key matches).")]
-UserOption = Annotated[str | None, typer.Option("--user-id", help="An account id.")]
+IpOption = Annotated[
+    str | None,
+    typer.Option("--ip", help="An IP address (any key matches)." + STDIN, callback=from_stdin),
+]
+UserOption = Annotated[
+    str | None, typer.Option("--user-id", help="An account id." + STDIN, callback=from_stdin)
+]
 PropertyOption = Annotated[str | None, typer.Option("--property", help="Only this property.")]
 SinceOption = Annotated[str | None, typer.Option(help="From this time on (RFC 3339).")]
 UntilOption = Annotated[str | None, typer.Option(help="Before this time (RFC 3339).")]

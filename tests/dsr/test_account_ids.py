@@ -5,19 +5,25 @@ form are still found under the spelling their banner sent."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 import httpx
 import pytest
+from typer.testing import CliRunner
 
 from service.banner.bodies import ConsentEventIn
 from service.banner.service import new_event
+from service.cli import app as cli
 from service.core.pipeline import ConsentAPI
 from service.ledger.leaf import attach_leaf
 from service.state import of as services
+from tests.conftest import TEST_KEY
 from tests.core.test_privacy_store import pg_dump
 from tests.factories import api_key, bearer, event, example, published
 
@@ -111,3 +117,21 @@ async def test_events_stored_before_account_ids_had_one_form_are_found_as_spelle
     )
     assert again.status_code == 200, again.text
     assert again.json()["withdrawal_id"] == first.json()["withdrawal_id"]
+
+
+@pytest.mark.usefixtures("headers")  # itsailor published
+async def test_the_cli_reads_an_identifier_from_standard_input(
+    client: httpx.AsyncClient, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--user-id -` (or `--ip -`, `--subject-id -`): the value is stdin's first line, so it is
+    not on the command line, which `ps` shows every user of the host."""
+    monkeypatch.chdir(tmp_path)  # no stray .env from the checkout
+    env = {"CONSENT_DATABASE_URL": db_url, "CONSENT_IP_HASH_SALT": TEST_KEY, "CONSENT_ENV": "dev"}
+    subject = uuid.uuid4()
+    await decide(client, subject, user_id="carol")
+    result = await asyncio.to_thread(
+        CliRunner().invoke, cli, ["dsr", "history", "--user-id", "-"], input="carol\n", env=env
+    )
+    assert result.exit_code == 0, result.stderr
+    [line] = result.stdout.splitlines()
+    assert json.loads(line)["subject_id"] == str(subject)
