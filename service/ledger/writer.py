@@ -293,8 +293,12 @@ class EventWriter:
                 # Through a transaction pooler no named statement may outlive its transaction.
                 statement_cache_size=0 if self._transaction_pooled else 100,
             )
-            connection.add_log_listener(self._heard)
-            await self._durable(connection)
+            try:
+                connection.add_log_listener(self._heard)
+                await self._durable(connection)
+            except BaseException:
+                connection.terminate()
+                raise
         except Exception:
             self._reconnect_delay = min(self._reconnect_delay * 2, MAX_RECONNECT_DELAY)
             self._retry_at = time.monotonic() + self._reconnect_delay
