@@ -6,7 +6,7 @@ import asyncio
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -41,7 +41,7 @@ from service.ledger.receipts import receipt_signer_from_settings
 from service.ledger.routes import router as ledger_router
 from service.ledger.sealer import seal_ledger
 from service.ledger.writer import EventWriter
-from service.retention.purge import purge_due
+from service.retention.purge import CHECK_SECONDS, purge_when_due
 from service.state import State, install
 from service.stats.rollup import seal_and_roll_up
 from service.stats.routes import router as stats_router
@@ -136,9 +136,14 @@ async def _resources(app: ConsentAPI, settings: Settings, url: str) -> AsyncIter
 
     rollup = Periodic("stats_rollup", settings.seal_seconds, seal_all)
     rollup.start()
-    # A purge (when configured) of what is due now; one worker at a time (docs/retention.md).
+    # A purge (when configured) of what is due now, when the last one is that many hours old;
+    # one worker at a time (docs/retention.md).
+    every = timedelta(hours=settings.retention_purge_hours)
     purging = Periodic(
-        "retention_purge", settings.retention_purge_hours * 3600, lambda: purge_due(engine)
+        "retention_purge",
+        min(CHECK_SECONDS, every.total_seconds()),
+        lambda: purge_when_due(engine, every),
+        at_start=True,
     )
     purging.start()
     # This month's event partition and the next three (docs/retention.md, "Partitions").

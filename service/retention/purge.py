@@ -5,14 +5,14 @@ The rules live in the database (migration 0013: `consent_retention_due`), and so
 deleted event's leaf in a tombstone naming the purge's audit row), with one `dsr_audit` row per
 run. Both are the table owner's: `consent-service retention purge` connects as the owner, like
 `migrate`. The service's role may only purge what is due now (`consent_retention_purge_due`),
-which `serve` does every CONSENT_RETENTION_PURGE_HOURS when set, then refreshes the gauge of
-events outside the monthly partitions (ledger/partitions.py).
+which `serve` does once CONSENT_RETENTION_PURGE_HOURS have passed since the last purge, then
+refreshes the gauge of events outside the monthly partitions (ledger/partitions.py).
 """
 
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
@@ -55,6 +55,27 @@ async def purge_due(engine: AsyncEngine) -> dict[str, Any] | None:
     # It may have emptied the default partition: the gauge says so now, not at the next check.
     await refresh_outside(engine)
     return summary
+
+
+# When the last purge ran, any worker's, replica's or the CLI's (a dry run deletes nothing), and
+# the database's now: the schedule is the audit trail's, not a timer in a worker's memory.
+LAST_PURGE = text(
+    "SELECT now() - max(created_at) FROM dsr_audit"
+    " WHERE action = 'retention-purge' AND mode IS NOT NULL"
+)
+# How often a worker looks whether a purge is due (and once at start).
+CHECK_SECONDS = 300.0
+
+
+async def purge_when_due(engine: AsyncEngine, every: timedelta) -> dict[str, Any] | None:
+    """`purge_due` when no purge ran in the last `every`; None otherwise. Timed from the last
+    audited purge: a timer of each worker's own started from zero at each start, so a service
+    restarted more often than `every` never purged, and N workers purged N times an interval."""
+    async with engine.connect() as connection:
+        since: timedelta | None = await connection.scalar(LAST_PURGE)
+    if since is not None and since < every:
+        return None
+    return await purge_due(engine)
 
 
 def _summary(found: Any) -> dict[str, Any]:

@@ -254,3 +254,32 @@ async def test_serve_purges_what_is_due_now_one_at_a_time(
             )
         finally:
             await api.close()
+
+
+async def test_the_scheduled_purge_is_timed_from_the_last_one_not_from_each_start(
+    db: asyncpg.Connection, db_url: str, tmp_path: Path
+) -> None:
+    """A timer in each worker's memory started from zero at each start: a service restarted
+    daily with CONSENT_RETENTION_PURGE_HOURS=24 never purged, and N workers purged N times. The
+    schedule is now the audit trail's: a start with no purge in the last 24 hours purges at
+    once, and a start after one does not."""
+    await published(db_url, with_retention(example("itsailor"), 1, 5))
+
+    async def serve_a_moment() -> None:
+        app = create_app(make_settings(db_url, tmp_path, retention_purge_hours=24))
+        async with app.router.lifespan_context(app):
+            await asyncio.sleep(1.0)
+
+    async def purges() -> int:
+        return int(
+            await db.fetchval(
+                "SELECT count(*) FROM dsr_audit"
+                " WHERE action = 'retention-purge' AND mode IS NOT NULL"
+            )
+        )
+
+    await serve_a_moment()
+    assert await purges() == 1  # none in the last 24 hours: at start
+    await serve_a_moment()
+    await serve_a_moment()
+    assert await purges() == 1  # restarted within the 24 hours: not again
