@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import difflib
 import json
+import os
 import re
 import select
 import signal
 import socket
 import ssl
 import sys
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO, TypeVar, cast
@@ -46,7 +48,36 @@ class Options:
     debug = False
 
 
+# `CONSENT_` variables of the project's own tools, not of the service: the tests' database, the
+# browser tests, the benchmarks' PostgreSQL binaries.
+TOOL_VARIABLES = frozenset(
+    {
+        "CONSENT_TEST_DATABASE_URL",
+        "CONSENT_BROWSER_TESTS",
+        "CONSENT_CHROMIUM",
+        "CONSENT_REQUIRE_PGBOUNCER",
+        "CONSENT_PG_BIN",
+    }
+)
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """A warning for each `CONSENT_` variable that is no setting: a misspelled one is ignored,
+    silently, and `CONSENT_TRUSTED_PROXY` for CONSENT_TRUSTED_PROXIES would hash every visitor as
+    the proxy's address."""
+    known = [f"CONSENT_{name.upper()}" for name in Settings.model_fields]
+    warnings = []
+    for name in sorted(environ):
+        if name.startswith("CONSENT_") and name not in known and name not in TOOL_VARIABLES:
+            close = difflib.get_close_matches(name, known, n=1, cutoff=0.8)
+            meant = f" (did you mean {close[0]}?)" if close else ""
+            warnings.append(f"warning: {name} is not a setting{meant}: it is ignored")
+    return warnings
+
+
 def load_settings() -> Settings:
+    for warning in unknown_variables(os.environ):
+        typer.echo(warning, err=True)
     try:
         return Settings()
     except ValidationError as exc:

@@ -105,6 +105,19 @@ def test_keys_create_list_revoke(cli_env: dict[str, str]) -> None:
     assert "revoked" in out
 
 
+def test_a_misspelled_setting_is_named_not_silently_ignored(cli_env: dict[str, str]) -> None:
+    """Behind a proxy, CONSENT_TRUSTED_PROXY (for ..._PROXIES) would make every visitor the
+    proxy's address; the project's own tool variables are not settings and pass quietly."""
+    env = cli_env | {"CONSENT_TRUSTED_PROXY": "10.0.0.0/8", "CONSENT_PG_BIN": "/nowhere"}
+    code, _, err = run(env, "keys", "list")
+    assert code == 0
+    assert err.splitlines()[0] == (
+        "warning: CONSENT_TRUSTED_PROXY is not a setting (did you mean "
+        "CONSENT_TRUSTED_PROXIES?): it is ignored"
+    )
+    assert "CONSENT_PG_BIN" not in err
+
+
 def test_keys_create_rejects_unknown_scopes(cli_env: dict[str, str]) -> None:
     code, _, err = run(cli_env, "keys", "create", "--name", "x", "--scopes", "dsr:read,admin")
     assert code == 2
