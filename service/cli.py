@@ -129,12 +129,15 @@ WORKER_START_SECONDS = 20
 
 
 def _prepare_and_serve(settings: Settings, url: str, *, host: str, port: int, workers: int) -> None:
-    from service.core.migrations import upgrade_to_head
+    from service.core.migrations import NewerThanRelease, upgrade_to_head
 
     _refuse_a_powerful_role(settings, url)
     if settings.is_dev:
         # Production migrates as its own step (the compose `migrate` service); dev just works.
-        upgrade_to_head(url)
+        try:
+            upgrade_to_head(url)
+        except NewerThanRelease as exc:
+            raise fail(str(exc)) from None
         # The dev keys, made (or checked) once before workers start, so they share them.
         hasher_from_settings(settings)
         receipt_signer_from_settings(settings)
@@ -237,12 +240,15 @@ class GracefulServer(uvicorn.Server):
 def migrate() -> None:
     """Migrate the database to the newest schema (idempotent; safe to run concurrently)."""
     from service.core.logging import configure_logging, readable_logs
-    from service.core.migrations import head_revision, upgrade_to_head
+    from service.core.migrations import NewerThanRelease, head_revision, upgrade_to_head
 
     settings = load_settings()
     configure_logging(settings.log_level, stdout_log(), human=readable_logs(settings))
     with database_url(settings) as url, database_errors(url):
-        upgrade_to_head(url)
+        try:
+            upgrade_to_head(url)
+        except NewerThanRelease as exc:
+            raise fail(str(exc)) from None
     typer.echo(f"database at revision {head_revision()}", err=True)
 
 

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+import re
+
 from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
+from alembic.util import CommandError
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -24,13 +28,37 @@ def alembic_config(database_url: str | None = None) -> Config:
     return config
 
 
+class NewerThanRelease(Exception):
+    """The database was migrated by a newer release than this one."""
+
+
 def upgrade_to_head(database_url: str) -> None:
-    """Migrate the database to the newest revision (blocking: call from a thread in async code)."""
-    command.upgrade(alembic_config(database_url), "head")
+    """Migrate the database to the newest revision (blocking: call from a thread in async code).
+    NewerThanRelease when it is at a revision this release does not know (alembic's own error
+    is a traceback that says only that it cannot locate it)."""
+    try:
+        command.upgrade(alembic_config(database_url), "head")
+    except CommandError as exc:
+        found = re.search(r"Can't locate revision identified by '([^']+)'", str(exc))
+        if found is None or found.group(1) in known_revisions():
+            raise
+        raise NewerThanRelease(
+            f"the database is at revision {found.group(1)}, which a newer release made; this "
+            f"release knows revisions up to {head_revision()}: run the newer release's "
+            "`migrate` and `serve`, or restore a backup from before that release"
+        ) from None
 
 
 def head_revision() -> str | None:
     return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+@functools.cache
+def known_revisions() -> frozenset[str]:
+    """Every revision this release's migrations make."""
+    return frozenset(
+        script.revision for script in ScriptDirectory.from_config(alembic_config()).walk_revisions()
+    )
 
 
 async def current_revision(connection: AsyncConnection) -> str | None:

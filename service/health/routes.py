@@ -16,7 +16,7 @@ from service.core.db_errors import not_ready_reason
 from service.core.errors import RETRY_AFTER, RETRY_AFTER_DOC, problem_responses
 from service.core.json_input import StrictJSONRoute
 from service.core.logging import get_logger
-from service.core.migrations import current_revision
+from service.core.migrations import current_revision, known_revisions
 from service.core.observe import exposition
 from service.state import Engine, MigrationHead
 
@@ -60,7 +60,7 @@ async def healthz() -> JSONResponse:
 
 @router.get(
     "/readyz",
-    summary="Ready to serve: database reachable and migrated to head",
+    summary="Ready to serve: database reachable and migrated to head (or a newer release's)",
     response_model=Readiness,
     responses={503: {"model": Readiness, "description": "Not ready", "headers": RETRY_AFTER_DOC}},
 )
@@ -68,22 +68,28 @@ async def readyz(engine: Engine, head: MigrationHead) -> JSONResponse:
     try:
         async with asyncio.timeout(READINESS_TIMEOUT_SECONDS), autocommit(engine) as connection:
             revision = await current_revision(connection)
-            writes = (await connection.execute(SERVES_WRITES)).one() if revision == head else None
+            # Migrated by the next release (it migrates before its replicas replace these): a
+            # release's migrations keep the one before it working (docs/architecture.md,
+            # "Migrations"), so these serve on rather than all leave the load balancer at once.
+            ahead = revision is not None and revision not in known_revisions()
+            usable = revision == head or ahead
+            writes = (await connection.execute(SERVES_WRITES)).one() if usable else None
     except Exception as exc:  # any failure to use the database means "not ready"
         reason = not_ready_reason(exc)
         log.warning("readiness_database_unavailable", error=type(exc).__name__, reason=reason)
         return _not_ready(database=reason, migrations="unknown")
-    if revision != head:
+    if writes is None:
         state = "not migrated" if revision is None else f"at {revision}"
         return _not_ready(database="ok", migrations=f"{state}, head is {head}")
-    assert writes is not None
+    migrations = f"at {revision}, newer than this release's {head}" if ahead else "head"
     if writes.read_only:
-        return _not_ready(database="read-only: it takes no writes", migrations="head")
+        return _not_ready(database="read-only: it takes no writes", migrations=migrations)
     if not writes.records:
         return _not_ready(
-            database="this role may not record events: GRANT consent_api TO it", migrations="head"
+            database="this role may not record events: GRANT consent_api TO it",
+            migrations=migrations,
         )
-    ready = Readiness(status="ok", database="ok", migrations="head")
+    ready = Readiness(status="ok", database="ok", migrations=migrations)
     return JSONResponse(ready.model_dump(), headers=PROBE_HEADERS)
 
 

@@ -58,19 +58,44 @@ async def test_readyz_is_503_while_the_database_is_unreachable(db_url: str, tmp_
     await proxy.cut()
 
 
-async def test_readyz_is_503_when_migrations_are_behind(
-    client: httpx.AsyncClient, owner_url: str
+async def test_readyz_is_503_when_migrations_are_behind_and_200_when_a_newer_release_ran_them(
+    client: httpx.AsyncClient, owner_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
+    """Behind: run `migrate`. Ahead (the next release migrates before its replicas replace
+    these): serve on, rather than every old replica leaving the load balancer at once; and
+    `migrate` of this release says what happened in one line (docs/architecture.md,
+    "Migrations")."""
     import asyncpg
+    from typer.testing import CliRunner
 
+    from service.cli import app as cli
+
+    head = head_revision()
+    assert head is not None
+    earlier = f"{int(head) - 1:04d}"
     connection = await asyncpg.connect(owner_url)
     try:
-        await connection.execute("UPDATE alembic_version SET version_num = 'older'")
+        await connection.execute("UPDATE alembic_version SET version_num = $1", earlier)
+        response = await client.get("/readyz")
+        assert response.status_code == 503
+        assert response.json()["migrations"] == f"at {earlier}, head is {head}"
+
+        await connection.execute("UPDATE alembic_version SET version_num = '9999'")
+        response = await client.get("/readyz")
+        assert response.status_code == 200, response.text
+        assert response.json()["migrations"] == f"at 9999, newer than this release's {head}"
+
+        monkeypatch.chdir(tmp_path)
+        env = {"CONSENT_DATABASE_URL": owner_url, "CONSENT_DATA_DIR": str(tmp_path)}
+        result = await asyncio.to_thread(CliRunner().invoke, cli, ["migrate"], env=env)
+        assert result.exit_code == 1
+        assert result.stderr == (
+            f"error: the database is at revision 9999, which a newer release made; this release "
+            f"knows revisions up to {head}: run the newer release's `migrate` and `serve`, or "
+            "restore a backup from before that release\n"
+        )
     finally:
         await connection.close()
-    response = await client.get("/readyz")
-    assert response.status_code == 503
-    assert "older" in response.json()["migrations"]
 
 
 async def test_requests_get_503_while_the_database_is_unreachable(
