@@ -21,7 +21,23 @@ def dev_key_path(settings: Settings) -> Path:
 
 class DevKeyError(ValueError):
     """A dev key file that holds no usable key (empty, cut short, not a key): said in one line
-    naming the file, never used (an empty HMAC key is one anyone can compute)."""
+    naming the file, never used (an empty HMAC key is one anyone can compute). Or a data folder
+    this user cannot make or write (`writable_folder`)."""
+
+
+def writable_folder(folder: Path) -> Path:
+    """`folder` (CONSENT_DATA_DIR, or a folder in it), made if need be; DevKeyError in one line
+    when this user may not make or write it, where the OSError was a traceback."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise DevKeyError(
+            f"CONSENT_DATA_DIR: {folder}: {exc.strerror or exc}: set it to a folder this user "
+            "may write (the embedded PostgreSQL and the dev keys live there)"
+        ) from None
+    return folder
 
 
 def ensure_dev_key(settings: Settings) -> tuple[SecretStr, bool]:
@@ -59,7 +75,7 @@ def _generated_once(
     Made whole before it appears: written to a file of its own, then linked as `path`, which
     fails if another process (a worker starting beside this one) linked its key first; that key
     is then read. A file that was there is checked (DevKeyError naming it)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    writable_folder(path.parent)
     if not path.exists():
         descriptor, written = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
         try:

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from service.core.config import EMBEDDED_MISSING, Settings
+from service.core.dev_keys import writable_folder
 from service.core.logging import get_logger
 
 log = get_logger("service.embedded")
@@ -77,10 +78,8 @@ class EmbeddedPostgres:
             except ImportError:
                 raise RuntimeError(EMBEDDED_MISSING) from None
 
-            data_dir.mkdir(parents=True, exist_ok=True)
-            self._folder = data_dir.resolve()
-            self.pgdata = self._folder / "postgres"
-            self.pgdata.mkdir(exist_ok=True)
+            self._folder = writable_folder(data_dir).resolve()
+            self.pgdata = writable_folder(self._folder / "postgres")
             self._delete_on_exit = delete_on_exit
             with _exclusive(self._folder / LIFECYCLE_LOCK):
                 forget_stale_lock_files(self.pgdata)

@@ -116,7 +116,11 @@ def check_receipt(jws: str, leaves: bytes, keys: dict[str, Ed25519PublicKey]) ->
         key = keys[header["kid"]]
         key.verify(b64url_decode(signature_b64), f"{header_b64}.{payload_b64}".encode())
     except KeyError as exc:
-        raise ReceiptMismatch(f"it names a key the service does not hold ({exc})") from None
+        raise ReceiptMismatch(
+            f"it names key {exc}, which is not among the keys it was checked with: a retired key "
+            "left out of CONSENT_RECEIPT_PREVIOUS_KEYS (or --jwks), or a receipt the service "
+            "did not sign"
+        ) from None
     except (ValueError, InvalidSignature) as exc:
         raise ReceiptMismatch(f"its signature does not verify ({type(exc).__name__})") from None
     tree = merkle.split(leaves)

@@ -101,3 +101,32 @@ def test_a_file_system_without_hard_links_still_gets_its_key(
     assert (tmp_path / "receipt.key").read_text().strip() == key.get_secret_value()
     assert ensure_dev_receipt_key(settings) == (key, False)
     assert [path.name for path in tmp_path.iterdir()] == ["receipt.key"]
+
+
+def test_a_data_folder_that_cannot_be_made_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CONSENT_DATA_DIR where this user may not make a folder (here: under a file, which stops
+    root too): every command says so in one line and exits 2, where it was a traceback."""
+    from typer.testing import CliRunner
+
+    from service.cli import app as cli
+
+    monkeypatch.chdir(tmp_path)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    folder = blocker / "data"
+    env = {
+        "CONSENT_DATA_DIR": str(folder),
+        "CONSENT_DATABASE_URL": None,
+        "CONSENT_IP_HASH_SALT": None,
+    }
+    for command in (["keys", "list"], ["dsr", "history", "--ip", "192.0.2.1"]):
+        result = CliRunner().invoke(cli, command, env=env)
+        assert result.exit_code == 2, result.output
+        assert result.stderr == (
+            f"error: CONSENT_DATA_DIR: {folder}: Not a directory: set it to a folder this user "
+            "may write (the embedded PostgreSQL and the dev keys live there)\n"
+        )
+    with pytest.raises(DevKeyError, match="Not a directory"):
+        ensure_dev_key(Settings(data_dir=folder))
