@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.core.cli_support import fail, load_settings, print_json, with_engine
@@ -16,6 +17,9 @@ ledger_app = typer.Typer(
     help="The tamper-evident ledger: verify it, print its head (docs/evidence.md).",
     no_args_is_help=True,
 )
+
+
+ANY_RECEIPT = text("SELECT EXISTS (SELECT FROM ledger_receipts)")
 
 
 @ledger_app.command("verify")
@@ -62,16 +66,17 @@ def ledger_verify(
         except ValueError as exc:
             raise fail(f"--jwks: {jwks}: {exc}") from None
     elif settings.receipt_key is None and not dev_receipt_key_path(settings).exists():
-        # Made now, a key would sign nothing stored, and every receipt would seem forged.
-        raise fail(
-            "no receipt key to check receipts with: give --jwks FILE (the service's "
-            "/.well-known/jwks.json, saved) or set CONSENT_RECEIPT_KEY"
-        )
+        keys = None  # made now, a key would sign nothing stored: every receipt would seem forged
     else:
         keys = receipt_signer_from_settings(settings).public_keys
 
     async def work(engine: AsyncEngine) -> str:
         async with engine.connect() as connection:
+            if keys is None and await connection.scalar(ANY_RECEIPT):
+                raise fail(
+                    "no receipt key to check the stored receipts with: give --jwks FILE (the "
+                    "service's /.well-known/jwks.json, saved) or set CONSENT_RECEIPT_KEY"
+                )
             try:
                 report = await verify_ledger(connection, since=since, head=published, keys=keys)
             except LedgerBroken as exc:

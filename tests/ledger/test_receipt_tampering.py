@@ -152,7 +152,7 @@ async def test_an_auditor_verifies_receipts_with_the_published_keys_alone(
     # forged).
     code, out = await asyncio.to_thread(verify_as_auditor, db_url, data_dir)
     assert code == 1
-    assert "no receipt key to check receipts with: give --jwks FILE" in out
+    assert "no receipt key to check the stored receipts with: give --jwks FILE" in out
     assert not (data_dir / "receipt.key").exists()
 
     # Another key's set: the receipts name a key it does not hold.
