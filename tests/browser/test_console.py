@@ -320,6 +320,17 @@ async def check_charts(page: Page, expected: Expected) -> None:
 # --- the scenario --------------------------------------------------------------------------------
 
 
+async def focus_reaches(page: Page, predicate: str, arg: object = None) -> None:
+    """`predicate` true within 5 s, polled from here: `wait_for_function` polls by evaluating its
+    text in the page, which the console's CSP (`script-src 'self'`) refuses whenever the first
+    look is false."""
+    for _ in range(100):
+        if await page.evaluate(predicate, arg):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"never true: {predicate}")
+
+
 async def test_a_privacy_officer_finds_exports_and_erases_a_person(
     new_page: NewPage, live_service: LiveService, tmp_path: Path
 ) -> None:
@@ -423,7 +434,7 @@ async def test_a_privacy_officer_finds_exports_and_erases_a_person(
     await dialog.wait_for(state="hidden")
     # The focus moves on the dialog's `close` event, which comes a task after it is hidden.
     button = await version_button.element_handle()
-    await page.wait_for_function("(b) => b === document.activeElement", arg=button, timeout=5000)
+    await focus_reaches(page, "(b) => b === document.activeElement", button)
 
     # Export: real downloads of the complete history.
     async with page.expect_download() as json_download:
@@ -744,7 +755,7 @@ async def test_a_late_page_never_joins_a_newer_search(
     assert await field_of(page.locator("#erase-summary"), "count").inner_text() == "3"
     await page.keyboard.press("Escape")
     await erase.wait_for(state="hidden")
-    await page.wait_for_function("document.activeElement.id === 'erase-open'", timeout=5000)
+    await focus_reaches(page, "() => document.activeElement.id === 'erase-open'")
 
     # The audit log: a Load more answered after Load newest is dropped too.
     held = await hold_paged_requests(page, "/v1/dsr/audit")
