@@ -278,12 +278,20 @@ class Settings(BaseSettings):
         networks = []
         for item in items:
             try:
-                networks.append(ipaddress.ip_network(str(item), strict=False))
+                network = ipaddress.ip_network(str(item), strict=False)
             except ValueError:
                 raise ValueError(
                     f"{str(item)[:64]!r} is not a network (e.g. 10.0.0.0/8, 203.0.113.7, "
                     "2001:db8::/32)"
                 ) from None
+            address = str(item).split("/")[0]
+            if ipaddress.ip_address(address) != network.network_address:
+                # Read as 10.0.0.0/8, 10.0.0.1/8 (a typo for /32?) would trust a whole /8.
+                raise ValueError(
+                    f"{str(item)[:64]!r} has bits set past its prefix: write the network "
+                    f"({network}) or the one address ({address})"
+                )
+            networks.append(network)
         return networks
 
     @field_validator("log_level")

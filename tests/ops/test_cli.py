@@ -486,6 +486,13 @@ def test_version() -> None:
             "notacidr",
             "CONSENT_TRUSTED_PROXIES: 'notacidr' is not a network",
         ),
+        # Read as 10.0.0.0/8, a typo for /32 would trust a whole /8.
+        (
+            "CONSENT_TRUSTED_PROXIES",
+            "10.0.0.1/8",
+            "CONSENT_TRUSTED_PROXIES: '10.0.0.1/8' has bits set past its prefix: write the "
+            "network (10.0.0.0/8) or the one address (10.0.0.1)",
+        ),
         ("CONSENT_LOG_LEVEL", "loud", "CONSENT_LOG_LEVEL: unknown log level 'loud'"),
         ("CONSENT_FORWARDED_HEADER", "x-real-ip", "CONSENT_FORWARDED_HEADER:"),
         # A database URL's mistakes are found with the settings, not by a driver's traceback
