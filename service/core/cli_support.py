@@ -297,6 +297,11 @@ def explain_database_error(exc: BaseException, url: str) -> str | None:
                 "`consent-service migrate` as the tables' owner, or fix the database name in "
                 f"{URL_SETTING}"
             )
+        if isinstance(error, asyncpg.InsufficientPrivilegeError):
+            return (
+                f"PostgreSQL at {where}: {text}: `migrate`, `retention purge` and `backup "
+                "reapply` run as the tables' owner, the rest as a member of consent_api"
+            )
         if isinstance(error, asyncpg.PostgresError):
             return f"PostgreSQL at {where}: {text}"
         if isinstance(error, ConnectionRefusedError):

@@ -4,6 +4,7 @@ misleading "cannot connect" or "ledger broken"."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -161,3 +162,34 @@ def test_a_key_name_is_kept_without_surrounding_spaces(cli_env: dict[str, str]) 
     )
     assert code == 0
     assert '"name": "dsr-team"' in out
+
+
+async def test_migrate_as_a_login_without_rights_says_which_role_runs_it(
+    server_url: str, tmp_path: Path
+) -> None:
+    """PostgreSQL's own "permission denied for schema public" said nothing of the fix: the
+    owner's commands run as the owner, the rest as a member of consent_api."""
+    import uuid
+
+    from sqlalchemy import make_url
+
+    from tests.conftest import _admin, database_url
+
+    name, role = f"consent_t_{uuid.uuid4().hex[:12]}", f"consent_t_{uuid.uuid4().hex[:12]}"
+    await _admin(server_url, f'CREATE DATABASE "{name}"')
+    await _admin(server_url, f'CREATE ROLE "{role}" LOGIN')
+    try:
+        url = make_url(database_url(server_url, name)).set(username=role, password=None)
+        env = {
+            "CONSENT_DATABASE_URL": url.render_as_string(hide_password=False),
+            "CONSENT_DATA_DIR": str(tmp_path),
+        }
+        code, _, err = await asyncio.to_thread(run, env, "migrate")
+        assert code == 1
+        assert one_line(err).endswith(
+            "permission denied for schema public: `migrate`, `retention purge` and `backup "
+            "reapply` run as the tables' owner, the rest as a member of consent_api"
+        ), err
+    finally:
+        await _admin(server_url, f'DROP DATABASE "{name}" WITH (FORCE)')
+        await _admin(server_url, f'DROP ROLE "{role}"')
