@@ -17,7 +17,9 @@ Revises: 0025
 Create Date: 2026-12-01
 """
 
+import importlib.util
 from collections.abc import Sequence
+from pathlib import Path
 
 from alembic import op
 
@@ -26,30 +28,8 @@ down_revision: str | None = "0025"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-BUCKETS = {
-    "daily": ("day", "(recorded_at AT TIME ZONE 'UTC')::date"),
-    "hourly": ("hour", "date_trunc('hour', recorded_at, 'UTC')"),
-}
+TABLES = {"daily": "day", "hourly": "hour"}
 KEY = "property, {bucket}, schema_version, event_type, effective"
-
-# Migration 0010's counting of the events a rollup adds, unchanged to the character (a downgrade
-# restores its function exactly).
-ADD = """
-    INSERT INTO consent_stats_{table} AS s (
-        property, {bucket}, schema_version, event_type, effective, shard, events, gpc, dnt
-    )
-    SELECT property, {expression}, schema_version, event_type, effective,
-           0, 1 * count(*),
-           1 * count(*) FILTER (WHERE gpc), 1 * count(*) FILTER (WHERE dnt)
-    FROM (SELECT * FROM consent_events WHERE seq > from_seq AND seq <= to_seq) AS counted
-    GROUP BY 1, 2, 3, 4, 5
-    -- One lock order for every writer: two statements on one shard never deadlock.
-    ORDER BY 1, 2, 3, 4, 5
-    ON CONFLICT (property, {bucket}, schema_version, event_type, effective, shard) DO UPDATE
-    SET events = s.events + excluded.events,
-        gpc = s.gpc + excluded.gpc,
-        dnt = s.dnt + excluded.dnt;
-"""
 FOLD = f"""
     WITH moved AS (
         DELETE FROM consent_stats_{{table}} WHERE shard <> 0
@@ -66,51 +46,33 @@ FOLD = f"""
     SET events = s.events + excluded.events,
         gpc = s.gpc + excluded.gpc,
         dnt = s.dnt + excluded.dnt;
-    DELETE FROM consent_stats_{{table}} WHERE events = 0 AND gpc = 0 AND dnt = 0;
-"""  # noqa: S608 (this file's constants)
+    DELETE FROM consent_stats_{{table}} WHERE events = 0 AND gpc = 0 AND dnt = 0;"""  # noqa: S608
+LOCKED = "    SELECT rolled INTO from_seq FROM consent_stats_rollup FOR UPDATE;"
+
+
+def _migration_0010_rollup() -> str:
+    """Migration 0010's `consent_stats_rollup`, as it made it (a downgrade restores it exactly)."""
+    path = Path(__file__).with_name("2026_11_29_0010_stats_rollup.py")
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return str(module.ROLLUP).replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION", 1)
 
 
 def rollup(fold: bool) -> str:
-    folding = "".join(
-        FOLD.format(table=table, bucket=bucket) for table, (bucket, _) in BUCKETS.items()
-    )
-    adding = "".join(
-        ADD.format(table=table, bucket=bucket, expression=expression)
-        for table, (bucket, expression) in BUCKETS.items()
-    )
-    return f"""
-CREATE OR REPLACE FUNCTION consent_stats_rollup(max_rows bigint) RETURNS bigint
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, public
-AS $$
-DECLARE
-    from_seq bigint;
-    to_seq bigint;
-BEGIN
-    -- Each statement must see what committed before it (a delete waiting on this row subtracts
-    -- what this rollup adds, docs/stats.md): not so under REPEATABLE READ or SERIALIZABLE.
-    IF current_setting('transaction_isolation') <> 'read committed' THEN
-        RAISE EXCEPTION 'consent_stats_rollup runs in a READ COMMITTED transaction';
-    END IF;
-    SELECT rolled INTO from_seq FROM consent_stats_rollup FOR UPDATE;{folding if fold else ""}
-    SELECT CASE WHEN sealed - from_seq <= max_rows THEN sealed
-                ELSE from_seq + GREATEST(max_rows, 1) END
-    INTO to_seq
-    FROM consent_stats_seal;
-    IF to_seq <= from_seq THEN
-        RETURN 0;
-    END IF;
-    {adding}
-    UPDATE consent_stats_rollup SET rolled = to_seq, rolled_at = now();
-    RETURN to_seq - from_seq;
-END;
-$$
-"""  # noqa: S608 (this file's constants)
+    """0010's function; with `fold`, first the folding of each table, under the row's lock."""
+    function = _migration_0010_rollup()
+    assert function.count(LOCKED) == 1
+    if not fold:
+        return function
+    folding = "".join(FOLD.format(table=table, bucket=bucket) for table, bucket in TABLES.items())
+    return function.replace(LOCKED, LOCKED + folding)
 
 
 def upgrade() -> None:
-    for table in BUCKETS:
+    for table in TABLES:
         op.execute(
             f"CREATE INDEX consent_stats_{table}_to_fold ON consent_stats_{table} (shard)"
             " WHERE shard <> 0"
@@ -124,6 +86,6 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.execute(rollup(fold=False))
-    for table in BUCKETS:
+    for table in TABLES:
         op.execute(f"DROP INDEX consent_stats_{table}_empty")
         op.execute(f"DROP INDEX consent_stats_{table}_to_fold")
