@@ -175,39 +175,42 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._read_earlier = 0  # bytes of the current read that were earlier requests'
         self._before: RequestResponseCycle | None = None  # the request before the latest one
         self._served_raw: RequestResponseCycle | None = None  # just handed to the raw path
-        self._head_timer: asyncio.TimerHandle | None = None
+        # A head is awaited from the connection's start, and from each request's first byte, until
+        # it is complete: since when. One timer a connection looks now and then (a timer for each
+        # request would cost every request its making and cancelling).
+        self._head_since: float | None = None
         self._head_begun = False  # a byte of the request whose head is awaited has come
+        self._head_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._await_head()
+        self._head_since = self.loop.time()
+        self._head_timer = self.loop.call_later(HEAD_SECONDS, self._look_at_head)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._head_arrived()
-        super().connection_lost(exc)
-
-    def _await_head(self) -> None:
-        if self._head_timer is None:
-            self._head_timer = self.loop.call_later(HEAD_SECONDS, self._head_late)
-
-    def _head_arrived(self) -> None:
-        self._head_begun = False
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
+        super().connection_lost(exc)
 
-    def _head_late(self) -> None:
+    def _look_at_head(self) -> None:
         self._head_timer = None
         if self.transport.is_closing() or self._refused:
             return
-        if self._head_begun:
-            self._refuse(408)  # after the answers to the requests before it, as every refusal
-        elif self.cycle is None or self.cycle.response_complete:
-            self.transport.close()  # nothing asked: nothing to answer
+        since = self._head_since
+        if since is not None and self.loop.time() - since >= HEAD_SECONDS:
+            if self._head_begun:
+                self._refuse(408)  # after the answers to the requests before it, as any refusal
+            elif self.cycle is None or self.cycle.response_complete:
+                self.transport.close()  # nothing asked: nothing to answer
+            return
+        wait = HEAD_SECONDS if since is None else since + HEAD_SECONDS - self.loop.time()
+        self._head_timer = self.loop.call_later(wait, self._look_at_head)
 
     def on_message_begin(self) -> None:
+        if self._head_since is None:
+            self._head_since = self.loop.time()
         self._head_begun = True
-        self._await_head()
         self._in_head = True
         self._in_body = False
         self._head_bytes = 0
@@ -232,7 +235,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
-        self._head_arrived()
+        self._head_since = None
+        self._head_begun = False
         self._in_head = False
         previous = self.cycle
         super().on_headers_complete()  # may raise (a URL httptools cannot split): a bad head
