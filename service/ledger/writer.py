@@ -138,7 +138,10 @@ class EventWriter:
         # with a `seq` after decisions acknowledged meanwhile: a withdrawal answered 201 was
         # undone by the acceptance answered 503 before it (docs/guarantees.md, "Acknowledged
         # means committed").
-        self._statement_timeout_ms = int(max(command_timeout - 1, command_timeout / 2) * 1000)
+        # (At least 1 ms: 0 would mean no timeout at all.)
+        self._statement_timeout_ms = max(
+            1, int(max(command_timeout - 1, command_timeout / 2) * 1000)
+        )
         # Each batch's own SETs, in a transaction pooler's transaction (see `_insert`).
         self._local_settings = ""
         self._reconnect_delay = FIRST_RECONNECT_DELAY / 2
@@ -281,13 +284,11 @@ class EventWriter:
             return connection
         if time.monotonic() < self._retry_at:
             raise DatabaseUnavailable("the database could not be reached a moment ago")
-        settings = {"application_name": "consent-service-writer"}
-        if not self._transaction_pooled:  # a pooler refuses other startup parameters
-            settings["statement_timeout"] = str(self._statement_timeout_ms)
         try:
             connection = await asyncpg.connect(
                 self._dsn,
-                server_settings=settings,
+                # PgBouncer refuses other startup parameters, in session mode too (`_durable`).
+                server_settings={"application_name": "consent-service-writer"},
                 command_timeout=self._command_timeout,
                 timeout=5,
                 # Through a transaction pooler no named statement may outlive its transaction.
@@ -309,19 +310,22 @@ class EventWriter:
         return connection
 
     async def _durable(self, connection: asyncpg.Connection) -> None:
-        """A commit that has reached the disk, whatever the database or role says: with
-        `synchronous_commit = off` set there, a 201 could be lost in a crash. A setting that
-        waits longer (a standby's `remote_apply`) is kept."""
-        local = []
+        """The statement timeout, and a commit that has reached the disk (and a synchronous
+        standby, where there is one) whatever the database or role says: with
+        `synchronous_commit = off` a 201 could be lost in a crash, with `local` in a failover. A
+        setting that waits longer (`remote_apply`) is kept. Set once for the session, or behind a
+        transaction pooler in each batch's transaction."""
+        settings = [f"statement_timeout = {self._statement_timeout_ms}"]
+        committing = await connection.fetchval("SELECT current_setting('synchronous_commit')")
+        if committing in ("off", "local"):
+            log.warning(
+                "synchronous_commit_overridden", was=committing, hint="the writer commits with on"
+            )
+            settings.append("synchronous_commit = on")
         if self._transaction_pooled:
-            local.append(f"SET LOCAL statement_timeout = {self._statement_timeout_ms}")
-        if await connection.fetchval("SELECT current_setting('synchronous_commit')") == "off":
-            log.warning("synchronous_commit_off_overridden", hint="the writer commits with on")
-            if not self._transaction_pooled:
-                await connection.execute("SET synchronous_commit = on")
-            else:
-                local.append("SET LOCAL synchronous_commit = on")
-        self._local_settings = "; ".join(local)
+            self._local_settings = "; ".join(f"SET LOCAL {setting}" for setting in settings)
+        else:
+            await connection.execute("; ".join(f"SET {setting}" for setting in settings))
 
 
 def _first_of_each_id(batch: list[NewEvent]) -> list[NewEvent]:

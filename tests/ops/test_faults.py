@@ -176,4 +176,4 @@ async def test_the_writer_commits_durably_whatever_the_database_says(
         assert writer is not None
         assert await writer.fetchval("SHOW synchronous_commit") == "on"
         assert await writer.fetchval("SHOW statement_timeout") == "29s"
-    assert "synchronous_commit_off_overridden" in logs.getvalue()
+    assert "synchronous_commit_overridden" in logs.getvalue()

@@ -8,6 +8,7 @@ The tests skip without it, unless CONSENT_REQUIRE_PGBOUNCER is set (CI sets it).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import socket
@@ -44,6 +45,22 @@ def _binary() -> str:
 
 @pytest.fixture
 def bouncer_url(db_url: str, api_role: str) -> Iterator[str]:
+    """The test's database as the API role, through a transaction-pooling PgBouncer."""
+    with _bouncer(db_url, api_role, "transaction") as url:
+        yield url
+
+
+@pytest.fixture
+def session_bouncer_url(db_url: str, api_role: str) -> Iterator[str]:
+    """The same through a PgBouncer that lends a server for each client's session."""
+    with _bouncer(db_url, api_role, "session", servers=10) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def _bouncer(
+    db_url: str, api_role: str, pool_mode: str, servers: int = SERVER_CONNECTIONS
+) -> Iterator[str]:
     """The test's database as the API role, through a PgBouncer of this test's own."""
     binary = _binary()
     server = make_url(db_url)
@@ -60,8 +77,8 @@ def bouncer_url(db_url: str, api_role: str) -> Iterator[str]:
         "[pgbouncer]\n"
         f"listen_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n"
         f"auth_type = trust\nauth_file = {folder / 'users.txt'}\n"
-        "pool_mode = transaction\n"
-        f"default_pool_size = {SERVER_CONNECTIONS}\nmin_pool_size = 0\nreserve_pool_size = 0\n"
+        f"pool_mode = {pool_mode}\n"
+        f"default_pool_size = {servers}\nmin_pool_size = 0\nreserve_pool_size = 0\n"
         "max_client_conn = 200\n"
     )
     for name in ("users.txt", "pgbouncer.ini"):
@@ -186,6 +203,27 @@ async def test_dsr_flows_through_a_transaction_pooler(
     assert await db.fetchval("SELECT count(*) FROM consent_events") == 0
     trail = await client.get("/v1/dsr/audit", headers=audit)
     assert [item["action"] for item in trail.json()["items"]].count("history") == 3
+
+
+async def test_events_flow_through_a_session_pooler(
+    session_bouncer_url: str, db_url: str, tmp_path: Path
+) -> None:
+    """A pooler in session mode needs no setting; it refuses any startup parameter but a few, so
+    the writer sets its statement timeout and commit level once connected, not at the start."""
+    await published(db_url, example("itsailor"))
+    app = create_app(make_settings(session_bouncer_url, tmp_path, db_pool_size=2))
+    transport = httpx.ASGITransport(app=app, client=(CLIENT_IP, 1))
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://t") as client,
+    ):
+        subject = uuid.uuid4()
+        posted = await client.post(
+            "/v1/properties/itsailor/consent-events", json=event(subject_id=subject)
+        )
+        assert posted.status_code == 201, posted.text
+        state = await client.get(f"/v1/properties/itsailor/consents/{subject}")
+        assert state.json()["status"] == "given"
 
 
 async def test_a_pooler_without_the_setting_is_a_503_naming_it_never_a_500(
