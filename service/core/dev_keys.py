@@ -74,9 +74,10 @@ def _generated_once(
 
     Made whole before it appears: written to a file of its own, then linked as `path`, which
     fails if another process (a worker starting beside this one) linked its key first; that key
-    is then read. A file that was there is checked (DevKeyError naming it)."""
-    writable_folder(path.parent)
+    is then read. A file that was there is checked (DevKeyError naming it); its folder need not
+    be writable then (an auditor reading the service's folder)."""
     if not path.exists():
+        writable_folder(path.parent)
         descriptor, written = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
         try:
             _write(descriptor, new_key)  # mkstemp's mode: 0600

@@ -98,8 +98,11 @@ def record(item: dict[str, Any], version: PublishedVersion) -> dict[str, Any]:
         }
     if version.content.get("controller"):
         node["dpv:hasDataController"] = {"@id": controller_iri(property_name, number)}
-    if item.get("receipt"):
-        node["consent:receipt"] = item["receipt"]["jws"]
+    receipt = item.get("receipt")
+    if receipt and "jws" in receipt:
+        node["consent:receipt"] = receipt["jws"]
+    elif receipt:  # the receipt it names is not held: said, as in the JSON export
+        node["consent:receiptProblem"] = receipt["problem"]
     return node
 
 

@@ -130,3 +130,21 @@ def test_a_data_folder_that_cannot_be_made_is_one_line(
         )
     with pytest.raises(DevKeyError, match="Not a directory"):
         ensure_dev_key(Settings(data_dir=folder))
+
+
+def test_a_key_already_made_is_read_from_a_folder_this_user_may_not_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An auditor's account reading the service's data folder: the key is there, nothing needs
+    writing, so the folder is not required to be writable."""
+    import service.core.dev_keys as dev_keys
+
+    settings = Settings(data_dir=tmp_path)
+    made, _ = ensure_dev_key(settings)
+
+    def not_writable(folder: Path) -> Path:
+        raise DevKeyError(f"{folder} is read-only here")
+
+    monkeypatch.setattr(dev_keys, "writable_folder", not_writable)
+    again, created = ensure_dev_key(settings)
+    assert (again.get_secret_value(), created) == (made.get_secret_value(), False)

@@ -28,10 +28,14 @@ from tests.ledger.test_ledger import seal_now
 EVENTS = "/v1/properties/itsailor/consent-events"
 
 
-async def exported(client: httpx.AsyncClient, db_url: str, subject: uuid.UUID) -> dict[str, Any]:
+async def exported(
+    client: httpx.AsyncClient, db_url: str, subject: uuid.UUID, export_format: str = "json"
+) -> dict[str, Any]:
     reader = bearer(await api_key(db_url, "dsr:read"))
     response = await client.post(
-        "/v1/dsr/exports", json={"subject_id": str(subject)}, headers=reader
+        "/v1/dsr/exports",
+        json={"subject_id": str(subject), "format": export_format},
+        headers=reader,
     )
     assert response.status_code == 200, response.text
     document: dict[str, Any] = json.loads(response.content)
@@ -69,6 +73,16 @@ async def test_an_export_names_a_receipt_it_no_longer_holds(
     assert rewritten is not None
     assert "does not hold the event's leaf" in rewritten["problem"]
     assert "jws" not in rewritten
+    # The DPV export says it too (it read the JWS and failed with a 500).
+    records = [
+        node
+        for node in (await exported(client, db_url, subject, "dpv"))["@graph"]
+        if "consent:eventType" in node
+    ]
+    assert len(records) == 2
+    for node in records:
+        assert "consent:receipt" not in node
+        assert ", which the event names, " in node["consent:receiptProblem"]
 
 
 async def test_a_retry_gets_no_receipt_signed_over_a_rewritten_event(
@@ -133,7 +147,11 @@ def verify_as_auditor(db_url: str, data_dir: Path, *args: str) -> tuple[int, str
 
 
 async def test_an_auditor_verifies_receipts_with_the_published_keys_alone(
-    app: ConsentAPI, client: httpx.AsyncClient, db_url: str, tmp_path: Path
+    app: ConsentAPI,
+    client: httpx.AsyncClient,
+    db: asyncpg.Connection,
+    db_url: str,
+    tmp_path: Path,
 ) -> None:
     await published(db_url, example("itsailor"))
     for kind in ("accept-all", "reject-all"):
@@ -169,3 +187,10 @@ async def test_an_auditor_verifies_receipts_with_the_published_keys_alone(
     code, out = await asyncio.to_thread(verify_as_auditor, db_url, data_dir, "--jwks", str(saved))
     assert code == 1
     assert "its kid is not its RFC 7638 thumbprint" in out
+
+    # Every receipt row deleted: without a key, the events that name them are still receipts to
+    # check, not a ledger with none.
+    await as_superuser(db, "DELETE FROM ledger_receipts", tables=("ledger_receipts",))
+    code, out = await asyncio.to_thread(verify_as_auditor, db_url, data_dir)
+    assert code == 1
+    assert "no receipt key to check the stored receipts with" in out
