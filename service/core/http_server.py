@@ -44,10 +44,11 @@ log = get_logger("service.http")
 MAX_HEAD_BYTES = 32 * 1024
 # A request line's method, spaces and version, and the head's CRLFs, which the count leaves out.
 REQUEST_LINE_ALLOWANCE = 64
-# How long a request's head may take, from a new connection or a request's first byte (nginx's
-# client_header_timeout is 60 s; a banner's head arrives in one packet). uvicorn times out only a
-# connection idle after an answer: one that sent nothing, or half a head, stayed open for good,
-# and a client could hold every file descriptor a worker has (a review of 2026-12-01).
+# How long a request's head may take from its first byte, a body may pause, or a new connection
+# may send nothing (nginx's client_header_timeout and client_body_timeout are 60 s; a banner's
+# head and body arrive in one packet). uvicorn times out only a connection idle after an answer:
+# one that sent nothing, half a head, or part of a body stayed open for good, and a client could
+# hold every file descriptor a worker has (reviews of 2026-12-01).
 HEAD_SECONDS = 20.0
 
 
@@ -175,11 +176,13 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._read_earlier = 0  # bytes of the current read that were earlier requests'
         self._before: RequestResponseCycle | None = None  # the request before the latest one
         self._served_raw: RequestResponseCycle | None = None  # just handed to the raw path
-        # A head is awaited from the connection's start, and from each request's first byte, until
-        # it is complete: since when. One timer a connection looks now and then (a timer for each
-        # request would cost every request its making and cancelling).
+        # A head is awaited from the connection's start, then from the first byte after an answer
+        # (or a pipelined request's first byte), until it is complete: since when. A body, from
+        # the head or its last piece. One timer a connection looks now and then (a timer for
+        # each request would cost every request its making and cancelling).
         self._head_since: float | None = None
-        self._head_begun = False  # a byte of the request whose head is awaited has come
+        self._head_begun = False  # a byte has come since the last answer (or of the next request)
+        self._body_since = 0.0
         self._head_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -197,20 +200,33 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._head_timer = None
         if self.transport.is_closing() or self._refused:
             return
-        since = self._head_since
-        if since is not None and self.loop.time() - since >= HEAD_SECONDS:
-            if self._head_begun:
-                self._refuse(408)  # after the answers to the requests before it, as any refusal
-            elif self.cycle is None or self.cycle.response_complete:
-                self.transport.close()  # nothing asked: nothing to answer
-            return
-        wait = HEAD_SECONDS if since is None else since + HEAD_SECONDS - self.loop.time()
-        self._head_timer = self.loop.call_later(wait, self._look_at_head)
+        now, cycle = self.loop.time(), self.cycle
+        if self._head_since is not None:
+            due = self._head_since + HEAD_SECONDS
+            if now >= due:
+                if self._head_begun:
+                    self._refuse(408)  # after the answers to the requests before it, as any
+                elif cycle is None or cycle.response_complete:
+                    self.transport.close()  # nothing asked: nothing to answer
+                return
+        elif (
+            self._in_body
+            and cycle is not None
+            and not cycle.response_complete
+            and not cycle.waiting_for_100_continue  # the app has not asked for it yet
+        ):
+            due = self._body_since + HEAD_SECONDS
+            if now >= due:
+                self._refuse(408)  # the request told its client is gone
+                return
+        else:
+            due = now + HEAD_SECONDS
+        self._head_timer = self.loop.call_later(due - now, self._look_at_head)
 
     def on_message_begin(self) -> None:
-        if self._head_since is None:
+        if not self._head_begun:
+            self._head_begun = True
             self._head_since = self.loop.time()
-        self._head_begun = True
         self._in_head = True
         self._in_body = False
         self._head_bytes = 0
@@ -237,6 +253,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._head_since = None
         self._head_begun = False
+        self._body_since = self.loop.time()
         self._in_head = False
         previous = self.cycle
         super().on_headers_complete()  # may raise (a URL httptools cannot split): a bad head
@@ -276,6 +293,11 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if self._refused:  # the connection is closing
             return
+        if not self._head_begun and (self.cycle is None or self.cycle.response_complete):
+            # The first byte after an answer (even a bare CRLF, which the parser skips without
+            # beginning a request; uvicorn stops its keep-alive timer at any byte).
+            self._head_begun = True
+            self._head_since = self.loop.time()
         self._read_earlier = 0
         super().data_received(data)
         if self._in_head and not self._refused:
@@ -295,6 +317,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._refuse(431 if too_large else 501 if self._unsupported_coding else 400)
 
     def on_body(self, body: bytes) -> None:
+        self._body_since = self.loop.time()
         self._read_earlier += len(body)
         super().on_body(body)
 

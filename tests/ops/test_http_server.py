@@ -161,10 +161,28 @@ async def test_a_head_that_does_not_arrive_in_time_is_not_waited_for(
     assert assert_refusal(headers, body, 408, logs, before)["title"] == "Request timeout"
 
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    await asyncio.sleep(0.4)  # a preconnected socket: the time runs from the first byte
     for piece in (b"GET /healthz HTTP/1.1\r\n", b"Host: t\r\n", b"Connection: close\r\n\r\n"):
         writer.write(piece)
         await asyncio.sleep(0.1)  # the whole head within the time, not each piece
     assert (await asyncio.wait_for(reader.read(), timeout=5)).startswith(b"HTTP/1.1 200")
+    writer.close()
+
+    # A bare CRLF after an answer (the parser skips it; uvicorn's keep-alive timer stops at it).
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+    await asyncio.wait_for(reader.readuntil(b'{"status":"ok"}'), timeout=5)
+    writer.write(b"\r\n")
+    assert b" 408 " in await asyncio.wait_for(reader.read(), timeout=5)
+    writer.close()
+
+    # A body that stops coming: the request is told its client is gone, and refused.
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        b"POST /v1/properties/itsailor/consent-events HTTP/1.1\r\nHost: t\r\n"
+        b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
+    )
+    assert b" 408 " in await asyncio.wait_for(reader.read(), timeout=5)
     writer.close()
 
 
