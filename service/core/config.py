@@ -197,9 +197,9 @@ class Settings(BaseSettings):
         default=0,
         ge=0,
         le=8760,
-        description="Hours between two retention purges of what is due now, per worker, one "
-        "worker or replica at a time (0: never; run `consent-service retention purge` from cron "
-        "instead). docs/retention.md.",
+        description="Hours between two retention purges of what is due now, timed from the last "
+        "audited purge, one worker or replica at a time (0: never; run `consent-service "
+        "retention purge` from cron instead). docs/retention.md.",
     )
 
     @field_validator("ip_hash_previous_salts", mode="before")

@@ -40,7 +40,7 @@ def upgrade_to_head(database_url: str) -> None:
         command.upgrade(alembic_config(database_url), "head")
     except CommandError as exc:
         found = re.search(r"Can't locate revision identified by '([^']+)'", str(exc))
-        if found is None or found.group(1) in known_revisions():
+        if found is None or not newer_than_release(found.group(1)):
             raise
         raise NewerThanRelease(
             f"the database is at revision {found.group(1)}, which a newer release made; this "
@@ -51,6 +51,20 @@ def upgrade_to_head(database_url: str) -> None:
 
 def head_revision() -> str | None:
     return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+def newer_than_release(revision: str | None) -> bool:
+    """Whether `revision` is one a later release of this service made: not one of this release's,
+    and numbered after its head (revisions are numbered 0001, 0002, …). Anything else unknown (a
+    stray stamp, another application's database) is not."""
+    head = head_revision()
+    return (
+        revision is not None
+        and revision not in known_revisions()
+        and revision.isdigit()
+        and head is not None
+        and int(revision) > int(head)
+    )
 
 
 @functools.cache

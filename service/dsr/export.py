@@ -22,7 +22,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from service import __version__
 from service.consent_schema.service import SchemaCatalog
+from service.core.errors import ServiceUnavailable
 from service.core.hashing import Hasher
+from service.core.logging import get_logger
 from service.core.times import iso
 from service.dsr import dpv
 from service.dsr.bodies import DsrQuery, ExportFormat, identifier_of
@@ -82,6 +84,8 @@ async def open_export(
     return planned[0], _after(first, chunks)
 
 
+log = get_logger("service.dsr.export")
+
 # What an export keeps in memory while it is read from the database; the rest goes to a temporary
 # file, unlinked as it is made (`tempfile.SpooledTemporaryFile`).
 SPOOL_IN_MEMORY = 8 * 1024 * 1024
@@ -97,7 +101,13 @@ async def spooled(stream: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
     spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)  # noqa: SIM115 (closed below)
     try:
         async for data in stream:
-            spool.write(data)
+            try:
+                spool.write(data)
+            except OSError as exc:  # the temporary folder full or not writable: not the database
+                log.error("export_spool_failed", error=exc.strerror or type(exc).__name__)
+                raise ServiceUnavailable(
+                    "the export could not be held in a temporary file; retry later"
+                ) from None
         spool.seek(0)
     except BaseException:
         spool.close()

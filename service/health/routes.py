@@ -16,7 +16,7 @@ from service.core.db_errors import not_ready_reason
 from service.core.errors import RETRY_AFTER, RETRY_AFTER_DOC, problem_responses
 from service.core.json_input import StrictJSONRoute
 from service.core.logging import get_logger
-from service.core.migrations import current_revision, known_revisions
+from service.core.migrations import current_revision, newer_than_release
 from service.core.observe import exposition
 from service.state import Engine, MigrationHead
 
@@ -71,7 +71,7 @@ async def readyz(engine: Engine, head: MigrationHead) -> JSONResponse:
             # Migrated by the next release (it migrates before its replicas replace these): a
             # release's migrations keep the one before it working (docs/architecture.md,
             # "Migrations"), so these serve on rather than all leave the load balancer at once.
-            ahead = revision is not None and revision not in known_revisions()
+            ahead = newer_than_release(revision)
             usable = revision == head or ahead
             writes = (await connection.execute(SERVES_WRITES)).one() if usable else None
     except Exception as exc:  # any failure to use the database means "not ready"

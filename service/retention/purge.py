@@ -59,9 +59,10 @@ async def purge_due(engine: AsyncEngine) -> dict[str, Any] | None:
 
 # When the last purge ran, any worker's, replica's or the CLI's (a dry run deletes nothing), and
 # the database's now: the schedule is the audit trail's, not a timer in a worker's memory.
+# (Newest first by the primary key: it stops at the last purge, not reading the whole trail.)
 LAST_PURGE = text(
-    "SELECT now() - max(created_at) FROM dsr_audit"
-    " WHERE action = 'retention-purge' AND mode IS NOT NULL"
+    "SELECT now() - created_at FROM dsr_audit"
+    " WHERE action = 'retention-purge' AND mode IS NOT NULL ORDER BY seq DESC LIMIT 1"
 )
 # How often a worker looks whether a purge is due (and once at start).
 CHECK_SECONDS = 300.0

@@ -508,6 +508,29 @@ async def test_an_export_gives_its_connection_back_before_a_byte_is_sent(
     assert plan.count == export["event_count"] == len(export["events"]) == 2500
 
 
+async def test_an_export_that_cannot_be_spooled_is_a_503_that_names_it(
+    client: httpx.AsyncClient,
+    keys: dict[str, dict[str, str]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The temporary folder full or gone is the service's trouble, not the database's: a 503
+    that says so (it said "the database cannot be reached")."""
+    import tempfile
+
+    import service.dsr.export
+
+    subject = uuid.uuid4()
+    await record(client, subject)
+    monkeypatch.setattr(service.dsr.export, "SPOOL_IN_MEMORY", 10)  # to disk at once
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "gone"))
+    response = await post(client, "/v1/dsr/exports", {"subject_id": str(subject)}, keys["read"])
+    assert response.status_code == 503
+    assert response.json()["detail"] == (
+        "the export could not be held in a temporary file; retry later"
+    )
+
+
 # --- erasure ------------------------------------------------------------------------------------
 
 
