@@ -191,6 +191,18 @@ class ErasureRequest(DsrQuery):
     )
 
 
+class ErasurePreview(BaseModel):
+    """What an erasure of the same request would erase now, counted without erasing."""
+
+    matched: int = Field(description="Events the request matches.")
+    earlier_decisions: int = Field(
+        description="Events that would go with them: the other events, in a property, of each "
+        "consent id whose latest decision there the request matches."
+    )
+    consent_ids_with_earlier_decisions: int
+    total: int = Field(description="`matched` and `earlier_decisions`: the erasure's `matched`.")
+
+
 class ErasureResult(BaseModel):
     erasure_id: uuid.UUID
     mode: ErasureMode

@@ -18,6 +18,8 @@ from service.dsr.bodies import (
     AuditEntry,
     AuditPage,
     DsrAction,
+    DsrQuery,
+    ErasurePreview,
     ErasureRequest,
     ErasureResult,
     ExportFormat,
@@ -27,11 +29,12 @@ from service.dsr.bodies import (
     WithdrawalRequest,
     WithdrawalResult,
 )
-from service.dsr.erasure import erase_in_one_transaction
+from service.dsr.erasure import decisions_left_behind, erase_in_one_transaction
 from service.dsr.export import open_export, spooled
 from service.dsr.service import (
     audit_page,
     count_export,
+    count_matching,
     history_page,
     known_property,
     record_audit,
@@ -159,6 +162,37 @@ async def dsr_erase(
     # erasures of the earlier decisions it leaves behind, several: one transaction holds them.
     return await erase_in_one_transaction(
         engine, hasher, body, mode=body.mode, actor=principal.key_id, reference=body.reference
+    )
+
+
+@router.post(
+    "/erasures/preview",
+    summary="Count what an erasure of the same request would erase, erasing nothing",
+    response_model=ErasurePreview,
+    responses=problem_responses(*BODY_ERRORS, 503),
+)
+@body_read_by_hand(DsrQuery)
+async def dsr_erase_preview(
+    request: Request, session: Session, hasher: Hashing, principal: DsrEraser
+) -> ErasurePreview:
+    """`consent-service dsr erase --dry-run` for the API: the console shows it before it asks
+    (an IP or account id can take other events of the consent ids it matches). Counting is a
+    look-up of a person's records: audited as one."""
+    body = await read_json(request, DsrQuery, limit=MAX_BODY_BYTES)
+    await known_property(session, body.property)
+    matched = await count_matching(session, hasher, body)
+    left_behind = await decisions_left_behind(session, hasher, body)
+    await record_audit(
+        session, action=DsrAction.HISTORY, actor=principal.key_id, query=body, hasher=hasher,
+        matched=matched,
+    )  # fmt: skip
+    await session.commit()
+    earlier = sum(left_behind.values())
+    return ErasurePreview(
+        matched=matched,
+        earlier_decisions=earlier,
+        consent_ids_with_earlier_decisions=len(left_behind),
+        total=matched + earlier,
     )
 
 

@@ -741,9 +741,28 @@ async def test_a_late_page_never_joins_a_newer_search(
     assert await consent_ids.all_inner_texts() == [second]
     assert await shown.inner_text() == "1 event"
 
-    # Erase… on a timeline with pages to load: they load, the toolbar is drawn again, and when
-    # the dialog closes the focus is on the new Erase… button.
+    # While another search is on its way, the timeline on screen keeps its events but not its
+    # buttons: they took the new search's query (an export of someone else than the one shown).
     await page.unroute("**/v1/dsr/history*")
+    waiting: asyncio.Queue[Route] = asyncio.Queue()
+
+    async def hold_first(route: Route) -> None:
+        await (
+            waiting.put(route) if first in (route.request.post_data or "") else route.continue_()
+        )
+
+    await page.route("**/v1/dsr/history*", hold_first)
+    await page.locator("#person-value").fill(first)
+    await page.locator("#person-form button[type=submit]").click()
+    pending = await waiting.get()
+    assert await consent_ids.all_inner_texts() == [second]  # still on screen
+    for control in ("#export-json", "#export-csv", "#export-dpv", "#erase-open"):
+        assert await page.locator(control).is_disabled(), control
+    await release(page, pending)
+    await page.unroute("**/v1/dsr/history*")
+
+    # Erase… on a timeline with pages to load: the service counts them all (3, two loaded), and
+    # when the dialog closes the focus is on Erase…
     await search(page, "subject_id", first, per_page=2)
     # The previous timeline's title is still there when `search` returns: wait for this one's
     # events, or the focus lands on the old Erase… button as it is replaced.
@@ -753,10 +772,29 @@ async def test_a_late_page_never_joins_a_newer_search(
     erase = page.locator("#erase-dialog")
     await erase.wait_for(state="visible")
     assert await field_of(page.locator("#erase-summary"), "count").inner_text() == "3"
+    assert await page.locator("#timeline .event").count() == 2
     await page.keyboard.press("Escape")
     await erase.wait_for(state="hidden")
     await focus_reaches(page, "() => document.activeElement.id === 'erase-open'")
 
+    # One erasure, whatever is clicked or typed while it is on its way.
+    erasures: asyncio.Queue[Route] = asyncio.Queue()
+    await page.route("**/v1/dsr/erasures", erasures.put)
+    await page.locator("#erase-open").click()
+    await erase.wait_for(state="visible")
+    await page.locator("#erase-reference").fill("DSR-2")
+    confirm = page.locator("#erase-confirm")
+    await confirm.click()
+    held_erasure = await erasures.get()
+    await erase.locator('input[value="anonymise"]').check()
+    await page.locator("#erase-reference").fill("DSR-2b")
+    assert await confirm.is_disabled()
+    await page.locator("#erase-reference").press("Enter")
+    await page.wait_for_timeout(300)
+    assert erasures.empty()
+    await held_erasure.continue_()
+    await page.locator("#erasure-receipt").wait_for()
+    assert await field_of(page.locator("#erasure-receipt"), "matched").inner_text() == "3"
     # The audit log: a Load more answered after Load newest is dropped too.
     held = await hold_paged_requests(page, "/v1/dsr/audit")
     await page.locator('#nav a[data-route="audit"]').click()

@@ -63,6 +63,7 @@ ENDPOINTS = [
     ("POST", "/v1/dsr/history", "dsr:read"),
     ("POST", "/v1/dsr/exports", "dsr:read"),
     ("POST", "/v1/dsr/erasures", "dsr:erase"),
+    ("POST", "/v1/dsr/erasures/preview", "dsr:erase"),
     ("GET", "/v1/dsr/audit", "audit:read"),
 ]
 

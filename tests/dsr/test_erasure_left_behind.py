@@ -53,6 +53,21 @@ async def test_erasing_a_refusal_by_account_does_not_bring_back_the_consent_befo
     await send(client, later_refusal, "reject-all")
     assert await state(client, device) == "refused"
 
+    # Counted first, as the console does before it asks: what the erasure will answer.
+    preview = await client.post(
+        "/v1/dsr/erasures/preview", json={"user_id": "dave@example.com"}, headers=eraser
+    )
+    assert preview.status_code == 200, preview.text
+    assert preview.json() == {
+        "matched": 3,
+        "earlier_decisions": 1,
+        "consent_ids_with_earlier_decisions": 1,
+        "total": 4,
+    }
+    assert await db.fetchval("SELECT count(*) FROM consent_events") == 5  # nothing erased
+    looked = await db.fetchrow("SELECT action, matched FROM dsr_audit ORDER BY seq DESC LIMIT 1")
+    assert (looked["action"], looked["matched"]) == ("history", 3)  # audited as a look-up
+
     answer = await client.post(
         "/v1/dsr/erasures", json={"user_id": "dave@example.com", "reference": "T-7"},
         headers=eraser,

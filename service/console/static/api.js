@@ -127,7 +127,10 @@ export function describe(error) {
     };
   }
   const title = problem.title || `HTTP ${status}`;
-  return {title: status ? `${title} (${status}).` : `${title}.`, detail, items};
+  // The id the message asks to quote: the problem's `instance` (urn:request:…).
+  const id = typeof problem.instance === 'string' ? problem.instance.replace(/^urn:request:/, '') : '';
+  const quoted = status >= 500 && id ? `${detail} Request id: ${id}.`.trim() : detail;
+  return {title: status ? `${title} (${status}).` : `${title}.`, detail: quoted, items};
 }
 
 /** Show a failed call in the alert area. */

@@ -11,6 +11,8 @@ const KINDS = {subject_id: 'Consent id (subject_id)', ip: 'IP address', user_id:
 
 // The look-up on screen: its query (identifier, property, range) and what has been loaded.
 let state = null;
+// An erasure on its way: its button stays off whatever the form does meanwhile.
+let erasing = false;
 
 // A consent id as the API takes it (lowercase 8-4-4-4-12, as crypto.randomUUID writes it), from
 // the ways a person may paste one: upper case, in braces, as a urn:uuid: or as 32 bare hex digits.
@@ -62,6 +64,11 @@ async function search(event) {
   const {kind, query, limit} = queryFromForm();
   const current = {kind, query, limit, events: [], cursor: null};
   state = current;
+  // The timeline on screen is the last search's until this one's arrives: its buttons would act
+  // on this one's query (an export or erasure of someone else than the person shown).
+  for (const control of byId('person-results').querySelectorAll('.toolbar button, #person-more')) {
+    control.disabled = true;
+  }
   const button = event.submitter;
   if (button) button.disabled = true;
   try {
@@ -176,16 +183,13 @@ function renderResults() {
 
 // --- export --------------------------------------------------------------------------------------
 
-async function exportResponse(format) {
-  return call('POST', '/v1/dsr/exports', {body: {...state.query, format}, scope: 'dsr:read', raw: true});
-}
-
 async function exportAs(format) {
   clearAlert();
+  const {query} = state;
   try {
-    const response = await exportResponse(format);
+    const response = await call('POST', '/v1/dsr/exports', {body: {...query, format}, scope: 'dsr:read', raw: true});
     const blob = await response.blob();
-    const scope = state.query.property || 'all-properties';
+    const scope = query.property || 'all-properties';
     const extension = format === 'dpv' ? 'jsonld' : format;
     saveBlob(blob, `dsr-export-${scope}-${utcDay()}.${extension}`);
     const count = response.headers.get('X-Event-Count');
@@ -201,65 +205,74 @@ function eraseMode() {
   return byId('erase-form').elements.mode.value;
 }
 
+function plural(count) {
+  return `${count} event${count === 1 ? '' : 's'}`;
+}
+
 function renderEraseSummary() {
-  const count = state.events.length;
+  // What the erasure will take, counted by the service (POST /v1/dsr/erasures/preview): with an
+  // IP or account id, other events of the consent ids whose latest decision it matches go too.
+  const {matched, earlier_decisions: earlier, consent_ids_with_earlier_decisions: ids, total} = state.preview;
   clear(byId('erase-summary')).append(facts([
     ...describeQuery(state.query),
-    ['Events found', String(count), 'count'],
+    ['Events found', String(matched), 'count'],
+    ...(earlier ? [[
+      'With them, earlier decisions',
+      `${plural(earlier)} of ${ids} consent id${ids === 1 ? '' : 's'} whose latest decision this matches`,
+      'earlier',
+    ]] : []),
     ['Mode', eraseMode() === 'delete' ? 'delete (remove the events)' : 'anonymise (keep them without identifiers)', 'mode'],
   ]));
   const confirm = byId('erase-confirm');
-  confirm.textContent = `${eraseMode() === 'delete' ? 'Delete' : 'Anonymise'} ${count} event${count === 1 ? '' : 's'}`;
-  confirm.disabled = !byId('erase-reference').value.trim();
+  confirm.textContent = `${eraseMode() === 'delete' ? 'Delete' : 'Anonymise'} ${plural(total)}`;
+  confirm.disabled = erasing || !byId('erase-reference').value.trim();
 }
 
 async function openErase(event) {
   const button = event.currentTarget;
   const current = state;
   clearAlert();
-  if (current.cursor) {
-    // The dialog says exactly how many events match: the remaining pages first.
-    button.disabled = true;
-    showStatus('Loading every remaining page to count the events…');
-    try {
-      while (current.cursor) {
-        if (!await fetchPage(current)) return;
-      }
-      renderResults();
-      showStatus('');
-    } catch (error) {
-      if (current !== state) return;
+  button.disabled = true;
+  try {
+    // One count by the service, audited as one look-up (loading every page to count them was a
+    // look-up a page).
+    current.preview = await call('POST', '/v1/dsr/erasures/preview', {body: current.query, scope: 'dsr:erase'});
+  } catch (error) {
+    if (current === state) {
       button.disabled = false;
       fail(error);
-      return;
     }
+    return;
   }
+  if (current !== state) return;
+  button.disabled = false;
   const form = byId('erase-form');
   form.reset();
   renderEraseSummary();
-  // The toolbar may have been drawn again meanwhile: focus returns to its Erase… button.
   openDialog(byId('erase-dialog'), byId('erase-reference'), byId('erase-open'));
 }
 
 async function confirmErase(event) {
   event.preventDefault();
   const reference = byId('erase-reference').value.trim();
-  if (!reference) return;
+  if (!reference || erasing) return;
   const mode = eraseMode();
-  const confirm = byId('erase-confirm');
-  confirm.disabled = true;
+  const {query} = state;
+  erasing = true;
+  byId('erase-confirm').disabled = true;
   try {
-    const receipt = await call('POST', '/v1/dsr/erasures', {body: {...state.query, mode, reference}, scope: 'dsr:erase'});
+    const receipt = await call('POST', '/v1/dsr/erasures', {body: {...query, mode, reference}, scope: 'dsr:erase'});
     byId('erase-dialog').close();
-    showReceipt(receipt, reference);
+    showReceipt(receipt, reference, query);
   } catch (error) {
     byId('erase-dialog').close();
     fail(error);
+  } finally {
+    erasing = false;
   }
 }
 
-function showReceipt(receipt, reference) {
-  const erased = state.query;
+function showReceipt(receipt, reference, erased) {
   state = null;
   clear(byId('person-results'));
   const panel = h('section', {class: 'card receipt', id: 'erasure-receipt', 'aria-labelledby': 'receipt-title', tabindex: '-1'},
