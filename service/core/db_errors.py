@@ -93,6 +93,13 @@ def sqlstate_of(exc: BaseException) -> str:
     return state if isinstance(state, str) else ""
 
 
+def not_accepting_connections(exc: BaseException) -> bool:
+    """`ALTER DATABASE … ALLOW_CONNECTIONS false` (or a database being dropped): 55000 with
+    PostgreSQL's own words; other 55000s are the service's own mistakes."""
+    message = str(getattr(_postgres_fields(exc), "message", "") or "")
+    return sqlstate_of(exc) == "55000" and "is not currently accepting connections" in message
+
+
 def not_ready_reason(exc: BaseException) -> str:
     """What `/readyz` says of a database it could not use: unreachable, or which refusal. A
     transaction pooler answers a database or login it refuses with 08P01 and a message of its
@@ -107,6 +114,8 @@ def not_ready_reason(exc: BaseException) -> str:
         return "refuses this role: GRANT consent_api TO it"
     if state == "25006":
         return "read-only: it takes no writes"
+    if not_accepting_connections(exc):
+        return "does not accept connections"
     if isinstance(exc, sqlalchemy.exc.TimeoutError):
         return "busy: no connection of this process came free in time"
     if state == QUERY_CANCELED:
@@ -184,6 +193,8 @@ async def _by_sqlstate(request: Request, exc: Exception, sqlstate: str) -> JSONR
     if sqlstate[:2] == CONFLICT_SQLSTATE_CLASS:
         log.warning("database_conflict", sqlstate=sqlstate)
         return _unavailable("another change to the same records was under way")
+    if not_accepting_connections(exc):
+        return await _database_not_ready(request, sqlstate)
     if sqlstate in NOT_READY_SQLSTATES or sqlstate[:2] in NOT_READY_SQLSTATE_CLASSES:
         return await _database_not_ready(request, sqlstate)
     if missing_grant(exc):

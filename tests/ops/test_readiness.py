@@ -310,3 +310,24 @@ async def test_a_guard_trigger_refusal_is_our_fault_not_a_missing_grant(
     )
     assert answer.status_code == 500, answer.text
     assert answer.json()["type"].endswith("/internal-error")
+
+
+async def test_a_database_not_accepting_connections_is_a_503_not_a_500(
+    client: httpx.AsyncClient, owner_url: str, server_url: str
+) -> None:
+    """`ALTER DATABASE … ALLOW_CONNECTIONS false` (maintenance): PostgreSQL's 55000 was a 500
+    with a traceback; it is a database not ready, named in /readyz."""
+    name = make_url(owner_url).database
+    await _admin(server_url, f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+    try:
+        await _admin(
+            server_url,
+            f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'",
+        )
+        ready = await client.get("/readyz")
+        assert ready.status_code == 503
+        assert ready.json()["database"] == "does not accept connections"
+        state = await client.get(f"/v1/properties/itsailor/consents/{uuid.uuid4()}")
+        assert state.status_code == 503, state.text
+    finally:
+        await _admin(server_url, f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
