@@ -71,15 +71,23 @@ async def publish(
             "effective_at"
         )
     if current is not None and not material:
-        difference = material_difference(current.content, content)
-        if difference is not None:
-            raise MaterialChange(
-                f"a non-material version changes wording only, and this one changes more "
-                f"than version {current.version} of {prop.name!r}: {difference}. Publish it "
-                'as material (without --non-material; "material": true in the API): the banner '
-                "then asks everyone again",
-                extra={"compared_version": current.version},
+        # Against the current version, and the last material one: wording changed a typo at a
+        # time ("stored", "shored", "shared") is compared with what the person agreed to.
+        bases = [current]
+        if prop.last_material_version != current.version:
+            bases.append(
+                await session.get_one(SchemaVersionRow, (prop.name, prop.last_material_version))
             )
+        for base in bases:
+            difference = material_difference(base.content, content)
+            if difference is not None:
+                raise MaterialChange(
+                    f"a non-material version changes wording only, and this one changes more "
+                    f"than version {base.version} of {prop.name!r}: {difference}. Publish it "
+                    'as material (without --non-material; "material": true in the API): the '
+                    "banner then asks everyone again",
+                    extra={"compared_version": base.version},
+                )
 
     version = (
         await session.scalar(

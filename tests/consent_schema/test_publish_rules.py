@@ -589,3 +589,30 @@ def test_cli_republishing_every_file_passes_while_a_version_is_pending(
     assert (code, out) == (1, "")
     assert f"takes effect at {at} with this content, and this publish asks for it now" in err
     assert f"publish it with --effective-at {at} (effective_at in the API)" in err
+
+
+async def test_wording_changed_a_typo_at_a_time_is_compared_with_the_last_material_version(
+    client: httpx.AsyncClient, db_url: str
+) -> None:
+    """ "stored" to "shared" is refused as wording; in two steps ("shored", then "shared") each
+    was one typo from the version before it, and nobody was asked again."""
+    await published(db_url, example("ailabrix"))
+    writer = bearer(await api_key(db_url, "schemas:write"))
+    document = content("ailabrix")
+    beacon = at(document, "categories", "analytics", "cookies", "static.cloudflareinsights.com")
+
+    async def publish(word: str) -> httpx.Response:
+        beacon["purpose"] = beacon["purpose"].replace(beacon["purpose"].split()[-4], word)
+        return await client.post(
+            versions_url("ailabrix"),
+            json={"material": False, "content": document},
+            headers=writer,
+        )
+
+    assert beacon["purpose"].split()[-4] == "stored"
+    first = await publish("shored")
+    assert first.status_code == 201, first.text  # a typo of "stored": wording
+    second = await publish("shared")  # a typo of "shored", not of "stored"
+    assert second.status_code == 409, second.text
+    assert second.json()["compared_version"] == 1
+    assert "stored" in second.json()["detail"]
