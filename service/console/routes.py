@@ -36,6 +36,7 @@ ASSETS = (
     "api.js",
     "dom.js",
     "person.js",
+    "withdraw.js",
     "audit.js",
     "properties.js",
     "schema.js",

@@ -895,3 +895,40 @@ async def test_the_version_dialog_fits_a_phone(
     )
     assert overflowing == []
     await shot(page, "console-version-phone")
+
+
+async def test_a_withdrawal_in_writing_is_recorded_from_the_console(
+    new_page: NewPage, live_service: LiveService
+) -> None:
+    """Withdraw… on a person found by consent id: a reference, one request, the receipt, and the
+    timeline again with the `withdraw` the DSR team recorded; by IP (shared) it is off."""
+    key = await api_key(live_service.db_url, "dsr:read", "dsr:withdraw")
+    subject = str(uuid.uuid4())
+    with httpx.Client(base_url=live_service.url, timeout=10.0) as http:
+        post_event(http, {"subject_id": subject, "event_type": "accept-all", "schema_version": 1})
+    page = await new_page()
+    await page.set_viewport_size(LAPTOP)
+    await sign_in(page, live_service, key.secret)
+    await search(page, "ip", "127.0.0.1")
+    assert await page.locator("#withdraw-open").is_disabled()
+    await search(page, "subject_id", subject)
+    await page.locator("#timeline > li").first.wait_for()
+    await page.locator("#withdraw-open").click()
+    dialog = page.locator("#withdraw-dialog")
+    await dialog.wait_for(state="visible")
+    assert await page.evaluate("document.activeElement.id") == "withdraw-reference"
+    confirm = page.locator("#withdraw-confirm")
+    assert await confirm.is_disabled()
+    await page.locator("#withdraw-reference").fill("LETTER-9")
+    await confirm.click()
+    receipt = page.locator("#withdrawal-receipt")
+    await receipt.wait_for()
+    assert await field_of(receipt, "withdrawn").inner_text() == "1 consent id and property pair"
+    assert await field_of(receipt, "reference").inner_text() == "LETTER-9"
+    types = page.locator("#timeline > li")
+    await types.nth(1).wait_for()
+    assert [await item.get_attribute("data-event-type") for item in await types.all()] == [
+        "accept-all",
+        "withdraw",
+    ]
+    assert await field_of(types.nth(1), "source").inner_text() == "dsr"

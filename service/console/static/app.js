@@ -5,6 +5,7 @@ import {setupAudit} from './audit.js';
 import {byId, clear, clearAlert, showStatus} from './dom.js';
 import {setupPerson} from './person.js';
 import {setupProperties} from './properties.js';
+import {setupWithdraw} from './withdraw.js';
 
 const ROUTES = {person: 'view-person', audit: 'view-audit', properties: 'view-properties'};
 const DEFAULT_ROUTE = 'person';
@@ -107,6 +108,7 @@ function start() {
   }
   whenKeyRefused(keyRefused);
   setupPerson();
+  setupWithdraw();
   views.audit = setupAudit();
   views.properties = setupProperties();
   render();

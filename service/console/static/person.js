@@ -6,6 +6,7 @@ import {
   byId, clear, clearAlert, facts, formatTime, h, localInputAsUtc, openDialog, showStatus, utcDay,
 } from './dom.js';
 import {showVersion} from './schema.js';
+import {openWithdraw, withdrawable} from './withdraw.js';
 
 const KINDS = {subject_id: 'Consent id (subject_id)', ip: 'IP address', user_id: 'Account id (user_id)'};
 
@@ -173,6 +174,7 @@ function renderResults() {
         h('button', {type: 'button', class: 'btn', id: 'export-json', disabled: !events.length, onclick: () => exportAs('json')}, 'Export JSON'),
         h('button', {type: 'button', class: 'btn', id: 'export-csv', disabled: !events.length, onclick: () => exportAs('csv')}, 'Export CSV'),
         h('button', {type: 'button', class: 'btn', id: 'export-dpv', disabled: !events.length, title: 'W3C DPV consent records (JSON-LD)', onclick: () => exportAs('dpv')}, 'Export DPV'),
+        h('button', {type: 'button', class: 'btn', id: 'withdraw-open', disabled: !events.length || !withdrawable(state.query), title: 'By consent id or account id, over all time', onclick: openWithdrawal}, 'Withdraw…'),
         h('button', {type: 'button', class: 'btn btn-danger-outline', id: 'erase-open', disabled: !events.length, onclick: openErase}, 'Erase…'))),
     facts(describeQuery(state.query), 'facts facts-inline'),
     events.length
@@ -197,6 +199,30 @@ async function exportAs(format) {
   } catch (error) {
     fail(error);
   }
+}
+
+// --- withdrawal in writing -----------------------------------------------------------------------
+
+function openWithdrawal() {
+  clearAlert();
+  const {kind, query, limit} = state;
+  openWithdraw(query, describeQuery(query), async (result, reference) => {
+    const panel = h('section', {class: 'card receipt', id: 'withdrawal-receipt', 'aria-labelledby': 'withdrawal-title', tabindex: '-1'},
+      h('h2', {id: 'withdrawal-title'}, 'Withdrawal recorded'),
+      facts([
+        ['Withdrawal id', h('span', {class: 'mono break', text: result.withdrawal_id}), 'withdrawal_id'],
+        ['Withdrawn', `${result.withdrawn} consent id and property pair${result.withdrawn === 1 ? '' : 's'}`, 'withdrawn'],
+        ['Of', h('ul', {}, result.items.map((item) => h('li', {class: 'mono break', text: `${item.property} · ${item.subject_id}`}))), 'items'],
+        ['Reference', reference, 'reference'],
+      ], 'facts'));
+    // The timeline again, with the withdrawals it now holds.
+    const current = {kind, query, limit, events: [], cursor: null};
+    state = current;
+    if (await fetchPage(current)) renderResults();
+    clear(byId('person-receipt')).append(panel);
+    panel.focus();
+    showStatus(`Withdrawal ${result.withdrawal_id} recorded: ${result.withdrawn} withdrawn.`);
+  });
 }
 
 // --- erasure -------------------------------------------------------------------------------------
