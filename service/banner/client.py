@@ -20,7 +20,7 @@ from service.core.headers import etag_matches
 from service.core.pipeline import hot
 from service.core.resources import StaticFile, static_file
 
-CLIENT_VERSION = "1.0.2"
+CLIENT_VERSION = "1.0.3"
 WEB = Path(__file__).resolve().parent / "web"
 MEDIA_TYPES = {".js": "text/javascript; charset=utf-8", ".ts": "text/plain; charset=utf-8"}
 CACHE = "public, max-age=31536000, immutable"

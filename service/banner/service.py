@@ -352,27 +352,34 @@ async def current_state(
     decided_on = await catalog.version(property_name, latest.schema_version)
     event_type = EventType(latest.event_type)
     expires_at = expiry(latest.recorded_at, decided_on.ttl_days, event_type)
+    expired = expires_at is not None and now >= expires_at
+    outdated = latest.schema_version < prop.last_material_version
     # A signal the version records as a decision (a reject-all) stands for one while present,
-    # unless the latest decision was made under it: the banner client records that reject-all
-    # when it sees the signal, and a request without the client gets the same answer.
-    under = {Signal.GPC} if latest.gpc else set()
-    under |= {Signal.DNT} if latest.dnt else set()
+    # unless the latest decision was made under it and still holds (one lapsed or asked again
+    # answers nothing now): the banner client records that reject-all when it sees the signal,
+    # and a request without the client gets the same answer (docs/banner.md, "Signals").
+    under = {Signal.GPC} if latest.gpc and not (expired or outdated) else set()
+    under |= {Signal.DNT} if latest.dnt and not (expired or outdated) else set()
     recorded = [signal for signal in among(signals, current.records) if signal not in under]
     applied = [signal for signal in (Signal.GPC, Signal.DNT) if signal in {*applied, *recorded}]
     effective = apply_signals(latest.choices, optional=decided_on.optional, applied=applied)
     status = decision_status(event_type, effective, decided_on.optional)
     assert status is not None  # re-prompts are not decisions
     reasons: list[RepromptReason] = []
-    if expires_at is not None and now >= expires_at:
+    if expired:
         status = ConsentStatus.EXPIRED
         effective = _required_only(current)
         reasons.append(RepromptReason.EXPIRED)
-    if latest.schema_version < prop.last_material_version:
+    if outdated:
         # Asked again: until the person answers, only the required categories apply, as for an
         # expired decision (a banner blocks the optional scripts meanwhile, and the client's
         # `effective()` says the same: docs/banner.md, "Asking again"). The decision is kept.
         effective = _required_only(current)
         reasons.append(RepromptReason.SCHEMA_CHANGED)
+    if reasons and recorded:
+        # The signal's refusal answers the question: nobody is asked (itsailor: persisted "as
+        # you would have made it"), and the client records it on the current version.
+        status, reasons = ConsentStatus.REFUSED, []
     return ConsentState(
         property=property_name,
         subject_id=subject_id,

@@ -86,7 +86,7 @@ async def test_another_version_or_file_is_a_precise_404(client: httpx.AsyncClien
         assert response.headers["content-type"] == "application/problem+json"
         detail = response.json()["detail"]
         assert f"this service serves version {CLIENT_VERSION}" in detail
-        assert "and the earlier 1.0.1, 1.0.0" in detail
+        assert "and the earlier 1.0.2, 1.0.1, 1.0.0" in detail
 
 
 # --- what the client stores, and what the example schemas tell visitors it stores -----------------

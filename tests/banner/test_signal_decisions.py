@@ -10,6 +10,8 @@ from typing import Any
 import httpx
 import pytest
 
+from service.core.pipeline import ConsentAPI
+from service.state import of as services
 from tests.factories import event, example, published
 
 ITSAILOR = "/v1/properties/itsailor"
@@ -205,3 +207,46 @@ async def test_a_decision_from_a_signal_must_be_one(
     if "source" in body:
         return
     assert response.json()["errors"][0]["pointer"] == "/body/source"
+
+
+async def test_a_signal_refusal_asked_again_is_answered_by_the_signal_not_the_banner(
+    client: httpx.AsyncClient, db_url: str, app: ConsentAPI
+) -> None:
+    """itsailor persists GPC "as you would have made it" without interrupting: after a material
+    change, a visitor whose latest decision was the signal's refusal, with the signal still on,
+    is not asked again (the client records the refusal on the new version); without the signal
+    the banner asks, as for anyone."""
+    from tests.banner.test_state import bump
+
+    subject = uuid.uuid4()
+    first = await client.post(
+        f"{ITSAILOR}/consent-events",
+        json=event("reject-all", subject_id=subject, source="signal"),
+        headers={"Sec-GPC": "1"},
+    )
+    assert first.status_code == 201, first.text
+    await bump(db_url, material=True, label="Needed")
+    services(app).catalog.forget_current("itsailor")  # published by another process
+    url = f"{ITSAILOR}/consents/{subject}"
+    state = (await client.get(url, headers={"Sec-GPC": "1"})).json()
+    assert (state["status"], state["needs_reprompt"], state["reprompt_reasons"]) == (
+        "refused",
+        False,
+        [],
+    )
+    assert state["signals_applied"] == ["gpc"]
+    without = (await client.get(url)).json()
+    assert (without["needs_reprompt"], without["reprompt_reasons"]) == (True, ["schema-changed"])
+    # The client's refusal on the new version: the state is that decision's, asked nothing.
+    again = await client.post(
+        f"{ITSAILOR}/consent-events",
+        json=event("reject-all", subject_id=subject, source="signal", schema_version=2),
+        headers={"Sec-GPC": "1"},
+    )
+    assert again.status_code == 201, again.text
+    state = (await client.get(url, headers={"Sec-GPC": "1"})).json()
+    assert (state["status"], state["schema_version"], state["needs_reprompt"]) == (
+        "refused",
+        2,
+        False,
+    )

@@ -601,6 +601,43 @@ async def test_itsailor_records_gpc_as_the_visitors_refusal_without_asking(
     assert browser_log(page).errors == []
 
 
+async def test_itsailor_answers_a_material_change_with_the_signal_without_asking(
+    new_page: NewPage, static_site: str, live_service: LiveService, tmp_path: Path
+) -> None:
+    """The signal's refusal on record, then a material change: with GPC still on, the visitor is
+    not interrupted (client 1.0.3; 1.0.2 showed the banner), and the refusal is recorded again
+    from the signal on the new version."""
+    page = await new_page(gpc=True)
+    url = page_url(static_site, live_service)
+    await open_page(page, url, banner=False)
+    await settled(page)
+    document = yaml.safe_load((EXAMPLE_SCHEMAS / "itsailor.yaml").read_text())
+    document["categories"][2]["cookies"].append(
+        {
+            "name": "plausible_ignore",
+            "provider": "itsailor.io",
+            "purpose": "Self-hosted measurement goes live.",
+            "duration": "12 months",
+            "party": "first",
+            "storage": "cookie",
+        }
+    )
+    changed = tmp_path / "itsailor.yaml"
+    changed.write_text(yaml.safe_dump(document))
+    assert live_service.publish(changed, material=True)["version"] == 2
+
+    await open_page(page, url, banner=False)
+    await settled(page)
+    assert not await page.locator("#cc-main .cm").is_visible()
+    events = await events_of(live_service, page)
+    assert [(summary(e), e["source"]) for e in events] == [
+        (("reject-all", 1, itsailor(), ["gpc"]), "signal"),
+        (("reject-all", 2, itsailor(), ["gpc"]), "signal"),
+    ]
+    assert await accepted(page, *ITSAILOR_OPTIONAL) == dict.fromkeys(ITSAILOR_OPTIONAL, False)
+    assert browser_log(page).errors == []
+
+
 async def test_a_withdrawal_in_writing_reaches_the_page_on_its_next_view(
     new_page: NewPage, static_site: str, live_service: LiveService
 ) -> None:

@@ -1,4 +1,4 @@
-/*! consent-record × vanilla-cookieconsent 3 | 1.0.2 | served at /client/1.0.2/consent-cookieconsent.js
+/*! consent-record × vanilla-cookieconsent 3 | 1.0.3 | served at /client/1.0.3/consent-cookieconsent.js
  *
  * Runs vanilla-cookieconsent v3 (load its cookieconsent.umd.js first) from the property's consent
  * schema and records every decision through the consent-record client (load consent.js first):
@@ -384,6 +384,6 @@
     });
   }
 
-  var api = { version: '1.0.2', run: run, buildConfig: buildConfig, client: null, adapter: null };
+  var api = { version: '1.0.3', run: run, buildConfig: buildConfig, client: null, adapter: null };
   global.ConsentCookieConsent = api;
 })(typeof window !== 'undefined' ? window : this);

@@ -1,5 +1,5 @@
-// Types of the consent-record browser client 1.0.2 (consent.js) and its vanilla-cookieconsent
-// integration (consent-cookieconsent.js). Served at /client/1.0.2/consent.d.ts.
+// Types of the consent-record browser client 1.0.3 (consent.js) and its vanilla-cookieconsent
+// integration (consent-cookieconsent.js). Served at /client/1.0.3/consent.d.ts.
 
 export type EventType = 'accept-all' | 'reject-all' | 'save-selection' | 'withdraw' | 're-prompt';
 export type Decision = Exclude<EventType, 're-prompt'>;

@@ -1,4 +1,4 @@
-/*! consent-record client 1.0.2 | served by the consent record service at /client/1.0.2/consent.js
+/*! consent-record client 1.0.3 | served by the consent record service at /client/1.0.3/consent.js
  *
  * A dependency-free browser client for the consent record service (docs/banner.md). No build step:
  * load it with a <script> tag and call `ConsentRecord.create({api, property})`. It
@@ -20,7 +20,7 @@
 (function (global) {
   'use strict';
 
-  var VERSION = '1.0.2';
+  var VERSION = '1.0.3';
   var RETRY_DAYS = 7; // how long an unsent event is kept and sent again
   var SIGNALS = ['gpc', 'dnt'];
   var GCM_TYPES = ['ad_storage', 'ad_user_data', 'ad_personalization', 'analytics_storage',
@@ -450,13 +450,16 @@
   /**
    * Where the policy records a signal as the person's decision (`record`), the first page view
    * that sees it without a decision made under it records one reject-all from the signal;
-   * nothing is recorded when the decision already refuses everything.
+   * nothing is recorded when the decision already refuses everything. A decision that has
+   * lapsed, or that a material change asks again, counts as none: the signal answers for the
+   * current version, and the banner does not ask.
    */
   ConsentClient.prototype.recordSignalDecision = function () {
     var recorded = this.signals().recorded;
     if (!recorded.length) return null;
     var d = this.decision();
-    var under = d && d.signals ? d.signals : [];
+    var holds = d && !this.needsPrompt().ask;
+    var under = holds && d.signals ? d.signals : [];
     if (recorded.every(function (s) { return under.indexOf(s) >= 0; })) return null;
     var effective = this.effective();
     var refusing = d && !this.needsPrompt().ask &&
