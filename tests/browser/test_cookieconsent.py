@@ -307,15 +307,8 @@ async def test_a_save_under_gpc_that_changes_no_toggle_withdraws_nothing(
         assert browser_log(p).errors == []
 
 
-async def test_a_material_republish_prompts_again_and_records_it(
-    new_page: NewPage, static_site: str, live_service: LiveService, tmp_path: Path
-) -> None:
-    page = await new_page()
-    url = page_url(static_site, live_service)
-    await open_page(page, url)
-    await click(page, "cm", "all")
-    await settled(page)
-
+def publish_a_new_cookie(live_service: LiveService, tmp_path: Path) -> None:
+    """itsailor's version 2, material: a new cookie in analytics."""
     document = yaml.safe_load((EXAMPLE_SCHEMAS / "itsailor.yaml").read_text())
     document["categories"][2]["cookies"].append(
         {
@@ -330,6 +323,18 @@ async def test_a_material_republish_prompts_again_and_records_it(
     changed = tmp_path / "itsailor.yaml"
     changed.write_text(yaml.safe_dump(document))
     assert live_service.publish(changed, material=True)["version"] == 2
+
+
+async def test_a_material_republish_prompts_again_and_records_it(
+    new_page: NewPage, static_site: str, live_service: LiveService, tmp_path: Path
+) -> None:
+    page = await new_page()
+    url = page_url(static_site, live_service)
+    await open_page(page, url)
+    await click(page, "cm", "all")
+    await settled(page)
+
+    publish_a_new_cookie(live_service, tmp_path)
 
     await open_page(page, url)  # shown again: a new revision
     assert "changed since you last chose" in await page.locator("#cc-main .cm").inner_text()
@@ -611,20 +616,7 @@ async def test_itsailor_answers_a_material_change_with_the_signal_without_asking
     url = page_url(static_site, live_service)
     await open_page(page, url, banner=False)
     await settled(page)
-    document = yaml.safe_load((EXAMPLE_SCHEMAS / "itsailor.yaml").read_text())
-    document["categories"][2]["cookies"].append(
-        {
-            "name": "plausible_ignore",
-            "provider": "itsailor.io",
-            "purpose": "Self-hosted measurement goes live.",
-            "duration": "12 months",
-            "party": "first",
-            "storage": "cookie",
-        }
-    )
-    changed = tmp_path / "itsailor.yaml"
-    changed.write_text(yaml.safe_dump(document))
-    assert live_service.publish(changed, material=True)["version"] == 2
+    publish_a_new_cookie(live_service, tmp_path)
 
     await open_page(page, url, banner=False)
     await settled(page)
