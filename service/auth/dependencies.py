@@ -25,9 +25,10 @@ _bearer = HTTPBearer(
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
-def require_scope(scope: Scope) -> Callable[..., Awaitable[Principal]]:
-    """A dependency: 401 without a valid, unrevoked key; 403 when the key lacks `scope`; then,
-    the key accepted, 422 for a query parameter the route does not take (core/query.py)."""
+def require_scope(scope: Scope, *also: Scope) -> Callable[..., Awaitable[Principal]]:
+    """A dependency: 401 without a valid, unrevoked key; 403 when the key lacks `scope` (or one
+    of `also`); then, the key accepted, 422 for a query parameter the route does not take
+    (core/query.py)."""
 
     async def dependency(
         request: Request,
@@ -37,6 +38,9 @@ def require_scope(scope: Scope) -> Callable[..., Awaitable[Principal]]:
         failures: AuthFailures,
     ) -> Principal:
         principal = await _principal(engine, credentials, scope, client, failures)
+        for needed in also:
+            if needed.value not in principal.scopes:
+                raise Forbidden(f"this API key lacks the '{needed.value}' scope")
         refuse_undeclared_query(request)
         return principal
 
@@ -129,6 +133,8 @@ async def private(response: Response) -> None:
 
 DsrReader = Annotated[Principal, Depends(require_scope(Scope.DSR_READ))]
 DsrEraser = Annotated[Principal, Depends(require_scope(Scope.DSR_ERASE))]
+# Counting what an erasure would take is a look-up of a person's records: `dsr:read` too.
+DsrEraseCounter = Annotated[Principal, Depends(require_scope(Scope.DSR_ERASE, Scope.DSR_READ))]
 DsrWithdrawer = Annotated[Principal, Depends(require_scope(Scope.DSR_WITHDRAW))]
 Auditor = Annotated[Principal, Depends(require_scope(Scope.AUDIT_READ))]
 SchemaWriter = Annotated[Principal, Depends(require_scope(Scope.SCHEMAS_WRITE))]

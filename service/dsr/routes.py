@@ -10,7 +10,14 @@ from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
 from pydantic import BeforeValidator
 
-from service.auth.dependencies import Auditor, DsrEraser, DsrReader, DsrWithdrawer, private
+from service.auth.dependencies import (
+    Auditor,
+    DsrEraseCounter,
+    DsrEraser,
+    DsrReader,
+    DsrWithdrawer,
+    private,
+)
 from service.core.errors import problem_responses
 from service.core.json_input import StrictJSONRoute, decimal_text, read_json
 from service.core.pipeline import body_read_by_hand
@@ -173,11 +180,12 @@ async def dsr_erase(
 )
 @body_read_by_hand(DsrQuery)
 async def dsr_erase_preview(
-    request: Request, session: Session, hasher: Hashing, principal: DsrEraser
+    request: Request, session: Session, hasher: Hashing, principal: DsrEraseCounter
 ) -> ErasurePreview:
     """`consent-service dsr erase --dry-run` for the API: the console shows it before it asks
     (an IP or account id can take other events of the consent ids it matches). Counting is a
-    look-up of a person's records: audited as one."""
+    look-up of a person's records: it needs `dsr:read` besides `dsr:erase`, and is audited as
+    one."""
     body = await read_json(request, DsrQuery, limit=MAX_BODY_BYTES)
     await known_property(session, body.property)
     matched = await count_matching(session, hasher, body)

@@ -790,7 +790,10 @@ async def test_a_late_page_never_joins_a_newer_search(
     await page.locator("#erase-reference").fill("DSR-2b")
     assert await confirm.is_disabled()
     await page.locator("#erase-reference").press("Enter")
+    await page.keyboard.press("Escape")  # the dialog waits for the answer: it shows the receipt
+    assert await erase.locator("[data-close]").is_disabled()
     await page.wait_for_timeout(300)
+    assert await erase.is_visible()
     assert erasures.empty()
     await held_erasure.continue_()
     await page.locator("#erasure-receipt").wait_for()

@@ -22,7 +22,7 @@ EVENTS = "/v1/properties/itsailor/consent-events"
 @pytest.fixture
 async def eraser(db_url: str) -> dict[str, str]:
     await published(db_url, example("itsailor"))
-    return bearer(await api_key(db_url, "dsr:erase"))
+    return bearer(await api_key(db_url, "dsr:erase", "dsr:read"))  # dsr:read: the preview
 
 
 async def send(

@@ -215,13 +215,20 @@ function openWithdrawal() {
         ['Of', h('ul', {}, result.items.map((item) => h('li', {class: 'mono break', text: `${item.property} · ${item.subject_id}`}))), 'items'],
         ['Reference', reference, 'reference'],
       ], 'facts'));
-    // The timeline again, with the withdrawals it now holds.
-    const current = {kind, query, limit, events: [], cursor: null};
-    state = current;
-    if (await fetchPage(current)) renderResults();
     clear(byId('person-receipt')).append(panel);
     panel.focus();
     showStatus(`Withdrawal ${result.withdrawal_id} recorded: ${result.withdrawn} withdrawn.`);
+    // The timeline again, with the withdrawals it now holds (unless another search came first).
+    const current = {kind, query, limit, events: [], cursor: null};
+    state = current;
+    try {
+      if (await fetchPage(current)) renderResults();
+    } catch (error) {
+      if (current !== state) return;
+      state = null;
+      clear(byId('person-results'));
+      fail(error);
+    }
   });
 }
 
@@ -252,26 +259,30 @@ function renderEraseSummary() {
   const confirm = byId('erase-confirm');
   confirm.textContent = `${eraseMode() === 'delete' ? 'Delete' : 'Anonymise'} ${plural(total)}`;
   confirm.disabled = erasing || !byId('erase-reference').value.trim();
+  // Not closed while the erasure is on its way: its receipt is shown when it comes.
+  byId('erase-dialog').querySelector('[data-close]').disabled = erasing;
 }
 
-async function openErase(event) {
-  const button = event.currentTarget;
+async function openErase() {
   const current = state;
   clearAlert();
-  button.disabled = true;
+  // The toolbar and Load more wait for the count (Load more would draw an Erase… to click twice).
+  for (const control of byId('person-results').querySelectorAll('.toolbar button, #person-more')) {
+    control.disabled = true;
+  }
   try {
     // One count by the service, audited as one look-up (loading every page to count them was a
     // look-up a page).
     current.preview = await call('POST', '/v1/dsr/erasures/preview', {body: current.query, scope: 'dsr:erase'});
   } catch (error) {
     if (current === state) {
-      button.disabled = false;
+      renderResults();
       fail(error);
     }
     return;
   }
   if (current !== state) return;
-  button.disabled = false;
+  renderResults();
   const form = byId('erase-form');
   form.reset();
   renderEraseSummary();
@@ -285,7 +296,7 @@ async function confirmErase(event) {
   const mode = eraseMode();
   const {query} = state;
   erasing = true;
-  byId('erase-confirm').disabled = true;
+  renderEraseSummary();
   try {
     const receipt = await call('POST', '/v1/dsr/erasures', {body: {...query, mode, reference}, scope: 'dsr:erase'});
     byId('erase-dialog').close();
@@ -325,6 +336,9 @@ function showReceipt(receipt, reference, erased) {
 
 export function setupPerson() {
   byId('person-form').addEventListener('submit', search);
+  byId('erase-dialog').addEventListener('cancel', (event) => {
+    if (erasing) event.preventDefault(); // Escape waits for the answer
+  });
   const form = byId('erase-form');
   form.addEventListener('submit', confirmErase);
   form.addEventListener('input', renderEraseSummary);

@@ -25,6 +25,8 @@ export function openWithdraw(query, described, done) {
 
 function renderConfirm() {
   byId('withdraw-confirm').disabled = withdrawing || !byId('withdraw-reference').value.trim();
+  // Not closed while the withdrawal is on its way: its answer is shown when it comes.
+  byId('withdraw-dialog').querySelector('[data-close]').disabled = withdrawing;
 }
 
 async function confirmWithdraw(event) {
@@ -38,20 +40,25 @@ async function confirmWithdraw(event) {
   }
   withdrawing = true;
   renderConfirm();
+  let result;
   try {
-    const result = await call('POST', '/v1/dsr/withdrawals', {body, scope: 'dsr:withdraw'});
-    byId('withdraw-dialog').close();
-    await done(result, reference);
+    result = await call('POST', '/v1/dsr/withdrawals', {body, scope: 'dsr:withdraw'});
   } catch (error) {
-    byId('withdraw-dialog').close();
     fail(error);
+    return;
   } finally {
     withdrawing = false;
+    renderConfirm();
+    byId('withdraw-dialog').close();
   }
+  await done(result, reference);  // recorded: its receipt is shown whatever follows
 }
 
 export function setupWithdraw() {
   const form = byId('withdraw-form');
   form.addEventListener('submit', confirmWithdraw);
   form.addEventListener('input', renderConfirm);
+  byId('withdraw-dialog').addEventListener('cancel', (event) => {
+    if (withdrawing) event.preventDefault(); // Escape waits for the answer
+  });
 }
