@@ -57,6 +57,13 @@ async function fetchPage(current) {
   return true;
 }
 
+/** The timeline's buttons off until it is drawn again (renderResults sets them anew). */
+function holdTimelineButtons() {
+  for (const control of byId('person-results').querySelectorAll('.toolbar button, #person-more')) {
+    control.disabled = true;
+  }
+}
+
 async function search(event) {
   event.preventDefault();
   clearAlert();
@@ -67,9 +74,7 @@ async function search(event) {
   state = current;
   // The timeline on screen is the last search's until this one's arrives: its buttons would act
   // on this one's query (an export or erasure of someone else than the person shown).
-  for (const control of byId('person-results').querySelectorAll('.toolbar button, #person-more')) {
-    control.disabled = true;
-  }
+  holdTimelineButtons();
   const button = event.submitter;
   if (button) button.disabled = true;
   try {
@@ -267,9 +272,7 @@ async function openErase() {
   const current = state;
   clearAlert();
   // The toolbar and Load more wait for the count (Load more would draw an Erase… to click twice).
-  for (const control of byId('person-results').querySelectorAll('.toolbar button, #person-more')) {
-    control.disabled = true;
-  }
+  holdTimelineButtons();
   try {
     // One count by the service, audited as one look-up (loading every page to count them was a
     // look-up a page).
