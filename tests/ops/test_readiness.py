@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 from sqlalchemy.engine import make_url
@@ -16,6 +17,7 @@ from sqlalchemy.engine import make_url
 import service.app
 from service.app import create_app
 from service.core.config import Environment
+from service.core.db_url import sync_dsn
 from service.core.migrations import head_revision, upgrade_to_head
 from service.state import of as services
 from tests.conftest import CLIENT_IP, _admin, database_url, make_settings
@@ -312,6 +314,25 @@ async def test_a_guard_trigger_refusal_is_our_fault_not_a_missing_grant(
     assert answer.json()["type"].endswith("/internal-error")
 
 
+async def _terminate_backends(server_url: str, name: str | None) -> None:
+    """Ends every backend on `name` and waits until they have gone: pg_terminate_backend only
+    signals, so a pooled connection could otherwise pass its ping and be closed mid-query."""
+    admin = await asyncpg.connect(sync_dsn(server_url))
+    try:
+        for _ in range(200):
+            left = await admin.fetchval(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE datname = $1 AND pid <> pg_backend_pid()",
+                name,
+            )
+            if left == 0:
+                return
+            await asyncio.sleep(0.025)
+        raise AssertionError(f"backends on {name} did not end")
+    finally:
+        await admin.close()
+
+
 async def test_a_database_not_accepting_connections_is_a_503_not_a_500(
     client: httpx.AsyncClient, owner_url: str, server_url: str
 ) -> None:
@@ -320,10 +341,7 @@ async def test_a_database_not_accepting_connections_is_a_503_not_a_500(
     name = make_url(owner_url).database
     await _admin(server_url, f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
     try:
-        await _admin(
-            server_url,
-            f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'",
-        )
+        await _terminate_backends(server_url, name)
         ready = await client.get("/readyz")
         assert ready.status_code == 503
         assert ready.json()["database"] == "does not accept connections"
@@ -331,3 +349,16 @@ async def test_a_database_not_accepting_connections_is_a_503_not_a_500(
         assert state.status_code == 503, state.text
     finally:
         await _admin(server_url, f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+
+
+async def test_a_pooled_connection_the_server_dropped_does_not_make_readyz_fail(
+    client: httpx.AsyncClient, owner_url: str, server_url: str
+) -> None:
+    """A connection used a moment ago is not pinged (docs/architecture.md, "Connections"), so
+    after a failover the probe's statement can meet a closed connection: the database itself is
+    fine, and the probe asks again on a new connection rather than take the replica out."""
+    assert (await client.get("/readyz")).status_code == 200
+    await _terminate_backends(server_url, make_url(owner_url).database)
+    ready = await client.get("/readyz")
+    assert ready.status_code == 200, ready.text
+    assert ready.json()["database"] == "ok"
