@@ -43,6 +43,17 @@ def new_event(**changes: object) -> NewEvent:
     return attach_leaf(NewEvent(**values), "e" * 64)  # type: ignore[arg-type]
 
 
+def _positional(position: int, column_type: str) -> str:
+    """How consent_record_events reads a value of a row (migration 0027): text as it is (a
+    varchar's length is the insert's to check), a JSON null as NULL, other types cast."""
+    if column_type == "JSONB":
+        return f"nullif(e->{position}, 'null'::jsonb)"
+    if column_type == "text" or column_type.startswith(("TEXT", "VARCHAR")):
+        return f"e->>{position}"
+    cast = {"TIMESTAMP WITH TIME ZONE": "timestamptz"}.get(column_type, column_type.lower())
+    return f"(e->>{position})::{cast}"
+
+
 def test_the_table_holds_exactly_the_written_columns_and_the_databases_own() -> None:
     table_columns = [column.name for column in ConsentEventRow.__table__.columns]
     assert sorted(table_columns) == sorted((*WRITTEN_COLUMNS, *DATABASE_COLUMNS))
@@ -54,8 +65,12 @@ async def test_the_database_stores_every_written_column_from_the_batch_document(
     """`consent_record_events` (frozen in its migration) reads each of the batch's rows with
     exactly NewEvent's fields and types and stores each column; a field added to NewEvent needs a
     migration that re-creates it."""
-    [row] = orjson.loads(batch_json([new_event()]))
-    assert list(row) == list(WRITTEN_COLUMNS)
+    stored_event = new_event()
+    [row] = orjson.loads(batch_json([stored_event]))
+    # Each row is the event's values in NewEvent's field order (migration 0027)...
+    as_object = orjson.loads(orjson.dumps(stored_event, default=lambda b: "\\x" + b.hex()))
+    assert list(as_object) == list(WRITTEN_COLUMNS)
+    assert row == list(as_object.values())
     definition = " ".join(
         (
             await db.fetchval(
@@ -63,9 +78,13 @@ async def test_the_database_stores_every_written_column_from_the_batch_document(
             )
         ).split()
     )
-    read = ", ".join(f"{name} {input_type(name)}" for name in WRITTEN_COLUMNS)
+    # ...which the function reads by position, each as its column's type.
+    read = ", ".join(
+        f"{_positional(position, input_type(name))} AS {name}"
+        for position, name in enumerate(WRITTEN_COLUMNS)
+    )
     stored = ", ".join(stored_value(name) for name in WRITTEN_COLUMNS)
-    assert f"jsonb_to_recordset($1::jsonb) AS r({read}))" in definition
+    assert f"SELECT {read} FROM jsonb_array_elements(batch) AS e)" in definition
     # ...and the batch's stored receipt, which the database numbers (migration 0012).
     assert f"INSERT INTO consent_events ({', '.join(WRITTEN_COLUMNS)}, receipt)" in definition
     assert f"SELECT {stored}, (SELECT id FROM receipt) FROM input" in definition

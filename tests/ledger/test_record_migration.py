@@ -119,3 +119,31 @@ async def test_0022_adds_the_decisions_signals_and_takes_them_back(server_url: s
             assert await db.fetchval(callable_by_the_service)
         finally:
             await db.close()
+
+
+async def test_0027_reads_rows_by_position_and_its_downgrade_restores_0024s_function(
+    server_url: str,
+) -> None:
+    """Upgraded, the function reads each row by position; downgraded, it is 0024's again, text
+    for text, and the service's role may still call it (and only call it)."""
+    definition = (
+        "SELECT pg_get_functiondef('consent_record_events(jsonb, text, bytea)'::regprocedure)"
+    )
+    callable_by_the_service = (
+        "SELECT has_function_privilege('consent_api',"
+        " 'consent_record_events(jsonb, text, bytea)', 'EXECUTE')"
+    )
+    async with database_at(server_url, "0026") as owner_url:
+        db = await asyncpg.connect(owner_url)
+        try:
+            before = await db.fetchval(definition)
+            config = alembic_config(owner_url)
+            await asyncio.to_thread(command.upgrade, config, "0027")
+            upgraded = await db.fetchval(definition)
+            assert "jsonb_array_elements(batch)" in upgraded
+            assert await db.fetchval(callable_by_the_service)
+            await asyncio.to_thread(command.downgrade, config, "0026")
+            assert await db.fetchval(definition) == before
+            assert await db.fetchval(callable_by_the_service)
+        finally:
+            await db.close()

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from datetime import UTC, datetime
 
 import asyncpg
 import httpx
+import orjson
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
@@ -180,3 +182,52 @@ async def test_the_writer_stores_a_batchs_good_events_beside_one_naming_no_versi
     ]  # fmt: skip
     stored = await db.fetch("SELECT event_id FROM consent_events")
     assert {row["event_id"] for row in stored} == {good.event_id, also_good.event_id}
+
+
+def _as_objects(events: list[NewEvent]) -> str:
+    """A batch as the release before migration 0027 sent it: one JSON object per row."""
+    return orjson.dumps(events, default=lambda value: "\\x" + value.hex()).decode()
+
+
+ROW_AS_STORED = (
+    "SELECT to_jsonb(e) - 'seq' - 'event_id' - 'receipt' FROM consent_events e WHERE event_id = $1"
+)
+
+
+async def test_a_batch_of_row_objects_from_the_previous_release_is_stored_the_same(
+    db_url: str, db: asyncpg.Connection
+) -> None:
+    """Mid rolling upgrade, replicas of the release before 0027 send each row as an object: the
+    function still takes those, stores exactly what the same events sent as arrays store, and
+    refuses what it refuses either way (docs/architecture.md, "Migrations")."""
+    await published(db_url, example("itsailor"))
+    kinds = (
+        {
+            "user_hash": "c" * 64,
+            "page_url": "https://x.io/",
+            "gpc": True,
+            "signals_applied": ["gpc"],
+        },
+        {"ip_hash": None, "hash_key_id": None, "user_agent": None, "source": "signal"},
+    )
+    as_arrays = [_stored_event(**kind) for kind in kinds]
+    # The same events under other ids: the rows stored must be equal but for the id.
+    as_objects = [dataclasses.replace(event, event_id=uuid.uuid4()) for event in as_arrays]
+    service = await asyncpg.connect(db_url)
+    try:
+        stored = await service.fetch(RECORD_SQL, batch_json(as_arrays), None, None)
+        stored += await service.fetch(RECORD_SQL, _as_objects(as_objects), None, None)
+        again = await service.fetch(RECORD_SQL, _as_objects(as_objects), None, None)
+        with pytest.raises(asyncpg.exceptions.ForeignKeyViolationError, match="was not in force"):
+            await service.fetch(
+                RECORD_SQL, _as_objects([_stored_event(schema_version=2)]), None, None
+            )
+    finally:
+        await service.close()
+    assert len(stored) == 4
+    assert again == []  # their ids are known: nothing stored twice
+    for array_event, object_event in zip(as_arrays, as_objects, strict=True):
+        array_row = await db.fetchval(ROW_AS_STORED, array_event.event_id)
+        object_row = await db.fetchval(ROW_AS_STORED, object_event.event_id)
+        assert array_row is not None
+        assert object_row == array_row
