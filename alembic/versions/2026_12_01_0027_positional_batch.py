@@ -16,7 +16,12 @@ group commit").
 A batch of row objects, as the release before this one sends it, is still taken: mid rolling
 upgrade its replicas write into a database already at this revision (docs/architecture.md,
 "Migrations"). Such a batch is first turned into arrays, value for value, then stored the same
-way. What is refused, and how (SQLSTATE, message, constraint), is unchanged.
+way. What is refused, and in which order, is as before: the event time first (`CR001`), then
+each value as it is stored, a key id longer than 32 characters even on an id already stored (0024
+read it as `varchar(32)`). A batch the writer never sends may be refused with another message (a
+row that is neither array nor object: 22023 either way). New: a batch naming one event id twice is
+refused (`23505`); 0024 stored both rows, since only the writer kept them apart. A review of
+2026-12-01 compared the two functions over these cases.
 
 Revision ID: 0027
 Revises: 0026
@@ -104,20 +109,41 @@ DECLARE
     latest timestamptz;
     allowed interval;
     properties text[];
+    version_texts text[];
     versions integer[];
     firsts timestamptz[];
+    id_texts text[];
+    not_arrays bigint;
+    longest_key integer;
 BEGIN
     IF jsonb_typeof(batch->0) = 'object' THEN
         SELECT coalesce(jsonb_agg(jsonb_build_array({NAMES})), '[]'::jsonb) INTO batch
         FROM jsonb_to_recordset($1) AS r({AS_TEXT});
     END IF;
-    SELECT min(g.earliest), max(g.latest),
-           array_agg(g.property), array_agg(g.version), array_agg(g.earliest)
-      INTO earliest, latest, properties, versions, firsts
-    FROM (SELECT {read("property")} AS property, {read("schema_version")} AS version,
-                 min({read("recorded_at")}) AS earliest, max({read("recorded_at")}) AS latest
-          FROM jsonb_array_elements(batch) AS e
-          GROUP BY 1, 2) AS g;
+    -- One walk of the batch for every check; each value is cast where 0024 cast it, so a batch
+    -- is refused for the same reason first.
+    WITH r AS MATERIALIZED (
+        SELECT e->>0 AS id, {read("property")} AS property, e->>4 AS version,
+               {read("recorded_at")} AS recorded_at, jsonb_typeof(e) AS kind,
+               length(rtrim(e->>14, ' ')) AS key_length
+        FROM jsonb_array_elements(batch) AS e),
+    wanted AS (
+        SELECT property, version, min(recorded_at) AS earliest, max(recorded_at) AS latest
+        FROM r GROUP BY property, version)
+    SELECT pairs.earliest, pairs.latest, pairs.properties, pairs.versions, pairs.firsts,
+           batch_rows.ids, batch_rows.not_arrays, batch_rows.longest_key
+      INTO earliest, latest, properties, version_texts, firsts, id_texts, not_arrays, longest_key
+    FROM (SELECT min(w.earliest) AS earliest, max(w.latest) AS latest,
+                 array_agg(w.property) AS properties, array_agg(w.version) AS versions,
+                 array_agg(w.earliest) AS firsts
+          FROM wanted AS w) AS pairs,
+         (SELECT array_agg(r.id) AS ids, count(*) FILTER (WHERE r.kind <> 'array') AS not_arrays,
+                 max(r.key_length) AS longest_key
+          FROM r) AS batch_rows;
+    IF not_arrays > 0 THEN
+        RAISE EXCEPTION 'each row of the batch must be an array or each an object'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     allowed := coalesce((SELECT w.tolerance FROM consent_event_time_window AS w),
                         interval '5 minutes');
     IF earliest < clock_timestamp() - allowed OR latest > clock_timestamp() + allowed THEN
@@ -127,6 +153,7 @@ BEGIN
                   DETAIL = format('events are stored within %s of the database''s time', allowed),
                   HINT = 'the service''s clock and the database''s differ: check both hosts'' NTP';
     END IF;
+    versions := version_texts::integer[];
     SELECT wanted.property, wanted.version INTO unknown
     FROM unnest(properties, versions, firsts) AS wanted(property, version, earliest)
     WHERE NOT EXISTS (SELECT FROM consent_schema_versions AS v
@@ -140,6 +167,16 @@ BEGIN
             unknown.version, quote_literal(unknown.property)
             USING ERRCODE = 'foreign_key_violation', CONSTRAINT = 'consent_events_version_in_force',
                   DETAIL = 'every event names a row of consent_schema_versions';
+    END IF;
+    -- Refused for every row, a known id's too, as 0024's read as varchar(32) refused it.
+    IF longest_key > 32 THEN
+        RAISE EXCEPTION 'value too long for type character varying(32)'
+            USING ERRCODE = 'string_data_right_truncation';
+    END IF;
+    -- consent_event_ids keeps an id once; the batch's rows must not name one twice either.
+    IF (SELECT count(DISTINCT i) <> count(*) FROM unnest(id_texts::uuid[]) AS i) THEN
+        RAISE EXCEPTION 'an event id appears more than once in the batch'
+            USING ERRCODE = 'unique_violation', CONSTRAINT = 'pk_consent_event_ids';
     END IF;
     RETURN QUERY
     WITH input AS MATERIALIZED (
