@@ -76,7 +76,9 @@ _LEDGER_IDENTIFYING = _roles(LEDGER, IDENTIFYING)
 
 @dataclass(slots=True)
 class NewEvent:
-    """One row of consent_events as the service writes it (field names are column names)."""
+    """One row of consent_events as the service writes it (field names are column names). The
+    writer sends a row as its values in this order (migration 0027): a field is added last, never
+    between others, so a rolling upgrade's rows from the release before still read right."""
 
     event_id: uuid.UUID = field(metadata=_RECORD)
     property: str = field(metadata=_RECORD)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
@@ -234,3 +235,56 @@ async def test_the_grant_is_checked_again_once_the_database_is_migrated(
     finally:
         await _admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await _admin(server_url, f'DROP ROLE IF EXISTS "{role}"')
+
+
+DEFINERS = (
+    "SELECT p.oid::regprocedure::text AS function, p.proconfig FROM pg_proc AS p"
+    " WHERE p.prosecdef AND p.pronamespace = 'public'::regnamespace"
+)
+
+
+async def test_every_function_run_as_its_owner_looks_in_pg_temp_last(
+    db: asyncpg.Connection,
+) -> None:
+    """A SECURITY DEFINER function whose search path leaves `pg_temp` out searches it first: a
+    caller's temporary table would stand in for the schema's (migration 0028)."""
+    definers = await db.fetch(DEFINERS)
+    assert len(definers) >= 12
+    for definer in definers:
+        assert "search_path=pg_catalog, public, pg_temp" in (definer["proconfig"] or []), definer
+
+
+# The review's attack: temporary tables named like the ones the writer's function reads.
+SHADOWS = [
+    "CREATE TEMP TABLE consent_event_time_window (tolerance interval)",
+    "INSERT INTO consent_event_time_window VALUES ('100 years')",
+    "CREATE TEMP TABLE consent_schema_versions (property text, version int,"
+    " effective_at timestamptz, published_at timestamptz)",
+    "INSERT INTO consent_schema_versions VALUES ('itsailor', 42, NULL, '2000-01-01')",
+    "CREATE TEMP TABLE consent_event_ids (event_id uuid PRIMARY KEY, recorded_at timestamptz)",
+]
+
+
+async def test_temporary_tables_do_not_answer_the_writers_checks(
+    as_service: asyncpg.Connection, db: asyncpg.Connection
+) -> None:
+    from service.ledger.writer import RECORD_SQL, batch_json
+    from tests.ledger.test_store import _stored_event
+
+    # The tests' databases take any event time (tests/conftest.py): this one, as production.
+    await db.execute("UPDATE consent_event_time_window SET tolerance = interval '5 minutes'")
+    for statement in SHADOWS:
+        await as_service.execute(statement)
+    try:
+        back_dated = _stored_event(recorded_at=datetime(2019, 6, 1, tzinfo=UTC))
+        with pytest.raises(asyncpg.PostgresError, match="not the database's"):
+            await as_service.fetch(RECORD_SQL, batch_json([back_dated]), None, None)
+        unknown_version = _stored_event(schema_version=42)
+        with pytest.raises(asyncpg.ForeignKeyViolationError, match="not in force"):
+            await as_service.fetch(RECORD_SQL, batch_json([unknown_version]), None, None)
+        stored = await db.fetchval("SELECT event_id FROM consent_events LIMIT 1")
+        again = _stored_event(event_id=uuid.UUID(str(stored)))
+        assert await as_service.fetch(RECORD_SQL, batch_json([again]), None, None) == []
+    finally:
+        await as_service.close()
+    assert await db.fetchval("SELECT count(*) FROM consent_events WHERE event_id = $1", stored) == 1

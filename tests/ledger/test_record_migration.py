@@ -147,3 +147,38 @@ async def test_0027_reads_rows_by_position_and_its_downgrade_restores_0024s_func
             assert await db.fetchval(callable_by_the_service)
         finally:
             await db.close()
+
+
+async def test_0028_puts_pg_temp_last_in_every_definers_path_and_takes_it_out(
+    server_url: str,
+) -> None:
+    """Only the search path changes: the functions' other settings (a plan cache mode, a lock
+    timeout) stay as they were, both ways."""
+    settings = (
+        "SELECT p.oid::regprocedure::text, p.proconfig FROM pg_proc AS p"
+        " WHERE p.prosecdef AND p.pronamespace = 'public'::regnamespace ORDER BY 1"
+    )
+    async with database_at(server_url, "0027") as owner_url:
+        db = await asyncpg.connect(owner_url)
+        try:
+            before = [tuple(row) for row in await db.fetch(settings)]
+            assert all("search_path=pg_catalog, public" in config for _, config in before)
+            config = alembic_config(owner_url)
+            await asyncio.to_thread(command.upgrade, config, "0028")
+            after = [tuple(row) for row in await db.fetch(settings)]
+            assert after == [
+                (
+                    name,
+                    [
+                        "search_path=pg_catalog, public, pg_temp"
+                        if setting.startswith("search_path=")
+                        else setting
+                        for setting in config_
+                    ],
+                )
+                for name, config_ in before
+            ]
+            await asyncio.to_thread(command.downgrade, config, "0027")
+            assert [tuple(row) for row in await db.fetch(settings)] == before
+        finally:
+            await db.close()

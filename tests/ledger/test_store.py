@@ -231,3 +231,44 @@ async def test_a_batch_of_row_objects_from_the_previous_release_is_stored_the_sa
         object_row = await db.fetchval(ROW_AS_STORED, object_event.event_id)
         assert array_row is not None
         assert object_row == array_row
+
+
+async def test_the_batch_is_refused_for_what_0024_refused_it_for_and_duplicate_ids(
+    db_url: str, db: asyncpg.Connection
+) -> None:
+    """Rows read by position (migration 0027) are refused as 0024 refused them, in the same
+    order: the event time first, then each value as it is stored, a key id too long even on an
+    id already stored. And an id may appear in a batch only once."""
+    await published(db_url, example("itsailor"))
+    await db.execute("UPDATE consent_event_time_window SET tolerance = interval '5 minutes'")
+    stored = _stored_event()
+    service = await asyncpg.connect(db_url)
+    try:
+        assert len(await service.fetch(RECORD_SQL, batch_json([stored]), None, None)) == 1
+        # A row with a value that is no integer, beside a row from another time: the time first.
+        [bad_version] = orjson.loads(batch_json([_stored_event()]))
+        bad_version[4] = "x"
+        [old] = orjson.loads(
+            batch_json([_stored_event(recorded_at=datetime(2019, 6, 1, tzinfo=UTC))])
+        )
+        with pytest.raises(asyncpg.PostgresError, match="not the database's") as refused:
+            await service.fetch(RECORD_SQL, orjson.dumps([bad_version, old]).decode(), None, None)
+        assert refused.value.sqlstate == "CR001"
+        with pytest.raises(asyncpg.InvalidTextRepresentationError):
+            await service.fetch(RECORD_SQL, orjson.dumps([bad_version]).decode(), None, None)
+        too_long = dataclasses.replace(stored, hash_key_id="k" * 33)
+        with pytest.raises(asyncpg.StringDataRightTruncationError):
+            await service.fetch(RECORD_SQL, batch_json([too_long]), None, None)
+        twice = _stored_event()
+        with pytest.raises(asyncpg.UniqueViolationError, match="more than once"):
+            await service.fetch(RECORD_SQL, batch_json([twice, twice]), None, None)
+        upper = orjson.loads(batch_json([twice]))[0]
+        upper[0] = upper[0].upper()
+        [row] = orjson.loads(batch_json([twice]))
+        with pytest.raises(asyncpg.UniqueViolationError, match="more than once"):
+            await service.fetch(RECORD_SQL, orjson.dumps([row, upper]).decode(), None, None)
+        with pytest.raises(asyncpg.InvalidParameterValueError, match="must be an array"):
+            await service.fetch(RECORD_SQL, orjson.dumps([row, None]).decode(), None, None)
+    finally:
+        await service.close()
+    assert await db.fetchval("SELECT count(*) FROM consent_events") == 1
