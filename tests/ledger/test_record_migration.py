@@ -142,9 +142,15 @@ async def test_0027_reads_rows_by_position_and_its_downgrade_restores_0024s_func
             upgraded = await db.fetchval(definition)
             assert "jsonb_array_elements(batch)" in upgraded
             assert await db.fetchval(callable_by_the_service)
+            # Its helper is the owner's alone.
+            assert not await db.fetchval(
+                "SELECT has_function_privilege('consent_api',"
+                " 'consent_one_event_per_id(bigint, bigint)', 'EXECUTE')"
+            )
             await asyncio.to_thread(command.downgrade, config, "0026")
             assert await db.fetchval(definition) == before
             assert await db.fetchval(callable_by_the_service)
+            assert await db.fetchval("SELECT to_regproc('consent_one_event_per_id') IS NULL")
         finally:
             await db.close()
 

@@ -267,8 +267,24 @@ async def test_the_batch_is_refused_for_what_0024_refused_it_for_and_duplicate_i
         [row] = orjson.loads(batch_json([twice]))
         with pytest.raises(asyncpg.UniqueViolationError, match="more than once"):
             await service.fetch(RECORD_SQL, orjson.dumps([row, upper]).decode(), None, None)
-        with pytest.raises(asyncpg.InvalidParameterValueError, match="must be an array"):
+        # A row that is no array reads as a row of nothing: refused as a row (class 23).
+        with pytest.raises(asyncpg.IntegrityConstraintViolationError):
             await service.fetch(RECORD_SQL, orjson.dumps([row, None]).decode(), None, None)
     finally:
         await service.close()
     assert await db.fetchval("SELECT count(*) FROM consent_events") == 1
+
+
+async def test_a_row_without_an_event_id_is_refused_as_a_missing_id(
+    db_url: str, db: asyncpg.Connection
+) -> None:
+    await published(db_url, example("itsailor"))
+    [row] = orjson.loads(batch_json([_stored_event()]))
+    row[0] = None
+    service = await asyncpg.connect(db_url)
+    try:
+        with pytest.raises(asyncpg.NotNullViolationError):
+            await service.fetch(RECORD_SQL, orjson.dumps([row]).decode(), None, None)
+    finally:
+        await service.close()
+    assert await db.fetchval("SELECT count(*) FROM consent_events") == 0
