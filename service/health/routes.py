@@ -70,13 +70,13 @@ async def readyz(engine: Engine, head: MigrationHead) -> JSONResponse:
     try:
         async with asyncio.timeout(READINESS_TIMEOUT_SECONDS):
             try:
-                revision, writes = await _look(engine, head)
+                revision, ahead, writes = await _look(engine, head)
             except sqlalchemy.exc.DBAPIError as lost:
                 # A pooled connection the server has since closed (a restart, a failover, a
                 # terminated backend) says nothing of the database now: ask on a new one.
                 if not lost.connection_invalidated:
                     raise
-                revision, writes = await _look(engine, head)
+                revision, ahead, writes = await _look(engine, head)
     except Exception as exc:  # any failure to use the database means "not ready"
         reason = not_ready_reason(exc)
         log.warning("readiness_database_unavailable", error=type(exc).__name__, reason=reason)
@@ -84,7 +84,6 @@ async def readyz(engine: Engine, head: MigrationHead) -> JSONResponse:
     if writes is None:
         state = "not migrated" if revision is None else f"at {revision}"
         return _not_ready(database="ok", migrations=f"{state}, head is {head}")
-    ahead = newer_than_release(revision)
     migrations = f"at {revision}, newer than this release's {head}" if ahead else "head"
     if writes.read_only:
         return _not_ready(database="read-only: it takes no writes", migrations=migrations)
@@ -97,17 +96,18 @@ async def readyz(engine: Engine, head: MigrationHead) -> JSONResponse:
     return JSONResponse(ready.model_dump(), headers=PROBE_HEADERS)
 
 
-async def _look(engine: Engine, head: str | None) -> tuple[str | None, Row[Any] | None]:
-    """The database's revision, and, when this release can serve on it, whether it takes this
-    role's writes."""
+async def _look(engine: Engine, head: str | None) -> tuple[str | None, bool, Row[Any] | None]:
+    """The database's revision, whether a newer release made it, and, when this release can
+    serve on it, whether it takes this role's writes."""
     async with autocommit(engine) as connection:
         revision = await current_revision(connection)
         # Migrated by the next release (it migrates before its replicas replace these): a
         # release's migrations keep the one before it working (docs/architecture.md,
         # "Migrations"), so these serve on rather than all leave the load balancer at once.
-        usable = revision == head or newer_than_release(revision)
+        ahead = newer_than_release(revision)
+        usable = revision == head or ahead
         writes = (await connection.execute(SERVES_WRITES)).one() if usable else None
-    return revision, writes
+    return revision, ahead, writes
 
 
 def _not_ready(*, database: str, migrations: str) -> JSONResponse:
